@@ -1,0 +1,40 @@
+"""batchflow: Gemini API Batch Mode workloads as declarative, idempotent pipelines.
+
+The library behind the `batchflow` command:
+
+    pipelines = load_pipelines([Path("pipelines")])
+    store = LocalStore(".batchflow")
+    apply_all(pipelines, store, GeminiBackend(Settings()), report=print, wait=True)
+"""
+
+__version__ = "0.1.0"
+
+from .backends.gemini import GeminiBackend
+from .errors import BatchflowError, LockedError, RemoteError, SourceError, SpecError, SpecErrors, StateError
+from .reconcile import Action, Kind, Outcome, apply_all, plan, scan
+from .settings import Settings
+from .spec import LoadedPipeline, Pipeline, load_pipelines
+from .state import LocalStore, PipelineState
+
+__all__ = [
+    "Action",
+    "BatchflowError",
+    "GeminiBackend",
+    "Kind",
+    "LoadedPipeline",
+    "LocalStore",
+    "LockedError",
+    "Outcome",
+    "Pipeline",
+    "PipelineState",
+    "RemoteError",
+    "Settings",
+    "SourceError",
+    "SpecError",
+    "SpecErrors",
+    "StateError",
+    "apply_all",
+    "load_pipelines",
+    "plan",
+    "scan",
+]

@@ -1,0 +1,140 @@
+"""The Gemini Developer API through the google-genai SDK.
+
+SDK and HTTP errors are turned into RemoteError here, so no caller handles
+google-genai types.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+
+from ..atomic import atomic_open
+from ..errors import RemoteError
+from ..settings import Settings
+
+TERMINAL_STATES = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
+# Idempotent calls are retried by the SDK on 408/429/5xx with exponential backoff.
+_RETRY = types.HttpRetryOptions(attempts=5, initial_delay=1.0, max_delay=30.0)
+# A create is never retried blindly: a lost answer may hide a job that exists.
+# The reconciler finds such a job by its display name instead.
+_NO_RETRY = types.HttpOptions(retry_options=types.HttpRetryOptions(attempts=1))
+
+T = TypeVar("T")
+
+# google-genai sends through httpx or its fork httpx2, whichever is installed.
+_TRANSPORT_ERRORS = tuple(
+    importlib.import_module(m).HTTPError for m in ("httpx", "httpx2") if importlib.util.find_spec(m)
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    display_name: str | None
+    state: str  # JOB_STATE_*
+    result_file: str | None
+    error: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+def _remote(call: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(call)
+    def wrapper(self: GeminiBackend, *args, **kwargs) -> T:
+        try:
+            return call(self, *args, **kwargs)
+        except genai_errors.APIError as exc:
+            code = exc.code or 0
+            raise RemoteError(
+                f"{call.__name__}: {exc.code} {exc.status or ''}: {exc.message or ''}".replace("  ", " "),
+                code=code,
+                transient=code in (408, 429) or code >= 500,
+            ) from None
+        except _TRANSPORT_ERRORS as exc:
+            raise RemoteError(
+                f"{call.__name__}: cannot reach the Gemini API at {self.base_url}: {exc}", transient=True
+            ) from None
+
+    return wrapper
+
+
+class GeminiBackend:
+    """Upload, create, poll and download batch jobs."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.base_url = settings.api_base_url or os.environ.get("GOOGLE_GEMINI_BASE_URL") or "the default endpoint"
+        key = settings.api_key.get_secret_value() if settings.api_key else None
+        if not key:
+            if not settings.api_base_url:
+                raise RemoteError(
+                    "no API key: set GEMINI_API_KEY, or BATCHFLOW_API_BASE_URL to use the emulator"
+                )
+            key = "batchflow-emulator"  # an emulator started without --api-key takes any key
+        options = types.HttpOptions(retry_options=_RETRY)
+        if settings.api_base_url:
+            options.base_url = settings.api_base_url
+        self.client = genai.Client(api_key=key, http_options=options)
+
+    @_remote
+    def upload(self, path: Path, display_name: str) -> str:
+        file = self.client.files.upload(
+            file=str(path), config=types.UploadFileConfig(display_name=display_name, mime_type="jsonl")
+        )
+        return file.name
+
+    @_remote
+    def file_exists(self, name: str) -> bool:
+        try:
+            self.client.files.get(name=name)
+        except genai_errors.ClientError as exc:
+            if exc.code in (403, 404):
+                return False
+            raise
+        return True
+
+    @_remote
+    def create(self, model: str, file_name: str, display_name: str) -> Job:
+        job = self.client.batches.create(
+            model=model,
+            src=file_name,
+            config=types.CreateBatchJobConfig(display_name=display_name, http_options=_NO_RETRY),
+        )
+        return _job(job)
+
+    @_remote
+    def get(self, name: str) -> Job:
+        return _job(self.client.batches.get(name=name))
+
+    @_remote
+    def find(self, display_name: str) -> Job | None:
+        """The newest job with this display name, if any."""
+        for job in self.client.batches.list(config=types.ListBatchJobsConfig(page_size=100)):
+            if job.display_name == display_name:
+                return _job(job)
+        return None
+
+    @_remote
+    def download(self, file_name: str, destination: Path) -> None:
+        """Stream a file to `destination`, which appears only once complete."""
+        with atomic_open(destination) as f:
+            self.client.files.download(file=file_name, destination=f)
+
+
+def _job(job: types.BatchJob) -> Job:
+    state = job.state.name if job.state is not None else "JOB_STATE_UNSPECIFIED"
+    dest = job.dest.file_name if job.dest is not None else None
+    error = job.error.message if job.error is not None else None
+    return Job(name=job.name, display_name=job.display_name, state=state, result_file=dest, error=error)

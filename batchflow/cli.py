@@ -1,0 +1,223 @@
+"""The `batchflow` command: parsing and printing only; the work is in the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+
+from . import __version__
+from .errors import BatchflowError, SpecErrors
+from .reconcile import Action, apply_all, plan, scan
+from .settings import Settings
+from .spec import LoadedPipeline, Pipeline, load_pipelines
+from .state import LocalStore
+
+app = typer.Typer(
+    name="batchflow",
+    help="Run Gemini API Batch Mode workloads as declarative pipelines.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+Paths = Annotated[
+    list[Path] | None,
+    typer.Argument(help="Spec files or folders [default: pipelines/].", show_default=False),
+]
+StateOpt = Annotated[
+    str | None,
+    typer.Option("--state", help="State store folder [env: BATCHFLOW_STATE; default: .batchflow/].",
+                 show_default=False),
+]
+
+
+def _settings(state: str | None = None) -> Settings:
+    return Settings(**({"state": state} if state else {}))
+
+
+def _load(paths: list[Path] | None) -> list[LoadedPipeline]:
+    return load_pipelines(paths or [Path("pipelines")])
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"batchflow {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+) -> None:
+    """Run Gemini API Batch Mode workloads as declarative pipelines."""
+
+
+@app.command()
+def validate(paths: Paths = None) -> None:
+    """Check specs and templates without any network call."""
+    from .requests import Renderer
+
+    pipelines = _load(paths)
+    for p in pipelines:
+        Renderer(p)  # compiles every template
+        out.print(f"{p.path}: {p.name}: valid")
+
+
+@app.command("plan")
+def plan_cmd(
+    paths: Paths = None,
+    state: StateOpt = None,
+    detailed_exitcode: Annotated[bool, typer.Option(
+        "--detailed-exitcode", help="Exit 0 when nothing is to do, 2 when changes are pending.")] = False,
+) -> None:
+    """Show the actions apply would take now."""
+    store = LocalStore(_settings(state).state)
+    counts: Counter[str] = Counter()
+    for p in _load(paths):
+        st = store.load(p.name)
+        actions = plan(st, scan(p, st, store, write=False), p.spec.retry.attempts, p.spec.output.uri)
+        if not actions:
+            out.print(f"{p.name}: up to date")
+            continue
+        out.print(f"{p.name}:")
+        for a in actions:
+            out.print(f"  {a.symbol} {_describe(a)}")
+            counts[a.kind] += 1
+    if counts:
+        out.print("Plan: " + ", ".join(f"{n} {kind}" for kind, n in counts.items()) + ".")
+        if detailed_exitcode:
+            raise typer.Exit(2)
+    else:
+        out.print("No changes. Every pipeline is up to date.")
+
+
+def _describe(action: Action) -> str:
+    what = f"{action.kind} shard {action.shard[:8]}" if action.shard else str(action.kind)
+    return f"{what}: {action.reason}"
+
+
+@app.command("apply")
+def apply_cmd(
+    paths: Paths = None,
+    state: StateOpt = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Repeat until every pipeline is done.")] = False,
+) -> None:
+    """Take every action that can be taken now; with --wait, until done."""
+    from .backends.gemini import GeminiBackend
+
+    settings = _settings(state)
+    pipelines = _load(paths)
+    backend = GeminiBackend(settings)
+
+    def report(pipeline: str, action: Action, message: str) -> None:
+        out.print(f"{pipeline}: {action.symbol} {action.kind}" + (f" {action.shard[:8]}" if action.shard else "")
+                  + f": {message}")
+
+    outcomes = apply_all(pipelines, LocalStore(settings.state), backend, report,
+                         wait=wait, poll_interval=settings.poll_interval)
+    for o in outcomes:
+        if o.actions == 0:
+            out.print(f"{o.pipeline}: up to date, nothing to do")
+        elif o.done:
+            out.print(f"{o.pipeline}: done")
+        else:
+            out.print(f"{o.pipeline}: waiting for {len(o.waiting)} job(s); run apply again later")
+
+
+@app.command()
+def status(
+    paths: Paths = None,
+    state: StateOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show each pipeline's shards, jobs and output, from the state store."""
+    store = LocalStore(_settings(state).state)
+    report = []
+    for p in _load(paths):
+        st = store.load(p.name)
+        report.append({
+            "pipeline": p.name,
+            "requests": sum(s.requests for s in st.shards.values()),
+            "shards": {str(k): v for k, v in Counter(s.status.value for s in st.shards.values()).items()},
+            "jobs": [{"name": s.job_name, "state": s.job_state, "shard": s.id, "attempt": s.attempt}
+                     for s in st.shards.values() if s.job_name],
+            "output": st.output.model_dump() if st.output else None,
+        })
+    if as_json:
+        out.print_json(json.dumps(report))
+        return
+    for r in report:
+        shards = ", ".join(f"{n} {k}" for k, n in r["shards"].items()) or "none"
+        out.print(f"{r['pipeline']}: {r['requests']} requests; shards: {shards}")
+        for j in r["jobs"]:
+            out.print(f"  {j['name']}  {(j['state'] or '').removeprefix('JOB_STATE_').lower()}"
+                      f"  (shard {j['shard'][:8]}, attempt {j['attempt']})")
+        o = r["output"]
+        out.print(f"  output: {o['records']} records, {o['errors']} errors, written {o['written_at']}"
+                  if o else "  output: not written yet")
+
+
+@app.command()
+def schema(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the schema.")] = Path(
+        "schemas/pipeline.schema.json"),
+) -> None:
+    """Write the JSON Schema of the pipeline spec (for editors and CI)."""
+    from .atomic import write_atomic
+
+    write_atomic(output, schema_text().encode())
+    out.print(f"wrote {output}")
+
+
+def schema_text() -> str:
+    doc = Pipeline.model_json_schema()
+    doc["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    doc["title"] = "batchflow pipeline"
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+@app.command()
+def emulator(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port; 0 picks a free one.")] = 8765,
+    api_key: Annotated[str | None, typer.Option(
+        envvar="BATCHFLOW_EMULATOR_API_KEY", show_envvar=True,
+        help="The one key accepted; unset, any non-empty key is.")] = None,
+    speed: Annotated[float, typer.Option(min=0.001, help="Clock speed: N times real time.")] = 1.0,
+    data_dir: Annotated[Path | None, typer.Option(help="Folder for files and jobs [default: a temporary one].")] = None,
+) -> None:
+    """Serve the local Gemini API emulator (prints `listening on URL` when ready)."""
+    from .emulator import serve
+
+    serve(host=host, port=port, api_key=api_key, speed=speed, data_dir=data_dir)
+
+
+def main() -> None:
+    """Entry point: the one place where errors become messages and exit codes."""
+    try:
+        code = app(standalone_mode=False)
+    except SpecErrors as exc:
+        for e in exc.errors:
+            err.print(str(e), markup=False)
+        sys.exit(1)
+    except BatchflowError as exc:
+        err.print(f"error: {exc}", markup=False)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

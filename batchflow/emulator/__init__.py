@@ -1,0 +1,5 @@
+"""A local Gemini API emulator speaking the real wire protocol (files, batches, generateContent)."""
+
+from .server import EmulatorServer, serve
+
+__all__ = ["EmulatorServer", "serve"]

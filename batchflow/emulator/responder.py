@@ -1,0 +1,177 @@
+"""Deterministic model answers: the same request always gets the same response.
+
+Text is derived from the prompt; with a response schema the text is JSON that
+satisfies it; token counts follow from the sizes of request and response.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any
+
+from .errors import ApiError
+
+# Roughly what Gemini tokenizers give for English text.
+CHARS_PER_TOKEN = 4
+
+
+def tokens(text: str) -> int:
+    return math.ceil(len(text) / CHARS_PER_TOKEN) if text else 0
+
+
+def _texts(content: Any) -> list[str]:
+    if not isinstance(content, dict):
+        return []
+    return [p["text"] for p in content.get("parts") or [] if isinstance(p, dict) and isinstance(p.get("text"), str)]
+
+
+def _other_parts(content: Any) -> int:
+    if not isinstance(content, dict):
+        return 0
+    return sum(1 for p in content.get("parts") or [] if isinstance(p, dict) and "text" not in p)
+
+
+# Each non-text part (an image, a file) counts as a fixed number of tokens, as images do on the service.
+PART_TOKENS = 258
+
+
+def prompt_tokens(request: dict[str, Any]) -> int:
+    total = 0
+    for content in [request.get("systemInstruction"), *(request.get("contents") or [])]:
+        total += sum(tokens(t) for t in _texts(content)) + PART_TOKENS * _other_parts(content)
+    return total
+
+
+def validate_request(request: Any) -> None:
+    """What the service checks before it runs a GenerateContentRequest."""
+    if not isinstance(request, dict):
+        raise ApiError(400, "request must be a JSON object")
+    contents = request.get("contents")
+    if not isinstance(contents, list) or not contents:
+        raise ApiError(400, "* GenerateContentRequest.contents: contents is not specified")
+    for i, content in enumerate(contents):
+        if not isinstance(content, dict) or not isinstance(content.get("parts"), list) or not content["parts"]:
+            raise ApiError(400, f"* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty.")
+
+
+def generate(model: str, request: dict[str, Any]) -> dict[str, Any]:
+    """A GenerateContentResponse for `request`."""
+    validate_request(request)
+    prompt = "\n".join(t for c in request["contents"] for t in _texts(c))
+    seed = hashlib.sha256(json.dumps([model, request], sort_keys=True).encode()).hexdigest()
+    config = request.get("generationConfig") or {}
+    schema = config.get("responseJsonSchema") or config.get("responseSchema")
+    if config.get("responseMimeType") == "application/json":
+        value = fake_value(schema, seed) if schema else {"answer": _reply(prompt, seed)}
+        text = json.dumps(value, ensure_ascii=False)
+    else:
+        text = _reply(prompt, seed)
+    limit = config.get("maxOutputTokens")
+    finish = "STOP"
+    if isinstance(limit, int) and tokens(text) > limit:
+        text, finish = text[: limit * CHARS_PER_TOKEN], "MAX_TOKENS"
+    prompt_count = prompt_tokens(request)
+    output_count = tokens(text)
+    return {
+        "candidates": [{"content": {"parts": [{"text": text}], "role": "model"}, "finishReason": finish, "index": 0}],
+        "usageMetadata": {
+            "promptTokenCount": prompt_count,
+            "candidatesTokenCount": output_count,
+            "totalTokenCount": prompt_count + output_count,
+        },
+        "modelVersion": model.removeprefix("models/"),
+        "responseId": seed[:22],
+    }
+
+
+def _reply(prompt: str, seed: str) -> str:
+    words = prompt.split()
+    head = " ".join(words[:24]) + (" ..." if len(words) > 24 else "")
+    return f"Emulated reply {seed[:8]} to a {len(words)}-word prompt: {head}"
+
+
+def fake_value(schema: Any, seed: str, path: str = "$", root: Any = None) -> Any:
+    """A value that satisfies `schema` (OpenAPI-style responseSchema or JSON Schema)."""
+    root = schema if root is None else root
+    if not isinstance(schema, dict):
+        return _pick_word(seed, path)
+    if "$ref" in schema and isinstance(schema["$ref"], str) and schema["$ref"].startswith("#/"):
+        target: Any = root
+        for part in schema["$ref"][2:].split("/"):
+            target = target.get(part, {}) if isinstance(target, dict) else {}
+        return fake_value(target, seed, path, root)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        options = schema["enum"]
+        return options[_n(seed, path) % len(options)]
+    for combinator in ("anyOf", "oneOf", "allOf"):
+        if schema.get(combinator):
+            options = [s for s in schema[combinator] if not (isinstance(s, dict) and _type(s) == "null")]
+            return fake_value((options or schema[combinator])[0], seed, path, root)
+    kind = _type(schema)
+    if kind == "object" or (kind is None and "properties" in schema):
+        props = schema.get("properties") or {}
+        order = list(schema.get("propertyOrdering") or []) + [k for k in props if k not in (schema.get("propertyOrdering") or [])]
+        return {k: fake_value(props[k], seed, f"{path}.{k}", root) for k in order if k in props}
+    if kind == "array":
+        low = int(schema.get("minItems", 1))
+        high = int(schema.get("maxItems", max(low, 3)))
+        count = max(low, min(high, 1 + _n(seed, path) % 3))
+        return [fake_value(schema.get("items") or {}, seed, f"{path}[{i}]", root) for i in range(count)]
+    if kind == "integer":
+        return int(_number(schema, seed, path, integer=True))
+    if kind == "number":
+        return _number(schema, seed, path, integer=False)
+    if kind == "boolean":
+        return _n(seed, path) % 2 == 0
+    if kind == "null":
+        return None
+    return _string(schema, seed, path)
+
+
+def _type(schema: dict[str, Any]) -> str | None:
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if str(k).lower() != "null"), kind[0] if kind else None)
+    return str(kind).lower() if kind else None
+
+
+def _n(seed: str, path: str) -> int:
+    return int(hashlib.sha256(f"{seed}{path}".encode()).hexdigest()[:8], 16)
+
+
+_WORDS = ["amber", "birch", "cobalt", "delta", "ember", "fjord", "garnet", "harbor", "indigo", "juniper"]
+
+
+def _pick_word(seed: str, path: str) -> str:
+    return _WORDS[_n(seed, path) % len(_WORDS)]
+
+
+def _number(schema: dict[str, Any], seed: str, path: str, *, integer: bool) -> float:
+    low = schema.get("minimum", schema.get("exclusiveMinimum", 0))
+    high = schema.get("maximum", schema.get("exclusiveMaximum", low + 100))
+    if "exclusiveMinimum" in schema and not isinstance(schema["exclusiveMinimum"], bool):
+        low += 1 if integer else 1e-6
+    if "exclusiveMaximum" in schema and not isinstance(schema["exclusiveMaximum"], bool):
+        high -= 1 if integer else 1e-6
+    if integer:
+        low, high = math.ceil(low), math.floor(high)
+        return low + _n(seed, path) % (high - low + 1) if high >= low else low
+    return round(low + (high - low) * (_n(seed, path) % 1000) / 1000, 3)
+
+
+def _string(schema: dict[str, Any], seed: str, path: str) -> str:
+    fmt = schema.get("format")
+    if fmt == "date-time":
+        return "2025-01-%02dT12:00:00Z" % (1 + _n(seed, path) % 28)
+    if fmt == "date":
+        return "2025-01-%02d" % (1 + _n(seed, path) % 28)
+    value = _pick_word(seed, path)
+    low = int(schema.get("minLength", 0))
+    while len(value) < low:
+        value += "-" + _pick_word(seed, path + value)
+    high = schema.get("maxLength")
+    return value[: int(high)] if high is not None else value

@@ -1,0 +1,332 @@
+"""Plan and apply: move each pipeline from its state towards its spec.
+
+`scan` reads the desired side (spec + source, and which requests the state
+already covers); `plan` is a pure function of that scan and the state; `apply`
+takes the planned actions one at a time, saving the state after each, so a
+run killed anywhere resumes from the last completed step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+import fsspec
+
+from .backends.gemini import GeminiBackend, Job
+from .errors import RemoteError, SourceError
+from .requests import Renderer
+from .shards import ShardInfo, build, shard_keys
+from .sinks import ResultReader, index_results, summarize, write_jsonl
+from .sources import read_records
+from .spec import LoadedPipeline
+from .state import LocalStore, OutputRecord, PipelineState, Shard, ShardStatus, now
+
+
+class Kind(StrEnum):
+    SUBMIT = "submit"  # write a new shard, upload it, create its job
+    UPLOAD = "upload"
+    CREATE = "create"
+    ADOPT = "adopt"  # a create may have happened: find the job, else create it
+    POLL = "poll"
+    DOWNLOAD = "download"
+    RETRY = "retry"  # the job failed: submit the same shard again
+    OUTPUT = "output"
+
+
+_SYMBOL = {Kind.SUBMIT: "+", Kind.OUTPUT: "+", Kind.RETRY: "~"}
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: Kind
+    shard: str | None
+    reason: str
+
+    @property
+    def symbol(self) -> str:
+        return _SYMBOL.get(self.kind, "~")
+
+    @property
+    def creates(self) -> bool:
+        """Whether this action makes something new on the service (and may cost money)."""
+        return self.kind in (Kind.SUBMIT, Kind.CREATE, Kind.ADOPT, Kind.RETRY, Kind.UPLOAD)
+
+
+@dataclass
+class Scan:
+    """The desired side of one pipeline, read from its spec and source."""
+
+    requests: int
+    new_shards: list[ShardInfo]
+    digest: str  # the output that should exist: ordered request hashes and output settings
+    output_exists: bool
+
+
+def display_name(pipeline: str, shard: Shard) -> str:
+    """Deterministic job name: how a crashed apply finds the job it created."""
+    return f"batchflow-{pipeline}-{shard.id[:16]}-{shard.attempt}"
+
+
+def next_action(shard: Shard, attempts: int) -> Action | None:
+    """The next step for one shard, from its recorded status alone."""
+    s = ShardStatus
+    match shard.status:
+        case s.PREPARED:
+            return Action(Kind.UPLOAD, shard.id, f"upload input ({shard.requests} requests)")
+        case s.UPLOADED:
+            return Action(Kind.CREATE, shard.id, "create batch job")
+        case s.CREATING:
+            return Action(Kind.ADOPT, shard.id, "find the job an interrupted run created, or create it")
+        case s.SUBMITTED if shard.job_state == "JOB_STATE_SUCCEEDED":
+            return Action(Kind.DOWNLOAD, shard.id, f"download results of {shard.job_name}")
+        case s.SUBMITTED:
+            return Action(Kind.POLL, shard.id, f"poll {shard.job_name} ({_state_word(shard.job_state)})")
+        case s.FAILED if shard.attempt < attempts:
+            return Action(Kind.RETRY, shard.id, f"resubmit (attempt {shard.attempt + 1} of {attempts})")
+    return None
+
+
+def _state_word(job_state: str | None) -> str:
+    return (job_state or "unknown").removeprefix("JOB_STATE_").lower()
+
+
+def plan(state: PipelineState, scan: Scan, attempts: int, output_uri: str) -> list[Action]:
+    """Every action apply would take now, in order. Pure: no I/O."""
+    actions = [
+        Action(Kind.SUBMIT, info.id, f"submit {info.requests} new requests ({info.bytes} bytes)")
+        for info in scan.new_shards
+    ]
+    actions += [a for shard in state.shards.values() if (a := next_action(shard, attempts))]
+    settled = not actions
+    if settled and (state.output is None or state.output.digest != scan.digest or not scan.output_exists):
+        actions.append(Action(Kind.OUTPUT, None, f"write {scan.requests} records to {output_uri}"))
+    return actions
+
+
+# ---------------------------------------------------------------- I/O side
+
+
+def scan(pipeline: LoadedPipeline, state: PipelineState, store: LocalStore, *, write: bool) -> Scan:
+    """Render the source; group requests the state does not cover yet into shards.
+
+    With write=True the shard files are written into the store (apply);
+    with write=False only their ids are computed (plan).
+    """
+    covered: set[str] = set()
+    for shard in state.shards.values():
+        covered.update(shard_keys(store.shard_path(pipeline.name, shard.id)))
+    renderer = Renderer(pipeline)
+    spec = pipeline.spec
+    digest = hashlib.sha256(pipeline.resolve(spec.output.uri).encode())
+    keys: set[str] = set()
+    count = 0
+
+    def new_lines():
+        nonlocal count
+        for r in renderer.render(read_records(pipeline.resolve(spec.source.uri), spec.source.format)):
+            if r.key in keys:
+                raise SourceError(
+                    f"duplicate key {r.key!r} (source.key must be unique)", uri=r.record.uri, line=r.record.line
+                )
+            keys.add(r.key)
+            count += 1
+            digest.update(r.hash.encode())
+            if r.hash not in covered:
+                yield r.line
+
+    folder = store.folder(pipeline.name) / "shards" if write else None
+    shards = build(new_lines(), spec.batch.max_requests, folder)
+    return Scan(
+        requests=count,
+        new_shards=shards,
+        digest=digest.hexdigest(),
+        output_exists=_exists(pipeline.resolve(spec.output.uri)),
+    )
+
+
+def _exists(uri: str) -> bool:
+    if "://" not in uri:
+        return Path(uri).exists()
+    fs, path = fsspec.core.url_to_fs(uri)
+    return fs.exists(path)
+
+
+Report = Callable[[str, Action, str], None]
+
+
+@dataclass
+class Outcome:
+    pipeline: str
+    actions: int = 0
+    created: int = 0  # jobs created
+    waiting: list[str] = field(default_factory=list)  # jobs still running
+    done: bool = False
+
+
+class Applier:
+    """Takes the actions of one pipeline, saving the state after each."""
+
+    def __init__(self, pipeline: LoadedPipeline, store: LocalStore, backend: GeminiBackend, report: Report):
+        self.p = pipeline
+        self.store = store
+        self.backend = backend
+        self.report = report
+        self.attempts = pipeline.spec.retry.attempts
+
+    def run(self) -> Outcome:
+        with self.store.lock(self.p.name):
+            state = self.store.load(self.p.name)
+            outcome = Outcome(self.p.name)
+            s = scan(self.p, state, self.store, write=True)
+            for info in s.new_shards:
+                state.shards[info.id] = Shard(id=info.id, requests=info.requests, bytes=info.bytes, updated_at=now())
+                self._say(Action(Kind.SUBMIT, info.id, f"new shard of {info.requests} requests"), "written")
+            if s.new_shards:
+                self.store.save(state)
+            for shard in list(state.shards.values()):
+                self._advance(state, shard, outcome)
+            if all(next_action(sh, self.attempts) is None for sh in state.shards.values()):
+                fresh = scan(self.p, state, self.store, write=False)
+                for action in plan(state, fresh, self.attempts, self.p.spec.output.uri):
+                    if action.kind is Kind.OUTPUT:
+                        self._write_output(state, fresh, action)
+                        outcome.actions += 1
+                outcome.done = not outcome.waiting
+            return outcome
+
+    def _say(self, action: Action, message: str) -> None:
+        self.report(self.p.name, action, message)
+
+    def _save(self, state: PipelineState, shard: Shard, **changes) -> None:
+        for k, v in changes.items():
+            setattr(shard, k, v)
+        shard.updated_at = now()
+        self.store.save(state)
+
+    def _advance(self, state: PipelineState, shard: Shard, outcome: Outcome) -> None:
+        while (action := next_action(shard, self.attempts)) is not None:
+            outcome.actions += 1
+            match action.kind:
+                case Kind.UPLOAD:
+                    name = self.backend.upload(
+                        self.store.shard_path(self.p.name, shard.id), display_name(self.p.name, shard)
+                    )
+                    self._save(state, shard, status=ShardStatus.UPLOADED, file_name=name)
+                    self._say(action, f"uploaded as {name}")
+                case Kind.CREATE | Kind.ADOPT:
+                    job = None
+                    if action.kind is Kind.ADOPT:
+                        job = self.backend.find(display_name(self.p.name, shard))
+                    if job is None:
+                        # Recorded before the call: if we die before the answer is saved,
+                        # the next run adopts the job by name instead of creating another.
+                        self._save(state, shard, status=ShardStatus.CREATING)
+                        job = self._create(state, shard)
+                        outcome.created += 1
+                        self._say(action, f"created {job.name}")
+                    else:
+                        self._say(action, f"adopted {job.name}")
+                    self._record_job(state, shard, job)
+                case Kind.POLL:
+                    job = self.backend.get(shard.job_name)
+                    self._record_job(state, shard, job)
+                    if not job.done:
+                        outcome.waiting.append(job.name)
+                        self._say(action, _state_word(job.state))
+                        return
+                    self._say(action, _state_word(job.state))
+                case Kind.DOWNLOAD:
+                    path = self.store.result_path(self.p.name, shard.id)
+                    self.backend.download(shard.result_file, path)
+                    self._save(state, shard, status=ShardStatus.DONE)
+                    self._say(action, f"saved to {path}")
+                case Kind.RETRY:
+                    self._save(
+                        state, shard, status=ShardStatus.PREPARED, attempt=shard.attempt + 1,
+                        file_name=None, job_name=None, job_state=None, result_file=None, error=None,
+                    )
+                    self._say(action, "queued again")
+
+    def _create(self, state: PipelineState, shard: Shard) -> Job:
+        try:
+            return self.backend.create(self.p.spec.model, shard.file_name, display_name(self.p.name, shard))
+        except RemoteError as exc:
+            if exc.code in (400, 403, 404) and shard.file_name and not self.backend.file_exists(shard.file_name):
+                # The service deletes uploads after about 48 hours: upload again.
+                self._save(state, shard, status=ShardStatus.PREPARED, file_name=None)
+                name = self.backend.upload(
+                    self.store.shard_path(self.p.name, shard.id), display_name(self.p.name, shard)
+                )
+                self._save(state, shard, status=ShardStatus.CREATING, file_name=name)
+                return self.backend.create(self.p.spec.model, name, display_name(self.p.name, shard))
+            raise
+
+    def _record_job(self, state: PipelineState, shard: Shard, job: Job) -> None:
+        changes: dict = {"job_name": job.name, "job_state": job.state, "result_file": job.result_file}
+        if job.done and job.state != "JOB_STATE_SUCCEEDED":
+            changes.update(status=ShardStatus.FAILED, error=job.error or _state_word(job.state))
+        else:
+            changes["status"] = ShardStatus.SUBMITTED
+        self._save(state, shard, **changes)
+
+    def _write_output(self, state: PipelineState, s: Scan, action: Action) -> None:
+        spec = self.p.spec
+        done = [sh for sh in state.shards.values() if sh.status is ShardStatus.DONE]
+        failed = {
+            key: sh
+            for sh in state.shards.values()
+            if sh.status is ShardStatus.FAILED
+            for key in shard_keys(self.store.shard_path(self.p.name, sh.id))
+        }
+        reader = ResultReader(index_results(self.store.result_path(self.p.name, sh.id) for sh in done))
+        config = spec.request.generation_config
+        parse_json = bool(config and config.response_mime_type == "application/json")
+        errors = 0
+
+        def rows():
+            nonlocal errors
+            records = read_records(self.p.resolve(spec.source.uri), spec.source.format)
+            for r in Renderer(self.p).render(records):
+                result = reader.get(r.hash)
+                if result is not None:
+                    row = {"key": r.key, **summarize(result, parse_json=parse_json)}
+                else:
+                    shard = failed.get(r.hash)
+                    why = f"job {shard.job_name} ended {shard.error}" if shard else "no result"
+                    row = {"key": r.key, "error": {"code": None, "status": None, "message": why}}
+                errors += "error" in row
+                yield row
+
+        try:
+            count = write_jsonl(self.p.resolve(spec.output.uri), rows())
+        finally:
+            reader.close()
+        state.output = OutputRecord(
+            uri=spec.output.uri, digest=s.digest, records=count, errors=errors, written_at=now()
+        )
+        self.store.save(state)
+        self._say(action, f"{count} records ({errors} errors)")
+
+
+def apply_all(
+    pipelines: list[LoadedPipeline],
+    store: LocalStore,
+    backend: GeminiBackend,
+    report: Report,
+    *,
+    wait: bool = False,
+    poll_interval: float = 30.0,
+) -> list[Outcome]:
+    """Apply each pipeline; with wait, repeat (backing off) until all are done."""
+    delay = min(0.5, poll_interval)
+    while True:
+        outcomes = [Applier(p, store, backend, report).run() for p in pipelines]
+        if not wait or all(o.done for o in outcomes):
+            return outcomes
+        time.sleep(delay)
+        delay = min(delay * 2, poll_interval)

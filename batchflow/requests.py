@@ -1,0 +1,89 @@
+"""Render records into Batch API request lines with sandboxed Jinja2 templates."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError, UndefinedError
+from jinja2.sandbox import SandboxedEnvironment
+
+from .errors import SourceError, SpecError
+from .sources import Record
+from .spec import LoadedPipeline
+
+_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One record made into one request."""
+
+    key: str  # the user's key for the record
+    hash: str  # identifies (model, key, request); the `key` of the batch input line
+    line: str  # the batch input line, without newline
+    record: Record
+
+
+def request_hash(model: str, key: str, request: dict[str, Any]) -> str:
+    canonical = json.dumps([model, key, request], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+class Renderer:
+    """Templates of one pipeline, compiled once and applied to each record."""
+
+    def __init__(self, pipeline: LoadedPipeline) -> None:
+        self.pipeline = pipeline
+        spec = pipeline.spec
+        self._key = self._compile(spec.source.key, "source.key")
+        self._system = self._compile(spec.request.system, "request.system")
+        self._prompt = self._compile(spec.request.prompt, "request.prompt")
+        config = spec.request.generation_config
+        self._generation_config = config.to_wire() if config else None
+
+    def _compile(self, text: str | None, field: str):
+        if text is None:
+            return None
+        try:
+            return _ENV.from_string(text)
+        except TemplateError as exc:
+            raise SpecError(f"template error: {exc}", file=str(self.pipeline.path), field=field) from None
+
+    def _render(self, template, record: Record, field: str, key: str) -> str:
+        try:
+            return template.render(record.data)
+        except UndefinedError as exc:
+            raise SourceError(
+                f"record {key!r}: {field}: {exc.message}", uri=record.uri, line=record.line
+            ) from None
+        except TemplateError as exc:
+            raise SourceError(f"record {key!r}: {field}: {exc}", uri=record.uri, line=record.line) from None
+
+    def request(self, record: Record, key: str) -> dict[str, Any]:
+        """The GenerateContentRequest (REST form) for one record."""
+        prompt = self._render(self._prompt, record, "request.prompt", key)
+        request: dict[str, Any] = {"contents": [{"role": "user", "parts": [{"text": prompt}]}]}
+        if self._system is not None:
+            system = self._render(self._system, record, "request.system", key)
+            request["systemInstruction"] = {"parts": [{"text": system}]}
+        if self._generation_config:
+            request["generationConfig"] = self._generation_config
+        return request
+
+    def render(self, records: Iterator[Record]) -> Iterator[Rendered]:
+        model = self.pipeline.spec.model
+        for position, record in enumerate(records):
+            if self._key is None:
+                key = str(position)
+            else:
+                key = self._render(self._key, record, "source.key", f"#{position}").strip()
+                if not key:
+                    raise SourceError("source.key renders to an empty key", uri=record.uri, line=record.line)
+            request = self.request(record, key)
+            digest = request_hash(model, key, request)
+            line = json.dumps({"key": digest, "request": request}, ensure_ascii=False, separators=(",", ":"))
+            yield Rendered(key=key, hash=digest, line=line, record=record)

@@ -1,0 +1,23 @@
+"""Settings: command-line flags, then BATCHFLOW_* environment variables, then `.env`."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BATCHFLOW_", env_file=".env", extra="ignore")
+
+    state: str = Field(".batchflow", description="State store: a folder (default .batchflow/).")
+    api_base_url: str | None = Field(
+        None, description="Base URL of the Gemini API, e.g. the emulator's http://127.0.0.1:8765."
+    )
+    api_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("GEMINI_API_KEY", "GOOGLE_API_KEY", "BATCHFLOW_API_KEY"),
+        description="Gemini API key; never printed or stored.",
+    )
+    poll_interval: float = Field(
+        30.0, gt=0, description="Longest wait between polls of running jobs with `apply --wait`, seconds."
+    )

@@ -1,0 +1,100 @@
+"""Group rendered requests into shards: content-addressed batch input files."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import StateError
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    id: str  # sha256 of the file's bytes (first 32 hex digits)
+    requests: int
+    bytes: int
+
+
+class ShardBuilder:
+    """Streams lines into shard files of at most `max_requests` lines.
+
+    With `folder=None` nothing is written: `plan` uses that to learn which
+    shards `apply` would make, with the same ids.
+    """
+
+    def __init__(self, max_requests: int, folder: Path | None = None) -> None:
+        self.max_requests = max_requests
+        self.folder = folder
+        self.shards: list[ShardInfo] = []
+        self._reset()
+
+    def _reset(self) -> None:
+        self._digest = hashlib.sha256()
+        self._count = 0
+        self._bytes = 0
+        self._file = None
+        self._tmp: str | None = None
+
+    def add(self, line: str) -> None:
+        data = (line + "\n").encode()
+        if self.folder is not None and self._file is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, self._tmp = tempfile.mkstemp(dir=self.folder, prefix=".shard.", suffix=".tmp")
+            self._file = os.fdopen(fd, "wb")
+        if self._file is not None:
+            self._file.write(data)
+        self._digest.update(data)
+        self._count += 1
+        self._bytes += len(data)
+        if self._count >= self.max_requests:
+            self._seal()
+
+    def _seal(self) -> None:
+        if self._count == 0:
+            return
+        info = ShardInfo(self._digest.hexdigest()[:32], self._count, self._bytes)
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(self._tmp, self.folder / f"{info.id}.jsonl")
+        self.shards.append(info)
+        self._reset()
+
+    def finish(self) -> list[ShardInfo]:
+        self._seal()
+        return self.shards
+
+    def abort(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._tmp)
+        self._reset()
+
+
+def shard_keys(path: Path) -> Iterator[str]:
+    """The request hashes (line keys) in a shard file."""
+    try:
+        with open(path, "rb") as f:
+            for line in f:
+                yield json.loads(line)["key"]
+    except FileNotFoundError:
+        raise StateError(f"shard file {path} is missing from the state store") from None
+
+
+def build(lines: Iterable[str], max_requests: int, folder: Path | None) -> list[ShardInfo]:
+    builder = ShardBuilder(max_requests, folder)
+    try:
+        for line in lines:
+            builder.add(line)
+    except BaseException:
+        builder.abort()
+        raise
+    return builder.finish()
