@@ -10,7 +10,15 @@ The library behind the `batchflow` command:
 __version__ = "0.1.0"
 
 from .backends.gemini import GeminiBackend
-from .errors import BatchflowError, LockedError, RemoteError, SourceError, SpecError, SpecErrors, StateError
+from .errors import (
+    BatchflowError,
+    LockedError,
+    RemoteError,
+    SourceError,
+    SpecError,
+    SpecErrors,
+    StateError,
+)
 from .reconcile import Action, Kind, Outcome, apply_all, plan, scan
 from .settings import Settings
 from .spec import LoadedPipeline, Pipeline, load_pipelines

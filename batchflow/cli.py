@@ -35,8 +35,11 @@ Paths = Annotated[
 ]
 StateOpt = Annotated[
     str | None,
-    typer.Option("--state", help="State store folder [env: BATCHFLOW_STATE; default: .batchflow/].",
-                 show_default=False),
+    typer.Option(
+        "--state",
+        help="State store folder [env: BATCHFLOW_STATE; default: .batchflow/].",
+        show_default=False,
+    ),
 ]
 
 
@@ -56,8 +59,10 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Show the version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    ] = False,
 ) -> None:
     """Run Gemini API Batch Mode workloads as declarative pipelines."""
 
@@ -77,8 +82,10 @@ def validate(paths: Paths = None) -> None:
 def plan_cmd(
     paths: Paths = None,
     state: StateOpt = None,
-    detailed_exitcode: Annotated[bool, typer.Option(
-        "--detailed-exitcode", help="Exit 0 when nothing is to do, 2 when changes are pending.")] = False,
+    detailed_exitcode: Annotated[
+        bool,
+        typer.Option("--detailed-exitcode", help="Exit 0 when nothing is to do, 2 when changes are pending."),
+    ] = False,
 ) -> None:
     """Show the actions apply would take now."""
     store = LocalStore(_settings(state).state)
@@ -120,11 +127,20 @@ def apply_cmd(
     backend = GeminiBackend(settings)
 
     def report(pipeline: str, action: Action, message: str) -> None:
-        out.print(f"{pipeline}: {action.symbol} {action.kind}" + (f" {action.shard[:8]}" if action.shard else "")
-                  + f": {message}")
+        out.print(
+            f"{pipeline}: {action.symbol} {action.kind}"
+            + (f" {action.shard[:8]}" if action.shard else "")
+            + f": {message}"
+        )
 
-    outcomes = apply_all(pipelines, LocalStore(settings.state), backend, report,
-                         wait=wait, poll_interval=settings.poll_interval)
+    outcomes = apply_all(
+        pipelines,
+        LocalStore(settings.state),
+        backend,
+        report,
+        wait=wait,
+        poll_interval=settings.poll_interval,
+    )
     for o in outcomes:
         if o.actions == 0:
             out.print(f"{o.pipeline}: up to date, nothing to do")
@@ -145,14 +161,19 @@ def status(
     report = []
     for p in _load(paths):
         st = store.load(p.name)
-        report.append({
-            "pipeline": p.name,
-            "requests": sum(s.requests for s in st.shards.values()),
-            "shards": {str(k): v for k, v in Counter(s.status.value for s in st.shards.values()).items()},
-            "jobs": [{"name": s.job_name, "state": s.job_state, "shard": s.id, "attempt": s.attempt}
-                     for s in st.shards.values() if s.job_name],
-            "output": st.output.model_dump() if st.output else None,
-        })
+        report.append(
+            {
+                "pipeline": p.name,
+                "requests": sum(s.requests for s in st.shards.values()),
+                "shards": {str(k): v for k, v in Counter(s.status.value for s in st.shards.values()).items()},
+                "jobs": [
+                    {"name": s.job_name, "state": s.job_state, "shard": s.id, "attempt": s.attempt}
+                    for s in st.shards.values()
+                    if s.job_name
+                ],
+                "output": st.output.model_dump() if st.output else None,
+            }
+        )
     if as_json:
         out.print_json(json.dumps(report))
         return
@@ -160,17 +181,23 @@ def status(
         shards = ", ".join(f"{n} {k}" for k, n in r["shards"].items()) or "none"
         out.print(f"{r['pipeline']}: {r['requests']} requests; shards: {shards}")
         for j in r["jobs"]:
-            out.print(f"  {j['name']}  {(j['state'] or '').removeprefix('JOB_STATE_').lower()}"
-                      f"  (shard {j['shard'][:8]}, attempt {j['attempt']})")
+            out.print(
+                f"  {j['name']}  {(j['state'] or '').removeprefix('JOB_STATE_').lower()}"
+                f"  (shard {j['shard'][:8]}, attempt {j['attempt']})"
+            )
         o = r["output"]
-        out.print(f"  output: {o['records']} records, {o['errors']} errors, written {o['written_at']}"
-                  if o else "  output: not written yet")
+        out.print(
+            f"  output: {o['records']} records, {o['errors']} errors, written {o['written_at']}"
+            if o
+            else "  output: not written yet"
+        )
 
 
 @app.command()
 def schema(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the schema.")] = Path(
-        "schemas/pipeline.schema.json"),
+        "schemas/pipeline.schema.json"
+    ),
 ) -> None:
     """Write the JSON Schema of the pipeline spec (for editors and CI)."""
     from .atomic import write_atomic
@@ -190,11 +217,18 @@ def schema_text() -> str:
 def emulator(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port; 0 picks a free one.")] = 8765,
-    api_key: Annotated[str | None, typer.Option(
-        envvar="BATCHFLOW_EMULATOR_API_KEY", show_envvar=True,
-        help="The one key accepted; unset, any non-empty key is.")] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="BATCHFLOW_EMULATOR_API_KEY",
+            show_envvar=True,
+            help="The one key accepted; unset, any non-empty key is.",
+        ),
+    ] = None,
     speed: Annotated[float, typer.Option(min=0.001, help="Clock speed: N times real time.")] = 1.0,
-    data_dir: Annotated[Path | None, typer.Option(help="Folder for files and jobs [default: a temporary one].")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Folder for files and jobs [default: a temporary one].")
+    ] = None,
 ) -> None:
     """Serve the local Gemini API emulator (prints `listening on URL` when ready)."""
     from .emulator import serve
@@ -202,22 +236,26 @@ def emulator(
     serve(host=host, port=port, api_key=api_key, speed=speed, data_dir=data_dir)
 
 
-def main() -> None:
-    """Entry point: the one place where errors become messages and exit codes."""
+def run(argv: list[str] | None = None) -> int:
+    """Run the command line; the one place where errors become messages and exit codes."""
     try:
-        code = app(standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except SpecErrors as exc:
         for e in exc.errors:
             err.print(str(e), markup=False)
-        sys.exit(1)
+        return 1
     except BatchflowError as exc:
         err.print(f"error: {exc}", markup=False)
-        sys.exit(1)
+        return 1
     except click.exceptions.Abort:
-        sys.exit(130)
+        return 130
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except KeyboardInterrupt:
-        sys.exit(130)
-    sys.exit(code if isinstance(code, int) else 0)
+        return 130
+    return code if isinstance(code, int) else 0
+
+
+def main() -> None:
+    sys.exit(run())

@@ -131,7 +131,9 @@ def scan(pipeline: LoadedPipeline, state: PipelineState, store: LocalStore, *, w
         for r in renderer.render(read_records(pipeline.resolve(spec.source.uri), spec.source.format)):
             if r.key in keys:
                 raise SourceError(
-                    f"duplicate key {r.key!r} (source.key must be unique)", uri=r.record.uri, line=r.record.line
+                    f"duplicate key {r.key!r} (source.key must be unique)",
+                    uri=r.record.uri,
+                    line=r.record.line,
                 )
             keys.add(r.key)
             count += 1
@@ -184,8 +186,13 @@ class Applier:
             outcome = Outcome(self.p.name)
             s = scan(self.p, state, self.store, write=True)
             for info in s.new_shards:
-                state.shards[info.id] = Shard(id=info.id, requests=info.requests, bytes=info.bytes, updated_at=now())
-                self._say(Action(Kind.SUBMIT, info.id, f"new shard of {info.requests} requests"), "written")
+                state.shards[info.id] = Shard(
+                    id=info.id, requests=info.requests, bytes=info.bytes, updated_at=now()
+                )
+                self._say(
+                    Action(Kind.SUBMIT, info.id, f"new shard of {info.requests} requests"),
+                    "written",
+                )
             if s.new_shards:
                 self.store.save(state)
             for shard in list(state.shards.values()):
@@ -214,7 +221,8 @@ class Applier:
             match action.kind:
                 case Kind.UPLOAD:
                     name = self.backend.upload(
-                        self.store.shard_path(self.p.name, shard.id), display_name(self.p.name, shard)
+                        self.store.shard_path(self.p.name, shard.id),
+                        display_name(self.p.name, shard),
                     )
                     self._save(state, shard, status=ShardStatus.UPLOADED, file_name=name)
                     self._say(action, f"uploaded as {name}")
@@ -247,8 +255,15 @@ class Applier:
                     self._say(action, f"saved to {path}")
                 case Kind.RETRY:
                     self._save(
-                        state, shard, status=ShardStatus.PREPARED, attempt=shard.attempt + 1,
-                        file_name=None, job_name=None, job_state=None, result_file=None, error=None,
+                        state,
+                        shard,
+                        status=ShardStatus.PREPARED,
+                        attempt=shard.attempt + 1,
+                        file_name=None,
+                        job_name=None,
+                        job_state=None,
+                        result_file=None,
+                        error=None,
                     )
                     self._say(action, "queued again")
 
@@ -256,7 +271,11 @@ class Applier:
         try:
             return self.backend.create(self.p.spec.model, shard.file_name, display_name(self.p.name, shard))
         except RemoteError as exc:
-            if exc.code in (400, 403, 404) and shard.file_name and not self.backend.file_exists(shard.file_name):
+            if (
+                exc.code in (400, 403, 404)
+                and shard.file_name
+                and not self.backend.file_exists(shard.file_name)
+            ):
                 # The service deletes uploads after about 48 hours: upload again.
                 self._save(state, shard, status=ShardStatus.PREPARED, file_name=None)
                 name = self.backend.upload(
@@ -267,7 +286,11 @@ class Applier:
             raise
 
     def _record_job(self, state: PipelineState, shard: Shard, job: Job) -> None:
-        changes: dict = {"job_name": job.name, "job_state": job.state, "result_file": job.result_file}
+        changes: dict = {
+            "job_name": job.name,
+            "job_state": job.state,
+            "result_file": job.result_file,
+        }
         if job.done and job.state != "JOB_STATE_SUCCEEDED":
             changes.update(status=ShardStatus.FAILED, error=job.error or _state_word(job.state))
         else:

@@ -19,5 +19,7 @@ class Settings(BaseSettings):
         description="Gemini API key; never printed or stored.",
     )
     poll_interval: float = Field(
-        30.0, gt=0, description="Longest wait between polls of running jobs with `apply --wait`, seconds."
+        30.0,
+        gt=0,
+        description="Longest wait between polls of running jobs with `apply --wait`, seconds.",
     )

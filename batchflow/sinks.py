@@ -59,7 +59,13 @@ def summarize(result: dict[str, Any], *, parse_json: bool) -> dict[str, Any]:
     """The output fields for one result line of the Batch API."""
     if "error" in result:
         err = result["error"] or {}
-        return {"error": {"code": err.get("code"), "status": err.get("status"), "message": err.get("message")}}
+        return {
+            "error": {
+                "code": err.get("code"),
+                "status": err.get("status"),
+                "message": err.get("message"),
+            }
+        }
     response = result.get("response") or {}
     candidates = response.get("candidates") or []
     first = candidates[0] if candidates else {}

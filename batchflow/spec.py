@@ -38,7 +38,7 @@ class Source(_Model):
     )
     key: str | None = Field(
         None,
-        description="Template giving each record's unique key, e.g. '{{ sku }}'; default: the record's position.",
+        description="Template of each record's unique key, e.g. '{{ sku }}'; default: its position.",
     )
 
 
@@ -157,7 +157,8 @@ def load_pipelines(paths: list[Path]) -> list[LoadedPipeline]:
             errors.append(
                 SpecError(
                     f"pipeline name {p.name!r} is also used in {seen[p.name].path}",
-                    file=str(p.path), field="name",
+                    file=str(p.path),
+                    field="name",
                 )
             )
         seen.setdefault(p.name, p)
@@ -182,7 +183,7 @@ def load_file(file: Path) -> list[LoadedPipeline]:
         except SpecErrors as exc:
             errors.extend(exc.errors)
     if errors:
-        raise SpecErrors(errors)
+        raise SpecErrors(sorted(errors, key=lambda e: (e.line or 0, e.column or 0)))
     return out
 
 
@@ -191,7 +192,11 @@ def _validate(doc: Document, file: Path) -> Pipeline:
         raise SpecErrors([doc.error((), "a pipeline spec must be a mapping of fields")])
     errors: list[SpecError] = []
     data = doc.data
-    gen = (data.get("request") or {}).get("generation_config") if isinstance(data.get("request"), dict) else None
+    gen = (
+        (data.get("request") or {}).get("generation_config")
+        if isinstance(data.get("request"), dict)
+        else None
+    )
     if isinstance(gen, dict):
         for key in ("response_schema", "response_json_schema"):
             if isinstance(gen.get(key), dict) and "$ref" in gen[key]:

@@ -120,7 +120,11 @@ class LocalStore:
                 if holder and holder.get("host") == owner["host"] and not _alive(holder.get("pid")):
                     path.unlink(missing_ok=True)
                     continue
-                who = f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}" if holder else "?"
+                who = (
+                    f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}"
+                    if holder
+                    else "?"
+                )
                 raise LockedError(
                     f"pipeline {pipeline!r} is locked by another apply ({who}); "
                     f"wait for it, or remove {path} if that process is gone"

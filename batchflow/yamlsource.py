@@ -119,14 +119,18 @@ def _build(loader: yaml.SafeLoader, node: yaml.Node, loc: Loc, doc: Document, en
             key = loader.construct_object(key_node, deep=True)
             if not isinstance(key, str | int | float | bool):
                 raise SpecError(
-                    "mapping keys must be plain strings", file=doc.file,
-                    line=key_node.start_mark.line + 1, column=key_node.start_mark.column + 1,
+                    "mapping keys must be plain strings",
+                    file=doc.file,
+                    line=key_node.start_mark.line + 1,
+                    column=key_node.start_mark.column + 1,
                 )
             key = str(key) if not isinstance(key, str) else key
             if key in out:
                 raise SpecError(
-                    f"duplicate key {key!r}", file=doc.file,
-                    line=key_node.start_mark.line + 1, column=key_node.start_mark.column + 1,
+                    f"duplicate key {key!r}",
+                    file=doc.file,
+                    line=key_node.start_mark.line + 1,
+                    column=key_node.start_mark.column + 1,
                     field=dotted(loc + (key,)),
                 )
             doc.keys[loc + (key,)] = _mark(key_node.start_mark)

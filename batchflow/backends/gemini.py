@@ -23,7 +23,12 @@ from ..atomic import atomic_open
 from ..errors import RemoteError
 from ..settings import Settings
 
-TERMINAL_STATES = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
+TERMINAL_STATES = {
+    "JOB_STATE_SUCCEEDED",
+    "JOB_STATE_FAILED",
+    "JOB_STATE_CANCELLED",
+    "JOB_STATE_EXPIRED",
+}
 # Idempotent calls are retried by the SDK on 408/429/5xx with exponential backoff.
 _RETRY = types.HttpRetryOptions(attempts=5, initial_delay=1.0, max_delay=30.0)
 # A create is never retried blindly: a lost answer may hide a job that exists.
@@ -65,7 +70,8 @@ def _remote(call: Callable[..., T]) -> Callable[..., T]:
             ) from None
         except _TRANSPORT_ERRORS as exc:
             raise RemoteError(
-                f"{call.__name__}: cannot reach the Gemini API at {self.base_url}: {exc}", transient=True
+                f"{call.__name__}: cannot reach the Gemini API at {self.base_url}: {exc}",
+                transient=True,
             ) from None
 
     return wrapper
@@ -75,7 +81,9 @@ class GeminiBackend:
     """Upload, create, poll and download batch jobs."""
 
     def __init__(self, settings: Settings) -> None:
-        self.base_url = settings.api_base_url or os.environ.get("GOOGLE_GEMINI_BASE_URL") or "the default endpoint"
+        self.base_url = (
+            settings.api_base_url or os.environ.get("GOOGLE_GEMINI_BASE_URL") or "the default endpoint"
+        )
         key = settings.api_key.get_secret_value() if settings.api_key else None
         if not key:
             if not settings.api_base_url:
@@ -91,7 +99,8 @@ class GeminiBackend:
     @_remote
     def upload(self, path: Path, display_name: str) -> str:
         file = self.client.files.upload(
-            file=str(path), config=types.UploadFileConfig(display_name=display_name, mime_type="jsonl")
+            file=str(path),
+            config=types.UploadFileConfig(display_name=display_name, mime_type="jsonl"),
         )
         return file.name
 

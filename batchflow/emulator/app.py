@@ -44,7 +44,9 @@ class Emulator:
                 Route(f"/download/{version}/files/{{rest}}", self.file, methods=["GET"]),
                 Mount(f"/{version}", routes=api),
             ]
-        self.app = Starlette(routes=routes, exception_handlers={ApiError: _error, 404: _not_found, 405: _not_found})
+        self.app = Starlette(
+            routes=routes, exception_handlers={ApiError: _error, 404: _not_found, 405: _not_found}
+        )
 
     # ------------------------------------------------------------ helpers
 
@@ -124,13 +126,17 @@ class Emulator:
             raise ApiError(400, "X-Goog-Upload-Header-Content-Length is required") from None
         mime = (
             request.headers.get("x-goog-upload-header-content-type")
-            or body.get("mime_type") or body.get("mimeType") or "application/octet-stream"
+            or body.get("mime_type")
+            or body.get("mimeType")
+            or "application/octet-stream"
         )
         upload = self.store.start_upload(
             size, mime, body.get("display_name") or body.get("displayName"), body.get("name")
         )
         version = request.url.path.split("/")[2]
-        url = f"{self._base_url(request)}/upload/{version}/files?upload_id={upload.id}&upload_protocol=resumable"
+        # The SDK uses this URL verbatim, so it must point back at this server.
+        url = f"{self._base_url(request)}/upload/{version}/files?upload_id={upload.id}"
+        url += "&upload_protocol=resumable"
         return Response(headers={"x-goog-upload-url": url, "x-goog-upload-status": "active"})
 
     def list_files(self, request: Request) -> Response:

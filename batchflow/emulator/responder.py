@@ -24,7 +24,11 @@ def tokens(text: str) -> int:
 def _texts(content: Any) -> list[str]:
     if not isinstance(content, dict):
         return []
-    return [p["text"] for p in content.get("parts") or [] if isinstance(p, dict) and isinstance(p.get("text"), str)]
+    return [
+        p["text"]
+        for p in content.get("parts") or []
+        if isinstance(p, dict) and isinstance(p.get("text"), str)
+    ]
 
 
 def _other_parts(content: Any) -> int:
@@ -52,8 +56,15 @@ def validate_request(request: Any) -> None:
     if not isinstance(contents, list) or not contents:
         raise ApiError(400, "* GenerateContentRequest.contents: contents is not specified")
     for i, content in enumerate(contents):
-        if not isinstance(content, dict) or not isinstance(content.get("parts"), list) or not content["parts"]:
-            raise ApiError(400, f"* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty.")
+        if (
+            not isinstance(content, dict)
+            or not isinstance(content.get("parts"), list)
+            or not content["parts"]
+        ):
+            raise ApiError(
+                400,
+                f"* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty.",
+            )
 
 
 def generate(model: str, request: dict[str, Any]) -> dict[str, Any]:
@@ -75,7 +86,13 @@ def generate(model: str, request: dict[str, Any]) -> dict[str, Any]:
     prompt_count = prompt_tokens(request)
     output_count = tokens(text)
     return {
-        "candidates": [{"content": {"parts": [{"text": text}], "role": "model"}, "finishReason": finish, "index": 0}],
+        "candidates": [
+            {
+                "content": {"parts": [{"text": text}], "role": "model"},
+                "finishReason": finish,
+                "index": 0,
+            }
+        ],
         "usageMetadata": {
             "promptTokenCount": prompt_count,
             "candidatesTokenCount": output_count,
@@ -114,7 +131,9 @@ def fake_value(schema: Any, seed: str, path: str = "$", root: Any = None) -> Any
     kind = _type(schema)
     if kind == "object" or (kind is None and "properties" in schema):
         props = schema.get("properties") or {}
-        order = list(schema.get("propertyOrdering") or []) + [k for k in props if k not in (schema.get("propertyOrdering") or [])]
+        order = list(schema.get("propertyOrdering") or []) + [
+            k for k in props if k not in (schema.get("propertyOrdering") or [])
+        ]
         return {k: fake_value(props[k], seed, f"{path}.{k}", root) for k in order if k in props}
     if kind == "array":
         low = int(schema.get("minItems", 1))
@@ -143,7 +162,18 @@ def _n(seed: str, path: str) -> int:
     return int(hashlib.sha256(f"{seed}{path}".encode()).hexdigest()[:8], 16)
 
 
-_WORDS = ["amber", "birch", "cobalt", "delta", "ember", "fjord", "garnet", "harbor", "indigo", "juniper"]
+_WORDS = [
+    "amber",
+    "birch",
+    "cobalt",
+    "delta",
+    "ember",
+    "fjord",
+    "garnet",
+    "harbor",
+    "indigo",
+    "juniper",
+]
 
 
 def _pick_word(seed: str, path: str) -> str:
@@ -165,10 +195,11 @@ def _number(schema: dict[str, Any], seed: str, path: str, *, integer: bool) -> f
 
 def _string(schema: dict[str, Any], seed: str, path: str) -> str:
     fmt = schema.get("format")
+    day = 1 + _n(seed, path) % 28
     if fmt == "date-time":
-        return "2025-01-%02dT12:00:00Z" % (1 + _n(seed, path) % 28)
+        return f"2025-01-{day:02d}T12:00:00Z"
     if fmt == "date":
-        return "2025-01-%02d" % (1 + _n(seed, path) % 28)
+        return f"2025-01-{day:02d}"
     value = _pick_word(seed, path)
     low = int(schema.get("minLength", 0))
     while len(value) < low:

@@ -59,19 +59,28 @@ def serve(
 class EmulatorServer:
     """The emulator on a free port in a background thread; `url` is its base URL.
 
-        with EmulatorServer(speed=100_000) as emu:
-            client = genai.Client(api_key="k", http_options={"base_url": emu.url})
+    with EmulatorServer(speed=100_000) as emu:
+        client = genai.Client(api_key="k", http_options={"base_url": emu.url})
     """
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, api_key: str | None = None,
-                 speed: float = 1.0, data_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        api_key: str | None = None,
+        speed: float = 1.0,
+        data_dir: Path | None = None,
+    ) -> None:
         self.store = Store(data_dir, speed=speed)
         self.emulator = Emulator(self.store, api_key=api_key)
         self._sock = _bind(host, port)
         self.url = _url(self._sock)
         config = uvicorn.Config(self.emulator.app, log_level="warning", access_log=False, lifespan="off")
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
+        )
 
     def start(self) -> EmulatorServer:
         self._thread.start()

@@ -28,7 +28,12 @@ FILE_RETENTION = 48 * 3600  # seconds the service keeps a file
 PENDING_SECONDS = 30.0  # a job waits this long before it runs ...
 RUNNING_SECONDS = 60.0  # ... then runs this long, plus per request:
 SECONDS_PER_REQUEST = 0.05
-TERMINAL = {"BATCH_STATE_SUCCEEDED", "BATCH_STATE_FAILED", "BATCH_STATE_CANCELLED", "BATCH_STATE_EXPIRED"}
+TERMINAL = {
+    "BATCH_STATE_SUCCEEDED",
+    "BATCH_STATE_FAILED",
+    "BATCH_STATE_CANCELLED",
+    "BATCH_STATE_EXPIRED",
+}
 
 
 class Clock:
@@ -155,8 +160,13 @@ class Store:
                 digest.update(chunk)
         os.replace(upload.path, self.blob(file_id))
         stored = StoredFile(
-            file_id, upload.display_name, upload.mime_type, upload.size,
-            base64.b64encode(digest.digest()).decode(), self.clock.now(), "UPLOADED",
+            file_id,
+            upload.display_name,
+            upload.mime_type,
+            upload.size,
+            base64.b64encode(digest.digest()).decode(),
+            self.clock.now(),
+            "UPLOADED",
         )
         with self.lock:
             self.uploads.pop(upload.id, None)
@@ -170,7 +180,9 @@ class Store:
                 self._delete_file(file_id)
                 stored = None
         if stored is None:
-            raise ApiError(403, f"You do not have permission to access the File {file_id} or it may not exist.")
+            raise ApiError(
+                403, f"You do not have permission to access the File {file_id} or it may not exist."
+            )
         return stored
 
     def list_files(self) -> list[StoredFile]:
@@ -211,8 +223,13 @@ class Store:
 
     # ------------------------------------------------------------ batches
 
-    def create_job(self, model: str, display_name: str | None, input_file: str | None,
-                   inline: list[dict[str, Any]] | None) -> Job:
+    def create_job(
+        self,
+        model: str,
+        display_name: str | None,
+        input_file: str | None,
+        inline: list[dict[str, Any]] | None,
+    ) -> Job:
         if input_file is not None:
             stored = self.get_file(input_file.removeprefix("files/"))
             with open(self.blob(stored.id), "rb") as f:
@@ -280,7 +297,10 @@ class Store:
         path = self.blob(out_id)
         digest = hashlib.sha256()
         size = 0
-        with open(self.blob(job.input_file.removeprefix("files/")), "rb") as src, open(path, "wb") as dst:
+        with (
+            open(self.blob(job.input_file.removeprefix("files/")), "rb") as src,
+            open(path, "wb") as dst,
+        ):
             for n, raw in enumerate(src, 1):
                 if not raw.strip():
                     continue
@@ -290,8 +310,13 @@ class Store:
                 except (ValueError, AttributeError):
                     key, request = None, None
                 if request is None:
-                    answer = {"error": {"code": 400, "message": f"Line {n}: invalid JSON or missing request",
-                                        "status": "INVALID_ARGUMENT"}}
+                    answer = {
+                        "error": {
+                            "code": 400,
+                            "message": f"Line {n}: invalid JSON or missing request",
+                            "status": "INVALID_ARGUMENT",
+                        }
+                    }
                     job.failed += 1
                 else:
                     answer = self._answer(job, request, None)
@@ -299,8 +324,15 @@ class Store:
                 dst.write(out)
                 digest.update(out)
                 size += len(out)
-        stored = StoredFile(out_id, None, "application/jsonl", size,
-                            base64.b64encode(digest.digest()).decode(), self.clock.now(), "GENERATED")
+        stored = StoredFile(
+            out_id,
+            None,
+            "application/jsonl",
+            size,
+            base64.b64encode(digest.digest()).decode(),
+            self.clock.now(),
+            "GENERATED",
+        )
         with self.lock:
             self.files[out_id] = stored
         job.output_file = stored.name
@@ -340,8 +372,10 @@ class Store:
         elif job.inline_responses is not None:
             output = {"inlinedResponses": {"inlinedResponses": job.inline_responses}}
         if output is not None:
-            output = {"@type": "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatchOutput",
-                      **output}
+            output = {
+                "@type": "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatchOutput",
+                **output,
+            }
             metadata["output"] = output
             body["response"] = output
         if job.state in TERMINAL:

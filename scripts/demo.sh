@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# `make demo`: run the example pipelines end to end on the local emulator (no API key).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bf=.venv/bin/batchflow
+rm -rf .demo out
+mkdir -p .demo
+
+# At --speed 3600 a job of an hour takes a second.
+"$bf" emulator --port 0 --speed 3600 > .demo/emulator.log 2>&1 &
+emulator=$!
+trap 'kill "$emulator" 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+  grep -q '^listening on ' .demo/emulator.log && break
+  kill -0 "$emulator" 2>/dev/null || { cat .demo/emulator.log; exit 1; }
+  sleep 0.1
+done
+url=$(sed -n 's/^listening on //p' .demo/emulator.log | head -n 1)
+[ -n "$url" ] || { echo "emulator did not start"; cat .demo/emulator.log; exit 1; }
+
+export BATCHFLOW_API_BASE_URL="$url" BATCHFLOW_STATE=.demo/state BATCHFLOW_POLL_INTERVAL=0.5
+unset GEMINI_API_KEY GOOGLE_API_KEY  # the demo never sends a real key anywhere
+
+echo "== emulator at $url"
+echo "== batchflow validate";      "$bf" validate pipelines/examples
+echo "== batchflow plan";          "$bf" plan pipelines/examples
+echo "== batchflow apply --wait";  "$bf" apply --wait pipelines/examples
+echo "== batchflow apply (again: nothing to do)"; "$bf" apply pipelines/examples
+echo "== batchflow status";        "$bf" status pipelines/examples
+echo
+echo "Results:"
+for f in out/*.jsonl; do
+  echo "  $f ($(wc -l < "$f") records), first one:"
+  head -n 1 "$f" | sed 's/^/    /'
+done

@@ -1,0 +1,132 @@
+"""`batchflow apply` through the CLI against the emulator, checked record by record."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import write
+
+SPEC = """
+    version: 1
+    name: tags
+    model: gemini-2.5-flash
+    source:
+      uri: data/items.jsonl
+      key: "{{ sku }}"
+    request:
+      system: You tag products.
+      prompt: "Tag {{ title }}"
+      generation_config:
+        response_mime_type: application/json
+        response_schema:
+          type: OBJECT
+          properties:
+            tags: {type: ARRAY, items: {type: STRING}}
+            score: {type: INTEGER, minimum: 1, maximum: 5}
+          required: [tags, score]
+    batch:
+      max_requests: 3
+    output:
+      uri: out/tags.jsonl
+"""
+
+
+def _project(tmp_path, n: int = 7):
+    write(tmp_path / "pipelines/tags.yaml", SPEC)
+    items = [{"sku": f"S{i}", "title": f"item number {i}"} for i in range(n)]
+    write(tmp_path / "pipelines/data/items.jsonl", "".join(json.dumps(i) + "\n" for i in items))
+    return items
+
+
+def _outputs(tmp_path) -> list[dict]:
+    return [json.loads(line) for line in (tmp_path / "pipelines/out/tags.jsonl").read_text().splitlines()]
+
+
+def test_apply_wait_produces_one_result_per_record(cli, client, emulator_env, tmp_path):
+    items = _project(tmp_path)
+    result = cli("apply", "--wait")
+    assert result.code == 0, result.err
+    rows = _outputs(tmp_path)
+    assert [r["key"] for r in rows] == [i["sku"] for i in items]
+    for row in rows:
+        assert row["finish_reason"] == "STOP"
+        assert set(row["json"]) == {"tags", "score"} and 1 <= row["json"]["score"] <= 5
+        assert json.loads(row["text"]) == row["json"]
+        assert row["usage"]["total_tokens"] == row["usage"]["prompt_tokens"] + row["usage"]["output_tokens"]
+    # 7 records at 3 per job
+    assert len(list(client.batches.list())) == 3
+
+
+def test_second_apply_creates_nothing(cli, client, emulator_env, tmp_path):
+    _project(tmp_path)
+    assert cli("apply", "--wait").code == 0
+    first = (tmp_path / "pipelines/out/tags.jsonl").read_bytes()
+    jobs = {j.name for j in client.batches.list()}
+    files = {f.name for f in client.files.list()}
+
+    again = cli("apply")
+    assert again.code == 0
+    assert "up to date, nothing to do" in again.out
+    assert {j.name for j in client.batches.list()} == jobs
+    assert {f.name for f in client.files.list()} == files
+    assert (tmp_path / "pipelines/out/tags.jsonl").read_bytes() == first
+
+
+def test_plan_then_apply_then_plan(cli, emulator_env, tmp_path):
+    _project(tmp_path)
+    pending = cli("plan", "--detailed-exitcode")
+    assert pending.code == 2
+    assert "+ submit shard" in pending.out and "Plan:" in pending.out
+    assert cli("apply", "--wait").code == 0
+    settled = cli("plan", "--detailed-exitcode")
+    assert settled.code == 0, settled.out
+    assert "up to date" in settled.out
+
+
+def test_growing_source_sends_only_new_records(cli, client, emulator_env, tmp_path):
+    _project(tmp_path, n=3)
+    assert cli("apply", "--wait").code == 0
+    assert len(list(client.batches.list())) == 1
+    _project(tmp_path, n=5)
+    assert cli("apply", "--wait").code == 0
+    jobs = list(client.batches.list())
+    assert len(jobs) == 2
+    assert len(_outputs(tmp_path)) == 5
+
+
+def test_apply_without_wait_returns_while_jobs_run(cli, emulator, emulator_env, tmp_path):
+    emulator.store.clock.speed = 1  # jobs now take realistic minutes
+    _project(tmp_path, n=2)
+    result = cli("apply")
+    assert result.code == 0
+    assert "waiting for 1 job(s)" in result.out
+    status = cli("status", "--json")
+    doc = json.loads(status.out)
+    assert doc[0]["jobs"][0]["state"] in ("JOB_STATE_PENDING", "JOB_STATE_RUNNING")
+    emulator.store.clock.advance(3600)
+    assert cli("apply").code == 0
+    assert len(_outputs(tmp_path)) == 2
+
+
+def test_status_before_and_after(cli, emulator_env, tmp_path):
+    _project(tmp_path, n=2)
+    assert "output: not written yet" in cli("status").out
+    cli("apply", "--wait")
+    out = cli("status").out
+    assert "1 done" in out and "output: 2 records, 0 errors" in out
+
+
+def test_missing_template_field_names_record_and_field(cli, emulator_env, tmp_path):
+    _project(tmp_path, n=2)
+    write(tmp_path / "pipelines/data/items.jsonl", '{"sku": "S0", "title": "ok"}\n{"sku": "S1"}\n')
+    result = cli("apply")
+    assert result.code == 1
+    assert "items.jsonl:2" in result.err and "'S1'" in result.err and "title" in result.err
+    assert "Traceback" not in result.err
+
+
+def test_no_key_and_no_base_url_is_a_clear_error(cli, tmp_path):
+    _project(tmp_path, n=1)
+    result = cli("apply")
+    assert result.code == 1
+    assert "GEMINI_API_KEY" in result.err

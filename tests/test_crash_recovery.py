@@ -1,0 +1,138 @@
+"""A run killed anywhere is finished by the next apply, with no duplicate job."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import write
+
+from batchflow.backends.gemini import GeminiBackend
+from batchflow.reconcile import display_name
+from batchflow.settings import Settings
+from batchflow.state import LocalStore, ShardStatus
+
+SPEC = """
+    version: 1
+    name: crash
+    model: gemini-2.5-flash
+    source: {uri: data/in.jsonl, key: "{{ id }}"}
+    request: {prompt: "Say {{ word }}"}
+    batch: {max_requests: 2}
+    output: {uri: out.jsonl}
+"""
+
+
+def _project(tmp_path, n=5):
+    write(tmp_path / "pipelines/crash.yaml", SPEC)
+    write(
+        tmp_path / "pipelines/data/in.jsonl",
+        "".join(json.dumps({"id": i, "word": f"w{i}"}) + "\n" for i in range(n)),
+    )
+
+
+def test_job_created_but_not_recorded_is_adopted(cli, client, emulator, emulator_env, tmp_path):
+    """The window between batches.create and the state write: the job exists, state says `creating`."""
+    _project(tmp_path, n=2)
+    emulator.store.clock.speed = 1
+    assert cli("apply").code == 0
+    store = LocalStore(emulator_env["BATCHFLOW_STATE"])
+    state = store.load("crash")
+    (shard,) = state.shards.values()
+    # Rewind the state to the moment before the create's answer was saved.
+    shard.status, shard.job_name, shard.job_state = ShardStatus.CREATING, None, None
+    store.save(state)
+    emulator.store.clock.advance(3600)
+
+    result = cli("apply", "--wait")
+    assert result.code == 0, result.err
+    assert "adopted" in result.out
+    assert len(list(client.batches.list())) == 1
+    assert len((tmp_path / "pipelines/out.jsonl").read_text().splitlines()) == 2
+
+
+def test_creating_with_no_job_creates_it(cli, client, emulator, emulator_env, tmp_path):
+    """The other side of the window: the create never reached the service."""
+    _project(tmp_path, n=2)
+    emulator.store.clock.speed = 1
+    assert cli("apply").code == 0
+    store = LocalStore(emulator_env["BATCHFLOW_STATE"])
+    state = store.load("crash")
+    (shard,) = state.shards.values()
+    job = shard.job_name
+    client.batches.delete(name=job)
+    shard.status, shard.job_name, shard.job_state = ShardStatus.CREATING, None, None
+    store.save(state)
+    emulator.store.clock.speed = 3600
+
+    result = cli("apply", "--wait")
+    assert result.code == 0, result.err
+    assert "created" in result.out
+    assert [j.name for j in client.batches.list()] != [job]
+    assert len(list(client.batches.list())) == 1
+
+
+def _spawn_apply(env):
+    return subprocess.Popen(
+        [sys.executable, "-m", "batchflow", "apply", "--wait"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize("kill_after_lines", [1, 3, 6, 9])
+def test_kill_9_during_apply_then_apply_again(kill_after_lines, client, emulator, emulator_env, tmp_path):
+    """SIGKILL at several points of a real run; the next apply finishes with one job per shard."""
+    _project(tmp_path, n=5)  # 3 shards
+    env = {**os.environ, **emulator_env}
+    proc = _spawn_apply(env)
+    seen = 0
+    deadline = time.monotonic() + 60
+    while seen < kill_after_lines and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen += 1
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    rerun = subprocess.run(
+        [sys.executable, "-m", "batchflow", "apply", "--wait"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    jobs = list(client.batches.list())
+    assert len(jobs) == 3, [j.display_name for j in jobs]
+    assert len({j.display_name for j in jobs}) == 3
+    rows = [json.loads(line) for line in (tmp_path / "pipelines/out.jsonl").read_text().splitlines()]
+    assert [r["key"] for r in rows] == [str(i) for i in range(5)]
+    assert all("error" not in r for r in rows)
+
+
+def test_display_names_are_deterministic():
+    from batchflow.state import Shard
+
+    shard = Shard(id="ab" * 16, requests=1, bytes=10)
+    assert display_name("p", shard) == display_name("p", shard.model_copy())
+    assert display_name("p", shard) != display_name("p", shard.model_copy(update={"attempt": 2}))
+
+
+def test_backend_find_returns_job_by_display_name(client, emulator):
+    backend = GeminiBackend(Settings(api_base_url=emulator.url))
+    assert backend.find("nope") is None
+    job = client.batches.create(
+        model="gemini-2.5-flash",
+        src=[{"contents": [{"parts": [{"text": "x"}]}]}],
+        config={"display_name": "wanted"},
+    )
+    assert backend.find("wanted").name == job.name

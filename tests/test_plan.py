@@ -1,0 +1,69 @@
+"""`plan` is a pure function of the state and the scan: no network, no files."""
+
+from __future__ import annotations
+
+from batchflow.reconcile import Kind, Scan, next_action, plan
+from batchflow.shards import ShardInfo, build
+from batchflow.state import OutputRecord, PipelineState, Shard, ShardStatus
+
+
+def _scan(new=(), digest="d1", exists=True):
+    return Scan(requests=3, new_shards=list(new), digest=digest, output_exists=exists)
+
+
+def test_new_requests_are_submitted():
+    actions = plan(PipelineState(pipeline="p"), _scan([ShardInfo("a" * 32, 3, 100)]), 3, "out.jsonl")
+    assert [a.kind for a in actions] == [Kind.SUBMIT]
+    assert actions[0].symbol == "+"
+
+
+def test_each_status_has_its_next_step():
+    def kind(status, **kw):
+        action = next_action(Shard(id="s", requests=1, bytes=1, status=status, **kw), attempts=3)
+        return action and action.kind
+
+    assert kind(ShardStatus.PREPARED) is Kind.UPLOAD
+    assert kind(ShardStatus.UPLOADED) is Kind.CREATE
+    assert kind(ShardStatus.CREATING) is Kind.ADOPT
+    assert kind(ShardStatus.SUBMITTED, job_state="JOB_STATE_RUNNING") is Kind.POLL
+    assert kind(ShardStatus.SUBMITTED, job_state="JOB_STATE_SUCCEEDED") is Kind.DOWNLOAD
+    assert kind(ShardStatus.FAILED, attempt=1) is Kind.RETRY
+    assert kind(ShardStatus.FAILED, attempt=3) is None
+    assert kind(ShardStatus.DONE) is None
+
+
+def test_output_is_written_once_everything_settled():
+    state = PipelineState(
+        pipeline="p", shards={"s": Shard(id="s", requests=3, bytes=1, status=ShardStatus.DONE)}
+    )
+    assert [a.kind for a in plan(state, _scan(), 3, "o")] == [Kind.OUTPUT]
+    state.output = OutputRecord(uri="o", digest="d1", records=3, errors=0, written_at="t")
+    assert plan(state, _scan(), 3, "o") == []
+    assert [a.kind for a in plan(state, _scan(exists=False), 3, "o")] == [Kind.OUTPUT]
+    assert [a.kind for a in plan(state, _scan(digest="d2"), 3, "o")] == [Kind.OUTPUT]
+
+
+def test_no_output_while_a_job_runs():
+    state = PipelineState(
+        pipeline="p",
+        shards={
+            "s": Shard(
+                id="s",
+                requests=3,
+                bytes=1,
+                status=ShardStatus.SUBMITTED,
+                job_state="JOB_STATE_PENDING",
+            )
+        },
+    )
+    assert [a.kind for a in plan(state, _scan(), 3, "o")] == [Kind.POLL]
+
+
+def test_shard_ids_depend_only_on_content(tmp_path):
+    lines = [f'{{"key": "{i}"}}' for i in range(5)]
+    dry = build(iter(lines), 2, None)
+    written = build(iter(lines), 2, tmp_path)
+    assert dry == written
+    assert [s.requests for s in dry] == [2, 2, 1]
+    assert sorted(p.stem for p in tmp_path.glob("*.jsonl")) == sorted(s.id for s in dry)
+    assert not list(tmp_path.glob(".*"))  # no temporary files left behind

@@ -1,0 +1,105 @@
+"""The unmodified google-genai SDK works against the emulator, call by call."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from google.genai import errors
+
+
+def _wait_done(client, name: str):
+    for _ in range(200):
+        job = client.batches.get(name=name)
+        if job.state.name in ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED"):
+            return job
+        time.sleep(0.01)
+    raise AssertionError(f"{name} did not finish")
+
+
+def test_file_batch_flow(client, tmp_path):
+    src = tmp_path / "in.jsonl"
+    lines = [
+        {
+            "key": "a",
+            "request": {"contents": [{"parts": [{"text": "Why is the sky blue?"}], "role": "user"}]},
+        },
+        {
+            "key": "b",
+            "request": {
+                "contents": [{"parts": [{"text": "Name a colour"}]}],
+                "generationConfig": {
+                    "responseMimeType": "application/json",
+                    "responseSchema": {
+                        "type": "OBJECT",
+                        "properties": {"colour": {"type": "STRING", "enum": ["red", "blue"]}},
+                        "required": ["colour"],
+                    },
+                },
+            },
+        },
+    ]
+    src.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    uploaded = client.files.upload(file=str(src), config={"display_name": "in", "mime_type": "jsonl"})
+    assert uploaded.name.startswith("files/")
+    assert uploaded.size_bytes == src.stat().st_size
+    assert client.files.get(name=uploaded.name).display_name == "in"
+
+    job = client.batches.create(model="gemini-2.5-flash", src=uploaded.name, config={"display_name": "job1"})
+    assert job.name.startswith("batches/")
+    assert job.state.name == "JOB_STATE_PENDING"
+    assert job.display_name == "job1"
+
+    job = _wait_done(client, job.name)
+    assert job.state.name == "JOB_STATE_SUCCEEDED"
+    results = {
+        r["key"]: r for r in map(json.loads, client.files.download(file=job.dest.file_name).splitlines())
+    }
+    assert set(results) == {"a", "b"}
+    assert "sky" in results["a"]["response"]["candidates"][0]["content"]["parts"][0]["text"]
+    colour = json.loads(results["b"]["response"]["candidates"][0]["content"]["parts"][0]["text"])
+    assert colour["colour"] in ("red", "blue")
+    assert results["a"]["response"]["usageMetadata"]["totalTokenCount"] > 0
+
+    assert [j.name for j in client.batches.list()] == [job.name]
+
+
+def test_download_to_destination_streams_to_disk(client, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b'{"key": "x", "request": {"contents": [{"parts": [{"text": "hi"}]}]}}\n' * 3)
+    uploaded = client.files.upload(file=str(src), config={"mime_type": "jsonl"})
+    dest = tmp_path / "copy.jsonl"
+    client.files.download(file=uploaded.name, destination=str(dest))
+    assert dest.read_bytes() == src.read_bytes()
+
+
+def test_inline_batch_keeps_request_order(client):
+    requests = [
+        {"contents": [{"parts": [{"text": f"prompt {i}"}]}], "metadata": {"key": f"k{i}"}} for i in range(5)
+    ]
+    job = client.batches.create(model="gemini-2.5-flash", src=requests)
+    job = _wait_done(client, job.name)
+    responses = job.dest.inlined_responses
+    assert [r.metadata["key"] for r in responses] == [f"k{i}" for i in range(5)]
+    assert all("prompt" in r.response.text for r in responses)
+
+
+def test_generate_content_is_deterministic(client):
+    a = client.models.generate_content(model="gemini-2.5-flash", contents="Hello there")
+    b = client.models.generate_content(model="gemini-2.5-flash", contents="Hello there")
+    assert a.text == b.text and "Hello there" in a.text
+    assert a.usage_metadata.prompt_token_count > 0
+
+
+def test_unknown_batch_is_not_found(client):
+    with pytest.raises(errors.ClientError) as info:
+        client.batches.get(name="batches/doesnotexist")
+    assert info.value.code == 404
+
+
+def test_unknown_model_is_refused(client, tmp_path):
+    with pytest.raises(errors.ClientError) as info:
+        client.models.generate_content(model="no-such-model", contents="hi")
+    assert info.value.code == 404
