@@ -1,0 +1,113 @@
+"""`make bench`: batchflow against a plain hand-written script doing the same work.
+
+Work measured: read N JSONL records, render each into a Batch API request line
+with a template, and write the lines into shard files. Each side runs in its
+own process; we report wall time and peak RSS, and batchflow/baseline ratios,
+at two input sizes so that growth with input size shows.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SIZES = (50_000, 200_000)
+SPEC = """
+version: 1
+name: bench
+model: gemini-2.5-flash
+source: {uri: data.jsonl, key: "{{ sku }}"}
+request:
+  system: You tag products.
+  prompt: "Tag this product. Title: {{ title }} Description: {{ description }}"
+batch: {max_requests: 50000}
+output: {uri: out.jsonl}
+"""
+
+
+def batchflow_side(folder: Path) -> None:
+    from batchflow.reconcile import scan
+    from batchflow.spec import load_pipelines
+    from batchflow.state import LocalStore, PipelineState
+
+    (pipeline,) = load_pipelines([folder / "spec.yaml"])
+    store = LocalStore(folder / "state")
+    scan(pipeline, PipelineState(pipeline="bench"), store, write=True)
+
+
+def baseline_side(folder: Path) -> None:
+    """What a user would write by hand: no hashing, no state, one output file per 50k lines."""
+    out_dir = folder / "plain"
+    out_dir.mkdir()
+    out, n = None, 0
+    with open(folder / "data.jsonl", encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            request = {
+                "contents": [
+                    {
+                        "role": "user",
+                        "parts": [
+                            {
+                                "text": (
+                                    f"Tag this product. Title: {r['title']} Description: {r['description']}"
+                                )
+                            }
+                        ],
+                    }
+                ],
+                "systemInstruction": {"parts": [{"text": "You tag products."}]},
+            }
+            if n % 50_000 == 0:
+                if out:
+                    out.close()
+                out = open(out_dir / f"{n}.jsonl", "w", encoding="utf-8")
+            out.write(json.dumps({"key": r["sku"], "request": request}) + "\n")
+            n += 1
+    if out:
+        out.close()
+
+
+def measure(side: str, folder: Path) -> tuple[float, float]:
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, __file__, side, str(folder)], check=True, capture_output=True)
+    elapsed = time.perf_counter() - start
+    return elapsed, float(done.stdout)  # the child's own peak RSS, MB
+
+
+def main() -> None:
+    print(f"{'records':>8} {'batchflow s':>12} {'plain s':>8} {'ratio':>6} {'bf MB':>7} {'plain MB':>9}")
+    for n in SIZES:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            (folder / "spec.yaml").write_text(SPEC)
+            with open(folder / "data.jsonl", "w") as f:
+                for i in range(n):
+                    f.write(
+                        json.dumps(
+                            {
+                                "sku": f"S{i}",
+                                "title": f"Product {i}",
+                                "description": "A sturdy thing that does what it says. " * 3,
+                            }
+                        )
+                        + "\n"
+                    )
+            plain_s, plain_mb = measure("baseline", folder)
+            bf_s, bf_mb = measure("batchflow", folder)
+            print(
+                f"{n:>8} {bf_s:>12.2f} {plain_s:>8.2f} {bf_s / plain_s:>6.2f} {bf_mb:>7.0f} {plain_mb:>9.0f}"
+            )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3:
+        {"batchflow": batchflow_side, "baseline": baseline_side}[sys.argv[1]](Path(sys.argv[2]))
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    else:
+        main()
