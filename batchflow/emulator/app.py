@@ -7,18 +7,23 @@ parameter; upload chunks carry none and are authorised by their upload id.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import itertools
 import json
 import re
+import threading
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from . import responder
 from .errors import ApiError
-from .store import Store
+from .store import Store, rfc3339
 
 _MODEL = re.compile(r"^(gemini|gemma|learnlm)-[a-z0-9.\-]+$|^(text-)?embedding-[a-z0-9.\-]+$")
 DEFAULT_PAGE_SIZE = 50
@@ -27,7 +32,7 @@ DEFAULT_PAGE_SIZE = 50
 class Emulator:
     """The emulator's state and settings; `app` is its ASGI application."""
 
-    def __init__(self, store: Store, api_key: str | None = None) -> None:
+    def __init__(self, store: Store, api_key: str | None = None, lifespan=None) -> None:
         self.store = store
         self.api_key = api_key
         api = [
@@ -36,19 +41,40 @@ class Emulator:
             Route("/models/{rest}", self.model_call, methods=["POST"]),
             Route("/batches", self.list_batches, methods=["GET"]),
             Route("/batches/{rest}", self.batch, methods=["GET", "POST", "DELETE"]),
+            Route("/cachedContents", self.caches, methods=["GET", "POST"]),
+            Route("/cachedContents/{rest}", self.cache, methods=["GET", "PATCH", "DELETE"]),
         ]
-        routes = []
+        routes = [
+            Route("/_emulator/clock", self.admin_clock, methods=["GET", "POST"]),
+            Route("/_emulator/faults", self.admin_faults, methods=["GET", "POST"]),
+        ]
         for version in ("v1", "v1beta"):
             routes += [
                 Route(f"/upload/{version}/files", self.upload, methods=["POST"]),
                 Route(f"/download/{version}/files/{{rest}}", self.file, methods=["GET"]),
                 Mount(f"/{version}", routes=api),
             ]
-        self.app = Starlette(
-            routes=routes, exception_handlers={ApiError: _error, 404: _not_found, 405: _not_found}
+        app = Starlette(
+            routes=routes,
+            exception_handlers={ApiError: _error, 404: _not_found, 405: _not_found},
+            lifespan=lifespan,
         )
+        self.app = _Gate(app, self)
+        self._calls = itertools.count()
+        self._calls_lock = threading.Lock()
 
     # ------------------------------------------------------------ helpers
+
+    def admit(self, request: Request) -> None:
+        """What happens before every API call: the key check, then injected faults."""
+        self._auth(request)
+        faults = self.store.faults
+        with self._calls_lock:
+            n = next(self._calls)
+        if faults.hit(faults.rate_limit_rate, "429", n):
+            raise ApiError(429, "Resource has been exhausted (e.g. check quota).")
+        if faults.hit(faults.unavailable_rate, "503", n):
+            raise ApiError(503, "The service is currently unavailable.")
 
     def _auth(self, request: Request) -> None:
         key = request.headers.get("x-goog-api-key") or request.query_params.get("key")
@@ -118,7 +144,6 @@ class Emulator:
         )
 
     async def _start_upload(self, request: Request) -> Response:
-        self._auth(request)
         body = (await self._json(request)).get("file") or {}
         try:
             size = int(request.headers["x-goog-upload-header-content-length"])
@@ -140,12 +165,10 @@ class Emulator:
         return Response(headers={"x-goog-upload-url": url, "x-goog-upload-status": "active"})
 
     def list_files(self, request: Request) -> Response:
-        self._auth(request)
         base = self._base_url(request)
         return self._page(request, self.store.list_files(), "files", lambda f: self.store.file_json(f, base))
 
     def file(self, request: Request) -> Response:
-        self._auth(request)
         file_id, _, verb = request.path_params["rest"].partition(":")
         stored = self.store.get_file(file_id)
         if verb == "download":
@@ -160,7 +183,6 @@ class Emulator:
     # ------------------------------------------------------------ models
 
     async def model_call(self, request: Request) -> Response:
-        self._auth(request)
         model, _, verb = request.path_params["rest"].partition(":")
         if not _MODEL.match(model):
             raise ApiError(
@@ -169,17 +191,30 @@ class Emulator:
                 "Call ListModels to see the list of available models and their supported methods.",
             )
         body = await self._json(request)
-        model = f"models/{model}"
-        if verb == "batchGenerateContent":
-            return JSONResponse(self._create_batch(model, body))
-        if verb == "generateContent":
-            return JSONResponse(responder.generate(model, body))
+        # Off the event loop: a create counts the lines of a file of up to 2 GB.
+        return JSONResponse(await run_in_threadpool(self._model_call, f"models/{model}", verb, body))
+
+    def _model_call(self, model: str, verb: str, body: dict[str, Any]) -> dict[str, Any]:
+        embedding = "embedding" in model
+        if verb == "batchGenerateContent" and not embedding:
+            return self._create_batch(model, "generate", body)
+        if verb == "asyncBatchEmbedContent" and embedding:
+            return self._create_batch(model, "embed", body)
+        if verb == "generateContent" and not embedding:
+            return self.store.generate(model, body)
         if verb == "countTokens":
             request_body = body.get("generateContentRequest") or body
-            return JSONResponse({"totalTokens": responder.prompt_tokens(request_body)})
-        raise ApiError(404, f"Method {verb} is not supported by the emulator")
+            return {"totalTokens": responder.prompt_tokens(request_body)}
+        if verb == "embedContent" and embedding:
+            return responder.embed(body)
+        if verb == "batchEmbedContents" and embedding:
+            requests = body.get("requests")
+            if not isinstance(requests, list) or not requests:
+                raise ApiError(400, "* BatchEmbedContentsRequest.requests: requests is not specified")
+            return {"embeddings": [responder.embed(r)["embedding"] for r in requests]}
+        raise ApiError(400, f"models/{model.removeprefix('models/')} does not support {verb}")
 
-    def _create_batch(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _create_batch(self, model: str, kind: str, body: dict[str, Any]) -> dict[str, Any]:
         batch = body.get("batch")
         if not isinstance(batch, dict):
             raise ApiError(400, "batch is required")
@@ -190,17 +225,15 @@ class Emulator:
             raise ApiError(400, "inputConfig must set exactly one of fileName or requests")
         if inline is not None and not isinstance(inline, list):
             raise ApiError(400, "inputConfig.requests.requests must be a list")
-        job = self.store.create_job(model, batch.get("displayName"), file_name, inline)
+        job = self.store.create_job(model, kind, batch.get("displayName"), file_name, inline)
         return self.store.job_json(job)
 
     # ------------------------------------------------------------ batches
 
     def list_batches(self, request: Request) -> Response:
-        self._auth(request)
         return self._page(request, self.store.list_jobs(), "operations", self.store.job_json)
 
     def batch(self, request: Request) -> Response:
-        self._auth(request)
         job_id, _, verb = request.path_params["rest"].partition(":")
         if request.method == "POST" and verb == "cancel":
             self.store.cancel_job(job_id)
@@ -213,6 +246,88 @@ class Emulator:
         if request.method == "GET":
             return JSONResponse(self.store.job_json(self.store.get_job(job_id)))
         raise ApiError(404, "Unknown method")
+
+    # ------------------------------------------------------------ caches
+
+    async def caches(self, request: Request) -> Response:
+        if request.method == "GET":
+            return self._page(request, self.store.list_caches(), "cachedContents", self.store.cache_json)
+        body = await self._json(request)
+        model = str(body.get("model") or "")
+        if not _MODEL.match(model.removeprefix("models/")):
+            raise ApiError(404, f"Model {model or '(none)'} is not found or does not support caching.")
+        cache = self.store.create_cache(f"models/{model.removeprefix('models/')}", body)
+        return JSONResponse(self.store.cache_json(cache))
+
+    async def cache(self, request: Request) -> Response:
+        cache_id = request.path_params["rest"]
+        if request.method == "DELETE":
+            self.store.delete_cache(cache_id)
+            return JSONResponse({})
+        if request.method == "PATCH":
+            cache = self.store.update_cache(cache_id, await self._json(request))
+        else:
+            cache = self.store.get_cache(cache_id)
+        return JSONResponse(self.store.cache_json(cache))
+
+    # ------------------------------------------------------------ control (not part of the Gemini API)
+
+    async def admin_clock(self, request: Request) -> Response:
+        """POST {"advance": seconds} and/or {"speed": n}; GET reads the clock."""
+        if request.method == "POST":
+            body = await self._json(request)
+            try:
+                if "speed" in body:
+                    speed = float(body["speed"])
+                    if speed <= 0:
+                        raise ValueError
+                    self.store.clock = type(self.store.clock)(speed, self.store.clock.now())
+                if "advance" in body:
+                    self.store.clock.advance(float(body["advance"]))
+            except (TypeError, ValueError):
+                raise ApiError(
+                    400, "advance must be a number of seconds and speed a positive number"
+                ) from None
+        return JSONResponse({"now": rfc3339(self.store.clock.now()), "speed": self.store.clock.speed})
+
+    async def admin_faults(self, request: Request) -> Response:
+        """POST a JSON object of fault settings (see Faults); GET reads them."""
+        if request.method == "POST":
+            try:
+                self.store.faults.update(await self._json(request))
+            except (TypeError, ValueError) as exc:
+                raise ApiError(400, str(exc)) from None
+        return JSONResponse(dataclasses.asdict(self.store.faults))
+
+
+class _Gate:
+    """ASGI middleware: key check, injected faults and latency before every API call.
+
+    Upload chunks carry no key (the upload id authorises them) and the
+    control endpoints are not part of the API, so both pass straight through.
+    """
+
+    def __init__(self, app, emulator: Emulator) -> None:
+        self.app = app
+        self.emulator = emulator
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and _is_api_call(scope):
+            try:
+                self.emulator.admit(Request(scope))
+            except ApiError as exc:
+                await JSONResponse(exc.body(), status_code=exc.code)(scope, receive, send)
+                return
+            if self.emulator.store.faults.latency:
+                await asyncio.sleep(self.emulator.store.faults.latency)
+        await self.app(scope, receive, send)
+
+
+def _is_api_call(scope) -> bool:
+    path: str = scope["path"]
+    if path.startswith("/upload/"):
+        return b"upload_id=" not in scope.get("query_string", b"")
+    return path.startswith(("/v1/", "/v1beta/", "/download/"))
 
 
 async def _error(request: Request, exc: Exception) -> Response:

@@ -67,8 +67,13 @@ def validate_request(request: Any) -> None:
             )
 
 
-def generate(model: str, request: dict[str, Any]) -> dict[str, Any]:
-    """A GenerateContentResponse for `request`."""
+def min_cache_tokens(model: str) -> int:
+    """Smallest content a context cache accepts (larger for Pro models)."""
+    return 4096 if "pro" in model else 1024
+
+
+def generate(model: str, request: dict[str, Any], cached_tokens: int = 0) -> dict[str, Any]:
+    """A GenerateContentResponse for `request`; `cached_tokens` come from its cachedContent."""
     validate_request(request)
     prompt = "\n".join(t for c in request["contents"] for t in _texts(c))
     seed = hashlib.sha256(json.dumps([model, request], sort_keys=True).encode()).hexdigest()
@@ -83,24 +88,62 @@ def generate(model: str, request: dict[str, Any]) -> dict[str, Any]:
     finish = "STOP"
     if isinstance(limit, int) and tokens(text) > limit:
         text, finish = text[: limit * CHARS_PER_TOKEN], "MAX_TOKENS"
-    prompt_count = prompt_tokens(request)
+    prompt_count = prompt_tokens(request) + cached_tokens
     output_count = tokens(text)
+    candidate: dict[str, Any] = {
+        "content": {"parts": [{"text": text}], "role": "model"},
+        "finishReason": finish,
+        "index": 0,
+    }
+    tools = [t for t in request.get("tools") or [] if isinstance(t, dict)]
+    if any("googleSearch" in t or "google_search" in t for t in tools):
+        candidate["groundingMetadata"] = _grounding(prompt, seed)
+    usage = {
+        "promptTokenCount": prompt_count,
+        "candidatesTokenCount": output_count,
+        "totalTokenCount": prompt_count + output_count,
+    }
+    if cached_tokens:
+        usage["cachedContentTokenCount"] = cached_tokens
     return {
-        "candidates": [
-            {
-                "content": {"parts": [{"text": text}], "role": "model"},
-                "finishReason": finish,
-                "index": 0,
-            }
-        ],
-        "usageMetadata": {
-            "promptTokenCount": prompt_count,
-            "candidatesTokenCount": output_count,
-            "totalTokenCount": prompt_count + output_count,
-        },
+        "candidates": [candidate],
+        "usageMetadata": usage,
         "modelVersion": model.removeprefix("models/"),
         "responseId": seed[:22],
     }
+
+
+def _grounding(prompt: str, seed: str) -> dict[str, Any]:
+    """How the service shows that google_search was used; example.com sources."""
+    query = " ".join(prompt.split()[:8])
+    return {
+        "webSearchQueries": [query],
+        "groundingChunks": [
+            {"web": {"uri": f"https://example.com/search/{seed[:12]}", "title": "example.com"}}
+        ],
+        "searchEntryPoint": {"renderedContent": f"<div>{query}</div>"},
+    }
+
+
+EMBEDDING_SIZE = 3072  # gemini-embedding-001's default dimensionality
+
+
+def embed(request: Any) -> dict[str, Any]:
+    """An EmbedContentResponse: a deterministic unit vector of the asked size."""
+    if not isinstance(request, dict) or not isinstance(request.get("content"), dict):
+        raise ApiError(400, "* EmbedContentRequest.content: content is not specified")
+    size = request.get("outputDimensionality") or request.get("output_dimensionality") or EMBEDDING_SIZE
+    if not isinstance(size, int) or not 1 <= size <= EMBEDDING_SIZE:
+        raise ApiError(400, f"outputDimensionality must be between 1 and {EMBEDDING_SIZE}")
+    text = "\n".join(_texts(request["content"]))
+    stream = b""
+    counter = 0
+    while len(stream) < size * 4:
+        stream += hashlib.sha256(f"{text}:{counter}".encode()).digest()
+        counter += 1
+    values = [int.from_bytes(stream[i * 4 : i * 4 + 4], "big") / 2**31 - 1 for i in range(size)]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return {"embedding": {"values": [round(v / norm, 6) for v in values]}}
 
 
 def _reply(prompt: str, seed: str) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 import uvicorn
 
 from .app import Emulator
+from .faults import Faults
 from .store import Store
 
 
@@ -35,10 +36,10 @@ def serve(
     api_key: str | None = None,
     speed: float = 1.0,
     data_dir: Path | None = None,
+    faults: Faults | None = None,
 ) -> None:
     """Serve until interrupted; print `listening on URL` once requests are accepted."""
-    store = Store(data_dir, speed=speed)
-    emulator = Emulator(store, api_key=api_key)
+    store = Store(data_dir, speed=speed, faults=faults)
     sock = _bind(host, port)
     url = _url(sock)
 
@@ -47,7 +48,7 @@ def serve(
         print(f"listening on {url}", flush=True)
         yield
 
-    emulator.app.router.lifespan_context = announce
+    emulator = Emulator(store, api_key=api_key, lifespan=announce)
     config = uvicorn.Config(emulator.app, log_level="warning", access_log=False, lifespan="on")
     try:
         uvicorn.Server(config).run(sockets=[sock])
@@ -71,8 +72,9 @@ class EmulatorServer:
         api_key: str | None = None,
         speed: float = 1.0,
         data_dir: Path | None = None,
+        faults: Faults | None = None,
     ) -> None:
-        self.store = Store(data_dir, speed=speed)
+        self.store = Store(data_dir, speed=speed, faults=faults)
         self.emulator = Emulator(self.store, api_key=api_key)
         self._sock = _bind(host, port)
         self.url = _url(self._sock)

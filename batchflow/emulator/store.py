@@ -1,7 +1,9 @@
-"""The emulator's world: a clock, uploaded and generated files, and batch jobs.
+"""The emulator's world: a clock, files, batch jobs and context caches.
 
 Jobs advance lazily: whenever a job is read, its state is worked out from the
 emulator clock, and a job that has reached its end gets its results then.
+With a data dir, the metadata is saved to `state.json` after each change, so
+files, jobs and caches survive a restart.
 """
 
 from __future__ import annotations
@@ -15,37 +17,36 @@ import secrets
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from . import responder
 from .errors import ApiError
+from .faults import Faults
 
 MAX_FILE_BYTES = 2 * 1024**3  # the Files API's limit per file
-FILE_RETENTION = 48 * 3600  # seconds the service keeps a file
 PENDING_SECONDS = 30.0  # a job waits this long before it runs ...
 RUNNING_SECONDS = 60.0  # ... then runs this long, plus per request:
 SECONDS_PER_REQUEST = 0.05
-TERMINAL = {
-    "BATCH_STATE_SUCCEEDED",
-    "BATCH_STATE_FAILED",
-    "BATCH_STATE_CANCELLED",
-    "BATCH_STATE_EXPIRED",
-}
+CANCEL_SECONDS = 5.0  # a cancel takes effect this long after it was asked for
+DEFAULT_CACHE_TTL = 3600.0
+TERMINAL = {"BATCH_STATE_SUCCEEDED", "BATCH_STATE_FAILED", "BATCH_STATE_CANCELLED", "BATCH_STATE_EXPIRED"}
+_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main."
 
 
 class Clock:
     """Emulator time: runs `speed` times faster than real time, and can be pushed forward."""
 
-    def __init__(self, speed: float = 1.0) -> None:
+    def __init__(self, speed: float = 1.0, start: float | None = None) -> None:
         self.speed = speed
         self._real0 = time.time()
+        self._emu0 = start if start is not None else self._real0
         self._offset = 0.0
 
     def now(self) -> float:
-        return self._real0 + (time.time() - self._real0) * self.speed + self._offset
+        return self._emu0 + (time.time() - self._real0) * self.speed + self._offset
 
     def advance(self, seconds: float) -> None:
         self._offset += seconds
@@ -53,6 +54,20 @@ class Clock:
 
 def rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str) -> float:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise ApiError(400, f"Invalid timestamp {text!r}") from None
+
+
+def parse_duration(text: str) -> float:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)s", str(text).strip())
+    if not match:
+        raise ApiError(400, f"Invalid duration {text!r}: expected seconds like '300s'")
+    return float(match.group(1))
 
 
 def new_id() -> str:
@@ -77,7 +92,7 @@ class StoredFile:
 @dataclass
 class Upload:
     id: str
-    path: Path
+    path: str
     size: int
     mime_type: str
     display_name: str | None
@@ -86,22 +101,41 @@ class Upload:
 
 
 @dataclass
+class Cache:
+    id: str
+    model: str
+    display_name: str | None
+    created: float
+    updated: float
+    expires: float
+    tokens: int
+    system: dict[str, Any] | None = None
+    tools: list[Any] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"cachedContents/{self.id}"
+
+
+@dataclass
 class Job:
     id: str
     model: str
+    kind: str  # generate | embed
     display_name: str | None
     created: float
     input_file: str | None  # files/<id>
     inline: list[dict[str, Any]] | None
     request_count: int
+    seq: int = 0  # creation order: fault decisions hang on it, so a seed replays the same faults
     state: str = "BATCH_STATE_PENDING"
     updated: float = 0.0
     ended: float | None = None
+    cancelled_at: float | None = None
     output_file: str | None = None
     inline_responses: list[dict[str, Any]] | None = None
     succeeded: int = 0
     failed: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def name(self) -> str:
@@ -109,20 +143,54 @@ class Job:
 
 
 class Store:
-    def __init__(self, data_dir: Path | None = None, speed: float = 1.0) -> None:
+    def __init__(
+        self, data_dir: Path | None = None, speed: float = 1.0, faults: Faults | None = None
+    ) -> None:
         self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="batchflow-emulator-")
+        self.persistent = data_dir is not None
         self.root = Path(data_dir) if data_dir else Path(self._tmp.name)
         (self.root / "files").mkdir(parents=True, exist_ok=True)
         (self.root / "uploads").mkdir(parents=True, exist_ok=True)
-        self.clock = Clock(speed)
+        self.faults = faults or Faults()
         self.files: dict[str, StoredFile] = {}
         self.uploads: dict[str, Upload] = {}
         self.jobs: dict[str, Job] = {}
+        self.caches: dict[str, Cache] = {}
         self.lock = threading.RLock()
+        self._job_locks: dict[str, threading.Lock] = {}
+        self.clock = Clock(speed, self._load())
 
     def close(self) -> None:
         if self._tmp is not None:
             self._tmp.cleanup()
+
+    # ------------------------------------------------------------ persistence
+
+    def _load(self) -> float | None:
+        path = self.root / "state.json"
+        if not self.persistent or not path.exists():
+            return None
+        doc = json.loads(path.read_text())
+        self.files = {d["id"]: StoredFile(**d) for d in doc["files"]}
+        self.uploads = {d["id"]: Upload(**d) for d in doc["uploads"]}
+        self.jobs = {d["id"]: Job(**d) for d in doc["jobs"]}
+        self.caches = {d["id"]: Cache(**d) for d in doc["caches"]}
+        return doc["now"]
+
+    def save(self) -> None:
+        if not self.persistent:
+            return
+        with self.lock:
+            doc = {
+                "now": self.clock.now(),
+                "files": [asdict(f) for f in self.files.values()],
+                "uploads": [asdict(u) for u in self.uploads.values()],
+                "jobs": [asdict(j) for j in self.jobs.values()],
+                "caches": [asdict(c) for c in self.caches.values()],
+            }
+            tmp = self.root / "state.json.tmp"
+            tmp.write_text(json.dumps(doc))
+            os.replace(tmp, self.root / "state.json")
 
     # ------------------------------------------------------------ files
 
@@ -138,10 +206,14 @@ class Store:
                 raise ApiError(400, f"Invalid file name {name!r}: use up to 40 lowercase letters and digits")
             if file_id in self.files:
                 raise ApiError(409, f"File {name} already exists.")
-        upload = Upload(new_id(), self.root / "uploads" / new_id(), size, mime_type, display_name, name)
-        upload.path.touch()
+        upload_id = new_id()
+        upload = Upload(
+            upload_id, str(self.root / "uploads" / upload_id), size, mime_type, display_name, name
+        )
+        Path(upload.path).touch()
         with self.lock:
             self.uploads[upload.id] = upload
+        self.save()
         return upload
 
     def get_upload(self, upload_id: str) -> Upload:
@@ -171,12 +243,13 @@ class Store:
         with self.lock:
             self.uploads.pop(upload.id, None)
             self.files[file_id] = stored
+        self.save()
         return stored
 
     def get_file(self, file_id: str) -> StoredFile:
         with self.lock:
             stored = self.files.get(file_id)
-            if stored is not None and self.clock.now() > stored.created + FILE_RETENTION:
+            if stored is not None and self.clock.now() > stored.created + self.faults.file_ttl:
                 self._delete_file(file_id)
                 stored = None
         if stored is None:
@@ -200,6 +273,7 @@ class Store:
         self.get_file(file_id)
         with self.lock:
             self._delete_file(file_id)
+        self.save()
 
     def _delete_file(self, file_id: str) -> None:
         self.files.pop(file_id, None)
@@ -213,7 +287,7 @@ class Store:
             "sizeBytes": str(stored.size),
             "createTime": rfc3339(stored.created),
             "updateTime": rfc3339(stored.created),
-            "expirationTime": rfc3339(stored.created + FILE_RETENTION),
+            "expirationTime": rfc3339(stored.created + self.faults.file_ttl),
             "sha256Hash": stored.sha256,
             "uri": f"{base_url}/v1beta/{stored.name}",
             "downloadUri": f"{base_url}/v1beta/{stored.name}:download?alt=media",
@@ -221,11 +295,131 @@ class Store:
             "source": stored.source,
         }
 
+    # ------------------------------------------------------------ caches
+
+    def create_cache(self, model: str, body: dict[str, Any]) -> Cache:
+        contents = body.get("contents") or []
+        system = body.get("systemInstruction") or body.get("system_instruction")
+        tokens = responder.prompt_tokens({"contents": contents, "systemInstruction": system})
+        minimum = responder.min_cache_tokens(model)
+        if tokens < minimum:
+            raise ApiError(
+                400,
+                f"Cached content is too small. total_token_count={tokens}, min_total_token_count={minimum}",
+            )
+        now = self.clock.now()
+        cache = Cache(
+            new_id(),
+            model,
+            body.get("displayName"),
+            now,
+            now,
+            self._expiry(body, now, default=now + DEFAULT_CACHE_TTL),
+            tokens,
+            system,
+            body.get("tools"),
+        )
+        with self.lock:
+            self.caches[cache.id] = cache
+        self.save()
+        return cache
+
+    def _expiry(self, body: dict[str, Any], now: float, default: float) -> float:
+        if body.get("ttl") is not None:
+            return now + parse_duration(body["ttl"])
+        if body.get("expireTime") is not None:
+            return parse_time(body["expireTime"])
+        return default
+
+    def get_cache(self, cache_id: str) -> Cache:
+        with self.lock:
+            cache = self.caches.get(cache_id)
+            if cache is not None and self.clock.now() >= cache.expires:
+                self.caches.pop(cache_id, None)
+                cache = None
+        if cache is None:
+            raise ApiError(403, f"CachedContent not found (or permission denied): cachedContents/{cache_id}")
+        return cache
+
+    def list_caches(self) -> list[Cache]:
+        with self.lock:
+            ids = list(self.caches)
+        out = []
+        for cache_id in ids:
+            try:
+                out.append(self.get_cache(cache_id))
+            except ApiError:
+                pass
+        return sorted(out, key=lambda c: c.created, reverse=True)
+
+    def update_cache(self, cache_id: str, body: dict[str, Any]) -> Cache:
+        cache = self.get_cache(cache_id)
+        now = self.clock.now()
+        cache.expires = self._expiry(body, now, default=cache.expires)
+        cache.updated = now
+        self.save()
+        return cache
+
+    def delete_cache(self, cache_id: str) -> None:
+        self.get_cache(cache_id)
+        with self.lock:
+            self.caches.pop(cache_id, None)
+        self.save()
+
+    @staticmethod
+    def cache_json(cache: Cache) -> dict[str, Any]:
+        return {
+            "name": cache.name,
+            "model": cache.model,
+            **({"displayName": cache.display_name} if cache.display_name else {}),
+            "createTime": rfc3339(cache.created),
+            "updateTime": rfc3339(cache.updated),
+            "expireTime": rfc3339(cache.expires),
+            "usageMetadata": {"totalTokenCount": cache.tokens},
+        }
+
+    # ------------------------------------------------------------ answering
+
+    def generate(self, model: str, request: Any) -> dict[str, Any]:
+        """generateContent, with what the service checks about caches and files."""
+        responder.validate_request(request)
+        cached_tokens = 0
+        name = request.get("cachedContent")
+        if name:
+            cache = self.get_cache(str(name).removeprefix("cachedContents/"))
+            if cache.model != model:
+                raise ApiError(
+                    400,
+                    f"Model used by GenerateContent request ({model}) and CachedContent ({cache.model}) "
+                    "has to be the same.",
+                )
+            if any(request.get(k) for k in ("systemInstruction", "tools", "toolConfig")):
+                raise ApiError(
+                    400,
+                    "CachedContent can not be used with GenerateContent request setting "
+                    "system_instruction, tools or tool_config.",
+                )
+            cached_tokens = cache.tokens
+        for content in request["contents"]:
+            for part in content.get("parts") or []:
+                self._check_file_part(part)
+        return responder.generate(model, request, cached_tokens=cached_tokens)
+
+    def _check_file_part(self, part: Any) -> None:
+        """A part naming an uploaded file fails as the service does when the file is gone."""
+        if not isinstance(part, dict):
+            return
+        data = part.get("fileData") or part.get("file_data") or {}
+        uri = data.get("fileUri") or data.get("file_uri") or ""
+        if "/files/" in uri:
+            self.get_file(re.split(r"[^a-z0-9-]", uri.split("/files/", 1)[1])[0])
+
     # ------------------------------------------------------------ batches
 
     def create_job(
         self,
         model: str,
+        kind: str,
         display_name: str | None,
         input_file: str | None,
         inline: list[dict[str, Any]] | None,
@@ -239,10 +433,16 @@ class Store:
         if count == 0:
             raise ApiError(400, "Batch input contains no requests")
         now = self.clock.now()
-        job = Job(new_id(), model, display_name, now, input_file, inline, count, updated=now)
         with self.lock:
+            seq = max((j.seq for j in self.jobs.values()), default=0) + 1
+            job = Job(new_id(), model, kind, display_name, now, input_file, inline, count, seq, updated=now)
             self.jobs[job.id] = job
+        self.save()
         return job
+
+    def _job_lock(self, job_id: str) -> threading.Lock:
+        with self.lock:
+            return self._job_locks.setdefault(job_id, threading.Lock())
 
     def get_job(self, job_id: str) -> Job:
         with self.lock:
@@ -261,65 +461,87 @@ class Store:
 
     def cancel_job(self, job_id: str) -> None:
         job = self.get_job(job_id)
-        with job.lock:
-            if job.state not in TERMINAL:
-                job.state, job.ended = "BATCH_STATE_CANCELLED", self.clock.now()
-                job.updated = job.ended
+        with self._job_lock(job_id):
+            # The Gemini API has no CANCELLING state on the wire (the SDK knows none):
+            # the job keeps its state until the cancel takes effect.
+            if job.state not in TERMINAL and job.cancelled_at is None:
+                job.cancelled_at = job.updated = self.clock.now()
+        self.save()
 
     def delete_job(self, job_id: str) -> None:
         self.get_job(job_id)
         with self.lock:
             self.jobs.pop(job_id, None)
+        self.save()
+
+    def _timeline(self, job: Job) -> tuple[float, float]:
+        """When the job starts running and when it would end, in emulator time."""
+        start = job.created + PENDING_SECONDS
+        return start, start + RUNNING_SECONDS + SECONDS_PER_REQUEST * job.request_count
 
     def _advance(self, job: Job) -> None:
-        with job.lock:
+        with self._job_lock(job.id):
             if job.state in TERMINAL:
                 return
-            elapsed = self.clock.now() - job.created
-            running_for = RUNNING_SECONDS + SECONDS_PER_REQUEST * job.request_count
-            if elapsed < PENDING_SECONDS:
-                return
-            if elapsed < PENDING_SECONDS + running_for:
-                if job.state != "BATCH_STATE_RUNNING":
-                    job.state, job.updated = "BATCH_STATE_RUNNING", job.created + PENDING_SECONDS
-                return
-            self._run(job)
-            job.state = "BATCH_STATE_SUCCEEDED"
-            job.ended = job.updated = job.created + PENDING_SECONDS + running_for
+            before = job.state
+            now = self.clock.now()
+            start, end = self._timeline(job)
+            if job.cancelled_at is not None:
+                if now >= job.cancelled_at + CANCEL_SECONDS:
+                    # Requests finished before the cancel keep their results, as on the service.
+                    done = 0.0 if job.cancelled_at < start else (job.cancelled_at - start) / (end - start)
+                    self._run(job, limit=int(job.request_count * min(done, 1.0)))
+                    self._end(job, "BATCH_STATE_CANCELLED", job.cancelled_at + CANCEL_SECONDS)
+            elif self.faults.hit(self.faults.job_expire_rate, "expire", job.seq):
+                if now >= job.created + self.faults.expire_after:
+                    self._end(job, "BATCH_STATE_EXPIRED", job.created + self.faults.expire_after)
+            elif now >= end:
+                if self.faults.hit(self.faults.job_fail_rate, "fail", job.seq):
+                    self._end(job, "BATCH_STATE_FAILED", end)
+                else:
+                    self._run(job)
+                    self._end(job, "BATCH_STATE_SUCCEEDED", end)
+            elif now >= start and job.state == "BATCH_STATE_PENDING":
+                job.state, job.updated = "BATCH_STATE_RUNNING", start
+        if job.state != before:
+            self.save()
 
-    def _run(self, job: Job) -> None:
+    @staticmethod
+    def _end(job: Job, state: str, at: float) -> None:
+        job.state, job.ended, job.updated = state, at, at
+
+    def _run(self, job: Job, limit: int | None = None) -> None:
+        """Answer the job's requests (the first `limit` of them) and store the results."""
         if job.inline is not None:
-            job.inline_responses = []
-            for item in job.inline:
-                job.inline_responses.append(self._answer(job, item.get("request"), item.get("metadata")))
+            job.inline_responses = [
+                self._answer(job, item.get("request"), item.get("metadata"), n)
+                for n, item in enumerate(job.inline[:limit])
+            ]
             return
         out_id = f"batch-{job.id}"
-        path = self.blob(out_id)
         digest = hashlib.sha256()
         size = 0
         with (
             open(self.blob(job.input_file.removeprefix("files/")), "rb") as src,
-            open(path, "wb") as dst,
+            open(self.blob(out_id), "wb") as dst,
         ):
-            for n, raw in enumerate(src, 1):
+            n = 0
+            for raw in src:
                 if not raw.strip():
                     continue
+                n += 1
+                if limit is not None and n > limit:
+                    break
                 try:
                     line = json.loads(raw)
                     key, request = line.get("key"), line.get("request")
                 except (ValueError, AttributeError):
                     key, request = None, None
                 if request is None:
-                    answer = {
-                        "error": {
-                            "code": 400,
-                            "message": f"Line {n}: invalid JSON or missing request",
-                            "status": "INVALID_ARGUMENT",
-                        }
-                    }
+                    answer = ApiError(400, f"Line {n}: invalid JSON or missing 'request'").body()
                     job.failed += 1
                 else:
-                    answer = self._answer(job, request, None)
+                    answer = self._answer(job, request, None, n)
                 out = json.dumps({"key": key, **answer}, ensure_ascii=False).encode() + b"\n"
                 dst.write(out)
                 digest.update(out)
@@ -337,9 +559,15 @@ class Store:
             self.files[out_id] = stored
         job.output_file = stored.name
 
-    def _answer(self, job: Job, request: Any, metadata: Any) -> dict[str, Any]:
+    def _answer(self, job: Job, request: Any, metadata: Any, n: int) -> dict[str, Any]:
         try:
-            answer: dict[str, Any] = {"response": responder.generate(job.model, request)}
+            if self.faults.hit(self.faults.line_error_rate, "line", job.seq, n):
+                raise ApiError(500, "An internal error has occurred. Please retry or report.")
+            if job.kind == "embed":
+                response = responder.embed(request)
+            else:
+                response = self.generate(job.model, request)
+            answer: dict[str, Any] = {"response": response}
             job.succeeded += 1
         except ApiError as exc:
             answer = exc.body()
@@ -349,8 +577,9 @@ class Store:
         return answer
 
     def job_json(self, job: Job) -> dict[str, Any]:
+        kind = "EmbedContentBatch" if job.kind == "embed" else "GenerateContentBatch"
         metadata: dict[str, Any] = {
-            "@type": "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch",
+            "@type": _TYPE + kind,
             "name": job.name,
             "model": job.model,
             **({"displayName": job.display_name} if job.display_name else {}),
@@ -362,6 +591,9 @@ class Store:
         if job.state in TERMINAL:
             metadata["endTime"] = rfc3339(job.ended or job.updated)
             stats.update(successfulRequestCount=str(job.succeeded), failedRequestCount=str(job.failed))
+            pending = job.request_count - job.succeeded - job.failed
+            if pending:
+                stats["pendingRequestCount"] = str(pending)
         else:
             stats["pendingRequestCount"] = str(job.request_count)
         metadata["batchStats"] = stats
@@ -370,14 +602,14 @@ class Store:
         if job.output_file:
             output = {"responsesFile": job.output_file}
         elif job.inline_responses is not None:
-            output = {"inlinedResponses": {"inlinedResponses": job.inline_responses}}
+            key = "inlinedEmbedContentResponses" if job.kind == "embed" else "inlinedResponses"
+            output = {key: {"inlinedResponses": job.inline_responses}}
         if output is not None:
-            output = {
-                "@type": "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatchOutput",
-                **output,
-            }
+            output = {"@type": _TYPE + kind + "Output", **output}
             metadata["output"] = output
             body["response"] = output
         if job.state in TERMINAL:
             body["done"] = True
+            if job.state == "BATCH_STATE_FAILED":
+                body["error"] = {"code": 13, "message": "Batch job failed: internal error."}
         return body
