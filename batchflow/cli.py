@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 
@@ -43,6 +43,27 @@ StateOpt = Annotated[
 ]
 
 
+def command(name: str | None = None):
+    """Register a command; the one place where batchflow errors become a message and exit 1."""
+
+    def register(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except SpecErrors as exc:
+                for e in exc.errors:
+                    err.print(str(e), markup=False)
+            except BatchflowError as exc:
+                err.print(f"error: {exc}", markup=False)
+            raise typer.Exit(1)
+
+        app.command(name)(wrapper)
+        return fn
+
+    return register
+
+
 def _settings(state: str | None = None) -> Settings:
     return Settings(**({"state": state} if state else {}))
 
@@ -67,7 +88,7 @@ def _main(
     """Run Gemini API Batch Mode workloads as declarative pipelines."""
 
 
-@app.command()
+@command()
 def validate(paths: Paths = None) -> None:
     """Check specs and templates without any network call."""
     from .requests import Renderer
@@ -78,7 +99,7 @@ def validate(paths: Paths = None) -> None:
         out.print(f"{p.path}: {p.name}: valid")
 
 
-@app.command("plan")
+@command("plan")
 def plan_cmd(
     paths: Paths = None,
     state: StateOpt = None,
@@ -113,7 +134,7 @@ def _describe(action: Action) -> str:
     return f"{what}: {action.reason}"
 
 
-@app.command("apply")
+@command("apply")
 def apply_cmd(
     paths: Paths = None,
     state: StateOpt = None,
@@ -133,6 +154,9 @@ def apply_cmd(
             + f": {message}"
         )
 
+    def warn(pipeline: str, message: str) -> None:
+        err.print(f"{pipeline}: warning: {message}", markup=False)
+
     outcomes = apply_all(
         pipelines,
         LocalStore(settings.state),
@@ -140,6 +164,7 @@ def apply_cmd(
         report,
         wait=wait,
         poll_interval=settings.poll_interval,
+        warn=warn,
     )
     for o in outcomes:
         if o.actions == 0:
@@ -150,7 +175,7 @@ def apply_cmd(
             out.print(f"{o.pipeline}: waiting for {len(o.waiting)} job(s); run apply again later")
 
 
-@app.command()
+@command()
 def status(
     paths: Paths = None,
     state: StateOpt = None,
@@ -193,7 +218,7 @@ def status(
         )
 
 
-@app.command()
+@command()
 def schema(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the schema.")] = Path(
         "schemas/pipeline.schema.json"
@@ -213,7 +238,7 @@ def schema_text() -> str:
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
-@app.command()
+@command()
 def emulator(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port; 0 picks a free one.")] = 8765,
@@ -227,34 +252,30 @@ def emulator(
     ] = None,
     speed: Annotated[float, typer.Option(min=0.001, help="Clock speed: N times real time.")] = 1.0,
     data_dir: Annotated[
-        Path | None, typer.Option(help="Folder for files and jobs [default: a temporary one].")
+        Path | None, typer.Option(help="Keep files, jobs and caches here, across restarts [default: none].")
     ] = None,
+    faults: Annotated[
+        str,
+        typer.Option(help="Injected faults, e.g. 'line_error_rate=0.1,job_fail_rate=0.2,seed=7'."),
+    ] = "",
 ) -> None:
     """Serve the local Gemini API emulator (prints `listening on URL` when ready)."""
-    from .emulator import serve
+    from .emulator import Faults, serve
 
-    serve(host=host, port=port, api_key=api_key, speed=speed, data_dir=data_dir)
+    try:
+        parsed = Faults.parse(faults)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--faults") from None
+    serve(host=host, port=port, api_key=api_key, speed=speed, data_dir=data_dir, faults=parsed)
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Run the command line; the one place where errors become messages and exit codes."""
+    """Run the command line and return its exit code (tests call this in-process)."""
     try:
-        code = app(args=argv, standalone_mode=False)
-    except SpecErrors as exc:
-        for e in exc.errors:
-            err.print(str(e), markup=False)
-        return 1
-    except BatchflowError as exc:
-        err.print(f"error: {exc}", markup=False)
-        return 1
-    except click.exceptions.Abort:
-        return 130
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
-    return code if isinstance(code, int) else 0
+        app(args=argv, prog_name="batchflow")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
 
 
 def main() -> None:

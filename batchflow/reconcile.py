@@ -18,7 +18,7 @@ from pathlib import Path
 import fsspec
 
 from .backends.gemini import GeminiBackend, Job
-from .errors import RemoteError, SourceError
+from .errors import BatchflowError, RemoteError, SourceError
 from .requests import Renderer
 from .shards import ShardInfo, build, shard_keys
 from .sinks import ResultReader, index_results, summarize, write_jsonl
@@ -265,7 +265,7 @@ class Applier:
                         result_file=None,
                         error=None,
                     )
-                    self._say(action, "queued again")
+                    self._say(action, f"queued again (attempt {shard.attempt} of {self.attempts})")
 
     def _create(self, state: PipelineState, shard: Shard) -> Job:
         try:
@@ -344,11 +344,25 @@ def apply_all(
     *,
     wait: bool = False,
     poll_interval: float = 30.0,
+    warn: Callable[[str, str], None] = lambda pipeline, message: None,
 ) -> list[Outcome]:
-    """Apply each pipeline; with wait, repeat (backing off) until all are done."""
+    """Apply each pipeline; with wait, repeat (backing off) until all are done.
+
+    With wait, errors that may pass (429, 5xx, a held lock) are reported and
+    tried again on the next round; without it they end the run, and the next
+    apply resumes from the saved state.
+    """
     delay = min(0.5, poll_interval)
     while True:
-        outcomes = [Applier(p, store, backend, report).run() for p in pipelines]
+        outcomes = []
+        for p in pipelines:
+            try:
+                outcomes.append(Applier(p, store, backend, report).run())
+            except BatchflowError as exc:
+                if not (wait and exc.transient):
+                    raise
+                warn(p.name, f"{exc}; trying again")
+                outcomes.append(Outcome(p.name))
         if not wait or all(o.done for o in outcomes):
             return outcomes
         time.sleep(delay)

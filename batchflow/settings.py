@@ -18,6 +18,9 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("GEMINI_API_KEY", "GOOGLE_API_KEY", "BATCHFLOW_API_KEY"),
         description="Gemini API key; never printed or stored.",
     )
+    http_attempts: int = Field(
+        5, ge=1, le=20, description="Tries per API call answered 408, 429 or 5xx (backing off from 1 s)."
+    )
     poll_interval: float = Field(
         30.0,
         gt=0,

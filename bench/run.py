@@ -106,8 +106,11 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3:
+    if len(sys.argv) == 1:
+        main()
+        import emulator_memory
+
+        emulator_memory.main()
+    elif len(sys.argv) == 3:
         {"batchflow": batchflow_side, "baseline": baseline_side}[sys.argv[1]](Path(sys.argv[2]))
         print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    else:
-        main()

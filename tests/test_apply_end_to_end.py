@@ -95,7 +95,7 @@ def test_growing_source_sends_only_new_records(cli, client, emulator_env, tmp_pa
 
 
 def test_apply_without_wait_returns_while_jobs_run(cli, emulator, emulator_env, tmp_path):
-    emulator.store.clock.speed = 1  # jobs now take realistic minutes
+    emulator.store.clock.set_speed(1)  # jobs now take realistic minutes
     _project(tmp_path, n=2)
     result = cli("apply")
     assert result.code == 0

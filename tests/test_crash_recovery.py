@@ -39,7 +39,7 @@ def _project(tmp_path, n=5):
 def test_job_created_but_not_recorded_is_adopted(cli, client, emulator, emulator_env, tmp_path):
     """The window between batches.create and the state write: the job exists, state says `creating`."""
     _project(tmp_path, n=2)
-    emulator.store.clock.speed = 1
+    emulator.store.clock.set_speed(1)
     assert cli("apply").code == 0
     store = LocalStore(emulator_env["BATCHFLOW_STATE"])
     state = store.load("crash")
@@ -59,7 +59,7 @@ def test_job_created_but_not_recorded_is_adopted(cli, client, emulator, emulator
 def test_creating_with_no_job_creates_it(cli, client, emulator, emulator_env, tmp_path):
     """The other side of the window: the create never reached the service."""
     _project(tmp_path, n=2)
-    emulator.store.clock.speed = 1
+    emulator.store.clock.set_speed(1)
     assert cli("apply").code == 0
     store = LocalStore(emulator_env["BATCHFLOW_STATE"])
     state = store.load("crash")
@@ -68,7 +68,7 @@ def test_creating_with_no_job_creates_it(cli, client, emulator, emulator_env, tm
     client.batches.delete(name=job)
     shard.status, shard.job_name, shard.job_state = ShardStatus.CREATING, None, None
     store.save(state)
-    emulator.store.clock.speed = 3600
+    emulator.store.clock.set_speed(3600)
 
     result = cli("apply", "--wait")
     assert result.code == 0, result.err

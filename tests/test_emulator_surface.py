@@ -65,7 +65,7 @@ def test_delete_file_and_batch(client, tmp_path):
 
 
 def test_cancel_takes_effect_shortly_and_keeps_partial_results(client, emulator, tmp_path):
-    emulator.store.clock.speed = 1
+    emulator.store.clock.set_speed(1)
     f = _upload_jsonl(client, tmp_path, [{"key": str(i), "request": _req(f"q{i}")} for i in range(1000)])
     job = client.batches.create(model="gemini-2.5-flash", src=f.name)
     emulator.store.clock.advance(30 + 55)  # running, about half way (60 s + 50 s for 1,000 requests)
@@ -81,7 +81,7 @@ def test_cancel_takes_effect_shortly_and_keeps_partial_results(client, emulator,
 
 
 def test_pending_job_cancelled_has_no_results(client, emulator):
-    emulator.store.clock.speed = 1
+    emulator.store.clock.set_speed(1)
     job = client.batches.create(model="gemini-2.5-flash", src=[_req("x")])
     client.batches.cancel(name=job.name)
     emulator.store.clock.advance(10)
@@ -297,7 +297,7 @@ def test_rate_limits_are_retried_by_the_sdk_when_asked():
 def test_admin_endpoints_move_the_clock_and_set_faults(client, emulator):
     import httpx2 as httpx
 
-    emulator.store.clock.speed = 1
+    emulator.store.clock.set_speed(1)
     job = client.batches.create(model="gemini-2.5-flash", src=[_req("x")])
     httpx.post(f"{emulator.url}/_emulator/clock", json={"advance": 3600}).raise_for_status()
     assert client.batches.get(name=job.name).state.name == "JOB_STATE_SUCCEEDED"
@@ -330,3 +330,26 @@ def test_faults_parse():
     for bad in ("nope=1", "line_error_rate=2", "line_error_rate=x", "seed"):
         with pytest.raises(ValueError):
             Faults.parse(bad)
+
+
+def test_uploads_over_2_gb_and_oversized_requests_are_refused(emulator):
+    import httpx2 as httpx
+
+    start = httpx.post(
+        f"{emulator.url}/upload/v1beta/files",
+        headers={
+            "x-goog-api-key": "k",
+            "X-Goog-Upload-Protocol": "resumable",
+            "X-Goog-Upload-Command": "start",
+            "X-Goog-Upload-Header-Content-Length": str(2 * 1024**3 + 1),
+        },
+        json={"file": {}},
+    )
+    assert start.status_code == 400 and "exceeds" in start.json()["error"]["message"]
+    big = {"batch": {"inputConfig": {"requests": {"requests": [_req("x" * (21 * 1024 * 1024))]}}}}
+    answer = httpx.post(
+        f"{emulator.url}/v1beta/models/gemini-2.5-flash:batchGenerateContent",
+        headers={"x-goog-api-key": "k"},
+        json=big,
+    )
+    assert answer.status_code == 400 and "payload size" in answer.json()["error"]["message"]

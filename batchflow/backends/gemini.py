@@ -29,8 +29,6 @@ TERMINAL_STATES = {
     "JOB_STATE_CANCELLED",
     "JOB_STATE_EXPIRED",
 }
-# Idempotent calls are retried by the SDK on 408/429/5xx with exponential backoff.
-_RETRY = types.HttpRetryOptions(attempts=5, initial_delay=1.0, max_delay=30.0)
 # A create is never retried blindly: a lost answer may hide a job that exists.
 # The reconciler finds such a job by its display name instead.
 _NO_RETRY = types.HttpOptions(retry_options=types.HttpRetryOptions(attempts=1))
@@ -91,7 +89,9 @@ class GeminiBackend:
                     "no API key: set GEMINI_API_KEY, or BATCHFLOW_API_BASE_URL to use the emulator"
                 )
             key = "batchflow-emulator"  # an emulator started without --api-key takes any key
-        options = types.HttpOptions(retry_options=_RETRY)
+        # Idempotent calls are retried by the SDK on 408/429/5xx with exponential backoff.
+        retry = types.HttpRetryOptions(attempts=settings.http_attempts, initial_delay=1.0, max_delay=30.0)
+        options = types.HttpOptions(retry_options=retry)
         if settings.api_base_url:
             options.base_url = settings.api_base_url
         self.client = genai.Client(api_key=key, http_options=options)

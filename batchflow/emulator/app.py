@@ -25,6 +25,7 @@ from . import responder
 from .errors import ApiError
 from .store import Store, rfc3339
 
+MAX_REQUEST_BYTES = 20 * 1024 * 1024  # the service's limit on one request, inline batches included
 _MODEL = re.compile(r"^(gemini|gemma|learnlm)-[a-z0-9.\-]+$|^(text-)?embedding-[a-z0-9.\-]+$")
 DEFAULT_PAGE_SIZE = 50
 
@@ -190,6 +191,8 @@ class Emulator:
                 f"models/{model} is not found for API version v1beta, or is not supported for {verb}. "
                 "Call ListModels to see the list of available models and their supported methods.",
             )
+        if int(request.headers.get("content-length") or 0) > MAX_REQUEST_BYTES:
+            raise ApiError(400, f"Request payload size exceeds the limit: {MAX_REQUEST_BYTES} bytes.")
         body = await self._json(request)
         # Off the event loop: a create counts the lines of a file of up to 2 GB.
         return JSONResponse(await run_in_threadpool(self._model_call, f"models/{model}", verb, body))
@@ -281,7 +284,7 @@ class Emulator:
                     speed = float(body["speed"])
                     if speed <= 0:
                         raise ValueError
-                    self.store.clock = type(self.store.clock)(speed, self.store.clock.now())
+                    self.store.clock.set_speed(speed)
                 if "advance" in body:
                     self.store.clock.advance(float(body["advance"]))
             except (TypeError, ValueError):

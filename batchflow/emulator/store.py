@@ -51,6 +51,11 @@ class Clock:
     def advance(self, seconds: float) -> None:
         self._offset += seconds
 
+    def set_speed(self, speed: float) -> None:
+        """Change speed from now on; emulator time never jumps."""
+        current = self.now()
+        self._real0, self._emu0, self._offset, self.speed = time.time(), current, 0.0, speed
+
 
 def rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

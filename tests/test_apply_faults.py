@@ -1,0 +1,108 @@
+"""apply against an emulator that fails: jobs fail, files vanish, calls are refused."""
+
+from __future__ import annotations
+
+import json
+
+import httpx2 as httpx
+from conftest import write
+
+from batchflow.state import LocalStore, ShardStatus
+
+SPEC = """
+    version: 1
+    name: faulty
+    model: gemini-2.5-flash
+    source: {uri: data/in.jsonl, key: "{{ id }}"}
+    request: {prompt: "Say {{ word }}"}
+    batch: {max_requests: 2}
+    retry: {attempts: 3}
+    output: {uri: out.jsonl}
+"""
+
+
+def _project(tmp_path, n=3):
+    write(tmp_path / "pipelines/faulty.yaml", SPEC)
+    write(
+        tmp_path / "pipelines/data/in.jsonl",
+        "".join(json.dumps({"id": i, "word": f"w{i}"}) + "\n" for i in range(n)),
+    )
+
+
+def _faults(emulator, **values):
+    httpx.post(f"{emulator.url}/_emulator/faults", json=values).raise_for_status()
+
+
+def _rows(tmp_path):
+    return [json.loads(line) for line in (tmp_path / "pipelines/out.jsonl").read_text().splitlines()]
+
+
+def test_failed_jobs_are_resubmitted_until_attempts_run_out(cli, client, emulator, emulator_env, tmp_path):
+    _project(tmp_path, n=2)
+    _faults(emulator, job_fail_rate=1.0)
+    result = cli("apply", "--wait")
+    assert result.code == 0, result.err
+    jobs = list(client.batches.list())
+    assert len(jobs) == 3 and {j.state.name for j in jobs} == {"JOB_STATE_FAILED"}
+    assert len({j.display_name for j in jobs}) == 3  # one per attempt
+    rows = _rows(tmp_path)
+    assert [r["key"] for r in rows] == ["0", "1"]
+    assert all("failed" in r["error"]["message"] for r in rows)
+    assert "queued again (attempt 3 of 3)" in result.out
+
+
+def test_a_failed_job_is_retried_and_then_succeeds(cli, client, emulator, emulator_env, tmp_path):
+    _project(tmp_path, n=2)
+    _faults(emulator, job_fail_rate=1.0)
+    emulator.store.clock.set_speed(1)  # the job stays pending while apply returns
+    assert cli("apply").code == 0
+    (job,) = client.batches.list()
+    emulator.store.clock.advance(3600)  # past the job's end: reading it now settles it as FAILED
+    assert client.batches.get(name=job.name).state.name == "JOB_STATE_FAILED"
+    _faults(emulator, job_fail_rate=0.0)
+    emulator.store.clock.set_speed(3600)
+    result = cli("apply", "--wait")
+    assert result.code == 0, result.err
+    assert "queued again (attempt 2 of 3)" in result.out
+    assert all("error" not in r for r in _rows(tmp_path))
+
+
+def test_expired_upload_is_uploaded_again(cli, client, emulator, emulator_env, tmp_path):
+    _project(tmp_path, n=2)
+    emulator.store.clock.set_speed(1)
+    assert cli("apply").code == 0
+    store = LocalStore(emulator_env["BATCHFLOW_STATE"])
+    state = store.load("faulty")
+    (shard,) = state.shards.values()
+    client.batches.delete(name=shard.job_name)
+    client.files.delete(name=shard.file_name)  # as the service does after 48 hours
+    old_file = shard.file_name
+    shard.status, shard.job_name, shard.job_state = ShardStatus.UPLOADED, None, None
+    store.save(state)
+    emulator.store.clock.set_speed(3600)
+
+    result = cli("apply", "--wait")
+    assert result.code == 0, result.err
+    assert store.load("faulty").shards[shard.id].file_name != old_file
+    assert len(_rows(tmp_path)) == 2
+
+
+def test_rate_limits_and_outages_are_ridden_out_with_wait(cli, client, emulator, emulator_env, tmp_path):
+    _project(tmp_path, n=4)
+    _faults(emulator, rate_limit_rate=0.3, unavailable_rate=0.1, seed=5)
+    result = cli("apply", "--wait")
+    assert result.code == 0, result.err
+    _faults(emulator, rate_limit_rate=0.0, unavailable_rate=0.0)
+    assert len(list(client.batches.list())) == 2  # no duplicate job despite refused calls
+    assert all("error" not in r for r in _rows(tmp_path))
+
+
+def test_without_wait_a_refused_call_is_one_line_and_exit_1(cli, emulator, emulator_env, tmp_path):
+    _project(tmp_path, n=1)
+    _faults(emulator, unavailable_rate=1.0)
+    result = cli("apply", env={"BATCHFLOW_HTTP_ATTEMPTS": "1"})
+    assert result.code == 1
+    assert result.err.startswith("error: ") and "503" in result.err
+    assert "Traceback" not in result.err
+    _faults(emulator, unavailable_rate=0.0)
+    assert cli("apply", "--wait").code == 0
