@@ -103,3 +103,10 @@ def test_unknown_model_is_refused(client, tmp_path):
     with pytest.raises(errors.ClientError) as info:
         client.models.generate_content(model="no-such-model", contents="hi")
     assert info.value.code == 404
+
+
+def test_the_pytest_plugin_fixture_serves_the_emulator(gemini_emulator):
+    from google import genai
+
+    client = genai.Client(api_key="k", http_options={"base_url": gemini_emulator.url})
+    assert client.models.count_tokens(model="gemini-2.5-flash", contents="hello there").total_tokens > 0
