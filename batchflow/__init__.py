@@ -19,9 +19,10 @@ from .errors import (
     SpecErrors,
     StateError,
 )
+from .loader import load_pipelines
 from .reconcile import Action, Kind, Outcome, apply_all, plan, scan
 from .settings import Settings
-from .spec import LoadedPipeline, Pipeline, load_pipelines
+from .spec import LoadedPipeline, Pipeline
 from .state import LocalStore, PipelineState
 
 __all__ = [

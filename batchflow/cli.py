@@ -14,9 +14,10 @@ from rich.console import Console
 
 from . import __version__
 from .errors import BatchflowError, SpecErrors
+from .loader import load_pipelines
 from .reconcile import Action, apply_all, plan, scan
 from .settings import Settings
-from .spec import LoadedPipeline, Pipeline, load_pipelines
+from .spec import LoadedPipeline, Pipeline
 from .state import LocalStore
 
 app = typer.Typer(
@@ -89,13 +90,27 @@ def _main(
 
 
 @command()
-def validate(paths: Paths = None) -> None:
-    """Check specs and templates without any network call."""
-    from .requests import Renderer
-
-    pipelines = _load(paths)
+def validate(
+    paths: Paths = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print diagnostics as JSON.")] = False,
+) -> None:
+    """Check specs, templates and schemas without any network call."""
+    try:
+        pipelines = _load(paths)
+    except SpecErrors as exc:
+        if not as_json:
+            raise
+        problems = [
+            {"file": e.file, "line": e.line, "column": e.column, "field": e.field, "message": e.message}
+            for e in exc.errors
+        ]
+        typer.echo(json.dumps({"valid": False, "pipelines": [], "problems": problems}, indent=2))
+        raise typer.Exit(1) from None
+    if as_json:
+        found = [{"name": p.name, "file": str(p.path)} for p in pipelines]
+        typer.echo(json.dumps({"valid": True, "pipelines": found, "problems": []}, indent=2))
+        return
     for p in pipelines:
-        Renderer(p)  # compiles every template
         out.print(f"{p.path}: {p.name}: valid")
 
 
@@ -200,7 +215,7 @@ def status(
             }
         )
     if as_json:
-        out.print_json(json.dumps(report))
+        typer.echo(json.dumps(report, indent=2))
         return
     for r in report:
         shards = ", ".join(f"{n} {k}" for k, n in r["shards"].items()) or "none"

@@ -8,9 +8,11 @@ run killed anywhere resumes from the last completed step.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -21,8 +23,8 @@ from .backends.gemini import GeminiBackend, Job
 from .errors import BatchflowError, RemoteError, SourceError
 from .requests import Renderer
 from .shards import ShardInfo, build, shard_keys
-from .sinks import ResultReader, index_results, summarize, write_jsonl
-from .sources import read_records
+from .sinks import ResultReader, index_results, iter_results, open_sink, output_format, summarize
+from .sources import CsvDialect, Record, read_records
 from .spec import LoadedPipeline
 from .state import LocalStore, OutputRecord, PipelineState, Shard, ShardStatus, now
 
@@ -65,6 +67,28 @@ class Scan:
     new_shards: list[ShardInfo]
     digest: str  # the output that should exist: ordered request hashes and output settings
     output_exists: bool
+
+
+def unsupported(pipeline: LoadedPipeline) -> list[str]:
+    """Spec features that validate accepts but apply cannot run yet."""
+    spec = pipeline.spec
+    found = []
+    if spec.cache is not None:
+        found.append("cache")
+    if spec.request is not None and spec.request.files:
+        found.append("request.files")
+    if spec.batch.inline_below:
+        found.append("batch.inline_below")
+    return found
+
+
+def check_supported(pipeline: LoadedPipeline) -> None:
+    found = unsupported(pipeline)
+    if found:
+        raise BatchflowError(
+            f"{pipeline.path}: {', '.join(found)}: valid, but not supported by plan/apply yet; "
+            "remove to run this pipeline"
+        )
 
 
 def display_name(pipeline: str, shard: Shard) -> str:
@@ -111,24 +135,56 @@ def plan(state: PipelineState, scan: Scan, attempts: int, output_uri: str) -> li
 # ---------------------------------------------------------------- I/O side
 
 
+def records(pipeline: LoadedPipeline) -> Iterator[Record]:
+    source = pipeline.spec.source
+    dialect = CsvDialect(**source.csv.model_dump()) if source.csv else None
+    return read_records(pipeline.resolve(source.uri), source.format, dialect)
+
+
+# Per-request errors worth another try; others (400 and the like) would fail the same way again.
+RETRYABLE_CODES = {None, 408, 429, 500, 502, 503, 504}
+
+
+def covered_hashes(pipeline: LoadedPipeline, state: PipelineState, store: LocalStore) -> set[str]:
+    """Request hashes that need no new job: in a shard still at work, or answered for good.
+
+    A request answered with a retryable error is not covered until it has
+    had `retry.attempts` tries, so the next scan puts it in a new shard.
+    """
+    covered: set[str] = set()
+    tries: dict[str, int] = {}
+    for shard in state.shards.values():
+        if shard.status is not ShardStatus.DONE:
+            covered.update(shard_keys(store.shard_path(pipeline.name, shard.id)))
+            continue
+        for result in iter_results(store.result_path(pipeline.name, shard.id)):
+            error = result.get("error")
+            if error is not None and error.get("code") in RETRYABLE_CODES:
+                tries[result["key"]] = tries.get(result["key"], 0) + 1
+            else:
+                covered.add(result["key"])
+    limit = pipeline.spec.retry.attempts
+    covered.update(h for h, n in tries.items() if n >= limit)
+    return covered
+
+
 def scan(pipeline: LoadedPipeline, state: PipelineState, store: LocalStore, *, write: bool) -> Scan:
     """Render the source; group requests the state does not cover yet into shards.
 
     With write=True the shard files are written into the store (apply);
     with write=False only their ids are computed (plan).
     """
-    covered: set[str] = set()
-    for shard in state.shards.values():
-        covered.update(shard_keys(store.shard_path(pipeline.name, shard.id)))
+    check_supported(pipeline)
+    covered = covered_hashes(pipeline, state, store)
     renderer = Renderer(pipeline)
     spec = pipeline.spec
-    digest = hashlib.sha256(pipeline.resolve(spec.output.uri).encode())
+    digest = hashlib.sha256(output_settings(pipeline).encode())
     keys: set[str] = set()
     count = 0
 
     def new_lines():
         nonlocal count
-        for r in renderer.render(read_records(pipeline.resolve(spec.source.uri), spec.source.format)):
+        for r in renderer.render(records(pipeline)):
             if r.key in keys:
                 raise SourceError(
                     f"duplicate key {r.key!r} (source.key must be unique)",
@@ -139,15 +195,36 @@ def scan(pipeline: LoadedPipeline, state: PipelineState, store: LocalStore, *, w
             count += 1
             digest.update(r.hash.encode())
             if r.hash not in covered:
+                if len(r.line) + 1 > spec.batch.max_bytes:
+                    raise SourceError(
+                        f"record {r.key!r}: its request is {len(r.line) + 1} bytes, over batch.max_bytes",
+                        uri=r.record.uri,
+                        line=r.record.line,
+                    )
                 yield r.line
 
     folder = store.folder(pipeline.name) / "shards" if write else None
-    shards = build(new_lines(), spec.batch.max_requests, folder)
+    shards = build(
+        new_lines(), spec.batch.max_requests, spec.batch.max_bytes, folder, taken=set(state.shards)
+    )
     return Scan(
         requests=count,
         new_shards=shards,
         digest=digest.hexdigest(),
         output_exists=_exists(pipeline.resolve(spec.output.uri)),
+    )
+
+
+def output_settings(pipeline: LoadedPipeline) -> str:
+    """What, besides the results, decides the output files' contents."""
+    spec = pipeline.spec
+    return json.dumps(
+        [
+            pipeline.resolve(spec.output.uri),
+            spec.output.format,
+            spec.output.columns,
+            pipeline.resolve(spec.errors.uri) if spec.errors else None,
+        ]
     )
 
 
@@ -179,6 +256,7 @@ class Applier:
         self.backend = backend
         self.report = report
         self.attempts = pipeline.spec.retry.attempts
+        self.embed = pipeline.spec.embed is not None
 
     def run(self) -> Outcome:
         with self.store.lock(self.p.name):
@@ -269,7 +347,9 @@ class Applier:
 
     def _create(self, state: PipelineState, shard: Shard) -> Job:
         try:
-            return self.backend.create(self.p.spec.model, shard.file_name, display_name(self.p.name, shard))
+            return self.backend.create(
+                self.p.spec.model, shard.file_name, display_name(self.p.name, shard), embed=self.embed
+            )
         except RemoteError as exc:
             if (
                 exc.code in (400, 403, 404)
@@ -282,7 +362,9 @@ class Applier:
                     self.store.shard_path(self.p.name, shard.id), display_name(self.p.name, shard)
                 )
                 self._save(state, shard, status=ShardStatus.CREATING, file_name=name)
-                return self.backend.create(self.p.spec.model, name, display_name(self.p.name, shard))
+                return self.backend.create(
+                    self.p.spec.model, name, display_name(self.p.name, shard), embed=self.embed
+                )
             raise
 
     def _record_job(self, state: PipelineState, shard: Shard, job: Job) -> None:
@@ -307,33 +389,37 @@ class Applier:
             for key in shard_keys(self.store.shard_path(self.p.name, sh.id))
         }
         reader = ResultReader(index_results(self.store.result_path(self.p.name, sh.id) for sh in done))
-        config = spec.request.generation_config
+        config = spec.request.generation_config if spec.request else None
         parse_json = bool(config and config.response_mime_type == "application/json")
+        columns = spec.output.columns
+        out_uri = self.p.resolve(spec.output.uri)
         errors = 0
-
-        def rows():
-            nonlocal errors
-            records = read_records(self.p.resolve(spec.source.uri), spec.source.format)
-            for r in Renderer(self.p).render(records):
+        with contextlib.ExitStack() as stack:
+            stack.callback(reader.close)
+            out = stack.enter_context(open_sink(out_uri, output_format(out_uri, spec.output.format)))
+            err = (
+                stack.enter_context(open_sink(self.p.resolve(spec.errors.uri), "jsonl"))
+                if spec.errors
+                else out
+            )
+            for r in Renderer(self.p).render(records(self.p)):
+                row = {"key": r.key, **{c: r.record.data.get(c) for c in columns}}
                 result = reader.get(r.hash)
                 if result is not None:
-                    row = {"key": r.key, **summarize(result, parse_json=parse_json)}
+                    row.update(summarize(result, parse_json=parse_json))
                 else:
                     shard = failed.get(r.hash)
                     why = f"job {shard.job_name} ended {shard.error}" if shard else "no result"
-                    row = {"key": r.key, "error": {"code": None, "status": None, "message": why}}
+                    row["error"] = {"code": None, "status": None, "message": why}
                 errors += "error" in row
-                yield row
-
-        try:
-            count = write_jsonl(self.p.resolve(spec.output.uri), rows())
-        finally:
-            reader.close()
+                (err if "error" in row else out).write(row)
+            count = out.count + (err.count if err is not out else 0)
         state.output = OutputRecord(
             uri=spec.output.uri, digest=s.digest, records=count, errors=errors, written_at=now()
         )
         self.store.save(state)
-        self._say(action, f"{count} records ({errors} errors)")
+        where = f" ({errors} errors" + (f" to {spec.errors.uri})" if spec.errors else ")")
+        self._say(action, f"{count} records{where}")
 
 
 def apply_all(

@@ -15,7 +15,27 @@ from .errors import SourceError, SpecError
 from .sources import Record
 from .spec import LoadedPipeline
 
-_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+TEMPLATES = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+_TOOLS = {
+    "google_search": {"googleSearch": {}},
+    "url_context": {"urlContext": {}},
+    "code_execution": {"codeExecution": {}},
+}
+
+
+def is_template(text: str) -> bool:
+    return any(marker in text for marker in ("{{", "{%", "{#"))
+
+
+def tools_wire(tools: list) -> list[dict[str, Any]]:
+    """The spec's `tools` as the API's Tool objects."""
+    out = []
+    for tool in tools:
+        if isinstance(tool, str):
+            out.append(_TOOLS[tool])
+        else:
+            out.append({"functionDeclarations": [fn.model_dump(exclude_none=True) for fn in tool.functions]})
+    return out
 
 
 @dataclass(frozen=True)
@@ -55,18 +75,36 @@ class Renderer:
         self.pipeline = pipeline
         spec = pipeline.spec
         self._key = self._compile(spec.source.key, "source.key")
-        self._system = self._compile(spec.request.system, "request.system")
-        self._prompt = self._compile(spec.request.prompt, "request.prompt")
-        config = spec.request.generation_config
-        self._generation_config = config.to_wire() if config else None
+        self._fixed: dict[str, Any] = {}  # the parts of every request that no template changes
+        if spec.embed is not None:
+            self._content = self._compile(spec.embed.content, "embed.content")
+            self._title = self._compile(spec.embed.title, "embed.title")
+            self._fixed = {
+                k: v
+                for k, v in {
+                    "taskType": spec.embed.task_type,
+                    "outputDimensionality": spec.embed.output_dimensionality,
+                }.items()
+                if v is not None
+            }
+            return
+        request = spec.request
+        self._system = self._compile(request.system, "request.system")
+        self._prompt = self._compile(request.prompt, "request.prompt")
+        if request.generation_config:
+            self._fixed["generationConfig"] = request.generation_config.to_wire()
+        if request.safety_settings:
+            self._fixed["safetySettings"] = [s.model_dump() for s in request.safety_settings]
+        if spec.tools:
+            self._fixed["tools"] = tools_wire(spec.tools)
 
     def _compile(self, text: str | None, field: str):
         if text is None:
             return None
-        if not any(marker in text for marker in ("{{", "{%", "{#")):
+        if not is_template(text):
             return _Constant(text)  # a Jinja render costs ~10 us even for plain text
         try:
-            return _ENV.from_string(text)
+            return TEMPLATES.from_string(text)
         except TemplateError as exc:
             raise SpecError(f"template error: {exc}", file=str(self.pipeline.path), field=field) from None
 
@@ -81,14 +119,18 @@ class Renderer:
             raise SourceError(f"record {key!r}: {field}: {exc}", uri=record.uri, line=record.line) from None
 
     def request(self, record: Record, key: str) -> dict[str, Any]:
-        """The GenerateContentRequest (REST form) for one record."""
+        """The request (REST form) for one record: GenerateContentRequest or EmbedContentRequest."""
+        if self.pipeline.spec.embed is not None:
+            text = self._render(self._content, record, "embed.content", key)
+            request: dict[str, Any] = {"content": {"parts": [{"text": text}]}, **self._fixed}
+            if self._title is not None:
+                request["title"] = self._render(self._title, record, "embed.title", key)
+            return request
         prompt = self._render(self._prompt, record, "request.prompt", key)
-        request: dict[str, Any] = {"contents": [{"role": "user", "parts": [{"text": prompt}]}]}
+        request = {"contents": [{"role": "user", "parts": [{"text": prompt}]}], **self._fixed}
         if self._system is not None:
             system = self._render(self._system, record, "request.system", key)
             request["systemInstruction"] = {"parts": [{"text": system}]}
-        if self._generation_config:
-            request["generationConfig"] = self._generation_config
         return request
 
     def render(self, records: Iterator[Record]) -> Iterator[Rendered]:

@@ -28,9 +28,13 @@ class ShardBuilder:
     shards `apply` would make, with the same ids.
     """
 
-    def __init__(self, max_requests: int, folder: Path | None = None) -> None:
+    def __init__(
+        self, max_requests: int, max_bytes: int, folder: Path | None = None, taken: set[str] | None = None
+    ) -> None:
         self.max_requests = max_requests
+        self.max_bytes = max_bytes
         self.folder = folder
+        self.taken = set(taken or ())
         self.shards: list[ShardInfo] = []
         self._reset()
 
@@ -43,6 +47,8 @@ class ShardBuilder:
 
     def add(self, line: str) -> None:
         data = (line + "\n").encode()
+        if self._bytes + len(data) > self.max_bytes:
+            self._seal()
         if self.folder is not None and self._file is None:
             self.folder.mkdir(parents=True, exist_ok=True)
             fd, self._tmp = tempfile.mkstemp(dir=self.folder, prefix=".shard.", suffix=".tmp")
@@ -58,7 +64,14 @@ class ShardBuilder:
     def _seal(self) -> None:
         if self._count == 0:
             return
-        info = ShardInfo(self._digest.hexdigest()[:32], self._count, self._bytes)
+        shard_id = self._digest.hexdigest()[:32]
+        n = 1
+        while shard_id in self.taken:
+            # The same lines sent again (their earlier answers were errors): a new shard, a new id.
+            shard_id = hashlib.sha256(f"{self._digest.hexdigest()}:{n}".encode()).hexdigest()[:32]
+            n += 1
+        self.taken.add(shard_id)
+        info = ShardInfo(shard_id, self._count, self._bytes)
         if self._file is not None:
             self._file.flush()
             os.fsync(self._file.fileno())
@@ -89,8 +102,14 @@ def shard_keys(path: Path) -> Iterator[str]:
         raise StateError(f"shard file {path} is missing from the state store") from None
 
 
-def build(lines: Iterable[str], max_requests: int, folder: Path | None) -> list[ShardInfo]:
-    builder = ShardBuilder(max_requests, folder)
+def build(
+    lines: Iterable[str],
+    max_requests: int,
+    max_bytes: int,
+    folder: Path | None,
+    taken: set[str] | None = None,
+) -> list[ShardInfo]:
+    builder = ShardBuilder(max_requests, max_bytes, folder, taken)
     try:
         for line in lines:
             builder.add(line)

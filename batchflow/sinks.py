@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -13,6 +15,13 @@ import fsspec
 from .atomic import atomic_open
 
 ResultIndex = dict[str, tuple[Path, int]]
+
+
+def iter_results(path: Path) -> Iterator[dict[str, Any]]:
+    with open(path, "rb") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
 
 
 def index_results(files: Iterable[Path]) -> ResultIndex:
@@ -60,13 +69,11 @@ def summarize(result: dict[str, Any], *, parse_json: bool) -> dict[str, Any]:
     if "error" in result:
         err = result["error"] or {}
         return {
-            "error": {
-                "code": err.get("code"),
-                "status": err.get("status"),
-                "message": err.get("message"),
-            }
+            "error": {"code": err.get("code"), "status": err.get("status"), "message": err.get("message")}
         }
     response = result.get("response") or {}
+    if "embedding" in response:
+        return {"embedding": (response["embedding"] or {}).get("values", [])}
     candidates = response.get("candidates") or []
     first = candidates[0] if candidates else {}
     parts = (first.get("content") or {}).get("parts") or []
@@ -88,14 +95,105 @@ def summarize(result: dict[str, Any], *, parse_json: bool) -> dict[str, Any]:
     return out
 
 
-def write_jsonl(uri: str, rows: Iterator[dict[str, Any]]) -> int:
-    """Write rows as JSONL; readers never see a partial file. Returns the row count."""
-    count = 0
+class Sink:
+    """An output file being written: rows go in one at a time; it appears whole on close."""
+
+    def __init__(self, file: IO[bytes], format: str) -> None:
+        self.format = format
+        self.count = 0
+        self._file = file
+        self._csv: csv.DictWriter | None = None
+        self._text: io.TextIOWrapper | None = None
+        self._parquet = None
+        self._batch: list[dict[str, Any]] = []
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.count += 1
+        if self.format == "jsonl":
+            self._file.write(json.dumps(row, ensure_ascii=False).encode() + b"\n")
+        elif self.format == "csv":
+            flat = _flatten(row)
+            if self._csv is None:
+                self._text = io.TextIOWrapper(self._file, encoding="utf-8", newline="", write_through=True)
+                self._csv = csv.DictWriter(self._text, fieldnames=list(flat), extrasaction="ignore")
+                self._csv.writeheader()
+            self._csv.writerow(flat)
+        else:
+            self._batch.append(row)
+            if len(self._batch) >= PARQUET_BATCH:
+                self._flush_parquet()
+
+    def _flush_parquet(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not self._batch:
+            return
+        if self._parquet is None:
+            table = pa.Table.from_pylist(self._batch)
+            self._parquet = pq.ParquetWriter(self._file, table.schema)
+        else:
+            table = pa.Table.from_pylist(self._batch, schema=self._parquet.schema)
+        self._parquet.write_table(table)
+        self._batch = []
+
+    def finish(self) -> None:
+        if self.format == "parquet":
+            self._flush_parquet()
+            if self._parquet is not None:
+                self._parquet.close()
+        if self._text is not None:
+            self._text.flush()
+            self._text.detach()  # the file itself is closed by its atomic writer
+
+
+# Rows per Parquet row group: bounded memory whatever the output's size.
+PARQUET_BATCH = 10_000
+# CSV columns for the fields every generation row has, so that a first row with an error
+# does not decide a header that leaves them out.
+_CSV_COLUMNS = [
+    "text",
+    "finish_reason",
+    "usage_prompt_tokens",
+    "usage_output_tokens",
+    "usage_cached_tokens",
+    "usage_total_tokens",
+    "json",
+    "embedding",
+    "error_code",
+    "error_status",
+    "error_message",
+]
+
+
+def _flatten(row: dict[str, Any]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, dict) and key in ("usage", "error"):
+            for sub, v in value.items():
+                flat[f"{key}_{sub}"] = v
+        elif isinstance(value, dict | list):
+            flat[key] = json.dumps(value, ensure_ascii=False)
+        else:
+            flat[key] = value
+    leading = [k for k in flat if k not in _CSV_COLUMNS]
+    return {k: flat.get(k) for k in leading + _CSV_COLUMNS}
+
+
+@contextlib.contextmanager
+def open_sink(uri: str, format: str) -> Iterator[Sink]:
+    """A Sink whose file appears only if the block ends without error."""
     with _atomic_open(uri) as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False).encode() + b"\n")
-            count += 1
-    return count
+        sink = Sink(f, format)
+        yield sink
+        sink.finish()
+
+
+def output_format(uri: str, declared: str | None) -> str:
+    if declared:
+        return declared
+    suffix = Path(uri).suffix.lower()
+    return {".csv": "csv", ".parquet": "parquet"}.get(suffix, "jsonl")
 
 
 @contextlib.contextmanager

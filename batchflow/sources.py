@@ -13,14 +13,21 @@ import fsspec
 
 from .errors import SourceError
 
-_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".txt": "text"}
+_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".txt": "text", ".parquet": "parquet"}
 
 
 @dataclass(frozen=True)
 class Record:
     uri: str  # the file it came from (a glob expands to several)
-    line: int  # 1-based line (for csv: the data row's line, header is line 1)
+    line: int  # 1-based line (csv: the row's line, the header being line 1; parquet: the row number)
     data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CsvDialect:
+    delimiter: str = ","
+    quotechar: str = '"'
+    encoding: str = "utf-8"
 
 
 def infer_format(uri: str) -> str | None:
@@ -31,8 +38,11 @@ def infer_format(uri: str) -> str | None:
     return None
 
 
-def read_records(uri: str, format: str | None = None) -> Iterator[Record]:
+def read_records(
+    uri: str, format: str | None = None, csv_dialect: CsvDialect | None = None
+) -> Iterator[Record]:
     """Yield the records of every file matching `uri`, in file-name order."""
+    dialect = csv_dialect or CsvDialect()
     try:
         files = fsspec.open_files(uri, mode="rb", compression="infer")
     except (OSError, ValueError) as exc:
@@ -46,12 +56,35 @@ def read_records(uri: str, format: str | None = None) -> Iterator[Record]:
             raise SourceError("cannot tell the format from the extension; set source.format", uri=name)
         try:
             with of as raw:
-                text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
-                yield from _READERS[fmt](text, name)
+                if fmt == "parquet":
+                    yield from _parquet(raw, name)
+                    continue
+                text = io.TextIOWrapper(
+                    raw, encoding=dialect.encoding if fmt == "csv" else "utf-8", newline=""
+                )
+                if fmt == "csv":
+                    yield from _csv(text, name, dialect)
+                else:
+                    yield from _READERS[fmt](text, name)
         except FileNotFoundError:
             raise SourceError("file not found", uri=name) from None
         except UnicodeDecodeError as exc:
-            raise SourceError(f"not UTF-8 text: {exc.reason}", uri=name) from None
+            raise SourceError(
+                f"not {dialect.encoding if fmt == 'csv' else 'UTF-8'} text: {exc.reason}", uri=name
+            ) from None
+
+
+def peek_fields(
+    uri: str, format: str | None, csv_dialect: CsvDialect | None, records: int = 1000
+) -> set[str]:
+    """Field names seen in the first `records` records (cheap: stops early)."""
+    fields: set[str] = set()
+    fixed = (format or infer_format(uri)) in ("csv", "parquet", "text")  # one row tells all the columns
+    for n, record in enumerate(read_records(uri, format, csv_dialect)):
+        fields.update(record.data)
+        if n + 1 >= records or fixed:
+            break
+    return fields
 
 
 def _jsonl(text: io.TextIOBase, uri: str) -> Iterator[Record]:
@@ -67,8 +100,8 @@ def _jsonl(text: io.TextIOBase, uri: str) -> Iterator[Record]:
         yield Record(uri, n, data)
 
 
-def _csv(text: io.TextIOBase, uri: str) -> Iterator[Record]:
-    reader = csv.DictReader(text)
+def _csv(text: io.TextIOBase, uri: str, dialect: CsvDialect) -> Iterator[Record]:
+    reader = csv.DictReader(text, delimiter=dialect.delimiter, quotechar=dialect.quotechar)
     for row in reader:
         if None in row:
             raise SourceError("row has more fields than the header", uri=uri, line=reader.line_num)
@@ -82,4 +115,18 @@ def _text(text: io.TextIOBase, uri: str) -> Iterator[Record]:
             yield Record(uri, n, {"text": line})
 
 
-_READERS = {"jsonl": _jsonl, "csv": _csv, "text": _text}
+def _parquet(raw, uri: str) -> Iterator[Record]:
+    import pyarrow.parquet as pq  # imported here: only parquet sources pay for it
+
+    try:
+        table = pq.ParquetFile(raw)
+    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+        raise SourceError(f"not a Parquet file: {exc}", uri=uri) from None
+    n = 0
+    for batch in table.iter_batches(batch_size=4096):  # bounded memory, however large the file
+        for row in batch.to_pylist():
+            n += 1
+            yield Record(uri, n, row)
+
+
+_READERS = {"jsonl": _jsonl, "text": _text}

@@ -1,19 +1,14 @@
-"""Pipeline spec: pydantic models (the single source of truth) and loading from YAML."""
+"""Pipeline spec: pydantic models, the single source of truth (JSON Schema and docs derive from them)."""
 
 from __future__ import annotations
 
-import difflib
-import json
-import types
-import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
-from .errors import SpecError, SpecErrors
-from .yamlsource import Document, Loc, load_documents
+from .units import Duration, Size
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 # The Batch API accepts input files up to 2 GB; one job's file is one shard.
@@ -29,17 +24,62 @@ def _camel(name: str) -> str:
     return head + "".join(p.title() for p in rest)
 
 
+URL_SCHEMES = ("gs", "s3", "file", "memory")  # fsspec protocols a spec may name
+HarmCategory = Literal[
+    "HARM_CATEGORY_HARASSMENT",
+    "HARM_CATEGORY_HATE_SPEECH",
+    "HARM_CATEGORY_SEXUALLY_EXPLICIT",
+    "HARM_CATEGORY_DANGEROUS_CONTENT",
+    "HARM_CATEGORY_CIVIC_INTEGRITY",
+]
+HarmThreshold = Literal[
+    "BLOCK_LOW_AND_ABOVE", "BLOCK_MEDIUM_AND_ABOVE", "BLOCK_ONLY_HIGH", "BLOCK_NONE", "OFF"
+]
+TaskType = Literal[
+    "RETRIEVAL_QUERY",
+    "RETRIEVAL_DOCUMENT",
+    "SEMANTIC_SIMILARITY",
+    "CLASSIFICATION",
+    "CLUSTERING",
+    "QUESTION_ANSWERING",
+    "FACT_VERIFICATION",
+    "CODE_RETRIEVAL_QUERY",
+]
+BuiltinTool = Literal["google_search", "url_context", "code_execution"]
+# The Batch API takes input files up to 2 GB and inline requests up to 20 MB in all.
+MAX_FILE_BYTES = 2 * 1024**3
+MAX_INLINE_BYTES = 20 * 1024**2
+
+
+class CsvOptions(_Model):
+    """How CSV sources are read."""
+
+    delimiter: str = Field(",", min_length=1, max_length=1, description="Field separator.")
+    quotechar: str = Field('"', min_length=1, max_length=1, description="Quote character.")
+    encoding: str = Field("utf-8", description="Text encoding of the file.")
+
+
 class Source(_Model):
     """Where the records come from."""
 
     uri: str = Field(description="Local path (relative to the spec file), gs:// or s3:// URL; globs allowed.")
-    format: Literal["jsonl", "csv", "text"] | None = Field(
+    format: Literal["jsonl", "csv", "parquet", "text"] | None = Field(
         None, description="Record format; by default taken from the file extension."
     )
     key: str | None = Field(
-        None,
-        description="Template of each record's unique key, e.g. '{{ sku }}'; default: its position.",
+        None, description="Template of each record's unique key, e.g. '{{ sku }}'; default: its position."
     )
+    csv: CsvOptions | None = Field(None, description="Options for CSV sources.")
+
+
+class ThinkingConfig(_Model):
+    """How much the model may think before it answers (Gemini 2.5 and later)."""
+
+    thinking_budget: int | None = Field(None, ge=-1, le=32768, description="Tokens; 0 off, -1 dynamic.")
+    thinking_level: Literal["MINIMAL", "LOW", "MEDIUM", "HIGH"] | None = Field(
+        None, description="Gemini 3 models: how hard to think."
+    )
+    include_thoughts: bool | None = Field(None, description="Return thought summaries.")
 
 
 class GenerationConfig(_Model):
@@ -50,47 +90,119 @@ class GenerationConfig(_Model):
     top_k: int | None = Field(None, ge=1)
     max_output_tokens: int | None = Field(None, ge=1)
     candidate_count: int | None = Field(None, ge=1, le=8)
-    stop_sequences: list[str] | None = None
+    stop_sequences: list[str] | None = Field(None, max_length=5)
     seed: int | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
-    response_mime_type: str | None = Field(None, description="e.g. application/json for structured output.")
+    response_mime_type: Literal["text/plain", "application/json", "text/x.enum"] | None = Field(
+        None, description="application/json for structured output."
+    )
     response_schema: dict[str, Any] | None = Field(
         None, description="OpenAPI-style schema of the response; {$ref: file} reads a JSON file."
     )
     response_json_schema: dict[str, Any] | None = Field(
         None, description="JSON Schema of the response; {$ref: file} reads a JSON file."
     )
+    thinking_config: ThinkingConfig | None = None
 
     def to_wire(self) -> dict[str, Any]:
         """REST (camelCase) form; schema bodies are passed through untouched."""
-        return {_camel(k): v for k, v in self.model_dump(exclude_none=True).items()}
+        out = {
+            _camel(k): v for k, v in self.model_dump(exclude_none=True, exclude={"thinking_config"}).items()
+        }
+        if self.thinking_config:
+            out["thinkingConfig"] = {
+                _camel(k): v for k, v in self.thinking_config.model_dump(exclude_none=True).items()
+            }
+        return out
+
+
+class SafetySetting(_Model):
+    """Blocking threshold for one harm category."""
+
+    category: HarmCategory
+    threshold: HarmThreshold
 
 
 class Request(_Model):
-    """How each record becomes a GenerateContentRequest. Strings are Jinja2 templates."""
+    """How each record becomes a GenerateContentRequest. Strings are Jinja2 templates over the record."""
 
     system: str | None = Field(None, description="System instruction (template).")
-    prompt: str = Field(description="User prompt (template over the record's fields).")
+    prompt: str = Field(description="User prompt (template).")
+    files: list[str] = Field(
+        [], description="File parts (templates): local paths (uploaded once) or Files API names/URIs."
+    )
     generation_config: GenerationConfig | None = None
+    safety_settings: list[SafetySetting] = Field([], description="Per-category blocking thresholds.")
+
+
+class Embed(_Model):
+    """How each record becomes an embedding request (instead of `request`)."""
+
+    content: str = Field(description="Text to embed (template).")
+    title: str | None = Field(None, description="Document title (template), for RETRIEVAL_DOCUMENT.")
+    task_type: TaskType | None = Field(None, description="What the embedding is for.")
+    output_dimensionality: int | None = Field(None, ge=1, le=3072, description="Size of each embedding.")
+
+
+class Cache(_Model):
+    """Shared context cached once per run and referenced by every request (cheaper input tokens)."""
+
+    system: str | None = Field(None, description="System instruction held in the cache (not a template).")
+    contents: list[str] = Field([], description="Texts held in the cache.")
+    files: list[str] = Field([], description="Local files (uploaded) or Files API names held in the cache.")
+    ttl: Duration = Field(3600.0, ge=600, le=7 * 86400, description="How long the cache lives; 10m to 7d.")
+
+
+class FunctionDeclaration(_Model):
+    """A function the model may ask to call."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = Field(None, description="JSON Schema of the arguments.")
+
+
+class FunctionsTool(_Model):
+    """`- functions: [...]` in `tools`."""
+
+    functions: list[FunctionDeclaration] = Field(min_length=1)
 
 
 class Batch(_Model):
     """How requests are grouped into batch jobs."""
 
     max_requests: int = Field(10_000, ge=1, le=MAX_SHARD_REQUESTS, description="Requests per job.")
+    max_bytes: Size = Field(
+        1_000_000_000, ge=1024, le=MAX_FILE_BYTES, description="Bytes per job input file; at most 2 GB."
+    )
+    inline_below: Size = Field(
+        0,
+        ge=0,
+        le=MAX_INLINE_BYTES,
+        description="Jobs smaller than this are sent inline instead of as a file; at most 20 MB.",
+    )
 
 
 class Retry(_Model):
     """How often work that failed is tried again."""
 
-    attempts: int = Field(3, ge=1, le=10, description="Tries per batch job, counting the first.")
+    attempts: int = Field(3, ge=1, le=10, description="Tries per request, across jobs, counting the first.")
 
 
 class Output(_Model):
-    """Where results go, joined to their records."""
+    """Where results go, joined to their records in source order."""
 
-    uri: str = Field(description="Local path (relative to the spec file), gs:// or s3:// URL; .jsonl.")
+    uri: str = Field(description="Local path (relative to the spec file), gs:// or s3:// URL.")
+    format: Literal["jsonl", "csv", "parquet"] | None = Field(
+        None, description="By default taken from the file extension."
+    )
+    columns: list[str] = Field([], description="Source fields copied beside each result.")
+
+
+class Errors(_Model):
+    """Where requests that still fail after every attempt go (default: into the output)."""
+
+    uri: str = Field(description="Local path (relative to the spec file), gs:// or s3:// URL; JSONL.")
 
 
 class Pipeline(_Model):
@@ -102,12 +214,30 @@ class Pipeline(_Model):
         max_length=63,
         description="Unique per state store: lowercase letters, digits and hyphens.",
     )
-    model: str = Field(description="Gemini model, e.g. gemini-2.5-flash.")
+    model: str = Field(
+        pattern=r"^(models/)?[a-z0-9][a-z0-9.\-]*$",
+        description="Gemini model, e.g. gemini-2.5-flash or gemini-embedding-001.",
+    )
+    labels: dict[str, str] = Field({}, description="Free-form labels, shown by `status`.")
+    state: str | None = Field(None, description="State store for this pipeline, overriding --state.")
     source: Source
-    request: Request
+    request: Request | None = Field(None, description="Generation requests (or `embed`).")
+    embed: Embed | None = Field(None, description="Embedding requests (or `request`).")
+    cache: Cache | None = None
+    tools: list[
+        Annotated[
+            Annotated[BuiltinTool, Tag("name")] | Annotated[FunctionsTool, Tag("functions")],
+            # Pick the branch by shape, so a misspelled name gets one clear error, not one per branch.
+            Discriminator(lambda v: "name" if isinstance(v, str) else "functions"),
+        ]
+    ] = Field(
+        [],
+        description="Tools the model may use: google_search, url_context, code_execution, {functions: [...]}",
+    )
     batch: Batch = Batch()
     retry: Retry = Retry()
     output: Output
+    errors: Errors | None = None
 
 
 @dataclass(frozen=True)
@@ -126,152 +256,3 @@ class LoadedPipeline:
         if "://" in uri:
             return uri
         return str((self.path.parent / uri).resolve())
-
-
-def find_spec_files(paths: list[Path]) -> list[Path]:
-    files: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            files.extend(sorted(f for f in p.rglob("*") if f.suffix in SPEC_SUFFIXES and f.is_file()))
-        elif p.exists():
-            files.append(p)
-        else:
-            raise SpecError("no such file or folder", file=str(p))
-    return files
-
-
-def load_pipelines(paths: list[Path]) -> list[LoadedPipeline]:
-    """Load every pipeline under `paths`; raise SpecErrors listing every problem found."""
-    errors: list[SpecError] = []
-    loaded: list[LoadedPipeline] = []
-    for file in find_spec_files(paths):
-        try:
-            loaded.extend(load_file(file))
-        except SpecErrors as exc:
-            errors.extend(exc.errors)
-        except SpecError as exc:
-            errors.append(exc)
-    seen: dict[str, LoadedPipeline] = {}
-    for p in loaded:
-        if p.name in seen:
-            errors.append(
-                SpecError(
-                    f"pipeline name {p.name!r} is also used in {seen[p.name].path}",
-                    file=str(p.path),
-                    field="name",
-                )
-            )
-        seen.setdefault(p.name, p)
-    if errors:
-        raise SpecErrors(errors)
-    return loaded
-
-
-def load_file(file: Path) -> list[LoadedPipeline]:
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot read: {exc}", file=str(file)) from None
-    docs = list(load_documents(text, str(file)))
-    if not docs or all(d.data is None for d in docs):
-        raise SpecError("file is empty; expected a pipeline spec", file=str(file))
-    errors: list[SpecError] = []
-    out: list[LoadedPipeline] = []
-    for doc in docs:
-        try:
-            out.append(LoadedPipeline(spec=_validate(doc, file), path=file))
-        except SpecErrors as exc:
-            errors.extend(exc.errors)
-    if errors:
-        raise SpecErrors(sorted(errors, key=lambda e: (e.line or 0, e.column or 0)))
-    return out
-
-
-def _validate(doc: Document, file: Path) -> Pipeline:
-    if not isinstance(doc.data, dict):
-        raise SpecErrors([doc.error((), "a pipeline spec must be a mapping of fields")])
-    errors: list[SpecError] = []
-    data = doc.data
-    gen = (
-        (data.get("request") or {}).get("generation_config")
-        if isinstance(data.get("request"), dict)
-        else None
-    )
-    if isinstance(gen, dict):
-        for key in ("response_schema", "response_json_schema"):
-            if isinstance(gen.get(key), dict) and "$ref" in gen[key]:
-                try:
-                    gen[key] = _read_ref(gen[key]["$ref"], file)
-                except SpecError as exc:
-                    loc = ("request", "generation_config", key, "$ref")
-                    errors.append(doc.error(loc, exc.message))
-    try:
-        spec = Pipeline.model_validate(data)
-    except ValidationError as exc:
-        errors.extend(_to_spec_errors(exc, doc))
-        raise SpecErrors(errors) from None
-    if errors:
-        raise SpecErrors(errors)
-    return spec
-
-
-def _read_ref(ref: Any, file: Path) -> dict[str, Any]:
-    if not isinstance(ref, str):
-        raise SpecError("$ref must be a path to a JSON file", file=str(file))
-    target = (file.parent / ref).resolve()
-    try:
-        value = json.loads(target.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SpecError(f"$ref file not found: {ref}", file=str(file)) from None
-    except (OSError, ValueError) as exc:
-        raise SpecError(f"$ref file {ref} is not valid JSON: {exc}", file=str(file)) from None
-    if not isinstance(value, dict):
-        raise SpecError(f"$ref file {ref} must hold a JSON object", file=str(file))
-    return value
-
-
-def _to_spec_errors(exc: ValidationError, doc: Document) -> list[SpecError]:
-    out = []
-    for err in exc.errors():
-        loc: Loc = tuple(err["loc"])
-        if err["type"] == "extra_forbidden":
-            message = f"unknown field {loc[-1]!r}"
-            allowed = _fields_at(Pipeline, loc[:-1])
-            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-            if close:
-                message += f"; did you mean {close[0]!r}?"
-            elif allowed:
-                message += f" (allowed: {', '.join(allowed)})"
-            out.append(doc.error(loc, message, prefer_key=True))
-        elif err["type"] == "missing":
-            out.append(doc.error(loc, "required field is missing", prefer_key=True))
-        else:
-            out.append(doc.error(loc, err["msg"]))
-    return out
-
-
-def _fields_at(model: type[BaseModel], loc: Loc) -> list[str]:
-    """Field names of the model found by walking `loc` from `model` (for suggestions)."""
-    current: Any = model
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        current = _unwrap_model(current.model_fields[part].annotation) if _is_model(current) else None
-        if current is None:
-            return []
-    return list(current.model_fields) if _is_model(current) else []
-
-
-def _is_model(tp: Any) -> bool:
-    return isinstance(tp, type) and issubclass(tp, BaseModel)
-
-
-def _unwrap_model(tp: Any) -> Any:
-    if _is_model(tp):
-        return tp
-    if typing.get_origin(tp) in (typing.Union, types.UnionType, list):
-        for arg in typing.get_args(tp):
-            found = _unwrap_model(arg)
-            if found is not None:
-                return found
-    return None

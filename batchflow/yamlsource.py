@@ -37,6 +37,16 @@ class Document:
     data: Any
     keys: dict[Loc, Mark] = field(default_factory=dict)
     values: dict[Loc, Mark] = field(default_factory=dict)
+    block: set[Loc] = field(default_factory=set)  # `|` and `>` scalars: their text starts a line below
+
+    def text_mark(self, loc: Loc, line: int = 1) -> Mark | None:
+        """Where line `line` (1-based) of the string at `loc` stands in the file."""
+        mark = self.values.get(tuple(loc))
+        if mark is None:
+            return self.mark(loc)
+        if tuple(loc) in self.block:
+            return Mark(mark.line + line, 1)
+        return Mark(mark.line + line - 1, mark.column if line == 1 else 1)
 
     def mark(self, loc: Loc, *, prefer_key: bool = False) -> Mark | None:
         """The nearest known position of `loc`, walking up to its parents."""
@@ -138,6 +148,8 @@ def _build(loader: yaml.SafeLoader, node: yaml.Node, loc: Loc, doc: Document, en
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_build(loader, item, loc + (i,), doc, env) for i, item in enumerate(node.value)]
+    if node.style in ("|", ">"):
+        doc.block.add(loc)
     value = loader.construct_object(node, deep=True)
     if isinstance(value, str) and "$" in value:
         value = _interpolate(value, loc, doc, env)

@@ -32,7 +32,7 @@ output: {uri: out.jsonl}
 
 def batchflow_side(folder: Path) -> None:
     from batchflow.reconcile import scan
-    from batchflow.spec import load_pipelines
+    from batchflow.loader import load_pipelines
     from batchflow.state import LocalStore, PipelineState
 
     (pipeline,) = load_pipelines([folder / "spec.yaml"])

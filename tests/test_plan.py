@@ -61,9 +61,21 @@ def test_no_output_while_a_job_runs():
 
 def test_shard_ids_depend_only_on_content(tmp_path):
     lines = [f'{{"key": "{i}"}}' for i in range(5)]
-    dry = build(iter(lines), 2, None)
-    written = build(iter(lines), 2, tmp_path)
+    dry = build(iter(lines), 2, 10**9, None)
+    written = build(iter(lines), 2, 10**9, tmp_path)
     assert dry == written
     assert [s.requests for s in dry] == [2, 2, 1]
     assert sorted(p.stem for p in tmp_path.glob("*.jsonl")) == sorted(s.id for s in dry)
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+
+
+def test_shards_are_cut_by_bytes_too():
+    lines = ["x" * 99] * 5  # 100 bytes each with the newline
+    assert [s.requests for s in build(iter(lines), 100, 250, None)] == [2, 2, 1]
+
+
+def test_the_same_lines_sent_again_get_a_new_shard_id():
+    lines = ['{"key": "a"}']
+    (first,) = build(iter(lines), 10, 10**9, None)
+    (again,) = build(iter(lines), 10, 10**9, None, taken={first.id})
+    assert again.id != first.id and again.requests == 1

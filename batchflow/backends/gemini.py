@@ -10,6 +10,7 @@ import functools
 import importlib
 import importlib.util
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,12 +116,16 @@ class GeminiBackend:
         return True
 
     @_remote
-    def create(self, model: str, file_name: str, display_name: str) -> Job:
-        job = self.client.batches.create(
-            model=model,
-            src=file_name,
-            config=types.CreateBatchJobConfig(display_name=display_name, http_options=_NO_RETRY),
-        )
+    def create(self, model: str, file_name: str, display_name: str, *, embed: bool = False) -> Job:
+        config = types.CreateBatchJobConfig(display_name=display_name, http_options=_NO_RETRY)
+        if embed:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the SDK marks batch embeddings experimental
+                job = self.client.batches.create_embeddings(
+                    model=model, src=types.EmbeddingsBatchJobSource(file_name=file_name), config=config
+                )
+        else:
+            job = self.client.batches.create(model=model, src=file_name, config=config)
         return _job(job)
 
     @_remote

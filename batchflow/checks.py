@@ -1,0 +1,255 @@
+"""Checks of a spec beyond its types: how fields fit together, templates, schemas, files.
+
+Each check returns SpecErrors located in the YAML document, so `validate`
+reports every problem at once, each as `file:line:column: field: message`.
+No network is used; local sources are peeked at (their first records only).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from jinja2 import TemplateSyntaxError, meta, nodes
+
+from .errors import SourceError, SpecError
+from .requests import TEMPLATES, is_template
+from .sources import CsvDialect, infer_format, peek_fields
+from .spec import URL_SCHEMES, Pipeline
+from .yamlsource import Document, Loc, dotted
+
+_OUTPUT_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+_OPENAPI_TYPES = {"STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT", "NULL"}
+
+
+def check(doc: Document, spec: Pipeline, file: Path) -> list[SpecError]:
+    errors = [doc.error(loc, message, prefer_key=True) for loc, message in _problems(spec, file)]
+    return errors + _templates(doc, spec, file)
+
+
+def _problems(spec: Pipeline, file: Path) -> Iterator[tuple[Loc, str]]:
+    base = file.parent
+    if spec.request is None and spec.embed is None:
+        yield (), "set `request` (generation) or `embed` (embeddings)"
+    if spec.request is not None and spec.embed is not None:
+        yield ("embed",), "set either `request` or `embed`, not both"
+    embedding_model = "embedding" in spec.model
+    if spec.embed is not None:
+        if not embedding_model:
+            yield (
+                ("model",),
+                f"{spec.model!r} is not an embedding model (e.g. gemini-embedding-001) for `embed`",
+            )
+        if spec.tools:
+            yield ("tools",), "embedding pipelines take no tools"
+        if spec.cache is not None:
+            yield ("cache",), "embedding pipelines take no cache"
+    elif embedding_model:
+        yield ("model",), f"{spec.model!r} is an embedding model; use `embed` instead of `request`"
+    if spec.cache is not None and spec.request is not None and spec.request.system is not None:
+        yield ("request", "system"), "with a cache, the system instruction goes in cache.system"
+    if spec.cache is not None and not (spec.cache.system or spec.cache.contents or spec.cache.files):
+        yield ("cache",), "a cache needs system, contents or files"
+
+    for loc, uri in _uris(spec):
+        scheme = uri.split("://", 1)[0] if "://" in uri else None
+        if scheme is not None and scheme not in URL_SCHEMES:
+            yield loc, f"unsupported URL scheme {scheme}://; use a local path, gs:// or s3://"
+    source_format = spec.source.format or infer_format(spec.source.uri)
+    if source_format is None:
+        yield ("source", "uri"), "cannot tell the format from the extension; set source.format"
+    if spec.source.csv is not None and source_format not in (None, "csv"):
+        yield ("source", "csv"), f"csv options given for a {source_format} source"
+    if spec.output.format is None and Path(spec.output.uri).suffix.lower() not in _OUTPUT_FORMATS:
+        yield (
+            ("output", "uri"),
+            "cannot tell the format from the extension (.jsonl, .csv, .parquet); set output.format",
+        )
+    resolved = {
+        name: _resolve(base, uri)
+        for name, uri in [("source", spec.source.uri), ("output", spec.output.uri)]
+        + ([("errors", spec.errors.uri)] if spec.errors else [])
+    }
+    if resolved["output"] == resolved["source"]:
+        yield ("output", "uri"), "output would overwrite the source"
+    if "errors" in resolved and resolved["errors"] in (resolved["output"], resolved["source"]):
+        yield (
+            ("errors", "uri"),
+            "errors would overwrite the "
+            + ("output" if resolved["errors"] == resolved["output"] else "source"),
+        )
+
+    if spec.request is not None and spec.request.generation_config is not None:
+        gen = spec.request.generation_config
+        loc = ("request", "generation_config")
+        if gen.response_schema is not None and gen.response_json_schema is not None:
+            yield loc + ("response_json_schema",), "set response_schema or response_json_schema, not both"
+        if (gen.response_schema or gen.response_json_schema) and gen.response_mime_type not in (
+            "application/json",
+            "text/x.enum",
+        ):
+            yield (
+                loc + ("response_mime_type",),
+                "a response schema needs response_mime_type: application/json",
+            )
+        if gen.response_schema is not None:
+            for where, message in _openapi_problems(gen.response_schema, ()):
+                yield loc + ("response_schema",) + where, message
+        if gen.response_json_schema is not None:
+            try:
+                jsonschema.validators.validator_for(gen.response_json_schema).check_schema(
+                    gen.response_json_schema
+                )
+            except jsonschema.SchemaError as exc:
+                yield (
+                    loc + ("response_json_schema",) + tuple(exc.path),
+                    f"not a valid JSON Schema: {exc.message}",
+                )
+    for n, tool in enumerate(spec.tools):
+        for m, fn in enumerate(getattr(tool, "functions", [])):
+            if fn.parameters is not None:
+                try:
+                    jsonschema.Draft202012Validator.check_schema(fn.parameters)
+                except jsonschema.SchemaError as exc:
+                    yield (
+                        ("tools", n, "functions", m, "parameters"),
+                        f"not a valid JSON Schema: {exc.message}",
+                    )
+    for loc, path in _local_files(spec):
+        if not (base / path).is_file():
+            yield loc, f"file not found: {path}"
+
+
+def _resolve(base: Path, uri: str) -> str:
+    return uri if "://" in uri else str((base / uri).resolve())
+
+
+def _uris(spec: Pipeline) -> Iterator[tuple[Loc, str]]:
+    yield ("source", "uri"), spec.source.uri
+    yield ("output", "uri"), spec.output.uri
+    if spec.errors:
+        yield ("errors", "uri"), spec.errors.uri
+    if spec.state:
+        yield ("state",), spec.state
+
+
+def _local_files(spec: Pipeline) -> Iterator[tuple[Loc, str]]:
+    """Files named literally (not by a template) that must exist next to the spec."""
+    named = [(("cache", "files", i), f) for i, f in enumerate(spec.cache.files)] if spec.cache else []
+    if spec.request is not None:
+        named += [(("request", "files", i), f) for i, f in enumerate(spec.request.files)]
+    for loc, path in named:
+        if not is_template(path) and "://" not in path and not path.startswith("files/"):
+            yield loc, path
+
+
+def _openapi_problems(schema: Any, where: Loc) -> Iterator[tuple[Loc, str]]:
+    """The OpenAPI subset Gemini's response_schema accepts."""
+    if not isinstance(schema, dict):
+        yield where, "a schema must be a mapping"
+        return
+    kind = schema.get("type")
+    if kind is None and not schema.get("anyOf"):
+        yield where, "schema has no type"
+    elif kind is not None and (not isinstance(kind, str) or kind.upper() not in _OPENAPI_TYPES):
+        close = difflib.get_close_matches(str(kind).upper(), sorted(_OPENAPI_TYPES), n=1)
+        hint = f"; did you mean {close[0]}?" if close else f" (one of {', '.join(sorted(_OPENAPI_TYPES))})"
+        yield where + ("type",), f"unknown type {kind!r}{hint}"
+    props = schema.get("properties", {})
+    if not isinstance(props, dict):
+        yield where + ("properties",), "properties must be a mapping of schemas"
+        props = {}
+    for name, sub in props.items():
+        yield from _openapi_problems(sub, where + ("properties", name))
+    for name in schema.get("required", []) or []:
+        if name not in props:
+            yield where + ("required",), f"required property {name!r} is not in properties"
+    if "items" in schema:
+        yield from _openapi_problems(schema["items"], where + ("items",))
+    elif isinstance(kind, str) and kind.upper() == "ARRAY":
+        yield where, "an ARRAY schema needs items"
+    for i, sub in enumerate(schema.get("anyOf", []) or []):
+        yield from _openapi_problems(sub, where + ("anyOf", i))
+    if "enum" in schema and not (isinstance(schema["enum"], list) and schema["enum"]):
+        yield where + ("enum",), "enum must be a non-empty list"
+
+
+def template_fields(spec: Pipeline) -> Iterator[tuple[Loc, str]]:
+    """Every template in the spec, with where it is."""
+    yield ("source", "key"), spec.source.key
+    if spec.request is not None:
+        yield ("request", "system"), spec.request.system
+        yield ("request", "prompt"), spec.request.prompt
+        for i, f in enumerate(spec.request.files):
+            yield ("request", "files", i), f
+    if spec.embed is not None:
+        yield ("embed", "content"), spec.embed.content
+        yield ("embed", "title"), spec.embed.title
+
+
+def _templates(doc: Document, spec: Pipeline, file: Path) -> list[SpecError]:
+    errors: list[SpecError] = []
+    used: dict[str, Loc] = {}
+    for loc, text in template_fields(spec):
+        if text is None:
+            continue
+        try:
+            ast = TEMPLATES.parse(text)
+        except TemplateSyntaxError as exc:
+            mark = doc.text_mark(loc, exc.lineno or 1)
+            errors.append(
+                SpecError(
+                    f"template error: {exc.message}",
+                    file=doc.file,
+                    line=mark.line if mark else None,
+                    column=mark.column if mark else None,
+                    field=dotted(loc),
+                )
+            )
+            continue
+        optional = _optional_names(ast)
+        for name in sorted(meta.find_undeclared_variables(ast) - optional):
+            used.setdefault(name, loc)
+    columns = [(("output", "columns", i), c) for i, c in enumerate(spec.output.columns)]
+    if not used and not columns:
+        return errors
+    uri = spec.source.uri
+    if "://" in uri or any(ch in uri for ch in "*?["):
+        return errors  # remote or many files: not cheap to peek
+    path = file.parent / uri
+    if not path.is_file():
+        errors.append(doc.error(("source", "uri"), f"file not found: {uri}", prefer_key=False))
+        return errors
+    csv = spec.source.csv
+    try:
+        fields = peek_fields(str(path), spec.source.format, CsvDialect(**csv.model_dump()) if csv else None)
+    except SourceError as exc:
+        errors.append(doc.error(("source", "uri"), f"cannot read source: {exc}"))
+        return errors
+    if not fields:
+        return errors
+    for name, loc in used.items():
+        if name not in fields:
+            errors.append(doc.error(loc, _missing(name, fields, uri)))
+    for loc, column in columns:
+        if column not in fields:
+            errors.append(doc.error(loc, _missing(column, fields, uri)))
+    return errors
+
+
+def _missing(name: str, fields: set[str], uri: str) -> str:
+    close = difflib.get_close_matches(name, sorted(fields), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f" (fields: {', '.join(sorted(fields)[:12])})"
+    return f"field {name!r} is not in the source {uri}{hint}"
+
+
+def _optional_names(ast: nodes.Template) -> set[str]:
+    """Names the template guards itself (`x | default(...)`, `x is defined`): absent is fine."""
+    names = set()
+    for node in ast.find_all((nodes.Filter, nodes.Test)):
+        if node.name in ("default", "d", "defined", "undefined") and isinstance(node.node, nodes.Name):
+            names.add(node.node.name)
+    return names
