@@ -262,26 +262,31 @@ class Applier:
         with self.store.lock(self.p.name):
             state = self.store.load(self.p.name)
             outcome = Outcome(self.p.name)
-            s = scan(self.p, state, self.store, write=True)
-            for info in s.new_shards:
-                state.shards[info.id] = Shard(
-                    id=info.id, requests=info.requests, bytes=info.bytes, updated_at=now()
-                )
-                self._say(
-                    Action(Kind.SUBMIT, info.id, f"new shard of {info.requests} requests"),
-                    "written",
-                )
-            if s.new_shards:
-                self.store.save(state)
-            for shard in list(state.shards.values()):
-                self._advance(state, shard, outcome)
-            if all(next_action(sh, self.attempts) is None for sh in state.shards.values()):
+            # Each round submits what the state does not cover yet; a round whose jobs all
+            # finished may leave failed requests to send again, bounded by retry.attempts.
+            while True:
+                s = scan(self.p, state, self.store, write=True)
+                for info in s.new_shards:
+                    state.shards[info.id] = Shard(
+                        id=info.id, requests=info.requests, bytes=info.bytes, updated_at=now()
+                    )
+                    outcome.actions += 1
+                    self._say(Action(Kind.SUBMIT, info.id, ""), f"new shard of {info.requests} requests")
+                if s.new_shards:
+                    state.output = None  # new results are coming: the output must be written again
+                    self.store.save(state)
+                for shard in list(state.shards.values()):
+                    self._advance(state, shard, outcome)
+                if outcome.waiting or any(next_action(sh, self.attempts) for sh in state.shards.values()):
+                    return outcome
                 fresh = scan(self.p, state, self.store, write=False)
-                for action in plan(state, fresh, self.attempts, self.p.spec.output.uri):
-                    if action.kind is Kind.OUTPUT:
-                        self._write_output(state, fresh, action)
-                        outcome.actions += 1
-                outcome.done = not outcome.waiting
+                if not fresh.new_shards:
+                    break
+            for action in plan(state, fresh, self.attempts, self.p.spec.output.uri):
+                if action.kind is Kind.OUTPUT:
+                    self._write_output(state, fresh, action)
+                    outcome.actions += 1
+            outcome.done = True
             return outcome
 
     def _say(self, action: Action, message: str) -> None:
