@@ -15,7 +15,7 @@ from rich.console import Console
 from . import __version__
 from .errors import BatchflowError, SpecErrors
 from .loader import load_pipelines
-from .reconcile import Action, apply_all, plan, scan
+from .reconcile import Action, apply_all, plan, scan, store_for
 from .settings import Settings
 from .spec import LoadedPipeline, Pipeline
 from .state import LocalStore
@@ -124,9 +124,10 @@ def plan_cmd(
     ] = False,
 ) -> None:
     """Show the actions apply would take now."""
-    store = LocalStore(_settings(state).state)
+    default = LocalStore(_settings(state).state)
     counts: Counter[str] = Counter()
     for p in _load(paths):
+        store = store_for(p, default)
         st = store.load(p.name)
         actions = plan(st, scan(p, st, store, write=False), p.spec.retry.attempts, p.spec.output.uri)
         if not actions:
@@ -197,13 +198,14 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show each pipeline's shards, jobs and output, from the state store."""
-    store = LocalStore(_settings(state).state)
+    default = LocalStore(_settings(state).state)
     report = []
     for p in _load(paths):
-        st = store.load(p.name)
+        st = store_for(p, default).load(p.name)
         report.append(
             {
                 "pipeline": p.name,
+                "labels": p.spec.labels,
                 "requests": sum(s.requests for s in st.shards.values()),
                 "shards": {str(k): v for k, v in Counter(s.status.value for s in st.shards.values()).items()},
                 "jobs": [
@@ -220,6 +222,8 @@ def status(
     for r in report:
         shards = ", ".join(f"{n} {k}" for k, n in r["shards"].items()) or "none"
         out.print(f"{r['pipeline']}: {r['requests']} requests; shards: {shards}")
+        if r["labels"]:
+            out.print("  labels: " + ", ".join(f"{k}={v}" for k, v in r["labels"].items()))
         for j in r["jobs"]:
             out.print(
                 f"  {j['name']}  {(j['state'] or '').removeprefix('JOB_STATE_').lower()}"

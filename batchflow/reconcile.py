@@ -91,6 +91,18 @@ def check_supported(pipeline: LoadedPipeline) -> None:
         )
 
 
+def store_for(pipeline: LoadedPipeline, default: LocalStore) -> LocalStore:
+    """The pipeline's own state store (`state:` in its spec, relative to the spec), else the default."""
+    if pipeline.spec.state is None:
+        return default
+    if "://" in pipeline.spec.state:
+        raise BatchflowError(
+            f"{pipeline.path}: state: remote state stores ({pipeline.spec.state}) are not supported yet; "
+            "use a local folder"
+        )
+    return LocalStore(pipeline.resolve(pipeline.spec.state))
+
+
 def display_name(pipeline: str, shard: Shard) -> str:
     """Deterministic job name: how a crashed apply finds the job it created."""
     return f"batchflow-{pipeline}-{shard.id[:16]}-{shard.attempt}"
@@ -448,7 +460,7 @@ def apply_all(
         outcomes = []
         for p in pipelines:
             try:
-                outcomes.append(Applier(p, store, backend, report).run())
+                outcomes.append(Applier(p, store_for(p, store), backend, report).run())
             except BatchflowError as exc:
                 if not (wait and exc.transient):
                     raise

@@ -130,3 +130,15 @@ def test_no_key_and_no_base_url_is_a_clear_error(cli, tmp_path):
     result = cli("apply")
     assert result.code == 1
     assert "GEMINI_API_KEY" in result.err
+
+
+def test_state_override_and_labels(cli, emulator_env, tmp_path):
+    _project(tmp_path, n=2)
+    spec = tmp_path / "pipelines/tags.yaml"
+    spec.write_text(spec.read_text() + "state: ../team-state\nlabels: {team: catalog, cost-center: '42'}\n")
+    assert cli("apply", "--wait").code == 0
+    assert (tmp_path / "team-state/tags/state.json").exists()
+    assert not (tmp_path / "state/tags").exists()
+    out = cli("status").out
+    assert "output: 2 records" in out and "labels: team=catalog, cost-center=42" in out
+    assert json.loads(cli("status", "--json").out)[0]["labels"] == {"team": "catalog", "cost-center": "42"}
