@@ -11,6 +11,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,13 +23,21 @@ from pathlib import Path
 import fsspec
 
 from .backends.gemini import GeminiBackend, Job
-from .errors import BatchflowError, RemoteError, SourceError
-from .requests import Renderer
+from .errors import BatchflowError, RemoteError, SourceError, StateError
+from .requests import (
+    CACHE_PLACEHOLDER,
+    FILE_PLACEHOLDER,
+    FileRef,
+    Renderer,
+    cache_digest,
+    canonical,
+    resolve_line,
+)
 from .shards import ShardInfo, build, shard_keys
 from .sinks import ResultReader, index_results, iter_results, open_sink, output_format, summarize
 from .sources import CsvDialect, Record, read_records
 from .spec import LoadedPipeline
-from .state import LocalStore, OutputRecord, PipelineState, Shard, ShardStatus, now
+from .state import Blob, CacheRecord, LocalStore, OutputRecord, PipelineState, Shard, ShardStatus, now
 
 
 class Kind(StrEnum):
@@ -67,16 +78,14 @@ class Scan:
     new_shards: list[ShardInfo]
     digest: str  # the output that should exist: ordered request hashes and output settings
     output_exists: bool
+    files: dict[str, FileRef] = field(default_factory=dict)  # digest -> file the requests name
+    cache: dict | None = None  # the cache's REST body, with placeholders
 
 
 def unsupported(pipeline: LoadedPipeline) -> list[str]:
     """Spec features that validate accepts but apply cannot run yet."""
     spec = pipeline.spec
     found = []
-    if spec.cache is not None:
-        found.append("cache")
-    if spec.request is not None and spec.request.files:
-        found.append("request.files")
     if spec.batch.inline_below:
         found.append("batch.inline_below")
     return found
@@ -101,6 +110,22 @@ def store_for(pipeline: LoadedPipeline, default: LocalStore) -> LocalStore:
             "use a local folder"
         )
     return LocalStore(pipeline.resolve(pipeline.spec.state))
+
+
+_FILE_REF = re.compile(re.escape(FILE_PLACEHOLDER) + r"([0-9a-f]{64})")
+
+
+@contextlib.contextmanager
+def _local_copy(path: str) -> Iterator[Path]:
+    """A local path for the SDK to upload: the file itself, or a temporary copy of a gs:// or s3:// one."""
+    if "://" not in path:
+        yield Path(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="batchflow-") as tmp:
+        local = Path(tmp) / Path(path).name
+        with fsspec.open(path, "rb") as src, open(local, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        yield local
 
 
 def display_name(pipeline: str, shard: Shard) -> str:
@@ -224,6 +249,8 @@ def scan(pipeline: LoadedPipeline, state: PipelineState, store: LocalStore, *, w
         new_shards=shards,
         digest=digest.hexdigest(),
         output_exists=_exists(pipeline.resolve(spec.output.uri)),
+        files=renderer.files.seen,
+        cache=renderer.cache,
     )
 
 
@@ -278,6 +305,12 @@ class Applier:
             # finished may leave failed requests to send again, bounded by retry.attempts.
             while True:
                 s = scan(self.p, state, self.store, write=True)
+                for digest, ref in s.files.items():
+                    state.blobs.setdefault(digest, Blob(path=ref.path, mime_type=ref.mime_type))
+                if s.cache is not None:
+                    digest = cache_digest(self.p.spec.model, s.cache)
+                    if state.cache is None or state.cache.digest != digest:
+                        state.cache = CacheRecord(digest=digest, body=s.cache)
                 for info in s.new_shards:
                     state.shards[info.id] = Shard(
                         id=info.id, requests=info.requests, bytes=info.bytes, updated_at=now()
@@ -298,6 +331,12 @@ class Applier:
                 if action.kind is Kind.OUTPUT:
                     self._write_output(state, fresh, action)
                     outcome.actions += 1
+            if state.cache is not None and state.cache.name is not None:
+                # Every request has its answer: a cache costs storage for as long as it lives.
+                self.backend.delete_cache(state.cache.name)
+                self._say(Action(Kind.OUTPUT, None, ""), f"deleted cache {state.cache.name}")
+                state.cache.name = None
+                self.store.save(state)
             outcome.done = True
             return outcome
 
@@ -315,10 +354,7 @@ class Applier:
             outcome.actions += 1
             match action.kind:
                 case Kind.UPLOAD:
-                    name = self.backend.upload(
-                        self.store.shard_path(self.p.name, shard.id),
-                        display_name(self.p.name, shard),
-                    )
+                    name = self._upload_shard(state, shard)
                     self._save(state, shard, status=ShardStatus.UPLOADED, file_name=name)
                     self._say(action, f"uploaded as {name}")
                 case Kind.CREATE | Kind.ADOPT:
@@ -339,6 +375,7 @@ class Applier:
                     job = self.backend.get(shard.job_name)
                     self._record_job(state, shard, job)
                     if not job.done:
+                        self._keep_cache(state)
                         outcome.waiting.append(job.name)
                         self._say(action, _state_word(job.state))
                         return
@@ -375,14 +412,65 @@ class Applier:
             ):
                 # The service deletes uploads after about 48 hours: upload again.
                 self._save(state, shard, status=ShardStatus.PREPARED, file_name=None)
-                name = self.backend.upload(
-                    self.store.shard_path(self.p.name, shard.id), display_name(self.p.name, shard)
-                )
+                name = self._upload_shard(state, shard)
                 self._save(state, shard, status=ShardStatus.CREATING, file_name=name)
                 return self.backend.create(
                     self.p.spec.model, name, display_name(self.p.name, shard), embed=self.embed
                 )
             raise
+
+    def _upload_shard(self, state: PipelineState, shard: Shard) -> str:
+        """Upload a shard's input file, with the names of its files and cache filled in."""
+        path = self.store.shard_path(self.p.name, shard.id)
+        text = path.read_text(encoding="utf-8")
+        if "batchflow://" not in text:
+            return self.backend.upload(path, display_name(self.p.name, shard))
+        names = self._file_names(state, set(_FILE_REF.findall(text)))
+        if CACHE_PLACEHOLDER in text:
+            names[CACHE_PLACEHOLDER + state.cache.digest] = self._cache_name(state, names)
+        resolved = path.with_name(path.name + ".resolved")
+        try:
+            resolved.write_text("".join(resolve_line(line, names) for line in text.splitlines(True)))
+            return self.backend.upload(resolved, display_name(self.p.name, shard))
+        finally:
+            resolved.unlink(missing_ok=True)
+
+    def _file_names(self, state: PipelineState, digests: set[str]) -> dict[str, str]:
+        """Placeholder -> URI of each file, uploading those the service does not hold (again)."""
+        names = {}
+        for digest in sorted(digests):
+            blob = state.blobs.get(digest)
+            if blob is None:
+                raise StateError(f"{self.p.name}: no record of file {digest[:12]}; run apply again")
+            if blob.name is None or not self.backend.file_exists(blob.name):
+                with _local_copy(blob.path) as local:
+                    blob.name, blob.uri = self.backend.upload_file(
+                        local, blob.mime_type, f"batchflow-{digest[:16]}"
+                    )
+                self.store.save(state)
+                self._say(Action(Kind.UPLOAD, None, ""), f"uploaded {blob.path} as {blob.name}")
+            names[FILE_PLACEHOLDER + digest] = blob.uri
+        return names
+
+    def _cache_name(self, state: PipelineState, names: dict[str, str]) -> str:
+        cache = state.cache
+        if cache.name is not None and self.backend.keep_cache(cache.name, self.p.spec.cache.ttl):
+            return cache.name
+        body = json.loads(canonical(cache.body))
+        digests = set(_FILE_REF.findall(json.dumps(body)))
+        files = {**names, **self._file_names(state, digests)}
+        body = json.loads(resolve_line(json.dumps(body), files))
+        cache.name = self.backend.create_cache(
+            self.p.spec.model, body, self.p.spec.cache.ttl, f"batchflow-{self.p.name}-{cache.digest[:12]}"
+        )
+        self.store.save(state)
+        self._say(Action(Kind.UPLOAD, None, ""), f"created cache {cache.name}")
+        return cache.name
+
+    def _keep_cache(self, state: PipelineState) -> None:
+        """Jobs still wait: push the cache's expiry out so their requests still find it."""
+        if state.cache is not None and state.cache.name is not None:
+            self.backend.keep_cache(state.cache.name, self.p.spec.cache.ttl)
 
     def _record_job(self, state: PipelineState, shard: Shard, job: Job) -> None:
         changes: dict = {

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mimetypes
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import fsspec
 from jinja2 import StrictUndefined, TemplateError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -16,6 +19,11 @@ from .sources import Record
 from .spec import LoadedPipeline
 
 TEMPLATES = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+# Stand-ins written into shard files for what only exists once apply has made it: the name of
+# an uploaded file, of the context cache. They keep a request's hash about its content, and
+# are swapped for the real names when a shard is uploaded (see `resolve_line`).
+FILE_PLACEHOLDER = "batchflow://file/"
+CACHE_PLACEHOLDER = "batchflow://cache/"
 _TOOLS = {
     "google_search": {"googleSearch": {}},
     "url_context": {"urlContext": {}},
@@ -25,6 +33,77 @@ _TOOLS = {
 
 def is_template(text: str) -> bool:
     return any(marker in text for marker in ("{{", "{%", "{#"))
+
+
+def file_digest(uri: str) -> str:
+    """sha256 of a file's content, local or through fsspec."""
+    digest = hashlib.sha256()
+    try:
+        with fsspec.open(uri, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except (OSError, ValueError) as exc:
+        raise SourceError(f"cannot read file: {exc}", uri=uri) from None
+    return digest.hexdigest()
+
+
+def remote_file_uri(ref: str) -> str | None:
+    """A reference to a file already on the Files API (files/abc, or its https URI)."""
+    if ref.startswith("files/") or (ref.startswith("https://") and "/files/" in ref):
+        return ref
+    return None
+
+
+@dataclass
+class FileRef:
+    path: str
+    mime_type: str
+
+
+class Files:
+    """Local (or gs://, s3://) files named by a pipeline, each read once to learn its digest."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.seen: dict[str, FileRef] = {}  # digest -> file
+        self._digests: dict[str, str] = {}  # resolved path -> digest
+
+    def part(self, ref: str) -> dict[str, Any]:
+        """The fileData part for `ref`: as given for Files API names, a placeholder otherwise."""
+        remote = remote_file_uri(ref)
+        if remote is not None:
+            mime = mimetypes.guess_type(remote)[0] or "application/octet-stream"
+            return {"fileData": {"fileUri": remote, "mimeType": mime}}
+        path = ref if "://" in ref else str((self.base / ref).resolve())
+        if path not in self._digests:
+            self._digests[path] = file_digest(path)
+        digest = self._digests[path]
+        mime = mimetypes.guess_type(path)[0] or "application/octet-stream"
+        self.seen[digest] = FileRef(path, mime)
+        return {"fileData": {"fileUri": FILE_PLACEHOLDER + digest, "mimeType": mime}}
+
+
+def cache_parts(pipeline: LoadedPipeline, files: Files) -> dict[str, Any]:
+    """The cache's content (REST form); its digest names the cache in requests."""
+    cache = pipeline.spec.cache
+    body: dict[str, Any] = {}
+    parts = [{"text": t} for t in cache.contents] + [files.part(f) for f in cache.files]
+    if parts:
+        body["contents"] = [{"role": "user", "parts": parts}]
+    if cache.system:
+        body["systemInstruction"] = {"parts": [{"text": cache.system}]}
+    if pipeline.spec.tools:
+        body["tools"] = tools_wire(pipeline.spec.tools)  # with a cache, tools live in the cache
+    return body
+
+
+def resolve_line(line: str, names: dict[str, str]) -> str:
+    """Swap placeholders for the names apply made (`names`: placeholder -> name)."""
+    if "batchflow://" not in line:
+        return line
+    for placeholder, name in names.items():
+        line = line.replace(placeholder, name)
+    return line
 
 
 def tools_wire(tools: list) -> list[dict[str, Any]]:
@@ -46,6 +125,10 @@ class Rendered:
     hash: str  # identifies (model, key, request); the `key` of the batch input line
     line: str  # the batch input line, without newline
     record: Record
+
+
+def cache_digest(model: str, body: dict[str, Any]) -> str:
+    return hashlib.sha256(f"{model}\n{canonical(body)}".encode()).hexdigest()[:32]
 
 
 def canonical(request: dict[str, Any]) -> str:
@@ -76,6 +159,8 @@ class Renderer:
         spec = pipeline.spec
         self._key = self._compile(spec.source.key, "source.key")
         self._fixed: dict[str, Any] = {}  # the parts of every request that no template changes
+        self.files = Files(pipeline.path.parent)
+        self.cache: dict[str, Any] | None = None
         if spec.embed is not None:
             self._content = self._compile(spec.embed.content, "embed.content")
             self._title = self._compile(spec.embed.title, "embed.title")
@@ -91,11 +176,15 @@ class Renderer:
         request = spec.request
         self._system = self._compile(request.system, "request.system")
         self._prompt = self._compile(request.prompt, "request.prompt")
+        self._files = [self._compile(f, f"request.files[{i}]") for i, f in enumerate(request.files)]
         if request.generation_config:
             self._fixed["generationConfig"] = request.generation_config.to_wire()
         if request.safety_settings:
             self._fixed["safetySettings"] = [s.model_dump() for s in request.safety_settings]
-        if spec.tools:
+        if spec.cache is not None:
+            self.cache = cache_parts(pipeline, self.files)
+            self._fixed["cachedContent"] = CACHE_PLACEHOLDER + cache_digest(spec.model, self.cache)
+        elif spec.tools:
             self._fixed["tools"] = tools_wire(spec.tools)
 
     def _compile(self, text: str | None, field: str):
@@ -127,7 +216,17 @@ class Renderer:
                 request["title"] = self._render(self._title, record, "embed.title", key)
             return request
         prompt = self._render(self._prompt, record, "request.prompt", key)
-        request = {"contents": [{"role": "user", "parts": [{"text": prompt}]}], **self._fixed}
+        parts: list[dict[str, Any]] = [{"text": prompt}]
+        for i, template in enumerate(self._files):
+            ref = self._render(template, record, f"request.files[{i}]", key).strip()
+            if ref:  # an empty rendering means: no file for this record
+                try:
+                    parts.append(self.files.part(ref))
+                except SourceError as exc:
+                    raise SourceError(
+                        f"record {key!r}: request.files[{i}]: {exc}", uri=record.uri, line=record.line
+                    ) from None
+        request = {"contents": [{"role": "user", "parts": parts}], **self._fixed}
         if self._system is not None:
             system = self._render(self._system, record, "request.system", key)
             request["systemInstruction"] = {"parts": [{"text": system}]}

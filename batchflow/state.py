@@ -63,10 +63,29 @@ class OutputRecord(BaseModel):
     written_at: str
 
 
+class Blob(BaseModel):
+    """A file that requests or the cache refer to, uploaded with the Files API when needed."""
+
+    path: str  # local path or fsspec URL
+    mime_type: str
+    name: str | None = None  # files/... once uploaded
+    uri: str | None = None
+
+
+class CacheRecord(BaseModel):
+    """The context cache this pipeline made, for the cache settings with this digest."""
+
+    digest: str
+    body: dict  # contents, systemInstruction, tools (REST form, file placeholders unresolved)
+    name: str | None = None  # cachedContents/...
+
+
 class PipelineState(BaseModel):
     version: int = STATE_VERSION
     pipeline: str
     shards: dict[str, Shard] = {}
+    blobs: dict[str, Blob] = {}  # by sha256 of the content
+    cache: CacheRecord | None = None
     output: OutputRecord | None = None
     updated_at: str = ""
 

@@ -106,6 +106,47 @@ class GeminiBackend:
         return file.name
 
     @_remote
+    def upload_file(self, path: Path, mime_type: str, display_name: str) -> tuple[str, str]:
+        """Upload any file (an image, a document); returns its name and URI."""
+        file = self.client.files.upload(
+            file=str(path), config=types.UploadFileConfig(display_name=display_name, mime_type=mime_type)
+        )
+        return file.name, file.uri
+
+    @_remote
+    def create_cache(self, model: str, body: dict, ttl: float, display_name: str) -> str:
+        """Create a context cache from its REST-form body (contents, systemInstruction, tools)."""
+        config = types.CreateCachedContentConfig(
+            display_name=display_name,
+            ttl=f"{int(ttl)}s",
+            contents=[types.Content.model_validate(c) for c in body.get("contents", [])] or None,
+            system_instruction=types.Content.model_validate(body["systemInstruction"])
+            if "systemInstruction" in body
+            else None,
+            tools=[types.Tool.model_validate(t) for t in body.get("tools", [])] or None,
+        )
+        return self.client.caches.create(model=model, config=config).name
+
+    @_remote
+    def keep_cache(self, name: str, ttl: float) -> bool:
+        """Extend a cache's life by `ttl` from now; False if it is gone."""
+        try:
+            self.client.caches.update(name=name, config=types.UpdateCachedContentConfig(ttl=f"{int(ttl)}s"))
+        except genai_errors.ClientError as exc:
+            if exc.code in (403, 404):
+                return False
+            raise
+        return True
+
+    @_remote
+    def delete_cache(self, name: str) -> None:
+        try:
+            self.client.caches.delete(name=name)
+        except genai_errors.ClientError as exc:
+            if exc.code not in (403, 404):
+                raise
+
+    @_remote
     def file_exists(self, name: str) -> bool:
         try:
             self.client.files.get(name=name)

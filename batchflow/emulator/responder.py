@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 from .errors import ApiError
@@ -31,20 +32,24 @@ def _texts(content: Any) -> list[str]:
     ]
 
 
-def _other_parts(content: Any) -> int:
-    if not isinstance(content, dict):
-        return 0
-    return sum(1 for p in content.get("parts") or [] if isinstance(p, dict) and "text" not in p)
-
-
-# Each non-text part (an image, a file) counts as a fixed number of tokens, as images do on the service.
+# A part that is not text (an image, a file) counts as a fixed number of tokens, as images do on
+# the service, unless `part_tokens` knows better (the store counts uploaded text files by size).
 PART_TOKENS = 258
+PartTokens = Callable[[dict[str, Any]], int]
 
 
-def prompt_tokens(request: dict[str, Any]) -> int:
+def _part_tokens(part: dict[str, Any]) -> int:
+    return PART_TOKENS
+
+
+def prompt_tokens(request: dict[str, Any], part_tokens: PartTokens = _part_tokens) -> int:
     total = 0
     for content in [request.get("systemInstruction"), *(request.get("contents") or [])]:
-        total += sum(tokens(t) for t in _texts(content)) + PART_TOKENS * _other_parts(content)
+        if not isinstance(content, dict):
+            continue
+        for part in content.get("parts") or []:
+            if isinstance(part, dict):
+                total += tokens(part["text"]) if isinstance(part.get("text"), str) else part_tokens(part)
     return total
 
 
@@ -72,7 +77,9 @@ def min_cache_tokens(model: str) -> int:
     return 4096 if "pro" in model else 1024
 
 
-def generate(model: str, request: dict[str, Any], cached_tokens: int = 0) -> dict[str, Any]:
+def generate(
+    model: str, request: dict[str, Any], cached_tokens: int = 0, part_tokens: PartTokens = _part_tokens
+) -> dict[str, Any]:
     """A GenerateContentResponse for `request`; `cached_tokens` come from its cachedContent."""
     validate_request(request)
     prompt = "\n".join(t for c in request["contents"] for t in _texts(c))
@@ -88,7 +95,7 @@ def generate(model: str, request: dict[str, Any], cached_tokens: int = 0) -> dic
     finish = "STOP"
     if isinstance(limit, int) and tokens(text) > limit:
         text, finish = text[: limit * CHARS_PER_TOKEN], "MAX_TOKENS"
-    prompt_count = prompt_tokens(request) + cached_tokens
+    prompt_count = prompt_tokens(request, part_tokens) + cached_tokens
     output_count = tokens(text)
     candidate: dict[str, Any] = {
         "content": {"parts": [{"text": text}], "role": "model"},

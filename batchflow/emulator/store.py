@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
@@ -305,7 +306,9 @@ class Store:
     def create_cache(self, model: str, body: dict[str, Any]) -> Cache:
         contents = body.get("contents") or []
         system = body.get("systemInstruction") or body.get("system_instruction")
-        tokens = responder.prompt_tokens({"contents": contents, "systemInstruction": system})
+        tokens = responder.prompt_tokens(
+            {"contents": contents, "systemInstruction": system}, self.part_tokens
+        )
         minimum = responder.min_cache_tokens(model)
         if tokens < minimum:
             raise ApiError(
@@ -408,16 +411,27 @@ class Store:
         for content in request["contents"]:
             for part in content.get("parts") or []:
                 self._check_file_part(part)
-        return responder.generate(model, request, cached_tokens=cached_tokens)
+        return responder.generate(model, request, cached_tokens=cached_tokens, part_tokens=self.part_tokens)
 
     def _check_file_part(self, part: Any) -> None:
         """A part naming an uploaded file fails as the service does when the file is gone."""
+        self._part_file(part)
+
+    def _part_file(self, part: Any) -> StoredFile | None:
         if not isinstance(part, dict):
-            return
+            return None
         data = part.get("fileData") or part.get("file_data") or {}
         uri = data.get("fileUri") or data.get("file_uri") or ""
-        if "/files/" in uri:
-            self.get_file(re.split(r"[^a-z0-9-]", uri.split("/files/", 1)[1])[0])
+        if "/files/" not in uri and not uri.startswith("files/"):
+            return None
+        return self.get_file(re.split(r"[^a-z0-9-]", uri.split("files/", 1)[1])[0])
+
+    def part_tokens(self, part: dict[str, Any]) -> int:
+        """Uploaded text files count by their size; other files as an image does."""
+        stored = self._part_file(part)
+        if stored is not None and stored.mime_type.startswith("text/"):
+            return math.ceil(stored.size / responder.CHARS_PER_TOKEN)
+        return responder.PART_TOKENS
 
     # ------------------------------------------------------------ batches
 
