@@ -47,6 +47,8 @@ def _problems(spec: Pipeline, file: Path) -> Iterator[tuple[Loc, str]]:
             yield ("tools",), "embedding pipelines take no tools"
         if spec.cache is not None:
             yield ("cache",), "embedding pipelines take no cache"
+        if spec.batch.inline_below:
+            yield ("batch", "inline_below"), "embedding pipelines are always sent as files"
     elif embedding_model:
         yield ("model",), f"{spec.model!r} is an embedding model; use `embed` instead of `request`"
     if spec.cache is not None and spec.request is not None and spec.request.system is not None:

@@ -82,24 +82,6 @@ class Scan:
     cache: dict | None = None  # the cache's REST body, with placeholders
 
 
-def unsupported(pipeline: LoadedPipeline) -> list[str]:
-    """Spec features that validate accepts but apply cannot run yet."""
-    spec = pipeline.spec
-    found = []
-    if spec.batch.inline_below:
-        found.append("batch.inline_below")
-    return found
-
-
-def check_supported(pipeline: LoadedPipeline) -> None:
-    found = unsupported(pipeline)
-    if found:
-        raise BatchflowError(
-            f"{pipeline.path}: {', '.join(found)}: valid, but not supported by plan/apply yet; "
-            "remove to run this pipeline"
-        )
-
-
 def store_for(pipeline: LoadedPipeline, default: LocalStore) -> LocalStore:
     """The pipeline's own state store (`state:` in its spec, relative to the spec), else the default."""
     if pipeline.spec.state is None:
@@ -137,6 +119,8 @@ def next_action(shard: Shard, attempts: int) -> Action | None:
     """The next step for one shard, from its recorded status alone."""
     s = ShardStatus
     match shard.status:
+        case s.PREPARED if shard.inline:
+            return Action(Kind.CREATE, shard.id, f"create batch job with {shard.requests} inline requests")
         case s.PREPARED:
             return Action(Kind.UPLOAD, shard.id, f"upload input ({shard.requests} requests)")
         case s.UPLOADED:
@@ -211,7 +195,6 @@ def scan(pipeline: LoadedPipeline, state: PipelineState, store: LocalStore, *, w
     With write=True the shard files are written into the store (apply);
     with write=False only their ids are computed (plan).
     """
-    check_supported(pipeline)
     covered = covered_hashes(pipeline, state, store)
     renderer = Renderer(pipeline)
     spec = pipeline.spec
@@ -313,7 +296,11 @@ class Applier:
                         state.cache = CacheRecord(digest=digest, body=s.cache)
                 for info in s.new_shards:
                     state.shards[info.id] = Shard(
-                        id=info.id, requests=info.requests, bytes=info.bytes, updated_at=now()
+                        id=info.id,
+                        requests=info.requests,
+                        bytes=info.bytes,
+                        inline=info.bytes < self.p.spec.batch.inline_below,
+                        updated_at=now(),
                     )
                     outcome.actions += 1
                     self._say(Action(Kind.SUBMIT, info.id, ""), f"new shard of {info.requests} requests")
@@ -382,7 +369,10 @@ class Applier:
                     self._say(action, _state_word(job.state))
                 case Kind.DOWNLOAD:
                     path = self.store.result_path(self.p.name, shard.id)
-                    self.backend.download(shard.result_file, path)
+                    if shard.inline:
+                        self.backend.download_inline(shard.job_name, path)
+                    else:
+                        self.backend.download(shard.result_file, path)
                     self._save(state, shard, status=ShardStatus.DONE)
                     self._say(action, f"saved to {path}")
                 case Kind.RETRY:
@@ -400,6 +390,15 @@ class Applier:
                     self._say(action, f"queued again (attempt {shard.attempt} of {self.attempts})")
 
     def _create(self, state: PipelineState, shard: Shard) -> Job:
+        name = display_name(self.p.name, shard)
+        if shard.inline:
+            text = self._resolve(
+                state, self.store.shard_path(self.p.name, shard.id).read_text(encoding="utf-8")
+            )
+            lines = [json.loads(line) for line in text.splitlines()]
+            return self.backend.create_inline(
+                self.p.spec.model, [(x["key"], x["request"]) for x in lines], name
+            )
         try:
             return self.backend.create(
                 self.p.spec.model, shard.file_name, display_name(self.p.name, shard), embed=self.embed
@@ -425,15 +424,21 @@ class Applier:
         text = path.read_text(encoding="utf-8")
         if "batchflow://" not in text:
             return self.backend.upload(path, display_name(self.p.name, shard))
-        names = self._file_names(state, set(_FILE_REF.findall(text)))
-        if CACHE_PLACEHOLDER in text:
-            names[CACHE_PLACEHOLDER + state.cache.digest] = self._cache_name(state, names)
         resolved = path.with_name(path.name + ".resolved")
         try:
-            resolved.write_text("".join(resolve_line(line, names) for line in text.splitlines(True)))
+            resolved.write_text(self._resolve(state, text), encoding="utf-8")
             return self.backend.upload(resolved, display_name(self.p.name, shard))
         finally:
             resolved.unlink(missing_ok=True)
+
+    def _resolve(self, state: PipelineState, text: str) -> str:
+        """Swap the placeholders in shard lines for uploaded files' URIs and the cache's name."""
+        if "batchflow://" not in text:
+            return text
+        names = self._file_names(state, set(_FILE_REF.findall(text)))
+        if CACHE_PLACEHOLDER in text:
+            names[CACHE_PLACEHOLDER + state.cache.digest] = self._cache_name(state, names)
+        return "".join(resolve_line(line, names) for line in text.splitlines(True))
 
     def _file_names(self, state: PipelineState, digests: set[str]) -> dict[str, str]:
         """Placeholder -> URI of each file, uploading those the service does not hold (again)."""

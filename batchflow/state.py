@@ -46,6 +46,7 @@ class Shard(BaseModel):
     requests: int
     bytes: int
     status: ShardStatus = ShardStatus.PREPARED
+    inline: bool = False  # sent as inline requests (no input file; results come with the job)
     attempt: int = 1
     file_name: str | None = None  # the uploaded input file, files/...
     job_name: str | None = None  # batches/...

@@ -178,3 +178,30 @@ def test_some_lines_fail_once_and_succeed_on_retry(cli, client, emulator, emulat
     rows = [json.loads(x) for x in (tmp_path / "pipelines/out.jsonl").read_text().splitlines()]
     assert [r["key"] for r in rows] == [i["sku"] for i in ITEMS]
     assert len(list(client.batches.list())) >= 2
+
+
+def test_small_jobs_go_inline(cli, client, emulator_env, tmp_path):
+    _spec(tmp_path, """
+        version: 1
+        name: p
+        model: gemini-2.5-flash
+        source: {uri: data/items.jsonl, key: "{{ sku }}"}
+        request:
+          system: Be brief.
+          prompt: "Describe {{ title }}"
+          generation_config:
+            response_mime_type: application/json
+            response_schema: {type: OBJECT, properties: {tag: {type: STRING}}, required: [tag]}
+        batch: {inline_below: 1MB, max_requests: 3}
+        output: {uri: out.jsonl}
+    """)
+    result = cli("apply", "--wait")
+    assert result.code == 0, result.err
+    assert "upload" not in result.out and "inline requests" not in result.out
+    assert [f for f in client.files.list()] == []
+    jobs = list(client.batches.list())
+    assert len(jobs) == 2 and all(j.dest.inlined_responses for j in jobs)
+    rows = [json.loads(x) for x in (tmp_path / "pipelines/out.jsonl").read_text().splitlines()]
+    assert [r["key"] for r in rows] == [i["sku"] for i in ITEMS]
+    assert all(set(r["json"]) == {"tag"} and r["usage"]["prompt_tokens"] > 0 for r in rows)
+    assert "up to date" in cli("apply").out

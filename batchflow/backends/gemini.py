@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import json
 import os
 import warnings
 from collections.abc import Callable
@@ -170,6 +171,33 @@ class GeminiBackend:
         return _job(job)
 
     @_remote
+    def create_inline(self, model: str, requests: list[tuple[str, dict]], display_name: str) -> Job:
+        """A job whose (key, REST request) pairs travel in the create call itself (20 MB at most)."""
+        src = [
+            types.InlinedRequest(
+                contents=[types.Content.model_validate(c) for c in request["contents"]],
+                config=types.GenerateContentConfig.model_validate(_config_of(request)),
+                metadata={"key": key},
+            )
+            for key, request in requests
+        ]
+        config = types.CreateBatchJobConfig(display_name=display_name, http_options=_NO_RETRY)
+        return _job(self.client.batches.create(model=model, src=src, config=config))
+
+    @_remote
+    def download_inline(self, name: str, destination: Path) -> None:
+        """Write an inline job's responses as result lines, like a result file's."""
+        job = self.client.batches.get(name=name)
+        with atomic_open(destination) as f:
+            for item in job.dest.inlined_responses or []:
+                line = {"key": (item.metadata or {}).get("key")}
+                if item.error is not None:
+                    line["error"] = item.error.model_dump(mode="json", exclude_none=True)
+                else:
+                    line["response"] = item.response.model_dump(mode="json", by_alias=True, exclude_none=True)
+                f.write(json.dumps(line, ensure_ascii=False).encode() + b"\n")
+
+    @_remote
     def get(self, name: str) -> Job:
         return _job(self.client.batches.get(name=name))
 
@@ -186,6 +214,14 @@ class GeminiBackend:
         """Stream a file to `destination`, which appears only once complete."""
         with atomic_open(destination) as f:
             self.client.files.download(file=file_name, destination=f)
+
+
+_HOISTED = ("systemInstruction", "safetySettings", "tools", "toolConfig", "cachedContent")
+
+
+def _config_of(request: dict) -> dict:
+    """The SDK's GenerateContentConfig gathers what REST keeps beside contents."""
+    return {**request.get("generationConfig", {}), **{k: request[k] for k in _HOISTED if k in request}}
 
 
 def _job(job: types.BatchJob) -> Job:
