@@ -94,6 +94,7 @@ def _validate(doc: Document, file: Path) -> Pipeline:
                 except SpecError as exc:
                     loc = ("request", "generation_config", key, "$ref")
                     errors.append(doc.error(loc, exc.message))
+                    gen[key] = None  # reported once, here; not again as a schema without a type
     try:
         spec = Pipeline.model_validate(data)
     except ValidationError as exc:

@@ -549,17 +549,23 @@ def apply_all(
     apply resumes from the saved state.
     """
     delay = min(0.5, poll_interval)
+    outcomes = {p.name: Outcome(p.name) for p in pipelines}
     while True:
-        outcomes = []
         for p in pipelines:
+            total = outcomes[p.name]
+            if total.done:
+                continue  # finished in an earlier round
             try:
-                outcomes.append(Applier(p, store_for(p, store), backend, report).run())
+                this = Applier(p, store_for(p, store), backend, report).run()
             except BatchflowError as exc:
                 if not (wait and exc.transient):
                     raise
                 warn(p.name, f"{exc}; trying again")
-                outcomes.append(Outcome(p.name))
-        if not wait or all(o.done for o in outcomes):
-            return outcomes
+                continue
+            total.actions += this.actions
+            total.created += this.created
+            total.waiting, total.done = this.waiting, this.done
+        if not wait or all(o.done for o in outcomes.values()):
+            return list(outcomes.values())
         time.sleep(delay)
         delay = min(delay * 2, poll_interval)

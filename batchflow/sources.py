@@ -50,7 +50,8 @@ def read_records(
     if not files:
         raise SourceError("no file matches the source uri", uri=uri)
     for of in sorted(files, key=lambda f: f.path):
-        name = of.full_name if hasattr(of, "full_name") else of.path
+        local = "file" in (of.fs.protocol if isinstance(of.fs.protocol, tuple) else (of.fs.protocol,))
+        name = of.path if local else of.full_name
         fmt = format or infer_format(of.path)
         if fmt is None:
             raise SourceError("cannot tell the format from the extension; set source.format", uri=name)

@@ -28,8 +28,11 @@ echo "== batchflow apply --wait";  "$bf" apply --wait pipelines/examples
 echo "== batchflow apply (again: nothing to do)"; "$bf" apply pipelines/examples
 echo "== batchflow status";        "$bf" status pipelines/examples
 echo
-echo "Results:"
-for f in out/*.jsonl; do
-  echo "  $f ($(wc -l < "$f") records), first one:"
-  head -n 1 "$f" | sed 's/^/    /'
+echo "Results in out/:"
+for f in out/*; do
+  case "$f" in
+    *.parquet) echo "  $f ($(.venv/bin/python -c 'import sys, pyarrow.parquet as pq; print(pq.read_metadata(sys.argv[1]).num_rows)' "$f") rows)";;
+    *) [ -s "$f" ] || { echo "  $f (empty)"; continue; }
+       echo "  $f, first line:"; head -n 1 "$f" | cut -c1-200 | sed 's/^/    /';;
+  esac
 done

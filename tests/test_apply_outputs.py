@@ -181,7 +181,9 @@ def test_some_lines_fail_once_and_succeed_on_retry(cli, client, emulator, emulat
 
 
 def test_small_jobs_go_inline(cli, client, emulator_env, tmp_path):
-    _spec(tmp_path, """
+    _spec(
+        tmp_path,
+        """
         version: 1
         name: p
         model: gemini-2.5-flash
@@ -194,7 +196,8 @@ def test_small_jobs_go_inline(cli, client, emulator_env, tmp_path):
             response_schema: {type: OBJECT, properties: {tag: {type: STRING}}, required: [tag]}
         batch: {inline_below: 1MB, max_requests: 3}
         output: {uri: out.jsonl}
-    """)
+    """,
+    )
     result = cli("apply", "--wait")
     assert result.code == 0, result.err
     assert "upload" not in result.out and "inline requests" not in result.out

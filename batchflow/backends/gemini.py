@@ -159,14 +159,15 @@ class GeminiBackend:
 
     @_remote
     def create(self, model: str, file_name: str, display_name: str, *, embed: bool = False) -> Job:
-        config = types.CreateBatchJobConfig(display_name=display_name, http_options=_NO_RETRY)
         if embed:
+            config = types.CreateEmbeddingsBatchJobConfig(display_name=display_name, http_options=_NO_RETRY)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the SDK marks batch embeddings experimental
                 job = self.client.batches.create_embeddings(
                     model=model, src=types.EmbeddingsBatchJobSource(file_name=file_name), config=config
                 )
         else:
+            config = types.CreateBatchJobConfig(display_name=display_name, http_options=_NO_RETRY)
             job = self.client.batches.create(model=model, src=file_name, config=config)
         return _job(job)
 
