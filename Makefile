@@ -25,6 +25,7 @@ lint: install
 
 schema: install
 	$(BIN)/batchflow schema --output schemas/pipeline.schema.json
+	$(BIN)/python -m batchflow.reference README.md
 
 bench: install
 	$(BIN)/python bench/run.py

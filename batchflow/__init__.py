@@ -9,7 +9,6 @@ The library behind the `batchflow` command:
 
 __version__ = "0.1.0"
 
-from .backends.gemini import GeminiBackend
 from .errors import (
     BatchflowError,
     LockedError,
@@ -24,6 +23,16 @@ from .reconcile import Action, Kind, Outcome, apply_all, plan, scan
 from .settings import Settings
 from .spec import LoadedPipeline, Pipeline
 from .state import LocalStore, PipelineState
+
+
+def __getattr__(name: str):
+    # The SDK takes half a second to import; commands that make no API call (validate, plan) skip it.
+    if name == "GeminiBackend":
+        from .backends.gemini import GeminiBackend
+
+        return GeminiBackend
+    raise AttributeError(f"module 'batchflow' has no attribute {name!r}")
+
 
 __all__ = [
     "Action",

@@ -19,10 +19,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import fsspec
 
-from .backends.gemini import GeminiBackend, Job
+if TYPE_CHECKING:  # the SDK is imported only by commands that call the API
+    from .backends.gemini import GeminiBackend, Job
+
 from .errors import BatchflowError, RemoteError, SourceError, StateError
 from .requests import (
     CACHE_PLACEHOLDER,

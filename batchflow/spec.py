@@ -85,15 +85,17 @@ class ThinkingConfig(_Model):
 class GenerationConfig(_Model):
     """Passed to the model as the request's generationConfig."""
 
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, ge=0, le=1)
-    top_k: int | None = Field(None, ge=1)
-    max_output_tokens: int | None = Field(None, ge=1)
-    candidate_count: int | None = Field(None, ge=1, le=8)
-    stop_sequences: list[str] | None = Field(None, max_length=5)
-    seed: int | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
+    temperature: float | None = Field(None, ge=0, le=2, description="Randomness of the answer, 0 to 2.")
+    top_p: float | None = Field(None, ge=0, le=1, description="Nucleus sampling: cumulative probability.")
+    top_k: int | None = Field(None, ge=1, description="Sample from this many likeliest tokens.")
+    max_output_tokens: int | None = Field(None, ge=1, description="Longest answer, in tokens.")
+    candidate_count: int | None = Field(None, ge=1, le=8, description="Answers per request.")
+    stop_sequences: list[str] | None = Field(
+        None, max_length=5, description="Up to 5 texts that end the answer."
+    )
+    seed: int | None = Field(None, description="Fixed seed, for more repeatable answers.")
+    presence_penalty: float | None = Field(None, description="Penalty for tokens already used.")
+    frequency_penalty: float | None = Field(None, description="Penalty growing with each use of a token.")
     response_mime_type: Literal["text/plain", "application/json", "text/x.enum"] | None = Field(
         None, description="application/json for structured output."
     )
@@ -103,7 +105,7 @@ class GenerationConfig(_Model):
     response_json_schema: dict[str, Any] | None = Field(
         None, description="JSON Schema of the response; {$ref: file} reads a JSON file."
     )
-    thinking_config: ThinkingConfig | None = None
+    thinking_config: ThinkingConfig | None = Field(None, description="Thinking budget or level.")
 
     def to_wire(self) -> dict[str, Any]:
         """REST (camelCase) form; schema bodies are passed through untouched."""
@@ -120,8 +122,8 @@ class GenerationConfig(_Model):
 class SafetySetting(_Model):
     """Blocking threshold for one harm category."""
 
-    category: HarmCategory
-    threshold: HarmThreshold
+    category: HarmCategory = Field(description="Harm category.")
+    threshold: HarmThreshold = Field(description="Block content at or above this probability.")
 
 
 class Request(_Model):
@@ -157,15 +159,15 @@ class Cache(_Model):
 class FunctionDeclaration(_Model):
     """A function the model may ask to call."""
 
-    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
-    description: str | None = None
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$", description="Function name.")
+    description: str | None = Field(None, description="What the function does, for the model.")
     parameters: dict[str, Any] | None = Field(None, description="JSON Schema of the arguments.")
 
 
 class FunctionsTool(_Model):
     """`- functions: [...]` in `tools`."""
 
-    functions: list[FunctionDeclaration] = Field(min_length=1)
+    functions: list[FunctionDeclaration] = Field(min_length=1, description="Function declarations.")
 
 
 class Batch(_Model):

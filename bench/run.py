@@ -31,8 +31,8 @@ output: {uri: out.jsonl}
 
 
 def batchflow_side(folder: Path) -> None:
-    from batchflow.reconcile import scan
     from batchflow.loader import load_pipelines
+    from batchflow.reconcile import scan
     from batchflow.state import LocalStore, PipelineState
 
     (pipeline,) = load_pipelines([folder / "spec.yaml"])
@@ -109,7 +109,9 @@ if __name__ == "__main__":
     if len(sys.argv) == 1:
         main()
         import emulator_memory
+        import validate_many
 
+        validate_many.main()
         emulator_memory.main()
     elif len(sys.argv) == 3:
         {"batchflow": batchflow_side, "baseline": baseline_side}[sys.argv[1]](Path(sys.argv[2]))

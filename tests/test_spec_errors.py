@@ -454,3 +454,10 @@ def test_committed_schema_is_current():
 
     committed = Path(__file__).resolve().parent.parent / "schemas/pipeline.schema.json"
     assert committed.read_text() == schema_text(), "run `make schema` and commit the result"
+
+
+def test_readme_reference_is_current():
+    from batchflow.reference import markdown, section_of
+
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    assert section_of(readme).strip() == markdown().strip(), "run `make schema` and commit the result"
