@@ -7,7 +7,11 @@ import os
 # Must be set before anything imports gcsfs (see shared offline-cloud-testing notes).
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
+import logging
+import re
+import socket
 import textwrap
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +83,89 @@ def emulator_env(emulator, monkeypatch, tmp_path) -> dict[str, str]:
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     return env
+
+
+# ------------------------------------------------ local object stores: s3 (moto) and gs (gcp-storage-emulator)
+
+
+def _bucket_name(request) -> str:
+    # valid for both S3 and GCS: 3-63 characters, lowercase letters, digits and hyphens
+    stem = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40]
+    return f"t-{stem}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3")
+    old = {k: os.environ.get(k) for k in names}
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL_S3=endpoint,
+    )
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint, request):
+    import boto3
+    import s3fs
+
+    name = _bucket_name(request)
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    s3fs.S3FileSystem.clear_instance_cache()
+    yield name
+    s3fs.S3FileSystem(endpoint_url=s3_endpoint).rm(name, recursive=True)
+
+
+@pytest.fixture(scope="session")
+def gcs_endpoint():
+    from gcp_storage_emulator.server import create_server
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = create_server("127.0.0.1", port, in_memory=True)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    old = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = endpoint  # gcsfs honours it
+    try:
+        yield endpoint
+    finally:
+        server.stop()  # its thread is not a daemon: without stop() pytest hangs at exit
+        if old is None:
+            os.environ.pop("STORAGE_EMULATOR_HOST", None)
+        else:
+            os.environ["STORAGE_EMULATOR_HOST"] = old
+
+
+@pytest.fixture
+def gcs_bucket(gcs_endpoint, request):
+    import gcsfs
+
+    name = _bucket_name(request)
+    gcsfs.GCSFileSystem.clear_instance_cache()
+    fs = gcsfs.GCSFileSystem(endpoint_url=gcs_endpoint, token="anon", project="test")
+    fs.mkdir(name)
+    yield name
+    fs.rm(name, recursive=True)
 
 
 def write(path: Path, text: str) -> Path:
