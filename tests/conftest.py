@@ -85,7 +85,7 @@ def emulator_env(emulator, monkeypatch, tmp_path) -> dict[str, str]:
     return env
 
 
-# ------------------------------------------------ local object stores: s3 (moto) and gs (gcp-storage-emulator)
+# ---------------------------------------- local object stores: s3 (moto), gs (gcp-storage-emulator)
 
 
 def _bucket_name(request) -> str:
