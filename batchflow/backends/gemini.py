@@ -131,31 +131,16 @@ class GeminiBackend:
     @_remote
     def keep_cache(self, name: str, ttl: float) -> bool:
         """Extend a cache's life by `ttl` from now; False if it is gone."""
-        try:
-            self.client.caches.update(name=name, config=types.UpdateCachedContentConfig(ttl=f"{int(ttl)}s"))
-        except genai_errors.ClientError as exc:
-            if exc.code in (403, 404):
-                return False
-            raise
-        return True
+        config = types.UpdateCachedContentConfig(ttl=f"{int(ttl)}s")
+        return _present(lambda: self.client.caches.update(name=name, config=config))
 
     @_remote
     def delete_cache(self, name: str) -> None:
-        try:
-            self.client.caches.delete(name=name)
-        except genai_errors.ClientError as exc:
-            if exc.code not in (403, 404):
-                raise
+        _present(lambda: self.client.caches.delete(name=name))  # already gone is as good
 
     @_remote
     def file_exists(self, name: str) -> bool:
-        try:
-            self.client.files.get(name=name)
-        except genai_errors.ClientError as exc:
-            if exc.code in (403, 404):
-                return False
-            raise
-        return True
+        return _present(lambda: self.client.files.get(name=name))
 
     @_remote
     def create(self, model: str, file_name: str, display_name: str, *, embed: bool = False) -> Job:
@@ -215,6 +200,17 @@ class GeminiBackend:
         """Stream a file to `destination`, which appears only once complete."""
         with atomic_open(destination) as f:
             self.client.files.download(file=file_name, destination=f)
+
+
+def _present(call: Callable[[], object]) -> bool:
+    """Make the call; False when the service answers that the thing is gone (403 or 404)."""
+    try:
+        call()
+    except genai_errors.ClientError as exc:
+        if exc.code in (403, 404):
+            return False
+        raise
+    return True
 
 
 _HOISTED = ("systemInstruction", "safetySettings", "tools", "toolConfig", "cachedContent")

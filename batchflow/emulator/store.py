@@ -265,15 +265,7 @@ class Store:
         return stored
 
     def list_files(self) -> list[StoredFile]:
-        with self.lock:
-            ids = list(self.files)
-        out = []
-        for file_id in ids:
-            try:
-                out.append(self.get_file(file_id))
-            except ApiError:
-                pass
-        return sorted(out, key=lambda f: f.created, reverse=True)
+        return self._live(self.files, self.get_file)
 
     def delete_file(self, file_id: str) -> None:
         self.get_file(file_id)
@@ -350,15 +342,19 @@ class Store:
         return cache
 
     def list_caches(self) -> list[Cache]:
+        return self._live(self.caches, self.get_cache)
+
+    def _live(self, items: dict[str, Any], get) -> list:
+        """Items not yet expired (getting an expired one removes it), newest first."""
         with self.lock:
-            ids = list(self.caches)
+            ids = list(items)
         out = []
-        for cache_id in ids:
+        for item_id in ids:
             try:
-                out.append(self.get_cache(cache_id))
+                out.append(get(item_id))
             except ApiError:
                 pass
-        return sorted(out, key=lambda c: c.created, reverse=True)
+        return sorted(out, key=lambda item: item.created, reverse=True)
 
     def update_cache(self, cache_id: str, body: dict[str, Any]) -> Cache:
         cache = self.get_cache(cache_id)
