@@ -181,6 +181,8 @@ class Renderer:
             self._fixed["generationConfig"] = request.generation_config.to_wire()
         if request.safety_settings:
             self._fixed["safetySettings"] = [s.model_dump() for s in request.safety_settings]
+        if request.labels:
+            self._fixed["labels"] = request.labels
         if spec.cache is not None:
             self.cache = cache_parts(pipeline, self.files)
             self._fixed["cachedContent"] = CACHE_PLACEHOLDER + cache_digest(spec.model, self.cache)

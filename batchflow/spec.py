@@ -136,6 +136,7 @@ class Request(_Model):
     )
     generation_config: GenerationConfig | None = None
     safety_settings: list[SafetySetting] = Field([], description="Per-category blocking thresholds.")
+    labels: dict[str, str] = Field({}, description="Labels sent with every request (for billing reports).")
 
 
 class Embed(_Model):

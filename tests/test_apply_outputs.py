@@ -111,6 +111,7 @@ def test_tools_and_settings_reach_the_request(cli, emulator_env, tmp_path):
         request:
           prompt: "News about {{ title }}"
           safety_settings: [{category: HARM_CATEGORY_HARASSMENT, threshold: BLOCK_ONLY_HIGH}]
+          labels: {team: catalog}
           generation_config: {thinking_config: {thinking_budget: 0}}
         tools: [google_search]
         output: {uri: out.jsonl}
@@ -124,6 +125,7 @@ def test_tools_and_settings_reach_the_request(cli, emulator_env, tmp_path):
         {"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_ONLY_HIGH"}
     ]
     assert request["generationConfig"] == {"thinkingConfig": {"thinkingBudget": 0}}
+    assert request["labels"] == {"team": "catalog"}
 
 
 def test_failed_lines_are_retried_then_go_to_the_errors_sink(cli, client, emulator, emulator_env, tmp_path):

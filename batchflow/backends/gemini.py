@@ -213,7 +213,7 @@ def _present(call: Callable[[], object]) -> bool:
     return True
 
 
-_HOISTED = ("systemInstruction", "safetySettings", "tools", "toolConfig", "cachedContent")
+_HOISTED = ("systemInstruction", "safetySettings", "tools", "toolConfig", "cachedContent", "labels")
 
 
 def _config_of(request: dict) -> dict:
