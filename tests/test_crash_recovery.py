@@ -136,3 +136,41 @@ def test_backend_find_returns_job_by_display_name(client, emulator):
         config={"display_name": "wanted"},
     )
     assert backend.find("wanted").name == job.name
+
+
+def _lock_as(path, pid: int) -> None:
+    import socket as _socket
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"pid": pid, "host": _socket.gethostname(), "since": "earlier"}))
+
+
+def test_a_second_apply_stops_while_the_first_holds_the_lock(cli, client, emulator_env, tmp_path):
+    _project(tmp_path, n=2)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = tmp_path / "state/crash/lock"
+        _lock_as(lock, holder.pid)
+        result = cli("apply")
+        assert result.code == 1
+        assert f"locked by another apply (pid {holder.pid}" in result.err and "Traceback" not in result.err
+        assert list(client.batches.list()) == []  # it did nothing
+    finally:
+        holder.kill()
+        holder.wait()
+    # The holder died without cleaning up: its lock is taken over.
+    result = cli("apply", "--wait")
+    assert result.code == 0, result.err
+    assert not lock.exists()
+
+
+def test_apply_wait_waits_for_the_lock(cli, emulator_env, tmp_path):
+    import threading
+
+    _project(tmp_path, n=2)
+    lock = tmp_path / "state/crash/lock"
+    _lock_as(lock, os.getpid())  # held by a live process (this one)
+    threading.Timer(1.0, lock.unlink).start()
+    result = cli("apply", "--wait")
+    assert result.code == 0, result.err
+    assert "is locked by another apply" in result.err and "trying again" in result.err
