@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -129,7 +130,9 @@ def plan_cmd(
     for p in _load(paths):
         store = store_for(p, default)
         st = store.load(p.name)
-        actions = plan(st, scan(p, st, store, write=False), p.spec.retry.attempts, p.spec.output.uri)
+        with contextlib.closing(store.index(p.name, readonly=True)) as index:
+            desired = scan(p, st, store, index, write=False)
+        actions = plan(st, desired, p.spec.retry.attempts, p.spec.output.uri)
         if not actions:
             out.print(f"{p.name}: up to date")
             continue

@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # the SDK is imported only by commands that call the API
     from .backends.gemini import GeminiBackend, Job
 
 from .errors import BatchflowError, RemoteError, SourceError, StateError
+from .index import RequestIndex, chunks
 from .requests import (
     CACHE_PLACEHOLDER,
     FILE_PLACEHOLDER,
@@ -37,7 +38,7 @@ from .requests import (
     resolve_line,
 )
 from .shards import ShardInfo, build, shard_keys
-from .sinks import ResultReader, index_results, iter_results, open_sink, output_format, summarize
+from .sinks import ResultReader, open_sink, output_format, summarize
 from .sources import CsvDialect, Record, read_records
 from .spec import LoadedPipeline
 from .state import Blob, CacheRecord, LocalStore, OutputRecord, PipelineState, Shard, ShardStatus, now
@@ -165,59 +166,38 @@ def records(pipeline: LoadedPipeline) -> Iterator[Record]:
     return read_records(pipeline.resolve(source.uri), source.format, dialect)
 
 
-# Per-request errors worth another try; others (400 and the like) would fail the same way again.
-RETRYABLE_CODES = {None, 408, 429, 500, 502, 503, 504}
-
-
-def covered_hashes(pipeline: LoadedPipeline, state: PipelineState, store: LocalStore) -> set[str]:
-    """Request hashes that need no new job: in a shard still at work, or answered for good.
-
-    A request answered with a retryable error is not covered until it has
-    had `retry.attempts` tries, so the next scan puts it in a new shard.
-    """
-    covered: set[str] = set()
-    tries: dict[str, int] = {}
-    for shard in state.shards.values():
-        if shard.status is not ShardStatus.DONE:
-            covered.update(shard_keys(store.shard_path(pipeline.name, shard.id)))
-            continue
-        for result in iter_results(store.result_path(pipeline.name, shard.id)):
-            error = result.get("error")
-            if error is not None and error.get("code") in RETRYABLE_CODES:
-                tries[result["key"]] = tries.get(result["key"], 0) + 1
-            else:
-                covered.add(result["key"])
-    limit = pipeline.spec.retry.attempts
-    covered.update(h for h, n in tries.items() if n >= limit)
-    return covered
-
-
-def scan(pipeline: LoadedPipeline, state: PipelineState, store: LocalStore, *, write: bool) -> Scan:
+def scan(
+    pipeline: LoadedPipeline, state: PipelineState, store: LocalStore, index: RequestIndex, *, write: bool
+) -> Scan:
     """Render the source; group requests the state does not cover yet into shards.
 
-    With write=True the shard files are written into the store (apply);
-    with write=False only their ids are computed (plan).
+    With write=True the shard files are written into the store and recorded
+    in the index (apply); with write=False only their ids are computed (plan).
     """
-    covered = covered_hashes(pipeline, state, store)
+    live = {sh.id for sh in state.shards.values() if sh.status is not ShardStatus.DONE}
+    index.forget_keys()
     renderer = Renderer(pipeline)
     spec = pipeline.spec
     digest = hashlib.sha256(output_settings(pipeline).encode())
-    keys: set[str] = set()
     count = 0
 
     def new_lines():
         nonlocal count
-        for r in renderer.render(records(pipeline)):
-            if r.key in keys:
+        for chunk in chunks(renderer.render(records(pipeline))):
+            duplicate = index.first_seen([r.key for r in chunk])
+            if duplicate is not None:
+                r = next(r for r in reversed(chunk) if r.key == duplicate)
                 raise SourceError(
                     f"duplicate key {r.key!r} (source.key must be unique)",
                     uri=r.record.uri,
                     line=r.record.line,
                 )
-            keys.add(r.key)
-            count += 1
-            digest.update(r.hash.encode())
-            if r.hash not in covered:
+            covered = index.covered([r.hash for r in chunk], live, spec.retry.attempts)
+            for r in chunk:
+                count += 1
+                digest.update(r.hash.encode())
+                if r.hash in covered:
+                    continue
                 if len(r.line) + 1 > spec.batch.max_bytes:
                     raise SourceError(
                         f"record {r.key!r}: its request is {len(r.line) + 1} bytes, over batch.max_bytes",
@@ -230,6 +210,11 @@ def scan(pipeline: LoadedPipeline, state: PipelineState, store: LocalStore, *, w
     shards = build(
         new_lines(), spec.batch.max_requests, spec.batch.max_bytes, folder, taken=set(state.shards)
     )
+    if write:
+        # Before the state names these shards: a crash in between leaves index rows for
+        # shards the state does not know, which nothing reads; the reverse would resend them.
+        for info in shards:
+            index.add_shard(info.id, shard_keys(folder / f"{info.id}.jsonl"))
     return Scan(
         requests=count,
         new_shards=shards,
@@ -284,13 +269,14 @@ class Applier:
         self.embed = pipeline.spec.embed is not None
 
     def run(self) -> Outcome:
-        with self.store.lock(self.p.name):
+        with self.store.lock(self.p.name), contextlib.closing(self.store.index(self.p.name)) as index:
+            self.index = index
             state = self.store.load(self.p.name)
             outcome = Outcome(self.p.name)
             # Each round submits what the state does not cover yet; a round whose jobs all
             # finished may leave failed requests to send again, bounded by retry.attempts.
             while True:
-                s = scan(self.p, state, self.store, write=True)
+                s = scan(self.p, state, self.store, index, write=True)
                 for digest, ref in s.files.items():
                     state.blobs.setdefault(digest, Blob(path=ref.path, mime_type=ref.mime_type))
                 if s.cache is not None:
@@ -314,7 +300,7 @@ class Applier:
                     self._advance(state, shard, outcome)
                 if outcome.waiting or any(next_action(sh, self.attempts) for sh in state.shards.values()):
                     return outcome
-                fresh = scan(self.p, state, self.store, write=False)
+                fresh = scan(self.p, state, self.store, index, write=False)
                 if not fresh.new_shards:
                     break
             for action in plan(state, fresh, self.attempts, self.p.spec.output.uri):
@@ -376,6 +362,7 @@ class Applier:
                         self.backend.download_inline(shard.job_name, path)
                     else:
                         self.backend.download(shard.result_file, path)
+                    self.index.add_results(shard.id, path)
                     self._save(state, shard, status=ShardStatus.DONE)
                     self._say(action, f"saved to {path}")
                 case Kind.RETRY:
@@ -494,14 +481,8 @@ class Applier:
 
     def _write_output(self, state: PipelineState, s: Scan, action: Action) -> None:
         spec = self.p.spec
-        done = [sh for sh in state.shards.values() if sh.status is ShardStatus.DONE]
-        failed = {
-            key: sh
-            for sh in state.shards.values()
-            if sh.status is ShardStatus.FAILED
-            for key in shard_keys(self.store.shard_path(self.p.name, sh.id))
-        }
-        reader = ResultReader(index_results(self.store.result_path(self.p.name, sh.id) for sh in done))
+        failed = {sh.id: sh for sh in state.shards.values() if sh.status is ShardStatus.FAILED}
+        reader = ResultReader(lambda shard: self.store.result_path(self.p.name, shard))
         config = spec.request.generation_config if spec.request else None
         parse_json = bool(config and config.response_mime_type == "application/json")
         columns = spec.output.columns
@@ -515,17 +496,20 @@ class Applier:
                 if spec.errors
                 else out
             )
-            for r in Renderer(self.p).render(records(self.p)):
-                row = {"key": r.key, **{c: r.record.data.get(c) for c in columns}}
-                result = reader.get(r.hash)
-                if result is not None:
-                    row.update(summarize(result, parse_json=parse_json))
-                else:
-                    shard = failed.get(r.hash)
-                    why = f"job {shard.job_name} ended {shard.error}" if shard else "no result"
-                    row["error"] = {"code": None, "status": None, "message": why}
-                errors += "error" in row
-                (err if "error" in row else out).write(row)
+            for chunk in chunks(Renderer(self.p).render(records(self.p))):
+                hashes = [r.hash for r in chunk]
+                found = self.index.results(hashes)
+                lost = self.index.shards_of([h for h in hashes if h not in found], set(failed))
+                for r in chunk:
+                    row = {"key": r.key, **{c: r.record.data.get(c) for c in columns}}
+                    if r.hash in found:
+                        row.update(summarize(reader.get(*found[r.hash]), parse_json=parse_json))
+                    else:
+                        shard = failed.get(lost.get(r.hash, ""))
+                        why = f"job {shard.job_name} ended {shard.error}" if shard else "no result"
+                        row["error"] = {"code": None, "status": None, "message": why}
+                    errors += "error" in row
+                    (err if "error" in row else out).write(row)
             count = out.count + (err.count if err is not out else 0)
         state.output = OutputRecord(
             uri=spec.output.uri, digest=s.digest, records=count, errors=errors, written_at=now()

@@ -6,7 +6,7 @@ import contextlib
 import csv
 import io
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -14,54 +14,26 @@ import fsspec
 
 from .atomic import atomic_open
 
-ResultIndex = dict[str, tuple[Path, int]]
-
-
-def iter_results(path: Path) -> Iterator[dict[str, Any]]:
-    with open(path, "rb") as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
-
-
-def index_results(files: Iterable[Path]) -> ResultIndex:
-    """Where each request hash's result line is: (file, byte offset). Later files win."""
-    index: ResultIndex = {}
-    for path in files:
-        with open(path, "rb") as f:
-            offset = 0
-            for line in f:
-                if line.strip():
-                    key = json.loads(line).get("key")
-                    if key is not None:
-                        index[key] = (path, offset)
-                offset += len(line)
-    return index
-
 
 class ResultReader:
-    """Reads result lines by their index entry, keeping one file open at a time."""
+    """Reads result lines by (shard, byte offset), keeping one file open at a time."""
 
-    def __init__(self, index: ResultIndex) -> None:
-        self.index = index
-        self._path: Path | None = None
+    def __init__(self, path_of: Callable[[str], Path]) -> None:
+        self.path_of = path_of
+        self._shard: str | None = None
         self._file: IO[bytes] | None = None
 
-    def get(self, digest: str) -> dict[str, Any] | None:
-        where = self.index.get(digest)
-        if where is None:
-            return None
-        path, offset = where
-        if path != self._path:
+    def get(self, shard: str, offset: int) -> dict[str, Any]:
+        if shard != self._shard:
             self.close()
-            self._file, self._path = open(path, "rb"), path
+            self._file, self._shard = open(self.path_of(shard), "rb"), shard
         self._file.seek(offset)
         return json.loads(self._file.readline())
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
-        self._file, self._path = None, None
+        self._file, self._shard = None, None
 
 
 def summarize(result: dict[str, Any], *, parse_json: bool) -> dict[str, Any]:

@@ -6,6 +6,7 @@ Layout of a store (default `.batchflow/`):
     <pipeline>/lock                held by the apply that is acting on the pipeline
     <pipeline>/shards/<id>.jsonl   batch input files, content-addressed
     <pipeline>/results/<id>.jsonl  result files downloaded from the service
+    <pipeline>/index.sqlite3       which shard holds each request, where its result is
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from .atomic import write_atomic
 from .errors import LockedError, StateError
+from .index import RequestIndex
 
 STATE_VERSION = 1
 
@@ -105,6 +107,9 @@ class LocalStore:
 
     def result_path(self, pipeline: str, shard_id: str) -> Path:
         return self.folder(pipeline) / "results" / f"{shard_id}.jsonl"
+
+    def index(self, pipeline: str, *, readonly: bool = False) -> RequestIndex:
+        return RequestIndex(self.folder(pipeline) / "index.sqlite3", readonly=readonly)
 
     def load(self, pipeline: str) -> PipelineState:
         path = self.folder(pipeline) / "state.json"

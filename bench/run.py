@@ -8,6 +8,7 @@ at two input sizes so that growth with input size shows.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import resource
 import subprocess
@@ -37,7 +38,8 @@ def batchflow_side(folder: Path) -> None:
 
     (pipeline,) = load_pipelines([folder / "spec.yaml"])
     store = LocalStore(folder / "state")
-    scan(pipeline, PipelineState(pipeline="bench"), store, write=True)
+    with contextlib.closing(store.index("bench")) as index:
+        scan(pipeline, PipelineState(pipeline="bench"), store, index, write=True)
 
 
 def baseline_side(folder: Path) -> None:

@@ -142,3 +142,12 @@ def test_state_override_and_labels(cli, emulator_env, tmp_path):
     out = cli("status").out
     assert "output: 2 records" in out and "labels: team=catalog, cost-center=42" in out
     assert json.loads(cli("status", "--json").out)[0]["labels"] == {"team": "catalog", "cost-center": "42"}
+
+
+def test_duplicate_keys_are_found_across_chunks(cli, emulator_env, tmp_path):
+    write(tmp_path / "pipelines/tags.yaml", SPEC)
+    items = [{"sku": f"S{i}", "title": "t"} for i in range(600)] + [{"sku": "S10", "title": "again"}]
+    write(tmp_path / "pipelines/data/items.jsonl", "".join(json.dumps(i) + "\n" for i in items))
+    result = cli("plan")
+    assert result.code == 1
+    assert "items.jsonl:601: duplicate key 'S10'" in result.err

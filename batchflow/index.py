@@ -1,0 +1,169 @@
+"""The request index: which shard holds each request, and where its result is, on disk.
+
+Sets of request hashes grow with the input; kept in SQLite next to the state
+document, they cost the same few megabytes of memory for a thousand records
+or for ten million. Lookups go by chunks of hashes (`CHUNK`), so a scan makes
+one query per chunk, not one per record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+CHUNK = 500  # hashes per query (SQLite's default limit on parameters is far above)
+# Per-request errors worth another try; others (400 and the like) would fail the same way again.
+RETRYABLE_CODES = {None, 408, 429, 500, 502, 503, 504}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS shard_requests (hash TEXT, shard TEXT, PRIMARY KEY (hash, shard)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS results (
+    hash TEXT PRIMARY KEY,
+    shard TEXT NOT NULL,
+    offset INTEGER NOT NULL,
+    state TEXT NOT NULL,          -- ok | error (for good) | retry (a retryable error)
+    tries INTEGER NOT NULL        -- retryable errors so far
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS indexed (shard TEXT PRIMARY KEY) WITHOUT ROWID;
+"""
+
+
+class RequestIndex:
+    """Opened read-only (`plan`) it never writes; a missing file is then an empty index."""
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        if readonly and not path.exists():
+            self.db = sqlite3.connect(":memory:", isolation_level=None)
+        elif readonly:
+            self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(path, isolation_level=None)  # explicit transactions below
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+        if not readonly or not path.exists():
+            self.db.executescript(_SCHEMA)
+        # Keys seen by the current scan: duplicates are an error, found without a set in memory.
+        self.db.execute("CREATE TEMP TABLE seen_keys (key TEXT PRIMARY KEY) WITHOUT ROWID")
+
+    def forget_keys(self) -> None:
+        """Start a new scan of the source."""
+        self.db.execute("DELETE FROM temp.seen_keys")
+
+    def first_seen(self, keys: list[str]) -> str | None:
+        """Record the keys; return the first that was seen before (in this scan), if any."""
+        local: set[str] = set()
+        for key in keys:
+            if key in local:
+                return key
+            local.add(key)
+        marks = ",".join("?" * len(keys))
+        seen = {k for (k,) in self.db.execute(f"SELECT key FROM temp.seen_keys WHERE key IN ({marks})", keys)}
+        if seen:
+            return next(k for k in keys if k in seen)
+        self.db.executemany("INSERT INTO temp.seen_keys VALUES (?)", ((k,) for k in keys))
+        return None
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self.db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def add_shard(self, shard: str, hashes: Iterable[str]) -> None:
+        """Record a shard's requests; idempotent."""
+        with self._transaction():
+            self.db.executemany(
+                "INSERT OR IGNORE INTO shard_requests VALUES (?, ?)", ((h, shard) for h in hashes)
+            )
+
+    def add_results(self, shard: str, path: Path) -> None:
+        """Index a downloaded result file, once per shard however often it is called."""
+        with self._transaction():
+            if self.db.execute("SELECT 1 FROM indexed WHERE shard = ?", (shard,)).fetchone():
+                return
+            offset = 0
+            with open(path, "rb") as f:
+                for line in f:
+                    if line.strip():
+                        self._add_result(json.loads(line), shard, offset)
+                    offset += len(line)
+            self.db.execute("INSERT INTO indexed VALUES (?)", (shard,))
+
+    def _add_result(self, result: dict, shard: str, offset: int) -> None:
+        digest = result.get("key")
+        error = result.get("error")
+        if error is not None and error.get("code") in RETRYABLE_CODES:
+            # A retryable error never replaces an answer for good.
+            self.db.execute(
+                "INSERT INTO results VALUES (?, ?, ?, 'retry', 1) ON CONFLICT (hash) DO UPDATE SET "
+                "tries = tries + 1, shard = excluded.shard, offset = excluded.offset WHERE state = 'retry'",
+                (digest, shard, offset),
+            )
+        else:
+            state = "error" if error is not None else "ok"
+            self.db.execute(
+                "INSERT INTO results VALUES (?, ?, ?, ?, 0) ON CONFLICT (hash) DO UPDATE SET "
+                "shard = excluded.shard, offset = excluded.offset, state = excluded.state",
+                (digest, shard, offset, state),
+            )
+
+    def covered(self, hashes: list[str], live: set[str], attempts: int) -> set[str]:
+        """Of `hashes`, those that need no new job: in a `live` shard, or answered for good
+        (a success, a permanent error, or `attempts` retryable errors)."""
+        marks = ",".join("?" * len(hashes))
+        found = {
+            h
+            for (h,) in self.db.execute(
+                f"SELECT hash FROM results WHERE hash IN ({marks}) AND (state != 'retry' OR tries >= ?)",
+                (*hashes, attempts),
+            )
+        }
+        if live:
+            shards = ",".join("?" * len(live))
+            found.update(
+                h
+                for (h,) in self.db.execute(
+                    f"SELECT hash FROM shard_requests WHERE hash IN ({marks}) AND shard IN ({shards})",
+                    (*hashes, *live),
+                )
+            )
+        return found
+
+    def results(self, hashes: list[str]) -> dict[str, tuple[str, int]]:
+        """Where each hash's latest result line is: (shard, byte offset)."""
+        marks = ",".join("?" * len(hashes))
+        rows = self.db.execute(f"SELECT hash, shard, offset FROM results WHERE hash IN ({marks})", hashes)
+        return {h: (shard, offset) for h, shard, offset in rows}
+
+    def shards_of(self, hashes: list[str], among: set[str]) -> dict[str, str]:
+        """For each hash, one shard of `among` that holds it."""
+        if not among:
+            return {}
+        marks, shards = ",".join("?" * len(hashes)), ",".join("?" * len(among))
+        rows = self.db.execute(
+            f"SELECT hash, shard FROM shard_requests WHERE hash IN ({marks}) AND shard IN ({shards})",
+            (*hashes, *among),
+        )
+        return dict(rows)
+
+
+def chunks(items: Iterable, size: int = CHUNK) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
