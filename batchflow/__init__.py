@@ -9,6 +9,7 @@ The library behind the `batchflow` command:
 
 __version__ = "0.1.0"
 
+from .apply import Outcome, apply_all
 from .errors import (
     BatchflowError,
     LockedError,
@@ -19,7 +20,7 @@ from .errors import (
     StateError,
 )
 from .loader import load_pipelines
-from .reconcile import Action, Kind, Outcome, apply_all, plan, scan
+from .reconcile import Action, Kind, plan, scan
 from .settings import Settings
 from .spec import LoadedPipeline, Pipeline
 from .state import LocalStore, PipelineState

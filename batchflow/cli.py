@@ -14,9 +14,10 @@ import typer
 from rich.console import Console
 
 from . import __version__
+from .apply import apply_all
 from .errors import BatchflowError, SpecErrors
 from .loader import load_pipelines
-from .reconcile import Action, apply_all, plan, scan, store_for
+from .reconcile import Action, plan, scan, store_for
 from .settings import Settings
 from .spec import LoadedPipeline, Pipeline
 from .state import LocalStore

@@ -1,21 +1,15 @@
-"""Plan and apply: move each pipeline from its state towards its spec.
+"""Reconciling, the deciding half: what a pipeline needs, from its spec, its source and its state.
 
 `scan` reads the desired side (spec + source, and which requests the state
-already covers); `plan` is a pure function of that scan and the state; `apply`
-takes the planned actions one at a time, saving the state after each, so a
-run killed anywhere resumes from the last completed step.
+already covers); `next_action` and `plan` are pure functions of that scan and
+the state. `apply.py` takes the actions.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import re
-import shutil
-import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -24,24 +18,18 @@ from typing import TYPE_CHECKING
 import fsspec
 
 if TYPE_CHECKING:  # the SDK is imported only by commands that call the API
-    from .backends.gemini import GeminiBackend, Job
+    pass
 
-from .errors import BatchflowError, RemoteError, SourceError, StateError
+from .errors import BatchflowError, SourceError
 from .index import RequestIndex, chunks
 from .requests import (
-    CACHE_PLACEHOLDER,
-    FILE_PLACEHOLDER,
     FileRef,
     Renderer,
-    cache_digest,
-    canonical,
-    resolve_line,
 )
 from .shards import ShardInfo, build, shard_keys
-from .sinks import ResultReader, open_sink, output_format, summarize
 from .sources import CsvDialect, Record, read_records
 from .spec import LoadedPipeline
-from .state import Blob, CacheRecord, LocalStore, OutputRecord, PipelineState, Shard, ShardStatus, now
+from .state import LocalStore, PipelineState, Shard, ShardStatus
 
 
 class Kind(StrEnum):
@@ -68,11 +56,6 @@ class Action:
     def symbol(self) -> str:
         return _SYMBOL.get(self.kind, "~")
 
-    @property
-    def creates(self) -> bool:
-        """Whether this action makes something new on the service (and may cost money)."""
-        return self.kind in (Kind.SUBMIT, Kind.CREATE, Kind.ADOPT, Kind.RETRY, Kind.UPLOAD)
-
 
 @dataclass
 class Scan:
@@ -98,22 +81,6 @@ def store_for(pipeline: LoadedPipeline, default: LocalStore) -> LocalStore:
     return LocalStore(pipeline.resolve(pipeline.spec.state))
 
 
-_FILE_REF = re.compile(re.escape(FILE_PLACEHOLDER) + r"([0-9a-f]{64})")
-
-
-@contextlib.contextmanager
-def _local_copy(path: str) -> Iterator[Path]:
-    """A local path for the SDK to upload: the file itself, or a temporary copy of a gs:// or s3:// one."""
-    if "://" not in path:
-        yield Path(path)
-        return
-    with tempfile.TemporaryDirectory(prefix="batchflow-") as tmp:
-        local = Path(tmp) / Path(path).name
-        with fsspec.open(path, "rb") as src, open(local, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-        yield local
-
-
 def display_name(pipeline: str, shard: Shard) -> str:
     """Deterministic job name: how a crashed apply finds the job it created."""
     return f"batchflow-{pipeline}-{shard.id[:16]}-{shard.attempt}"
@@ -134,13 +101,13 @@ def next_action(shard: Shard, attempts: int) -> Action | None:
         case s.SUBMITTED if shard.job_state == "JOB_STATE_SUCCEEDED":
             return Action(Kind.DOWNLOAD, shard.id, f"download results of {shard.job_name}")
         case s.SUBMITTED:
-            return Action(Kind.POLL, shard.id, f"poll {shard.job_name} ({_state_word(shard.job_state)})")
+            return Action(Kind.POLL, shard.id, f"poll {shard.job_name} ({state_word(shard.job_state)})")
         case s.FAILED if shard.attempt < attempts:
             return Action(Kind.RETRY, shard.id, f"resubmit (attempt {shard.attempt + 1} of {attempts})")
     return None
 
 
-def _state_word(job_state: str | None) -> str:
+def state_word(job_state: str | None) -> str:
     return (job_state or "unknown").removeprefix("JOB_STATE_").lower()
 
 
@@ -243,316 +210,3 @@ def _exists(uri: str) -> bool:
         return Path(uri).exists()
     fs, path = fsspec.core.url_to_fs(uri)
     return fs.exists(path)
-
-
-Report = Callable[[str, Action, str], None]
-
-
-@dataclass
-class Outcome:
-    pipeline: str
-    actions: int = 0
-    created: int = 0  # jobs created
-    waiting: list[str] = field(default_factory=list)  # jobs still running
-    done: bool = False
-
-
-class Applier:
-    """Takes the actions of one pipeline, saving the state after each."""
-
-    def __init__(self, pipeline: LoadedPipeline, store: LocalStore, backend: GeminiBackend, report: Report):
-        self.p = pipeline
-        self.store = store
-        self.backend = backend
-        self.report = report
-        self.attempts = pipeline.spec.retry.attempts
-        self.embed = pipeline.spec.embed is not None
-
-    def run(self) -> Outcome:
-        with self.store.lock(self.p.name), contextlib.closing(self.store.index(self.p.name)) as index:
-            self.index = index
-            state = self.store.load(self.p.name)
-            outcome = Outcome(self.p.name)
-            # Each round submits what the state does not cover yet; a round whose jobs all
-            # finished may leave failed requests to send again, bounded by retry.attempts.
-            while True:
-                s = scan(self.p, state, self.store, index, write=True)
-                for digest, ref in s.files.items():
-                    state.blobs.setdefault(digest, Blob(path=ref.path, mime_type=ref.mime_type))
-                if s.cache is not None:
-                    digest = cache_digest(self.p.spec.model, s.cache)
-                    if state.cache is None or state.cache.digest != digest:
-                        state.cache = CacheRecord(digest=digest, body=s.cache)
-                for info in s.new_shards:
-                    state.shards[info.id] = Shard(
-                        id=info.id,
-                        requests=info.requests,
-                        bytes=info.bytes,
-                        inline=info.bytes < self.p.spec.batch.inline_below,
-                        updated_at=now(),
-                    )
-                    outcome.actions += 1
-                    self._say(Action(Kind.SUBMIT, info.id, ""), f"new shard of {info.requests} requests")
-                if s.new_shards:
-                    state.output = None  # new results are coming: the output must be written again
-                    self.store.save(state)
-                for shard in list(state.shards.values()):
-                    self._advance(state, shard, outcome)
-                if outcome.waiting or any(next_action(sh, self.attempts) for sh in state.shards.values()):
-                    return outcome
-                fresh = scan(self.p, state, self.store, index, write=False)
-                if not fresh.new_shards:
-                    break
-            for action in plan(state, fresh, self.attempts, self.p.spec.output.uri):
-                if action.kind is Kind.OUTPUT:
-                    self._write_output(state, fresh, action)
-                    outcome.actions += 1
-            if state.cache is not None and state.cache.name is not None:
-                # Every request has its answer: a cache costs storage for as long as it lives.
-                self.backend.delete_cache(state.cache.name)
-                self._say(Action(Kind.OUTPUT, None, ""), f"deleted cache {state.cache.name}")
-                state.cache.name = None
-                self.store.save(state)
-            outcome.done = True
-            return outcome
-
-    def _say(self, action: Action, message: str) -> None:
-        self.report(self.p.name, action, message)
-
-    def _save(self, state: PipelineState, shard: Shard, **changes) -> None:
-        for k, v in changes.items():
-            setattr(shard, k, v)
-        shard.updated_at = now()
-        self.store.save(state)
-
-    def _advance(self, state: PipelineState, shard: Shard, outcome: Outcome) -> None:
-        while (action := next_action(shard, self.attempts)) is not None:
-            outcome.actions += 1
-            match action.kind:
-                case Kind.UPLOAD:
-                    name = self._upload_shard(state, shard)
-                    self._save(state, shard, status=ShardStatus.UPLOADED, file_name=name)
-                    self._say(action, f"uploaded as {name}")
-                case Kind.CREATE | Kind.ADOPT:
-                    job = None
-                    if action.kind is Kind.ADOPT:
-                        job = self.backend.find(display_name(self.p.name, shard))
-                    if job is None:
-                        # Recorded before the call: if we die before the answer is saved,
-                        # the next run adopts the job by name instead of creating another.
-                        self._save(state, shard, status=ShardStatus.CREATING)
-                        job = self._create(state, shard)
-                        outcome.created += 1
-                        self._say(action, f"created {job.name}")
-                    else:
-                        self._say(action, f"adopted {job.name}")
-                    self._record_job(state, shard, job)
-                case Kind.POLL:
-                    job = self.backend.get(shard.job_name)
-                    self._record_job(state, shard, job)
-                    if not job.done:
-                        self._keep_cache(state)
-                        outcome.waiting.append(job.name)
-                        self._say(action, _state_word(job.state))
-                        return
-                    self._say(action, _state_word(job.state))
-                case Kind.DOWNLOAD:
-                    path = self.store.result_path(self.p.name, shard.id)
-                    if shard.inline:
-                        self.backend.download_inline(shard.job_name, path)
-                    else:
-                        self.backend.download(shard.result_file, path)
-                    self.index.add_results(shard.id, path)
-                    self._save(state, shard, status=ShardStatus.DONE)
-                    self._say(action, f"saved to {path}")
-                case Kind.RETRY:
-                    self._save(
-                        state,
-                        shard,
-                        status=ShardStatus.PREPARED,
-                        attempt=shard.attempt + 1,
-                        file_name=None,
-                        job_name=None,
-                        job_state=None,
-                        result_file=None,
-                        error=None,
-                    )
-                    self._say(action, f"queued again (attempt {shard.attempt} of {self.attempts})")
-
-    def _create(self, state: PipelineState, shard: Shard) -> Job:
-        name = display_name(self.p.name, shard)
-        if shard.inline:
-            text = self._resolve(
-                state, self.store.shard_path(self.p.name, shard.id).read_text(encoding="utf-8")
-            )
-            lines = [json.loads(line) for line in text.splitlines()]
-            return self.backend.create_inline(
-                self.p.spec.model, [(x["key"], x["request"]) for x in lines], name
-            )
-        try:
-            return self.backend.create(
-                self.p.spec.model, shard.file_name, display_name(self.p.name, shard), embed=self.embed
-            )
-        except RemoteError as exc:
-            if (
-                exc.code in (400, 403, 404)
-                and shard.file_name
-                and not self.backend.file_exists(shard.file_name)
-            ):
-                # The service deletes uploads after about 48 hours: upload again.
-                self._save(state, shard, status=ShardStatus.PREPARED, file_name=None)
-                name = self._upload_shard(state, shard)
-                self._save(state, shard, status=ShardStatus.CREATING, file_name=name)
-                return self.backend.create(
-                    self.p.spec.model, name, display_name(self.p.name, shard), embed=self.embed
-                )
-            raise
-
-    def _upload_shard(self, state: PipelineState, shard: Shard) -> str:
-        """Upload a shard's input file, with the names of its files and cache filled in."""
-        path = self.store.shard_path(self.p.name, shard.id)
-        text = path.read_text(encoding="utf-8")
-        if "batchflow://" not in text:
-            return self.backend.upload(path, display_name(self.p.name, shard))
-        resolved = path.with_name(path.name + ".resolved")
-        try:
-            resolved.write_text(self._resolve(state, text), encoding="utf-8")
-            return self.backend.upload(resolved, display_name(self.p.name, shard))
-        finally:
-            resolved.unlink(missing_ok=True)
-
-    def _resolve(self, state: PipelineState, text: str) -> str:
-        """Swap the placeholders in shard lines for uploaded files' URIs and the cache's name."""
-        if "batchflow://" not in text:
-            return text
-        names = self._file_names(state, set(_FILE_REF.findall(text)))
-        if CACHE_PLACEHOLDER in text:
-            names[CACHE_PLACEHOLDER + state.cache.digest] = self._cache_name(state, names)
-        return "".join(resolve_line(line, names) for line in text.splitlines(True))
-
-    def _file_names(self, state: PipelineState, digests: set[str]) -> dict[str, str]:
-        """Placeholder -> URI of each file, uploading those the service does not hold (again)."""
-        names = {}
-        for digest in sorted(digests):
-            blob = state.blobs.get(digest)
-            if blob is None:
-                raise StateError(f"{self.p.name}: no record of file {digest[:12]}; run apply again")
-            if blob.name is None or not self.backend.file_exists(blob.name):
-                with _local_copy(blob.path) as local:
-                    blob.name, blob.uri = self.backend.upload_file(
-                        local, blob.mime_type, f"batchflow-{digest[:16]}"
-                    )
-                self.store.save(state)
-                self._say(Action(Kind.UPLOAD, None, ""), f"uploaded {blob.path} as {blob.name}")
-            names[FILE_PLACEHOLDER + digest] = blob.uri
-        return names
-
-    def _cache_name(self, state: PipelineState, names: dict[str, str]) -> str:
-        cache = state.cache
-        if cache.name is not None and self.backend.keep_cache(cache.name, self.p.spec.cache.ttl):
-            return cache.name
-        body = json.loads(canonical(cache.body))
-        digests = set(_FILE_REF.findall(json.dumps(body)))
-        files = {**names, **self._file_names(state, digests)}
-        body = json.loads(resolve_line(json.dumps(body), files))
-        cache.name = self.backend.create_cache(
-            self.p.spec.model, body, self.p.spec.cache.ttl, f"batchflow-{self.p.name}-{cache.digest[:12]}"
-        )
-        self.store.save(state)
-        self._say(Action(Kind.UPLOAD, None, ""), f"created cache {cache.name}")
-        return cache.name
-
-    def _keep_cache(self, state: PipelineState) -> None:
-        """Jobs still wait: push the cache's expiry out so their requests still find it."""
-        if state.cache is not None and state.cache.name is not None:
-            self.backend.keep_cache(state.cache.name, self.p.spec.cache.ttl)
-
-    def _record_job(self, state: PipelineState, shard: Shard, job: Job) -> None:
-        changes: dict = {
-            "job_name": job.name,
-            "job_state": job.state,
-            "result_file": job.result_file,
-        }
-        if job.done and job.state != "JOB_STATE_SUCCEEDED":
-            changes.update(status=ShardStatus.FAILED, error=job.error or _state_word(job.state))
-        else:
-            changes["status"] = ShardStatus.SUBMITTED
-        self._save(state, shard, **changes)
-
-    def _write_output(self, state: PipelineState, s: Scan, action: Action) -> None:
-        spec = self.p.spec
-        failed = {sh.id: sh for sh in state.shards.values() if sh.status is ShardStatus.FAILED}
-        reader = ResultReader(lambda shard: self.store.result_path(self.p.name, shard))
-        config = spec.request.generation_config if spec.request else None
-        parse_json = bool(config and config.response_mime_type == "application/json")
-        columns = spec.output.columns
-        out_uri = self.p.resolve(spec.output.uri)
-        errors = 0
-        with contextlib.ExitStack() as stack:
-            stack.callback(reader.close)
-            out = stack.enter_context(open_sink(out_uri, output_format(out_uri, spec.output.format)))
-            err = (
-                stack.enter_context(open_sink(self.p.resolve(spec.errors.uri), "jsonl"))
-                if spec.errors
-                else out
-            )
-            for chunk in chunks(Renderer(self.p).render(records(self.p))):
-                hashes = [r.hash for r in chunk]
-                found = self.index.results(hashes)
-                lost = self.index.shards_of([h for h in hashes if h not in found], set(failed))
-                for r in chunk:
-                    row = {"key": r.key, **{c: r.record.data.get(c) for c in columns}}
-                    if r.hash in found:
-                        row.update(summarize(reader.get(*found[r.hash]), parse_json=parse_json))
-                    else:
-                        shard = failed.get(lost.get(r.hash, ""))
-                        why = f"job {shard.job_name} ended {shard.error}" if shard else "no result"
-                        row["error"] = {"code": None, "status": None, "message": why}
-                    errors += "error" in row
-                    (err if "error" in row else out).write(row)
-            count = out.count + (err.count if err is not out else 0)
-        state.output = OutputRecord(
-            uri=spec.output.uri, digest=s.digest, records=count, errors=errors, written_at=now()
-        )
-        self.store.save(state)
-        where = f" ({errors} errors" + (f" to {spec.errors.uri})" if spec.errors else ")")
-        self._say(action, f"{count} records{where}")
-
-
-def apply_all(
-    pipelines: list[LoadedPipeline],
-    store: LocalStore,
-    backend: GeminiBackend,
-    report: Report,
-    *,
-    wait: bool = False,
-    poll_interval: float = 30.0,
-    warn: Callable[[str, str], None] = lambda pipeline, message: None,
-) -> list[Outcome]:
-    """Apply each pipeline; with wait, repeat (backing off) until all are done.
-
-    With wait, errors that may pass (429, 5xx, a held lock) are reported and
-    tried again on the next round; without it they end the run, and the next
-    apply resumes from the saved state.
-    """
-    delay = min(0.5, poll_interval)
-    outcomes = {p.name: Outcome(p.name) for p in pipelines}
-    while True:
-        for p in pipelines:
-            total = outcomes[p.name]
-            if total.done:
-                continue  # finished in an earlier round
-            try:
-                this = Applier(p, store_for(p, store), backend, report).run()
-            except BatchflowError as exc:
-                if not (wait and exc.transient):
-                    raise
-                warn(p.name, f"{exc}; trying again")
-                continue
-            total.actions += this.actions
-            total.created += this.created
-            total.waiting, total.done = this.waiting, this.done
-        if not wait or all(o.done for o in outcomes.values()):
-            return list(outcomes.values())
-        time.sleep(delay)
-        delay = min(delay * 2, poll_interval)
