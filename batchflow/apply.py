@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import fsspec
 
+from .atomic import write_atomic
 from .errors import BatchflowError, RemoteError, StateError
 from .index import chunks
 from .reconcile import (
@@ -168,8 +169,10 @@ class Applier:
                     path = self.store.result_path(self.p.name, shard.id)
                     if shard.inline:
                         self.backend.download_inline(shard.job_name, path)
-                    else:
+                    elif shard.result_file:
                         self.backend.download(shard.result_file, path)
+                    else:  # cancelled before it answered anything
+                        write_atomic(path, b"")
                     self.index.add_results(shard.id, path)
                     self._save(state, shard, status=ShardStatus.DONE)
                     self._say(action, f"saved to {path}")
@@ -281,7 +284,7 @@ class Applier:
             "job_state": job.state,
             "result_file": job.result_file,
         }
-        if job.done and job.state != "JOB_STATE_SUCCEEDED":
+        if job.done and job.state not in ("JOB_STATE_SUCCEEDED", "JOB_STATE_CANCELLED"):
             changes.update(status=ShardStatus.FAILED, error=job.error or state_word(job.state))
         else:
             changes["status"] = ShardStatus.SUBMITTED

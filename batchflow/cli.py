@@ -196,6 +196,41 @@ def apply_cmd(
 
 
 @command()
+def cancel(paths: Paths = None, state: StateOpt = None) -> None:
+    """Cancel the running jobs of the pipelines; a later apply sends what they did not finish."""
+    from .backends.gemini import GeminiBackend
+    from .teardown import cancel as cancel_jobs
+
+    settings = _settings(state)
+    count = cancel_jobs(_load(paths), LocalStore(settings.state), GeminiBackend(settings), _say)
+    out.print(f"{count} job(s) cancelled" if count else "no running jobs")
+
+
+@command()
+def destroy(
+    paths: Paths = None,
+    state: StateOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete the jobs, files and caches the pipelines made, and their state (outputs are kept)."""
+    from .backends.gemini import GeminiBackend
+    from .teardown import destroy as destroy_all
+
+    settings = _settings(state)
+    pipelines = _load(paths)
+    names = ", ".join(p.name for p in pipelines)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise BatchflowError(f"destroy {names}: add --yes to confirm when not at a terminal")
+        typer.confirm(f"Delete the jobs, files, caches and state of {names}?", abort=True)
+    destroy_all(pipelines, LocalStore(settings.state), GeminiBackend(settings), _say)
+
+
+def _say(pipeline: str, message: str) -> None:
+    out.print(f"{pipeline}: {message}")
+
+
+@command()
 def status(
     paths: Paths = None,
     state: StateOpt = None,

@@ -98,7 +98,9 @@ def next_action(shard: Shard, attempts: int) -> Action | None:
             return Action(Kind.CREATE, shard.id, "create batch job")
         case s.CREATING:
             return Action(Kind.ADOPT, shard.id, "find the job an interrupted run created, or create it")
-        case s.SUBMITTED if shard.job_state == "JOB_STATE_SUCCEEDED":
+        # A cancelled job keeps the results of the requests it finished; the rest are sent
+        # again by the next scan, as requests without an answer.
+        case s.SUBMITTED if shard.job_state in ("JOB_STATE_SUCCEEDED", "JOB_STATE_CANCELLED"):
             return Action(Kind.DOWNLOAD, shard.id, f"download results of {shard.job_name}")
         case s.SUBMITTED:
             return Action(Kind.POLL, shard.id, f"poll {shard.job_name} ({state_word(shard.job_state)})")

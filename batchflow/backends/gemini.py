@@ -188,6 +188,18 @@ class GeminiBackend:
         return _job(self.client.batches.get(name=name))
 
     @_remote
+    def cancel(self, name: str) -> None:
+        self.client.batches.cancel(name=name)
+
+    @_remote
+    def delete_job(self, name: str) -> None:
+        _present(lambda: self.client.batches.delete(name=name))  # already gone is as good
+
+    @_remote
+    def delete_file(self, name: str) -> None:
+        _present(lambda: self.client.files.delete(name=name))
+
+    @_remote
     def find(self, display_name: str) -> Job | None:
         """The newest job with this display name, if any."""
         for job in self.client.batches.list(config=types.ListBatchJobsConfig(page_size=100)):

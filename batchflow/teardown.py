@@ -1,0 +1,63 @@
+"""cancel and destroy: stop a pipeline's spending, and remove what it made on the service."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .reconcile import store_for
+from .spec import LoadedPipeline
+from .state import LocalStore, ShardStatus
+
+if TYPE_CHECKING:
+    from .backends.gemini import GeminiBackend
+
+Say = Callable[[str, str], None]
+
+
+def cancel(pipelines: list[LoadedPipeline], store: LocalStore, backend: GeminiBackend, say: Say) -> int:
+    """Ask the service to cancel every running job; returns how many. The next apply collects
+    what the cancelled jobs finished and sends the rest again."""
+    count = 0
+    for p in pipelines:
+        own = store_for(p, store)
+        with own.lock(p.name):
+            state = own.load(p.name)
+            for shard in state.shards.values():
+                if shard.status is ShardStatus.SUBMITTED and shard.job_state not in _DONE:
+                    backend.cancel(shard.job_name)
+                    say(p.name, f"cancelled {shard.job_name}")
+                    count += 1
+    return count
+
+
+def destroy(pipelines: list[LoadedPipeline], store: LocalStore, backend: GeminiBackend, say: Say) -> None:
+    """Cancel and delete the pipeline's jobs, delete its files and cache on the service, then
+    forget its state. Outputs are kept: they are the user's, not the pipeline's."""
+    for p in pipelines:
+        own = store_for(p, store)
+        with own.lock(p.name):
+            state = own.load(p.name)
+            for shard in state.shards.values():
+                if shard.job_name:
+                    if shard.job_state not in _DONE:
+                        backend.cancel(shard.job_name)
+                    backend.delete_job(shard.job_name)
+                    say(p.name, f"deleted job {shard.job_name}")
+                for name in (shard.file_name, shard.result_file):
+                    if name:
+                        backend.delete_file(name)
+                        say(p.name, f"deleted file {name}")
+            for blob in state.blobs.values():
+                if blob.name:
+                    backend.delete_file(blob.name)
+                    say(p.name, f"deleted file {blob.name} ({blob.path})")
+            if state.cache is not None and state.cache.name:
+                backend.delete_cache(state.cache.name)
+                say(p.name, f"deleted cache {state.cache.name}")
+        shutil.rmtree(own.folder(p.name), ignore_errors=True)
+        say(p.name, f"removed state {own.folder(p.name)}")
+
+
+_DONE = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}

@@ -1,0 +1,66 @@
+"""cancel stops spending; destroy removes what a pipeline made. Both through the CLI."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import write
+
+SPEC = """
+    version: 1
+    name: p
+    model: gemini-2.5-flash
+    source: {uri: data.jsonl, key: "{{ id }}"}
+    request: {prompt: "Say {{ id }}"}
+    output: {uri: out.jsonl}
+"""
+
+
+def _project(tmp_path, n):
+    write(tmp_path / "pipelines/p.yaml", SPEC)
+    write(tmp_path / "pipelines/data.jsonl", "".join(json.dumps({"id": i}) + "\n" for i in range(n)))
+
+
+def test_cancel_then_apply_collects_partial_results_and_sends_the_rest(
+    cli, client, emulator, emulator_env, tmp_path
+):
+    _project(tmp_path, n=1000)
+    emulator.store.clock.set_speed(1)
+    assert "waiting for 1 job" in cli("apply").out
+    emulator.store.clock.advance(30 + 55)  # about half way through the job
+    result = cli("cancel")
+    assert result.code == 0 and "1 job(s) cancelled" in result.out
+    emulator.store.clock.advance(10)
+    emulator.store.clock.set_speed(3600)
+    result = cli("apply", "--wait")
+    assert result.code == 0, result.err
+    jobs = list(client.batches.list())
+    assert sorted(j.state.name for j in jobs) == ["JOB_STATE_CANCELLED", "JOB_STATE_SUCCEEDED"]
+    second = next(j for j in jobs if j.state.name == "JOB_STATE_SUCCEEDED")
+    resent = emulator.store.get_job(second.name.removeprefix("batches/")).request_count
+    assert 0 < resent < 1000  # only what the cancelled job had not answered
+    rows = [json.loads(x) for x in (tmp_path / "pipelines/out.jsonl").read_text().splitlines()]
+    assert len(rows) == 1000 and all("error" not in r for r in rows)
+    assert "no running jobs" in cli("cancel").out
+
+
+def test_destroy_removes_jobs_files_cache_and_state_but_keeps_outputs(cli, client, emulator_env, tmp_path):
+    _project(tmp_path, n=3)
+    assert cli("apply", "--wait").code == 0
+    assert list(client.batches.list()) and list(client.files.list())
+    result = cli("destroy", "--yes")
+    assert result.code == 0, result.err
+    assert list(client.batches.list()) == [] and list(client.files.list()) == []
+    assert not (tmp_path / "state/p").exists()
+    assert (tmp_path / "pipelines/out.jsonl").exists()
+    assert "output: not written yet" in cli("status").out
+    assert cli("apply", "--wait").code == 0  # starts again from nothing
+
+
+def test_destroy_asks_for_yes_when_not_at_a_terminal(cli, emulator_env, tmp_path, monkeypatch):
+    import io
+
+    _project(tmp_path, n=1)
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    result = cli("destroy")
+    assert result.code == 1 and "--yes" in result.err
