@@ -158,11 +158,13 @@ class Applier:
                     self._record_job(state, shard, job)
                 case Kind.POLL:
                     job = self.backend.get(shard.job_name)
+                    changed = job.state != shard.job_state
                     self._record_job(state, shard, job)
                     if not job.done:
                         self._keep_cache(state)
                         outcome.waiting.append(job.name)
-                        self._say(action, state_word(job.state))
+                        if changed:  # --wait polls for hours: say only what is new
+                            self._say(action, state_word(job.state))
                         return
                     self._say(action, state_word(job.state))
                 case Kind.DOWNLOAD:
@@ -173,8 +175,8 @@ class Applier:
                         self.backend.download(shard.result_file, path)
                     else:  # cancelled before it answered anything
                         write_atomic(path, b"")
-                    self.index.add_results(shard.id, path)
-                    self._save(state, shard, status=ShardStatus.DONE)
+                    usage = self.index.add_results(shard.id, path)
+                    self._save(state, shard, status=ShardStatus.DONE, usage=usage)
                     self._say(action, f"saved to {path}")
                 case Kind.RETRY:
                     self._save(
@@ -339,6 +341,7 @@ def apply_all(
     wait: bool = False,
     poll_interval: float = 30.0,
     warn: Callable[[str, str], None] = lambda pipeline, message: None,
+    pause: Callable[[float, list[Outcome]], None] = lambda seconds, outcomes: time.sleep(seconds),
 ) -> list[Outcome]:
     """Apply each pipeline; with wait, repeat (backing off) until all are done.
 
@@ -364,5 +367,5 @@ def apply_all(
             total.waiting, total.done = this.waiting, this.done
         if not wait or all(o.done for o in outcomes.values()):
             return list(outcomes.values())
-        time.sleep(delay)
+        pause(delay, list(outcomes.values()))
         delay = min(delay * 2, poll_interval)

@@ -6,6 +6,7 @@ import contextlib
 import functools
 import json
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Annotated
@@ -177,6 +178,14 @@ def apply_cmd(
     def warn(pipeline: str, message: str) -> None:
         err.print(f"{pipeline}: warning: {message}", markup=False)
 
+    def pause(seconds: float, outcomes) -> None:
+        jobs = sum(len(o.waiting) for o in outcomes if not o.done)
+        if not out.is_terminal:
+            time.sleep(seconds)
+            return
+        with out.status(f"waiting for {jobs} job(s); next check in {seconds:.0f} s"):
+            time.sleep(seconds)
+
     outcomes = apply_all(
         pipelines,
         LocalStore(settings.state),
@@ -185,6 +194,7 @@ def apply_cmd(
         wait=wait,
         poll_interval=settings.poll_interval,
         warn=warn,
+        pause=pause,
     )
     for o in outcomes:
         if o.actions == 0:
@@ -247,6 +257,10 @@ def status(
                 "labels": p.spec.labels,
                 "requests": sum(s.requests for s in st.shards.values()),
                 "shards": {str(k): v for k, v in Counter(s.status.value for s in st.shards.values()).items()},
+                "tokens": {
+                    kind: sum(s.usage.get(kind, 0) for s in st.shards.values())
+                    for kind in ("prompt", "output", "cached")
+                },
                 "jobs": [
                     {"name": s.job_name, "state": s.job_state, "shard": s.id, "attempt": s.attempt}
                     for s in st.shards.values()
@@ -263,6 +277,9 @@ def status(
         out.print(f"{r['pipeline']}: {r['requests']} requests; shards: {shards}")
         if r["labels"]:
             out.print("  labels: " + ", ".join(f"{k}={v}" for k, v in r["labels"].items()))
+        t = r["tokens"]
+        if any(t.values()):
+            out.print(f"  tokens: {t['prompt']:,} prompt ({t['cached']:,} cached), {t['output']:,} output")
         for j in r["jobs"]:
             out.print(
                 f"  {j['name']}  {(j['state'] or '').removeprefix('JOB_STATE_').lower()}"

@@ -87,18 +87,27 @@ class RequestIndex:
                 "INSERT OR IGNORE INTO shard_requests VALUES (?, ?)", ((h, shard) for h in hashes)
             )
 
-    def add_results(self, shard: str, path: Path) -> None:
-        """Index a downloaded result file, once per shard however often it is called."""
+    def add_results(self, shard: str, path: Path) -> dict[str, int]:
+        """Index a downloaded result file, once per shard however often it is called;
+        returns the tokens its responses used."""
+        usage = {"prompt": 0, "output": 0, "cached": 0}
         with self._transaction():
-            if self.db.execute("SELECT 1 FROM indexed WHERE shard = ?", (shard,)).fetchone():
-                return
+            first = not self.db.execute("SELECT 1 FROM indexed WHERE shard = ?", (shard,)).fetchone()
             offset = 0
             with open(path, "rb") as f:
                 for line in f:
                     if line.strip():
-                        self._add_result(json.loads(line), shard, offset)
+                        result = json.loads(line)
+                        if first:
+                            self._add_result(result, shard, offset)
+                        counts = (result.get("response") or {}).get("usageMetadata") or {}
+                        usage["prompt"] += counts.get("promptTokenCount", 0)
+                        usage["output"] += counts.get("candidatesTokenCount", 0)
+                        usage["cached"] += counts.get("cachedContentTokenCount", 0)
                     offset += len(line)
-            self.db.execute("INSERT INTO indexed VALUES (?)", (shard,))
+            if first:
+                self.db.execute("INSERT INTO indexed VALUES (?)", (shard,))
+        return usage
 
     def _add_result(self, result: dict, shard: str, offset: int) -> None:
         digest = result.get("key")

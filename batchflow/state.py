@@ -55,6 +55,7 @@ class Shard(BaseModel):
     job_state: str | None = None  # JOB_STATE_*
     result_file: str | None = None  # files/... on the service
     error: str | None = None
+    usage: dict[str, int] = {}  # tokens of the results: prompt, output, cached
     updated_at: str = ""
 
 

@@ -114,6 +114,9 @@ def test_status_before_and_after(cli, emulator_env, tmp_path):
     cli("apply", "--wait")
     out = cli("status").out
     assert "1 done" in out and "output: 2 records, 0 errors" in out
+    assert "tokens: " in out and " prompt (0 cached), " in out
+    tokens = json.loads(cli("status", "--json").out)[0]["tokens"]
+    assert tokens["prompt"] > 0 and tokens["output"] > 0 and tokens["cached"] == 0
 
 
 def test_missing_template_field_names_record_and_field(cli, emulator_env, tmp_path):
