@@ -143,7 +143,10 @@ def plan_cmd(
             out.print(f"  {a.symbol} {_describe(a)}")
             counts[a.kind] += 1
     if counts:
-        out.print("Plan: " + ", ".join(f"{n} {kind}" for kind, n in counts.items()) + ".")
+        words = [
+            f"{n} output(s) to write" if kind == "output" else f"{n} to {kind}" for kind, n in counts.items()
+        ]
+        out.print("Plan: " + ", ".join(words) + ".")
         if detailed_exitcode:
             raise typer.Exit(2)
     else:
