@@ -261,18 +261,22 @@ class Applier:
         return names
 
     def _cache_name(self, state: PipelineState, names: dict[str, str]) -> str:
-        cache = state.cache
-        if cache.name is not None and self.backend.keep_cache(cache.name, self.p.spec.cache.ttl):
+        cache, ttl = state.cache, self.p.spec.cache.ttl
+        if cache.name is not None and self.backend.keep_cache(cache.name, ttl):
             return cache.name
-        body = json.loads(canonical(cache.body))
-        digests = set(_FILE_REF.findall(json.dumps(body)))
-        files = {**names, **self._file_names(state, digests)}
-        body = json.loads(resolve_line(json.dumps(body), files))
-        cache.name = self.backend.create_cache(
-            self.p.spec.model, body, self.p.spec.cache.ttl, f"batchflow-{self.p.name}-{cache.digest[:12]}"
-        )
+        # Deterministic, like job names: a run killed between the create and the state
+        # write finds its cache instead of paying for a second one.
+        title = f"batchflow-{self.p.name}-{cache.digest[:12]}"
+        found = self.backend.find_cache(title)
+        if found is not None and self.backend.keep_cache(found, ttl):
+            cache.name = found
+        else:
+            body = json.loads(canonical(cache.body))
+            files = {**names, **self._file_names(state, set(_FILE_REF.findall(json.dumps(body))))}
+            body = json.loads(resolve_line(json.dumps(body), files))
+            cache.name = self.backend.create_cache(self.p.spec.model, body, ttl, title)
+            self._say(Action(Kind.UPLOAD, None, ""), f"created cache {cache.name}")
         self.store.save(state)
-        self._say(Action(Kind.UPLOAD, None, ""), f"created cache {cache.name}")
         return cache.name
 
     def _keep_cache(self, state: PipelineState) -> None:

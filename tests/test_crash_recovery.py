@@ -174,3 +174,50 @@ def test_apply_wait_waits_for_the_lock(cli, emulator_env, tmp_path):
     result = cli("apply", "--wait")
     assert result.code == 0, result.err
     assert "is locked by another apply" in result.err and "trying again" in result.err
+
+
+CACHED = """
+    version: 1
+    name: crash
+    model: gemini-2.5-flash
+    source: {uri: data/in.jsonl, key: "{{ id }}"}
+    request: {prompt: "Describe {{ id }}", files: ["{{ img }}"]}
+    cache: {contents: ["GUIDE"], ttl: 1h}
+    batch: {max_requests: 2}
+    output: {uri: out.jsonl}
+"""
+
+
+@pytest.mark.parametrize("kill_after_lines", [1, 2, 3, 5, 8])
+def test_kill_9_with_files_and_a_cache(kill_after_lines, client, emulator, emulator_env, tmp_path):
+    write(tmp_path / "pipelines/crash.yaml", CACHED.replace("GUIDE", "Write plainly and briefly. " * 200))
+    for name in ("a", "b"):
+        (tmp_path / f"pipelines/{name}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + name.encode() * 9)
+    write(
+        tmp_path / "pipelines/data/in.jsonl",
+        "".join(json.dumps({"id": i, "img": f"{'ab'[i % 2]}.png"}) + "\n" for i in range(5)),
+    )
+    env = {**os.environ, **emulator_env}
+    proc = _spawn_apply(env)
+    for _ in range(kill_after_lines):
+        if not proc.stdout.readline():
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    rerun = subprocess.run(
+        [sys.executable, "-m", "batchflow", "apply", "--wait"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    jobs = list(client.batches.list())
+    assert len(jobs) == 3 and len({j.display_name for j in jobs}) == 3
+    assert (
+        len([f for f in client.files.list() if f.mime_type == "image/png"]) <= 2 + 1
+    )  # a lost answer may cost one
+    rows = [json.loads(line) for line in (tmp_path / "pipelines/out.jsonl").read_text().splitlines()]
+    assert [r["key"] for r in rows] == [str(i) for i in range(5)]
+    assert all("error" not in r and r["usage"]["cached_tokens"] > 0 for r in rows)
+    assert list(client.caches.list()) == []  # one cache, adopted if need be, and deleted at the end

@@ -129,6 +129,14 @@ class GeminiBackend:
         return self.client.caches.create(model=model, config=config).name
 
     @_remote
+    def find_cache(self, display_name: str) -> str | None:
+        """The name of a live cache with this display name, if any."""
+        for cache in self.client.caches.list(config=types.ListCachedContentsConfig(page_size=100)):
+            if cache.display_name == display_name:
+                return cache.name
+        return None
+
+    @_remote
     def keep_cache(self, name: str, ttl: float) -> bool:
         """Extend a cache's life by `ttl` from now; False if it is gone."""
         config = types.UpdateCachedContentConfig(ttl=f"{int(ttl)}s")
