@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from . import __version__
@@ -30,8 +31,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# No markup: paths, keys and messages are printed as they are, brackets and all.
+out = Console(highlight=False, soft_wrap=True, markup=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 Paths = Annotated[
     list[Path] | None,
@@ -57,9 +59,9 @@ def command(name: str | None = None):
                 return fn(*args, **kwargs)
             except SpecErrors as exc:
                 for e in exc.errors:
-                    err.print(str(e), markup=False)
+                    err.print(str(e))
             except BatchflowError as exc:
-                err.print(f"error: {exc}", markup=False)
+                err.print(f"error: {exc}")
             raise typer.Exit(1)
 
         app.command(name)(wrapper)
@@ -69,7 +71,13 @@ def command(name: str | None = None):
 
 
 def _settings(state: str | None = None) -> Settings:
-    return Settings(**({"state": state} if state else {}))
+    try:
+        return Settings(**({"state": state} if state else {}))
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        field = str(problem["loc"][0]) if problem["loc"] else "settings"
+        name = field if field.isupper() else f"BATCHFLOW_{field.upper()}"
+        raise BatchflowError(f"{name}: {problem['msg']}") from None
 
 
 def _load(paths: list[Path] | None) -> list[LoadedPipeline]:
@@ -179,7 +187,7 @@ def apply_cmd(
         )
 
     def warn(pipeline: str, message: str) -> None:
-        err.print(f"{pipeline}: warning: {message}", markup=False)
+        err.print(f"{pipeline}: warning: {message}")
 
     def pause(seconds: float, outcomes) -> None:
         jobs = sum(len(o.waiting) for o in outcomes if not o.done)

@@ -154,3 +154,19 @@ def test_duplicate_keys_are_found_across_chunks(cli, emulator_env, tmp_path):
     result = cli("plan")
     assert result.code == 1
     assert "items.jsonl:601: duplicate key 'S10'" in result.err
+
+
+def test_bad_setting_is_one_line(cli, tmp_path):
+    _project(tmp_path, n=1)
+    result = cli("plan", env={"BATCHFLOW_POLL_INTERVAL": "soon"})
+    assert result.code == 1
+    assert result.err.startswith("error: BATCHFLOW_POLL_INTERVAL: ") and "Traceback" not in result.err
+
+
+def test_output_with_brackets_is_printed_as_is(cli, tmp_path):
+    _project(tmp_path, n=1)
+    spec = tmp_path / "pipelines/tags.yaml"
+    target = tmp_path / "pipelines/[bold]odd.yaml"
+    spec.rename(target)
+    result = cli("validate", str(target))
+    assert result.code == 0 and "[bold]odd.yaml: tags: valid" in result.out
