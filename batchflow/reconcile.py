@@ -20,7 +20,7 @@ import fsspec
 if TYPE_CHECKING:  # the SDK is imported only by commands that call the API
     pass
 
-from .errors import BatchflowError, SourceError
+from .errors import SourceError
 from .index import RequestIndex, chunks
 from .requests import (
     FileRef,
@@ -73,11 +73,6 @@ def store_for(pipeline: LoadedPipeline, default: LocalStore) -> LocalStore:
     """The pipeline's own state store (`state:` in its spec, relative to the spec), else the default."""
     if pipeline.spec.state is None:
         return default
-    if "://" in pipeline.spec.state:
-        raise BatchflowError(
-            f"{pipeline.path}: state: remote state stores ({pipeline.spec.state}) are not supported yet; "
-            "use a local folder"
-        )
     return LocalStore(pipeline.resolve(pipeline.spec.state))
 
 

@@ -98,6 +98,10 @@ class LocalStore:
     """A state store in a local folder: atomic renames and exclusive-create locks."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
+        if "://" in str(root):
+            raise StateError(
+                f"state store {root}: remote state stores are not supported yet; use a local folder"
+            )
         self.root = Path(root)
 
     def folder(self, pipeline: str) -> Path:
