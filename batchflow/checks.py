@@ -60,8 +60,6 @@ def _problems(spec: Pipeline, file: Path) -> Iterator[tuple[Loc, str]]:
         scheme = uri.split("://", 1)[0] if "://" in uri else None
         if scheme is not None and scheme not in URL_SCHEMES:
             yield loc, f"unsupported URL scheme {scheme}://; use a local path, gs:// or s3://"
-    if spec.state is not None and "://" in spec.state:
-        yield ("state",), "remote state stores are not supported yet; use a local folder"
     source_format = spec.source.format or infer_format(spec.source.uri)
     if source_format is None:
         yield ("source", "uri"), "cannot tell the format from the extension; set source.format"

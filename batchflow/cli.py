@@ -22,7 +22,7 @@ from .loader import load_pipelines
 from .reconcile import Action, plan, scan, store_for
 from .settings import Settings
 from .spec import LoadedPipeline, Pipeline
-from .state import LocalStore
+from .state import open_store
 
 app = typer.Typer(
     name="batchflow",
@@ -135,7 +135,7 @@ def plan_cmd(
     ] = False,
 ) -> None:
     """Show the actions apply would take now."""
-    default = LocalStore(_settings(state).state)
+    default = open_store(_settings(state).state)
     counts: Counter[str] = Counter()
     for p in _load(paths):
         store = store_for(p, default)
@@ -199,7 +199,7 @@ def apply_cmd(
 
     outcomes = apply_all(
         pipelines,
-        LocalStore(settings.state),
+        open_store(settings.state),
         backend,
         report,
         wait=wait,
@@ -223,7 +223,7 @@ def cancel(paths: Paths = None, state: StateOpt = None) -> None:
     from .teardown import cancel as cancel_jobs
 
     settings = _settings(state)
-    count = cancel_jobs(_load(paths), LocalStore(settings.state), GeminiBackend(settings), _say)
+    count = cancel_jobs(_load(paths), open_store(settings.state), GeminiBackend(settings), _say)
     out.print(f"{count} job(s) cancelled" if count else "no running jobs")
 
 
@@ -244,7 +244,25 @@ def destroy(
         if not sys.stdin.isatty():
             raise BatchflowError(f"destroy {names}: add --yes to confirm when not at a terminal")
         typer.confirm(f"Delete the jobs, files, caches and state of {names}?", abort=True)
-    destroy_all(pipelines, LocalStore(settings.state), GeminiBackend(settings), _say)
+    destroy_all(pipelines, open_store(settings.state), GeminiBackend(settings), _say)
+
+
+@command()
+def unlock(
+    paths: Paths = None,
+    state: StateOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Remove the pipelines' locks, left by an apply that was killed on another machine."""
+    pipelines = _load(paths)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise BatchflowError("unlock: add --yes to confirm when not at a terminal")
+        typer.confirm("Remove the locks? Only if no apply of these pipelines is running.", abort=True)
+    default = open_store(_settings(state).state)
+    for p in pipelines:
+        removed = store_for(p, default).unlock(p.name)
+        _say(p.name, "lock removed" if removed else "not locked")
 
 
 def _say(pipeline: str, message: str) -> None:
@@ -258,7 +276,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show each pipeline's shards, jobs and output, from the state store."""
-    default = LocalStore(_settings(state).state)
+    default = open_store(_settings(state).state)
     report = []
     for p in _load(paths):
         st = store_for(p, default).load(p.name)

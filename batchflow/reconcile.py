@@ -29,7 +29,7 @@ from .requests import (
 from .shards import ShardInfo, build, shard_keys
 from .sources import CsvDialect, Record, read_records
 from .spec import LoadedPipeline
-from .state import LocalStore, PipelineState, Shard, ShardStatus
+from .state import LocalStore, PipelineState, Shard, ShardStatus, open_store
 
 
 class Kind(StrEnum):
@@ -73,7 +73,7 @@ def store_for(pipeline: LoadedPipeline, default: LocalStore) -> LocalStore:
     """The pipeline's own state store (`state:` in its spec, relative to the spec), else the default."""
     if pipeline.spec.state is None:
         return default
-    return LocalStore(pipeline.resolve(pipeline.spec.state))
+    return open_store(pipeline.resolve(pipeline.spec.state))
 
 
 def display_name(pipeline: str, shard: Shard) -> str:

@@ -12,8 +12,10 @@ Layout of a store (default `.batchflow/`):
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -21,11 +23,13 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
+import fsspec
 from pydantic import BaseModel, ValidationError
 
-from .atomic import write_atomic
+from .atomic import atomic_open, write_atomic
 from .errors import LockedError, StateError
 from .index import RequestIndex
+from .shards import shard_keys
 
 STATE_VERSION = 1
 
@@ -98,10 +102,6 @@ class LocalStore:
     """A state store in a local folder: atomic renames and exclusive-create locks."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
-        if "://" in str(root):
-            raise StateError(
-                f"state store {root}: remote state stores are not supported yet; use a local folder"
-            )
         self.root = Path(root)
 
     def folder(self, pipeline: str) -> Path:
@@ -139,37 +139,188 @@ class LocalStore:
         """Hold the pipeline's lock; a lock left by a dead process on this host is taken over."""
         path = self.folder(pipeline) / "lock"
         path.parent.mkdir(parents=True, exist_ok=True)
-        owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": now()}
-        for _ in range(2):
-            try:
-                with open(path, "x", encoding="utf-8") as f:
-                    json.dump(owner, f)
-                break
-            except FileExistsError:
-                holder = _read_lock(path)
-                if holder and holder.get("host") == owner["host"] and not _alive(holder.get("pid")):
-                    path.unlink(missing_ok=True)
-                    continue
-                who = (
-                    f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}"
-                    if holder
-                    else "?"
-                )
-                raise LockedError(
-                    f"pipeline {pipeline!r} is locked by another apply ({who}); "
-                    f"wait for it, or remove {path} if that process is gone"
-                ) from None
+
+        def create(data: bytes) -> None:
+            with open(path, "xb") as f:
+                f.write(data)
+
+        _acquire(pipeline, str(path), create, lambda: _read(path), lambda: path.unlink(missing_ok=True))
         try:
             yield
         finally:
             path.unlink(missing_ok=True)
 
+    def unlock(self, pipeline: str) -> bool:
+        """Remove the pipeline's lock, whoever holds it; False if there was none."""
+        path = self.folder(pipeline) / "lock"
+        existed = path.exists()
+        path.unlink(missing_ok=True)
+        return existed
 
-def _read_lock(path: Path) -> dict | None:
+    def forget(self, pipeline: str) -> None:
+        """Remove everything the store holds for the pipeline."""
+        shutil.rmtree(self.folder(pipeline), ignore_errors=True)
+
+
+def _acquire(pipeline: str, where: str, create, read, remove) -> None:
+    """Exclusive-create the lock at `where`; take over one left by a dead process on this host."""
+    owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": now()}
+    for _ in range(2):
+        try:
+            create(json.dumps(owner).encode())
+            return
+        except FileExistsError:
+            holder = _parse_lock(read())
+            if holder and holder.get("host") == owner["host"] and not _alive(holder.get("pid")):
+                remove()
+                continue
+            who = (
+                f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}"
+                if holder
+                else "?"
+            )
+            raise LockedError(
+                f"pipeline {pipeline!r} is locked by another apply ({who}); "
+                f"wait for it, or run `batchflow unlock` if that process is gone (lock: {where})"
+            ) from None
+
+
+class RemoteStore(LocalStore):
+    """A state store at a gs:// or s3:// URL, worked on through a local mirror.
+
+    The remote copy is the truth. Shard and result files never change once
+    written, so each is uploaded once, before the state document that names it;
+    state.json is written last. The request index is rebuilt locally from them
+    whenever the mirror's state differs from the remote one. The lock is an
+    object created only if absent (GCS generation and S3 conditional writes).
+    """
+
+    def __init__(self, url: str, mirror: Path | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.fs, self.base = fsspec.core.url_to_fs(self.url)
+        if mirror is None:
+            cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+            mirror = cache / "batchflow" / hashlib.sha256(self.url.encode()).hexdigest()[:16]
+        super().__init__(mirror)
+        self._held: set[str] = set()
+        self._remote_files: dict[str, set[str]] = {}  # pipeline -> "shards/x.jsonl", ... already uploaded
+
+    def _remote(self, pipeline: str, *parts: str) -> str:
+        return "/".join([self.base, pipeline, *parts])
+
+    def load(self, pipeline: str) -> PipelineState:
+        if pipeline not in self._held:  # plan and status read without the lock
+            self.sync(pipeline)
+        return super().load(pipeline)
+
+    def sync(self, pipeline: str) -> None:
+        """Bring the mirror up to date with the remote copy."""
+        folder = self.folder(pipeline)
+        present: set[str] = set()
+        for sub in ("shards", "results"):
+            try:
+                names = self.fs.ls(self._remote(pipeline, sub), detail=False)
+            except FileNotFoundError:
+                names = []
+            for full in names:
+                name = f"{sub}/{full.rsplit('/', 1)[-1]}"
+                present.add(name)
+                if not (folder / name).exists():
+                    with atomic_open(folder / name) as f:
+                        f.write(self.fs.cat_file(full))
+        self._remote_files[pipeline] = present
+        try:
+            remote_state = self.fs.cat_file(self._remote(pipeline, "state.json"))
+        except FileNotFoundError:
+            remote_state = None
+        local_state = folder / "state.json"
+        current = local_state.read_bytes() if local_state.exists() else None
+        if remote_state != current:
+            for stale in folder.glob("index.sqlite3*"):
+                stale.unlink()
+            if remote_state is None:
+                local_state.unlink(missing_ok=True)
+            else:
+                write_atomic(local_state, remote_state)
+                rebuild_index(self, super().load(pipeline))
+
+    def save(self, state: PipelineState) -> None:
+        folder = self.folder(state.pipeline)
+        uploaded = self._remote_files.setdefault(state.pipeline, set())
+        for sub in ("shards", "results"):
+            for path in sorted((folder / sub).glob("*.jsonl")):
+                name = f"{sub}/{path.name}"
+                if name not in uploaded:
+                    self.fs.put_file(str(path), self._remote(state.pipeline, name))
+                    uploaded.add(name)
+        super().save(state)
+        self.fs.pipe_file(self._remote(state.pipeline, "state.json"), (folder / "state.json").read_bytes())
+
+    @contextlib.contextmanager
+    def lock(self, pipeline: str) -> Iterator[None]:
+        path = self._remote(pipeline, "lock")
+
+        def read() -> bytes | None:
+            try:
+                return self.fs.cat_file(path)
+            except FileNotFoundError:
+                return None
+
+        _acquire(
+            pipeline,
+            f"{self.fs.unstrip_protocol(path)}",
+            lambda data: self.fs.pipe_file(path, data, mode="create"),
+            read,
+            lambda: self.fs.rm_file(path),
+        )
+        try:
+            self._held.add(pipeline)
+            self.sync(pipeline)
+            yield
+        finally:
+            self._held.discard(pipeline)
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm_file(path)
+
+    def unlock(self, pipeline: str) -> bool:
+        try:
+            self.fs.rm_file(self._remote(pipeline, "lock"))
+        except FileNotFoundError:
+            return False
+        return True
+
+    def forget(self, pipeline: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(self._remote(pipeline), recursive=True)
+        super().forget(pipeline)
+
+
+def open_store(location: str) -> LocalStore:
+    """The state store at a folder or a gs:// / s3:// URL."""
+    return RemoteStore(location) if "://" in location else LocalStore(location)
+
+
+def rebuild_index(store: LocalStore, state: PipelineState) -> None:
+    """The request index from the shard and result files the state names."""
+    with contextlib.closing(store.index(state.pipeline)) as index:
+        for shard in state.shards.values():
+            index.add_shard(shard.id, shard_keys(store.shard_path(state.pipeline, shard.id)))
+            if shard.status is ShardStatus.DONE:
+                index.add_results(shard.id, store.result_path(state.pipeline, shard.id))
+
+
+def _read(path: Path) -> bytes | None:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        # A lock being written right now reads as empty; treat it as held.
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _parse_lock(data: bytes | None) -> dict | None:
+    try:
+        return json.loads(data) if data else None
+    except ValueError:
+        # A lock being written right now reads as empty or partial; treat it as held.
         time.sleep(0.05)
         return None
 

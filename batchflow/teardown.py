@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -56,8 +55,8 @@ def destroy(pipelines: list[LoadedPipeline], store: LocalStore, backend: GeminiB
             if state.cache is not None and state.cache.name:
                 backend.delete_cache(state.cache.name)
                 say(p.name, f"deleted cache {state.cache.name}")
-        shutil.rmtree(own.folder(p.name), ignore_errors=True)
-        say(p.name, f"removed state {own.folder(p.name)}")
+        own.forget(p.name)
+        say(p.name, "removed its state")
 
 
 _DONE = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}

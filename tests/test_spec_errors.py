@@ -326,7 +326,6 @@ CASES = {
         "request.files[0]",
         "file not found: images/cat.png",
     ),
-    "remote state store": (GOOD + "state: gs://bucket/state\n", "state:", "state", "not supported yet"),
     "labels not a mapping": (GOOD + "labels: [a, b]\n", "labels", "labels", "valid dictionary"),
     "mapping key not a string": (GOOD + "labels:\n  [a]: b\n", "[a]", None, "plain strings"),
 }
