@@ -226,8 +226,8 @@ class RemoteStore(LocalStore):
                 name = f"{sub}/{full.rsplit('/', 1)[-1]}"
                 present.add(name)
                 if not (folder / name).exists():
-                    with atomic_open(folder / name) as f:
-                        f.write(self.fs.cat_file(full))
+                    with self.fs.open(full, "rb") as src, atomic_open(folder / name) as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)  # result files can be large: stream
         self._remote_files[pipeline] = present
         try:
             remote_state = self.fs.cat_file(self._remote(pipeline, "state.json"))
