@@ -101,11 +101,13 @@ class Sink:
 
         if not self._batch:
             return
+        rows = [
+            {**r, "json": json.dumps(r["json"], ensure_ascii=False)} if "json" in r else r
+            for r in self._batch
+        ]
         if self._parquet is None:
-            table = pa.Table.from_pylist(self._batch)
-            self._parquet = pq.ParquetWriter(self._file, table.schema)
-        else:
-            table = pa.Table.from_pylist(self._batch, schema=self._parquet.schema)
+            self._parquet = pq.ParquetWriter(self._file, _parquet_schema(rows))
+        table = pa.Table.from_pylist(rows, schema=self._parquet.schema)
         self._parquet.write_table(table)
         self._batch = []
 
@@ -117,6 +119,31 @@ class Sink:
         if self._text is not None:
             self._text.flush()
             self._text.detach()  # the file itself is closed by its atomic writer
+
+
+def _parquet_schema(rows: list[dict[str, Any]]):
+    """One schema for the whole file, whatever the first rows hold: the result fields have fixed
+    types (`json` as JSON text, since answers need not share a shape); source columns take the
+    type of their first values."""
+    import pyarrow as pa
+
+    tokens = pa.struct(
+        [(k, pa.int64()) for k in ("prompt_tokens", "output_tokens", "cached_tokens", "total_tokens")]
+    )
+    fixed = {
+        "text": pa.string(),
+        "finish_reason": pa.string(),
+        "usage": tokens,
+        "json": pa.string(),
+        "embedding": pa.list_(pa.float64()),
+        "error": pa.struct([("code", pa.int64()), ("status", pa.string()), ("message", pa.string())]),
+    }
+    fields = [pa.field("key", pa.string())]
+    for name in rows[0]:
+        if name != "key" and name not in fixed:
+            kind = pa.array([r.get(name) for r in rows]).type
+            fields.append(pa.field(name, pa.string() if pa.types.is_null(kind) else kind))
+    return pa.schema(fields + [pa.field(k, t) for k, t in fixed.items()])
 
 
 # Rows per Parquet row group: bounded memory whatever the output's size.

@@ -1,0 +1,55 @@
+"""Output files: one schema whatever the first rows hold."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pyarrow.parquet as pq
+
+from batchflow import sinks
+from batchflow.sinks import open_sink
+
+ERROR = {"key": "a", "price": 1.5, "error": {"code": 500, "status": "INTERNAL", "message": "boom"}}
+OK = {
+    "key": "b",
+    "price": 2.0,
+    "text": "{}",
+    "finish_reason": "STOP",
+    "usage": {"prompt_tokens": 1, "output_tokens": 2, "cached_tokens": 0, "total_tokens": 3},
+    "json": {"tags": ["x"], "nested": {"n": 1}},
+}
+OTHER_SHAPE = {**OK, "key": "c", "json": ["a", "list", "this", "time"]}
+
+
+def test_parquet_keeps_fields_that_first_rows_lack(tmp_path, monkeypatch):
+    monkeypatch.setattr(sinks, "PARQUET_BATCH", 1)  # a row group per row: the first decides nothing
+    with open_sink(str(tmp_path / "o.parquet"), "parquet") as sink:
+        for row in (ERROR, OK, OTHER_SHAPE):
+            sink.write(row)
+    rows = pq.read_table(tmp_path / "o.parquet").to_pylist()
+    assert [r["key"] for r in rows] == ["a", "b", "c"]
+    assert rows[0]["error"]["code"] == 500 and rows[0]["text"] is None
+    assert json.loads(rows[1]["json"]) == OK["json"] and json.loads(rows[2]["json"]) == OTHER_SHAPE["json"]
+    assert rows[1]["usage"]["total_tokens"] == 3 and rows[1]["price"] == 2.0
+
+
+def test_csv_header_is_the_same_whatever_comes_first(tmp_path):
+    with open_sink(str(tmp_path / "o.csv"), "csv") as sink:
+        sink.write(ERROR)
+        sink.write(OK)
+    with open(tmp_path / "o.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["error_message"] == "boom" and rows[1]["text"] == "{}"
+    assert json.loads(rows[1]["json"]) == OK["json"]
+
+
+def test_a_failed_write_leaves_no_file(tmp_path):
+    target = tmp_path / "o.jsonl"
+    try:
+        with open_sink(str(target), "jsonl") as sink:
+            sink.write(OK)
+            raise RuntimeError("interrupted")
+    except RuntimeError:
+        pass
+    assert not target.exists() and list(tmp_path.iterdir()) == []
