@@ -216,14 +216,18 @@ def _templates(doc: Document, spec: Pipeline, file: Path) -> list[SpecError]:
         for name in sorted(meta.find_undeclared_variables(ast) - optional):
             used.setdefault(name, loc)
     columns = [(("output", "columns", i), c) for i, c in enumerate(spec.output.columns)]
-    if not used and not columns:
-        return errors
     uri = spec.source.uri
-    if "://" in uri or any(ch in uri for ch in "*?["):
-        return errors  # remote or many files: not cheap to peek
+    if "://" in uri:
+        return errors  # remote: no network in validate
+    if any(ch in uri for ch in "*?["):
+        if not any(file.parent.glob(uri)):
+            errors.append(doc.error(("source", "uri"), f"no file matches {uri}"))
+        return errors  # many files: not cheap to peek
     path = file.parent / uri
     if not path.is_file():
-        errors.append(doc.error(("source", "uri"), f"file not found: {uri}", prefer_key=False))
+        errors.append(doc.error(("source", "uri"), f"file not found: {uri}"))
+        return errors
+    if not used and not columns:
         return errors
     csv = spec.source.csv
     try:
