@@ -9,6 +9,9 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 import logging
 import re
+import signal
+import subprocess
+import sys
 import textwrap
 import uuid
 from dataclasses import dataclass
@@ -158,6 +161,34 @@ def gcs_bucket(gcs_endpoint, request):
     fs.mkdir(name)
     yield name
     fs.rm(name, recursive=True)
+
+
+def kill_apply(env: dict[str, str], after_lines: int) -> None:
+    """Start `batchflow apply --wait` and SIGKILL it once it has printed `after_lines` lines."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batchflow", "apply", "--wait"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    for _ in range(after_lines):
+        if not proc.stdout.readline():
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def apply_again(env: dict[str, str]) -> None:
+    """`batchflow apply --wait` in a new process; it must succeed."""
+    done = subprocess.run(
+        [sys.executable, "-m", "batchflow", "apply", "--wait"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def write(path: Path, text: str) -> Path:

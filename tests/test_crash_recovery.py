@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
-from conftest import write
+from conftest import apply_again, kill_apply, write
 
 from batchflow.backends.gemini import GeminiBackend
 from batchflow.reconcile import display_name
@@ -77,40 +75,13 @@ def test_creating_with_no_job_creates_it(cli, client, emulator, emulator_env, tm
     assert len(list(client.batches.list())) == 1
 
 
-def _spawn_apply(env):
-    return subprocess.Popen(
-        [sys.executable, "-m", "batchflow", "apply", "--wait"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
 @pytest.mark.parametrize("kill_after_lines", [1, 3, 6, 9])
 def test_kill_9_during_apply_then_apply_again(kill_after_lines, client, emulator, emulator_env, tmp_path):
     """SIGKILL at several points of a real run; the next apply finishes with one job per shard."""
     _project(tmp_path, n=5)  # 3 shards
     env = {**os.environ, **emulator_env}
-    proc = _spawn_apply(env)
-    seen = 0
-    deadline = time.monotonic() + 60
-    while seen < kill_after_lines and time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen += 1
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-
-    rerun = subprocess.run(
-        [sys.executable, "-m", "batchflow", "apply", "--wait"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    kill_apply(env, kill_after_lines)
+    apply_again(env)
     jobs = list(client.batches.list())
     assert len(jobs) == 3, [j.display_name for j in jobs]
     assert len({j.display_name for j in jobs}) == 3
@@ -198,20 +169,8 @@ def test_kill_9_with_files_and_a_cache(kill_after_lines, client, emulator, emula
         "".join(json.dumps({"id": i, "img": f"{'ab'[i % 2]}.png"}) + "\n" for i in range(5)),
     )
     env = {**os.environ, **emulator_env}
-    proc = _spawn_apply(env)
-    for _ in range(kill_after_lines):
-        if not proc.stdout.readline():
-            break
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    rerun = subprocess.run(
-        [sys.executable, "-m", "batchflow", "apply", "--wait"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    kill_apply(env, kill_after_lines)
+    apply_again(env)
     jobs = list(client.batches.list())
     assert len(jobs) == 3 and len({j.display_name for j in jobs}) == 3
     assert (

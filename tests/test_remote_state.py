@@ -7,7 +7,7 @@ import socket
 
 import fsspec
 import pytest
-from conftest import write
+from conftest import apply_again, kill_apply, write
 
 SPEC = """
     version: 1
@@ -110,38 +110,19 @@ def test_kill_9_with_a_remote_store_then_apply_elsewhere(
 ):
     """Killed mid-run on one machine, finished on another: no duplicate job, every result."""
     import os
-    import signal
     import subprocess
     import sys
 
     _project(tmp_path)
     state = f"s3://{s3_bucket}/st"
     env = {**os.environ, **emulator_env, "BATCHFLOW_STATE": state, "XDG_CACHE_HOME": str(tmp_path / "one")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "batchflow", "apply", "--wait"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    for _ in range(kill_after_lines):
-        if not proc.stdout.readline():
-            break
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_apply(env, kill_after_lines)
     fs, base = fsspec.core.url_to_fs(state)
     # The killed run's lock: from another host it cannot tell the holder is dead; a person says so.
     assert subprocess.run([sys.executable, "-m", "batchflow", "unlock", "--yes"], env=env).returncode == 0
     assert not fs.exists(f"{base}/shared/lock")
     env["XDG_CACHE_HOME"] = str(tmp_path / "two")
-    rerun = subprocess.run(
-        [sys.executable, "-m", "batchflow", "apply", "--wait"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    apply_again(env)
     jobs = list(client.batches.list())
     assert len(jobs) == 3 and len({j.display_name for j in jobs}) == 3
     rows = [json.loads(x) for x in (tmp_path / "pipelines/out.jsonl").read_text().splitlines()]

@@ -326,10 +326,18 @@ CASES = {
         "request.files[0]",
         "file not found: images/cat.png",
     ),
-    "source file missing": (sub("uri: data.jsonl", "uri: nowhere.jsonl"), "nowhere", "source.uri",
-                            "file not found: nowhere.jsonl"),
-    "source glob matching nothing": (sub("uri: data.jsonl", "uri: parts/*.jsonl"), "parts/", "source.uri",
-                                     "no file matches parts/*.jsonl"),
+    "source file missing": (
+        sub("uri: data.jsonl", "uri: nowhere.jsonl"),
+        "nowhere",
+        "source.uri",
+        "file not found: nowhere.jsonl",
+    ),
+    "source glob matching nothing": (
+        sub("uri: data.jsonl", "uri: parts/*.jsonl"),
+        "parts/",
+        "source.uri",
+        "no file matches parts/*.jsonl",
+    ),
     "labels not a mapping": (GOOD + "labels: [a, b]\n", "labels", "labels", "valid dictionary"),
     "mapping key not a string": (GOOD + "labels:\n  [a]: b\n", "[a]", None, "plain strings"),
 }
