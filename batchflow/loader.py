@@ -45,8 +45,9 @@ def load_pipelines(paths: list[Path]) -> list[LoadedPipeline]:
         if p.name in seen:
             errors.append(
                 SpecError(
-                    f"pipeline name {p.name!r} is also used in {seen[p.name].path}",
+                    f"pipeline name {p.name!r} is also used in {seen[p.name].path}:{seen[p.name].line}",
                     file=str(p.path),
+                    line=p.line,
                     field="name",
                 )
             )
@@ -68,7 +69,8 @@ def load_file(file: Path) -> list[LoadedPipeline]:
     out: list[LoadedPipeline] = []
     for doc in docs:
         try:
-            out.append(LoadedPipeline(spec=_validate(doc, file), path=file))
+            mark = doc.mark(("name",))
+            out.append(LoadedPipeline(spec=_validate(doc, file), path=file, line=mark.line if mark else None))
         except SpecErrors as exc:
             errors.extend(exc.errors)
     if errors:

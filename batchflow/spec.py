@@ -249,6 +249,7 @@ class LoadedPipeline:
 
     spec: Pipeline
     path: Path
+    line: int | None = None  # where its `name` is written, for errors about the pipeline as a whole
 
     @property
     def name(self) -> str:

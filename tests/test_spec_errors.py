@@ -386,7 +386,7 @@ def test_duplicate_pipeline_names_name_both_files(cli, tmp_path):
     b = write(tmp_path / "specs/b.yml", GOOD.replace("out.jsonl", "out2.jsonl"))
     result = cli("validate", str(tmp_path / "specs"))
     assert result.code == 1
-    assert str(a) in result.err and str(b) in result.err and "'good'" in result.err
+    assert result.err.startswith(f"{b}:2:") and f"also used in {a}:2" in result.err and "'good'" in result.err
 
 
 def test_several_pipelines_in_one_file(cli, tmp_path):
