@@ -85,3 +85,17 @@ def test_readme_spec_validates(cli, tmp_path):
     (tmp_path / "pipelines/data/questions.jsonl").write_text('{"id": "q1", "question": "Why?"}\n')
     result = cli("validate", "pipelines")
     assert result.code == 0, result.err
+
+
+def test_readme_lists_every_command():
+    import re
+
+    import typer.main
+
+    from batchflow.cli import app
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = re.search(r"## Commands\n\n(.*?)\n\n", readme, re.S).group(1)
+    documented = set(re.findall(r"^\| `batchflow (\w+)", table, re.M))
+    commands = set(typer.main.get_command(app).commands)
+    assert documented == commands
