@@ -49,6 +49,18 @@ StateOpt = Annotated[
 ]
 
 
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+
+
+def _confirm(yes: bool, what: str, question: str) -> None:
+    """Ask before something that cannot be undone; in scripts (no terminal) --yes must say so."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise BatchflowError(f"{what}: add --yes to confirm when not at a terminal")
+    typer.confirm(question, abort=True)
+
+
 def command(name: str | None = None):
     """Register a command; the one place where batchflow errors become a message and exit 1."""
 
@@ -231,7 +243,7 @@ def cancel(paths: Paths = None, state: StateOpt = None) -> None:
 def destroy(
     paths: Paths = None,
     state: StateOpt = None,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: Yes = False,
 ) -> None:
     """Delete the jobs, files and caches the pipelines made, and their state (outputs are kept)."""
     from .backends.gemini import GeminiBackend
@@ -240,10 +252,7 @@ def destroy(
     settings = _settings(state)
     pipelines = _load(paths)
     names = ", ".join(p.name for p in pipelines)
-    if not yes:
-        if not sys.stdin.isatty():
-            raise BatchflowError(f"destroy {names}: add --yes to confirm when not at a terminal")
-        typer.confirm(f"Delete the jobs, files, caches and state of {names}?", abort=True)
+    _confirm(yes, f"destroy {names}", f"Delete the jobs, files, caches and state of {names}?")
     destroy_all(pipelines, open_store(settings.state), GeminiBackend(settings), _say)
 
 
@@ -251,14 +260,11 @@ def destroy(
 def unlock(
     paths: Paths = None,
     state: StateOpt = None,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: Yes = False,
 ) -> None:
     """Remove the pipelines' locks, left by an apply that was killed on another machine."""
     pipelines = _load(paths)
-    if not yes:
-        if not sys.stdin.isatty():
-            raise BatchflowError("unlock: add --yes to confirm when not at a terminal")
-        typer.confirm("Remove the locks? Only if no apply of these pipelines is running.", abort=True)
+    _confirm(yes, "unlock", "Remove the locks? Only if no apply of these pipelines is running.")
     default = open_store(_settings(state).state)
     for p in pipelines:
         removed = store_for(p, default).unlock(p.name)
