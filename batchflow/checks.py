@@ -17,11 +17,11 @@ from jinja2 import TemplateSyntaxError, meta, nodes
 
 from .errors import SourceError, SpecError
 from .requests import TEMPLATES, is_template
+from .sinks import output_format
 from .sources import CsvDialect, infer_format, peek_fields
 from .spec import URL_SCHEMES, Pipeline
 from .yamlsource import Document, Loc, dotted
 
-_OUTPUT_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 _OPENAPI_TYPES = {"STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT", "NULL"}
 
 
@@ -65,7 +65,7 @@ def _problems(spec: Pipeline, file: Path) -> Iterator[tuple[Loc, str]]:
         yield ("source", "uri"), "cannot tell the format from the extension; set source.format"
     if spec.source.csv is not None and source_format not in (None, "csv"):
         yield ("source", "csv"), f"csv options given for a {source_format} source"
-    if spec.output.format is None and Path(spec.output.uri).suffix.lower() not in _OUTPUT_FORMATS:
+    if output_format(spec.output.uri, spec.output.format) is None:
         yield (
             ("output", "uri"),
             "cannot tell the format from the extension (.jsonl, .csv, .parquet); set output.format",

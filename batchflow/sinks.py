@@ -188,11 +188,12 @@ def open_sink(uri: str, format: str) -> Iterator[Sink]:
         sink.finish()
 
 
-def output_format(uri: str, declared: str | None) -> str:
-    if declared:
-        return declared
-    suffix = Path(uri).suffix.lower()
-    return {".csv": "csv", ".parquet": "parquet"}.get(suffix, "jsonl")
+OUTPUT_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+
+
+def output_format(uri: str, declared: str | None) -> str | None:
+    """The declared format, else the one the extension says; None when it says none."""
+    return declared or OUTPUT_FORMATS.get(Path(uri).suffix.lower())
 
 
 @contextlib.contextmanager

@@ -55,13 +55,6 @@ def parse_size(value: object) -> int:
     return size
 
 
-def format_size(size: int) -> str:
-    for unit, factor in (("GB", 10**9), ("MB", 10**6), ("KB", 10**3)):
-        if size >= factor:
-            return f"{size / factor:.3g} {unit}"
-    return f"{size} B"
-
-
 Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
