@@ -28,6 +28,7 @@ from .reconcile import (
     next_action,
     plan,
     records,
+    results_fingerprint,
     scan,
     state_word,
     store_for,
@@ -35,7 +36,17 @@ from .reconcile import (
 from .requests import CACHE_PLACEHOLDER, FILE_PLACEHOLDER, Renderer, cache_digest, canonical, resolve_line
 from .sinks import ResultReader, open_sink, output_format, summarize
 from .spec import LoadedPipeline
-from .state import Blob, CacheRecord, LocalStore, OutputRecord, PipelineState, Shard, ShardStatus, now
+from .state import (
+    Blob,
+    CacheRecord,
+    ErrorInfo,
+    LocalStore,
+    OutputRecord,
+    PipelineState,
+    Shard,
+    ShardStatus,
+    now,
+)
 
 if TYPE_CHECKING:  # the SDK is imported only by commands that call the API
     from .backends.gemini import GeminiBackend, Job
@@ -57,6 +68,17 @@ def _local_copy(path: str) -> Iterator[Path]:
 
 
 Report = Callable[[str, Action, str], None]
+FAILED_KEYS_KEPT = 10  # error rows' keys named in the state, for `status`
+
+
+def _job_error(shard: Shard | None) -> dict:
+    """The error row of a request whose job failed for good: the service's code, status and message."""
+    if shard is None:
+        return {"code": None, "status": None, "message": "no result"}
+    error = shard.error or ErrorInfo()
+    why = f"job {shard.job_name} ended {state_word(shard.job_state)}"
+    message = f"{error.message} ({why})" if error.message else why
+    return {"code": error.code, "status": error.status, "message": message}
 
 
 @dataclass
@@ -65,6 +87,7 @@ class Outcome:
     actions: int = 0
     waiting: list[str] = field(default_factory=list)  # jobs still running
     done: bool = False
+    failed: str | None = None  # once done: how failed requests break the errors policy, if they do
 
 
 class Applier:
@@ -87,6 +110,9 @@ class Applier:
             # finished may leave failed requests to send again, bounded by retry.attempts.
             while True:
                 s = scan(self.p, state, self.store, index, write=True)
+                if state.records != s.requests:
+                    state.records = s.requests
+                    self.store.save(state)
                 for digest, ref in s.files.items():
                     state.blobs.setdefault(digest, Blob(path=ref.path, mime_type=ref.mime_type))
                 if s.cache is not None:
@@ -104,7 +130,6 @@ class Applier:
                     outcome.actions += 1
                     self._say(Action(Kind.SUBMIT, info.id, ""), f"new shard of {info.requests} requests")
                 if s.new_shards:
-                    state.output = None  # new results are coming: the output must be written again
                     self.store.save(state)
                 for shard in list(state.shards.values()):
                     self._advance(state, shard, outcome)
@@ -124,6 +149,14 @@ class Applier:
                 state.cache.name = None
                 self.store.save(state)
             outcome.done = True
+            if state.output is not None:
+                why = self.p.spec.errors.exceeded(state.output.errors, state.output.records)
+                if why:
+                    rows = self.p.spec.errors.uri or self.p.spec.output.uri
+                    outcome.failed = (
+                        f"{state.output.errors} of {state.output.records} requests failed ({why}); "
+                        f"their error rows are in {rows}"
+                    )
             return outcome
 
     def _say(self, action: Action, message: str) -> None:
@@ -291,7 +324,7 @@ class Applier:
             "result_file": job.result_file,
         }
         if job.done and job.state not in ("JOB_STATE_SUCCEEDED", "JOB_STATE_CANCELLED"):
-            changes.update(status=ShardStatus.FAILED, error=job.error or state_word(job.state))
+            changes.update(status=ShardStatus.FAILED, error=job.error)
         else:
             changes["status"] = ShardStatus.SUBMITTED
         self._save(state, shard, **changes)
@@ -304,13 +337,13 @@ class Applier:
         parse_json = bool(config and config.response_mime_type == "application/json")
         columns = spec.output.columns
         out_uri = self.p.resolve(spec.output.uri)
-        errors = 0
+        errors, failed_keys = 0, []
         with contextlib.ExitStack() as stack:
             stack.callback(reader.close)
             out = stack.enter_context(open_sink(out_uri, output_format(out_uri, spec.output.format)))
             err = (
                 stack.enter_context(open_sink(self.p.resolve(spec.errors.uri), "jsonl"))
-                if spec.errors
+                if spec.errors.uri
                 else out
             )
             for chunk in chunks(Renderer(self.p).render(records(self.p))):
@@ -322,17 +355,24 @@ class Applier:
                     if r.hash in found:
                         row.update(summarize(reader.get(*found[r.hash]), parse_json=parse_json))
                     else:
-                        shard = failed.get(lost.get(r.hash, ""))
-                        why = f"job {shard.job_name} ended {shard.error}" if shard else "no result"
-                        row["error"] = {"code": None, "status": None, "message": why}
-                    errors += "error" in row
+                        row["error"] = _job_error(failed.get(lost.get(r.hash, "")))
+                    if "error" in row:
+                        errors += 1
+                        if len(failed_keys) < FAILED_KEYS_KEPT:
+                            failed_keys.append(r.key)
                     (err if "error" in row else out).write(row)
             count = out.count + (err.count if err is not out else 0)
         state.output = OutputRecord(
-            uri=spec.output.uri, digest=s.digest, records=count, errors=errors, written_at=now()
+            uri=spec.output.uri,
+            digest=s.digest,
+            results=results_fingerprint(state),
+            records=count,
+            errors=errors,
+            failed_keys=failed_keys,
+            written_at=now(),
         )
         self.store.save(state)
-        where = f" ({errors} errors" + (f" to {spec.errors.uri})" if spec.errors else ")")
+        where = f" ({errors} errors" + (f" to {spec.errors.uri})" if spec.errors.uri else ")")
         self._say(action, f"{count} records{where}")
 
 
@@ -368,7 +408,7 @@ def apply_all(
                 warn(p.name, f"{exc}; trying again")
                 continue
             total.actions += this.actions
-            total.waiting, total.done = this.waiting, this.done
+            total.waiting, total.done, total.failed = this.waiting, this.done, this.failed
         if not wait or all(o.done for o in outcomes.values()):
             return list(outcomes.values())
         pause(delay, list(outcomes.values()))

@@ -73,7 +73,7 @@ def _problems(spec: Pipeline, file: Path) -> Iterator[tuple[Loc, str]]:
     resolved = {
         name: _resolve(base, uri)
         for name, uri in [("source", spec.source.uri), ("output", spec.output.uri)]
-        + ([("errors", spec.errors.uri)] if spec.errors else [])
+        + ([("errors", spec.errors.uri)] if spec.errors.uri else [])
     }
     if resolved["output"] == resolved["source"]:
         yield ("output", "uri"), "output would overwrite the source"
@@ -132,7 +132,7 @@ def _resolve(base: Path, uri: str) -> str:
 def _uris(spec: Pipeline) -> Iterator[tuple[Loc, str]]:
     yield ("source", "uri"), spec.source.uri
     yield ("output", "uri"), spec.output.uri
-    if spec.errors:
+    if spec.errors.uri:
         yield ("errors", "uri"), spec.errors.uri
     if spec.state:
         yield ("state",), spec.state

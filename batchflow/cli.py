@@ -49,6 +49,11 @@ StateOpt = Annotated[
 ]
 
 
+# Exit codes, as documented in the README: terraform's, plus one for failed requests.
+EXIT_ERROR = 1
+EXIT_CHANGES = 2  # plan --detailed-exitcode: changes are pending
+EXIT_FAILED_REQUESTS = 3  # apply finished, but more requests failed than the errors policy tolerates
+
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
 
@@ -74,7 +79,7 @@ def command(name: str | None = None):
                     err.print(str(e))
             except BatchflowError as exc:
                 err.print(f"error: {exc}")
-            raise typer.Exit(1)
+            raise typer.Exit(EXIT_ERROR)
 
         app.command(name)(wrapper)
         return fn
@@ -157,6 +162,11 @@ def plan_cmd(
         actions = plan(st, desired, p.spec.retry.attempts, p.spec.output.uri)
         if not actions:
             out.print(f"{p.name}: up to date")
+            if st.output and (why := p.spec.errors.exceeded(st.output.errors, st.output.records)):
+                out.print(
+                    f"  ! {st.output.errors} of {st.output.records} requests failed ({why}); "
+                    "apply exits 3 until they succeed (raise retry.attempts to send them again)"
+                )
             continue
         out.print(f"{p.name}:")
         for a in actions:
@@ -168,7 +178,7 @@ def plan_cmd(
         ]
         out.print("Plan: " + ", ".join(words) + ".")
         if detailed_exitcode:
-            raise typer.Exit(2)
+            raise typer.Exit(EXIT_CHANGES)
     else:
         out.print("No changes. Every pipeline is up to date.")
 
@@ -226,6 +236,11 @@ def apply_cmd(
             out.print(f"{o.pipeline}: done")
         else:
             out.print(f"{o.pipeline}: waiting for {len(o.waiting)} job(s); run apply again later")
+    failed = [o for o in outcomes if o.failed]
+    for o in failed:
+        err.print(f"{o.pipeline}: error: {o.failed}")
+    if failed:
+        raise typer.Exit(EXIT_FAILED_REQUESTS)
 
 
 @command()
@@ -286,10 +301,13 @@ def status(
     report = []
     for p in _load(paths):
         st = store_for(p, default).load(p.name)
+        o = st.output
         report.append(
             {
                 "pipeline": p.name,
                 "labels": p.spec.labels,
+                "records": st.records,
+                # Every request sent, a request sent again (a retry) counting once more.
                 "requests": sum(s.requests for s in st.shards.values()),
                 "shards": {str(k): v for k, v in Counter(s.status.value for s in st.shards.values()).items()},
                 "tokens": {
@@ -297,11 +315,19 @@ def status(
                     for kind in ("prompt", "output", "cached")
                 },
                 "jobs": [
-                    {"name": s.job_name, "state": s.job_state, "shard": s.id, "attempt": s.attempt}
+                    {
+                        "name": s.job_name,
+                        "state": s.job_state,
+                        "shard": s.id,
+                        "attempt": s.attempt,
+                        "error": s.error.model_dump() if s.error else None,
+                    }
                     for s in st.shards.values()
                     if s.job_name
                 ],
-                "output": st.output.model_dump() if st.output else None,
+                "output": o.model_dump() if o else None,
+                "errors_uri": p.spec.errors.uri or p.spec.output.uri,
+                "policy": p.spec.errors.exceeded(o.errors, o.records) if o else None,
             }
         )
     if as_json:
@@ -309,23 +335,31 @@ def status(
         return
     for r in report:
         shards = ", ".join(f"{n} {k}" for k, n in r["shards"].items()) or "none"
-        out.print(f"{r['pipeline']}: {r['requests']} requests; shards: {shards}")
+        records = f"{r['records']:,} records; " if r["records"] is not None else ""
+        out.print(f"{r['pipeline']}: {records}{r['requests']:,} requests sent; shards: {shards}")
         if r["labels"]:
             out.print("  labels: " + ", ".join(f"{k}={v}" for k, v in r["labels"].items()))
         t = r["tokens"]
         if any(t.values()):
             out.print(f"  tokens: {t['prompt']:,} prompt ({t['cached']:,} cached), {t['output']:,} output")
         for j in r["jobs"]:
+            why = f": {j['error']['message']}" if j["error"] and j["error"]["message"] else ""
             out.print(
                 f"  {j['name']}  {(j['state'] or '').removeprefix('JOB_STATE_').lower()}"
-                f"  (shard {j['shard'][:8]}, attempt {j['attempt']})"
+                f"  (shard {j['shard'][:8]}, attempt {j['attempt']}){why}"
             )
         o = r["output"]
-        out.print(
-            f"  output: {o['records']} records, {o['errors']} errors, written {o['written_at']}"
-            if o
-            else "  output: not written yet"
-        )
+        if o is None:
+            out.print("  output: not written yet")
+            continue
+        out.print(f"  output: {o['records']} records, {o['errors']} errors, written {o['written_at']}")
+        if o["errors"]:
+            rest = o["errors"] - len(o["failed_keys"])
+            more = f" and {rest} more" if rest else ""
+            keys = ", ".join(o["failed_keys"])
+            out.print(f"  failed keys: {keys}{more} (error rows in {r['errors_uri']})")
+        if r["policy"]:
+            out.print(f"  ! more requests failed than the errors policy tolerates ({r['policy']}): exit 3")
 
 
 @command()

@@ -108,6 +108,31 @@ def state_word(job_state: str | None) -> str:
     return (job_state or "unknown").removeprefix("JOB_STATE_").lower()
 
 
+def results_fingerprint(state: PipelineState) -> str:
+    """Which results the state holds: changes whenever a job's results arrive or a job fails
+    for good, so an output written before then is written again (a retry's answers included)."""
+    settled = sorted(
+        f"{sh.id}:{sh.status}:{sh.attempt}:{sh.job_name}"
+        for sh in state.shards.values()
+        if sh.status in (ShardStatus.DONE, ShardStatus.FAILED)
+    )
+    return hashlib.sha256("\n".join(settled).encode()).hexdigest()
+
+
+def output_reason(state: PipelineState, scan: Scan) -> str | None:
+    """Why the output must be written (again), once every request is settled; None if it is current."""
+    out = state.output
+    if out is None:
+        return "not written yet"
+    if not scan.output_exists:
+        return "the file is missing"
+    if out.digest != scan.digest:
+        return "the records or output settings changed"
+    if out.results != results_fingerprint(state):
+        return "new results arrived since it was written"
+    return None
+
+
 def plan(state: PipelineState, scan: Scan, attempts: int, output_uri: str) -> list[Action]:
     """Every action apply would take now, in order. Pure: no I/O."""
     actions = [
@@ -115,9 +140,8 @@ def plan(state: PipelineState, scan: Scan, attempts: int, output_uri: str) -> li
         for info in scan.new_shards
     ]
     actions += [a for shard in state.shards.values() if (a := next_action(shard, attempts))]
-    settled = not actions
-    if settled and (state.output is None or state.output.digest != scan.digest or not scan.output_exists):
-        actions.append(Action(Kind.OUTPUT, None, f"write {scan.requests} records to {output_uri}"))
+    if not actions and (why := output_reason(state, scan)):
+        actions.append(Action(Kind.OUTPUT, None, f"write {scan.requests} records to {output_uri} ({why})"))
     return actions
 
 
@@ -197,7 +221,7 @@ def output_settings(pipeline: LoadedPipeline) -> str:
             pipeline.resolve(spec.output.uri),
             spec.output.format,
             spec.output.columns,
-            pipeline.resolve(spec.errors.uri) if spec.errors else None,
+            pipeline.resolve(spec.errors.uri) if spec.errors.uri else None,
         ]
     )
 

@@ -203,9 +203,29 @@ class Output(_Model):
 
 
 class Errors(_Model):
-    """Where requests that still fail after every attempt go (default: into the output)."""
+    """Requests that still fail after every attempt: where they go, and how many the run tolerates.
 
-    uri: str = Field(description="Local path (relative to the spec file), gs:// or s3:// URL; JSONL.")
+    By default any failed request makes `apply` exit 3; `max_count` and `max_rate`
+    tolerate some (a run fails when either is exceeded)."""
+
+    uri: str | None = Field(
+        None,
+        description="Local path (relative to the spec file), gs:// or s3:// URL; JSONL. Default: the output.",
+    )
+    max_count: int | None = Field(None, ge=0, description="Failed requests tolerated; default 0 (none).")
+    max_rate: float | None = Field(
+        None, ge=0, le=1, description="Share of failed requests tolerated, 0 to 1 (e.g. 0.01 for 1%)."
+    )
+
+    def exceeded(self, errors: int, records: int) -> str | None:
+        """Why `errors` failed requests out of `records` break this policy; None if they do not."""
+        if self.max_count is None and self.max_rate is None:
+            return "none is tolerated unless errors.max_count or errors.max_rate says so" if errors else None
+        if self.max_count is not None and errors > self.max_count:
+            return f"over errors.max_count {self.max_count}"
+        if self.max_rate is not None and records and errors / records > self.max_rate:
+            return f"{errors / records:.1%} is over errors.max_rate {self.max_rate:g}"
+        return None
 
 
 class Pipeline(_Model):
@@ -240,7 +260,7 @@ class Pipeline(_Model):
     batch: Batch = Batch()
     retry: Retry = Retry()
     output: Output
-    errors: Errors | None = None
+    errors: Errors = Errors()
 
 
 @dataclass(frozen=True)

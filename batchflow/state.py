@@ -24,7 +24,7 @@ from enum import StrEnum
 from pathlib import Path
 
 import fsspec
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, field_validator
 
 from .atomic import atomic_open, write_atomic
 from .errors import LockedError, StateError
@@ -47,6 +47,39 @@ class ShardStatus(StrEnum):
     FAILED = "failed"  # the job failed, expired or was cancelled
 
 
+# google.rpc.Code numbers, as a failed job's `error.code` carries them, to their names.
+_RPC_STATUS = {
+    1: "CANCELLED",
+    2: "UNKNOWN",
+    3: "INVALID_ARGUMENT",
+    4: "DEADLINE_EXCEEDED",
+    5: "NOT_FOUND",
+    6: "ALREADY_EXISTS",
+    7: "PERMISSION_DENIED",
+    8: "RESOURCE_EXHAUSTED",
+    9: "FAILED_PRECONDITION",
+    10: "ABORTED",
+    11: "OUT_OF_RANGE",
+    12: "UNIMPLEMENTED",
+    13: "INTERNAL",
+    14: "UNAVAILABLE",
+    15: "DATA_LOSS",
+    16: "UNAUTHENTICATED",
+}
+
+
+class ErrorInfo(BaseModel):
+    """What the service said about a failure: kept as it said it, for the output's error rows."""
+
+    code: int | None = None
+    status: str | None = None
+    message: str | None = None
+
+    @classmethod
+    def of(cls, code: int | None, message: str | None, status: str | None = None) -> ErrorInfo:
+        return cls(code=code, status=status or _RPC_STATUS.get(code or 0), message=message)
+
+
 class Shard(BaseModel):
     id: str
     requests: int
@@ -58,16 +91,23 @@ class Shard(BaseModel):
     job_name: str | None = None  # batches/...
     job_state: str | None = None  # JOB_STATE_*
     result_file: str | None = None  # files/... on the service
-    error: str | None = None
+    error: ErrorInfo | None = None  # why its job failed, as the service said
     usage: dict[str, int] = {}  # tokens of the results: prompt, output, cached
     updated_at: str = ""
+
+    @field_validator("error", mode="before")
+    @classmethod
+    def _old_error(cls, value):
+        return {"message": value} if isinstance(value, str) else value  # state written by 0.1
 
 
 class OutputRecord(BaseModel):
     uri: str
     digest: str  # what was written: the ordered request hashes and the output settings
+    results: str = ""  # which results it was written from (see reconcile.results_fingerprint)
     records: int
     errors: int
+    failed_keys: list[str] = []  # the first few keys of error rows, for `status`
     written_at: str
 
 
@@ -95,6 +135,7 @@ class PipelineState(BaseModel):
     blobs: dict[str, Blob] = {}  # by sha256 of the content
     cache: CacheRecord | None = None
     output: OutputRecord | None = None
+    records: int | None = None  # records in the source when apply last read it
     updated_at: str = ""
 
 

@@ -41,14 +41,64 @@ def test_failed_jobs_are_resubmitted_until_attempts_run_out(cli, client, emulato
     _project(tmp_path, n=2)
     _faults(emulator, job_fail_rate=1.0)
     result = cli("apply", "--wait")
-    assert result.code == 0, result.err
+    assert result.code == 3, result.err  # every request failed: beyond the default errors policy
+    assert "faulty: error: 2 of 2 requests failed" in result.err
     jobs = list(client.batches.list())
     assert len(jobs) == 3 and {j.state.name for j in jobs} == {"JOB_STATE_FAILED"}
     assert len({j.display_name for j in jobs}) == 3  # one per attempt
     rows = _rows(tmp_path)
     assert [r["key"] for r in rows] == ["0", "1"]
-    assert all("failed" in r["error"]["message"] for r in rows)
+    # The service's own code, status and message, and which job it was.
+    last = jobs[0].name if jobs[0].create_time >= jobs[-1].create_time else jobs[-1].name
+    assert {json.dumps(r["error"]) for r in rows} == {
+        json.dumps(
+            {
+                "code": 13,
+                "status": "INTERNAL",
+                "message": f"Batch job failed: internal error. (job {last} ended failed)",
+            }
+        )
+    }
     assert "queued again (attempt 3 of 3)" in result.out
+    again = cli("apply")
+    assert again.code == 3 and "up to date" in again.out  # a re-run does not hide the failure
+    status = cli("status")
+    assert "2 errors" in status.out and "failed keys: 0, 1" in status.out
+
+
+def test_raising_attempts_sends_failed_requests_again_and_rewrites_the_output(
+    cli, emulator, emulator_env, tmp_path
+):
+    _project(tmp_path, n=2)
+    spec = tmp_path / "pipelines/faulty.yaml"
+    spec.write_text(spec.read_text().replace("attempts: 3", "attempts: 1"))
+    _faults(emulator, job_fail_rate=1.0)
+    assert cli("apply", "--wait").code == 3
+    assert all("error" in r for r in _rows(tmp_path))
+    _faults(emulator, job_fail_rate=0.0)
+    spec.write_text(spec.read_text().replace("attempts: 1", "attempts: 2"))
+    plan = cli("plan", "--detailed-exitcode")
+    assert plan.code == 2 and "resubmit (attempt 2 of 2)" in plan.out
+    result = cli("apply", "--wait")
+    assert result.code == 0, result.out + result.err
+    rows = _rows(tmp_path)
+    assert [r["key"] for r in rows] == ["0", "1"] and all("error" not in r for r in rows)
+    assert "0 errors" in cli("status").out
+    assert cli("plan", "--detailed-exitcode").code == 0
+
+
+def test_the_errors_policy_tolerates_what_it_says(cli, emulator, emulator_env, tmp_path):
+    _project(tmp_path, n=4)
+    spec = tmp_path / "pipelines/faulty.yaml"
+    spec.write_text(spec.read_text().replace("attempts: 3", "attempts: 1") + "errors: {max_count: 4}\n")
+    _faults(emulator, line_error_rate=0.5, seed=7)
+    result = cli("apply", "--wait")
+    failed = sum("error" in r for r in _rows(tmp_path))
+    assert 0 < failed < 4 and result.code == 0, result.err
+    spec.write_text(spec.read_text().replace("errors: {max_count: 4}", "errors: {max_rate: 0.1}"))
+    result = cli("apply")
+    assert result.code == 3 and f"{failed} of 4 requests failed" in result.err
+    assert "over errors.max_rate 0.1" in result.err
 
 
 def test_a_failed_job_is_retried_and_then_succeeds(cli, client, emulator, emulator_env, tmp_path):
@@ -89,7 +139,7 @@ def test_expired_upload_is_uploaded_again(cli, client, emulator, emulator_env, t
 
 def test_rate_limits_and_outages_are_ridden_out_with_wait(cli, client, emulator, emulator_env, tmp_path):
     _project(tmp_path, n=4)
-    _faults(emulator, rate_limit_rate=0.3, unavailable_rate=0.1, seed=5)
+    _faults(emulator, rate_limit_rate=0.3, unavailable_rate=0.1, seed=7)
     result = cli("apply", "--wait")
     assert result.code == 0, result.err
     _faults(emulator, rate_limit_rate=0.0, unavailable_rate=0.0)

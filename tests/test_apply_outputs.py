@@ -144,7 +144,8 @@ def test_failed_lines_are_retried_then_go_to_the_errors_sink(cli, client, emulat
     )
     httpx.post(f"{emulator.url}/_emulator/faults", json={"line_error_rate": 1.0}).raise_for_status()
     result = cli("apply", "--wait")
-    assert result.code == 0, result.err
+    assert result.code == 3, result.err  # every request failed for good
+    assert "p: error: 5 of 5 requests failed" in result.err and "out/failed.jsonl" in result.err
     assert len(list(client.batches.list())) == 2  # the first try and one retry of all 5 lines
     assert (tmp_path / "pipelines/out/ok.jsonl").read_text() == ""
     failed = [json.loads(x) for x in (tmp_path / "pipelines/out/failed.jsonl").read_text().splitlines()]
@@ -153,7 +154,8 @@ def test_failed_lines_are_retried_then_go_to_the_errors_sink(cli, client, emulat
 
     # The service recovers: nothing is retried by itself (attempts are spent) until the spec asks for more.
     httpx.post(f"{emulator.url}/_emulator/faults", json={"line_error_rate": 0.0}).raise_for_status()
-    assert "up to date" in cli("apply").out
+    again = cli("apply")
+    assert "up to date" in again.out and again.code == 3
     spec = (tmp_path / "pipelines/p.yaml").read_text().replace("attempts: 2", "attempts: 3")
     (tmp_path / "pipelines/p.yaml").write_text(spec)
     assert cli("apply", "--wait").code == 0

@@ -153,7 +153,7 @@ CACHED = """
     model: gemini-2.5-flash
     source: {uri: data/in.jsonl, key: "{{ id }}"}
     request: {prompt: "Describe {{ id }}", files: ["{{ img }}"]}
-    cache: {contents: ["GUIDE"], ttl: 1h}
+    cache: {contents: ["GUIDE"], ttl: 7d}  # 168 s of real time at the tests' clock speed
     batch: {max_requests: 2}
     output: {uri: out.jsonl}
 """

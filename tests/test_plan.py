@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from batchflow.reconcile import Kind, Scan, next_action, plan
+from batchflow.reconcile import Kind, Scan, next_action, plan, results_fingerprint
 from batchflow.shards import ShardInfo, build
 from batchflow.state import OutputRecord, PipelineState, Shard, ShardStatus
 
@@ -37,10 +37,15 @@ def test_output_is_written_once_everything_settled():
         pipeline="p", shards={"s": Shard(id="s", requests=3, bytes=1, status=ShardStatus.DONE)}
     )
     assert [a.kind for a in plan(state, _scan(), 3, "o")] == [Kind.OUTPUT]
-    state.output = OutputRecord(uri="o", digest="d1", records=3, errors=0, written_at="t")
+    results = results_fingerprint(state)
+    state.output = OutputRecord(uri="o", digest="d1", results=results, records=3, errors=0, written_at="t")
     assert plan(state, _scan(), 3, "o") == []
     assert [a.kind for a in plan(state, _scan(exists=False), 3, "o")] == [Kind.OUTPUT]
     assert [a.kind for a in plan(state, _scan(digest="d2"), 3, "o")] == [Kind.OUTPUT]
+    # A retried shard's answers arrived after the output was written: it is written again.
+    state.shards["s"].attempt = 2
+    (action,) = plan(state, _scan(), 3, "o")
+    assert action.kind is Kind.OUTPUT and "new results arrived" in action.reason
 
 
 def test_no_output_while_a_job_runs():

@@ -6,6 +6,7 @@ google-genai types.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import importlib.util
@@ -24,6 +25,7 @@ from google.genai import types
 from ..atomic import atomic_open
 from ..errors import RemoteError
 from ..settings import Settings
+from ..state import ErrorInfo
 
 TERMINAL_STATES = {
     "JOB_STATE_SUCCEEDED",
@@ -49,7 +51,7 @@ class Job:
     display_name: str | None
     state: str  # JOB_STATE_*
     result_file: str | None
-    error: str | None = None
+    error: ErrorInfo | None = None
 
     @property
     def done(self) -> bool:
@@ -193,7 +195,23 @@ class GeminiBackend:
 
     @_remote
     def get(self, name: str) -> Job:
-        return _job(self.client.batches.get(name=name))
+        return self._with_error(_job(self.client.batches.get(name=name)))
+
+    def _with_error(self, job: Job) -> Job:
+        """A failed job with the service's reason. The SDK drops the operation's `error` in
+        Developer mode (see the protocol notes), so it is read from the raw answer."""
+        if job.state != "JOB_STATE_FAILED" or job.error is not None:
+            return job
+        try:
+            answer = self.client._api_client.request("get", job.name, {}, None)
+            error = json.loads(answer.body or "{}").get("error")
+        except (AttributeError, ValueError):  # an SDK without that method: the state alone
+            return job
+        if not isinstance(error, dict):
+            return job
+        return dataclasses.replace(
+            job, error=ErrorInfo.of(error.get("code"), error.get("message"), error.get("status"))
+        )
 
     @_remote
     def cancel(self, name: str) -> None:
@@ -212,7 +230,7 @@ class GeminiBackend:
         """The newest job with this display name, if any."""
         for job in self.client.batches.list(config=types.ListBatchJobsConfig(page_size=100)):
             if job.display_name == display_name:
-                return _job(job)
+                return self._with_error(_job(job))
         return None
 
     @_remote
@@ -244,5 +262,5 @@ def _config_of(request: dict) -> dict:
 def _job(job: types.BatchJob) -> Job:
     state = job.state.name if job.state is not None else "JOB_STATE_UNSPECIFIED"
     dest = job.dest.file_name if job.dest is not None else None
-    error = job.error.message if job.error is not None else None
+    error = ErrorInfo.of(job.error.code, job.error.message) if job.error is not None else None
     return Job(name=job.name, display_name=job.display_name, state=state, result_file=dest, error=error)
