@@ -20,6 +20,7 @@ import fsspec
 from .atomic import write_atomic
 from .errors import BatchflowError, RemoteError, StateError
 from .index import chunks
+from .project import Stores
 from .reconcile import (
     Action,
     Kind,
@@ -31,7 +32,6 @@ from .reconcile import (
     results_fingerprint,
     scan,
     state_word,
-    store_for,
 )
 from .requests import CACHE_PLACEHOLDER, FILE_PLACEHOLDER, Renderer, cache_digest, canonical, resolve_line
 from .sinks import ResultReader, open_sink, output_format, summarize
@@ -378,7 +378,7 @@ class Applier:
 
 def apply_all(
     pipelines: list[LoadedPipeline],
-    store: LocalStore,
+    stores: Stores,
     backend: GeminiBackend,
     report: Report,
     *,
@@ -401,7 +401,7 @@ def apply_all(
             if total.done:
                 continue  # finished in an earlier round
             try:
-                this = Applier(p, store_for(p, store), backend, report).run()
+                this = Applier(p, stores.checked(p), backend, report).run()
             except BatchflowError as exc:
                 if not (wait and exc.transient):
                     raise

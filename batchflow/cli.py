@@ -19,10 +19,10 @@ from . import __version__
 from .apply import apply_all
 from .errors import BatchflowError, SpecErrors
 from .loader import load_pipelines
-from .reconcile import Action, plan, scan, store_for
+from .project import Stores, default_paths
+from .reconcile import Action, plan, scan
 from .settings import Settings
 from .spec import LoadedPipeline, Pipeline
-from .state import open_store
 
 app = typer.Typer(
     name="batchflow",
@@ -43,7 +43,8 @@ StateOpt = Annotated[
     str | None,
     typer.Option(
         "--state",
-        help="State store folder [env: BATCHFLOW_STATE; default: .batchflow/].",
+        help="State store: a folder or a gs:// or s3:// URL [env: BATCHFLOW_STATE; default: the project's "
+        "(state: in batchflow.yaml), else .batchflow/ beside the spec].",
         show_default=False,
     ),
 ]
@@ -98,7 +99,7 @@ def _settings(state: str | None = None) -> Settings:
 
 
 def _load(paths: list[Path] | None) -> list[LoadedPipeline]:
-    return load_pipelines(paths or [Path("pipelines")])
+    return load_pipelines(paths or default_paths(Path.cwd()))
 
 
 def _version(value: bool) -> None:
@@ -152,10 +153,10 @@ def plan_cmd(
     ] = False,
 ) -> None:
     """Show the actions apply would take now."""
-    default = open_store(_settings(state).state)
+    stores = Stores(_settings(state).state)
     counts: Counter[str] = Counter()
     for p in _load(paths):
-        store = store_for(p, default)
+        store = stores.checked(p)
         st = store.load(p.name)
         with contextlib.closing(store.index(p.name, readonly=True)) as index:
             desired = scan(p, st, store, index, write=False)
@@ -221,7 +222,7 @@ def apply_cmd(
 
     outcomes = apply_all(
         pipelines,
-        open_store(settings.state),
+        Stores(settings.state),
         backend,
         report,
         wait=wait,
@@ -250,7 +251,7 @@ def cancel(paths: Paths = None, state: StateOpt = None) -> None:
     from .teardown import cancel as cancel_jobs
 
     settings = _settings(state)
-    count = cancel_jobs(_load(paths), open_store(settings.state), GeminiBackend(settings), _say)
+    count = cancel_jobs(_load(paths), Stores(settings.state), GeminiBackend(settings), _say)
     out.print(f"{count} job(s) cancelled" if count else "no running jobs")
 
 
@@ -268,7 +269,7 @@ def destroy(
     pipelines = _load(paths)
     names = ", ".join(p.name for p in pipelines)
     _confirm(yes, f"destroy {names}", f"Delete the jobs, files, caches and state of {names}?")
-    destroy_all(pipelines, open_store(settings.state), GeminiBackend(settings), _say)
+    destroy_all(pipelines, Stores(settings.state), GeminiBackend(settings), _say)
 
 
 @command()
@@ -280,9 +281,9 @@ def unlock(
     """Remove the pipelines' locks, left by an apply that was killed on another machine."""
     pipelines = _load(paths)
     _confirm(yes, "unlock", "Remove the locks? Only if no apply of these pipelines is running.")
-    default = open_store(_settings(state).state)
+    stores = Stores(_settings(state).state)
     for p in pipelines:
-        removed = store_for(p, default).unlock(p.name)
+        removed = stores.of(p).unlock(p.name)
         _say(p.name, "lock removed" if removed else "not locked")
 
 
@@ -297,10 +298,10 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show each pipeline's shards, jobs and output, from the state store."""
-    default = open_store(_settings(state).state)
+    stores = Stores(_settings(state).state)
     report = []
     for p in _load(paths):
-        st = store_for(p, default).load(p.name)
+        st = stores.of(p).load(p.name)
         o = st.output
         report.append(
             {

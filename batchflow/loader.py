@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from . import checks
 from .errors import SpecError, SpecErrors
-from .spec import SPEC_SUFFIXES, LoadedPipeline, Pipeline
+from .spec import PROJECT_FILES, SPEC_SUFFIXES, LoadedPipeline, Pipeline
 from .yamlsource import Document, Loc, load_documents
 
 
@@ -21,7 +21,13 @@ def find_spec_files(paths: list[Path]) -> list[Path]:
     files: list[Path] = []
     for p in paths:
         if p.is_dir():
-            files.extend(sorted(f for f in p.rglob("*") if f.suffix in SPEC_SUFFIXES and f.is_file()))
+            files.extend(
+                sorted(
+                    f
+                    for f in p.rglob("*")
+                    if f.suffix in SPEC_SUFFIXES and f.name not in PROJECT_FILES and f.is_file()
+                )
+            )
         elif p.exists():
             files.append(p)
         else:

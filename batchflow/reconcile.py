@@ -29,7 +29,7 @@ from .requests import (
 from .shards import ShardInfo, build, shard_keys
 from .sources import CsvDialect, Record, read_records
 from .spec import LoadedPipeline
-from .state import LocalStore, PipelineState, Shard, ShardStatus, open_store
+from .state import LocalStore, PipelineState, Shard, ShardStatus
 
 
 class Kind(StrEnum):
@@ -67,13 +67,6 @@ class Scan:
     output_exists: bool
     files: dict[str, FileRef] = field(default_factory=dict)  # digest -> file the requests name
     cache: dict | None = None  # the cache's REST body, with placeholders
-
-
-def store_for(pipeline: LoadedPipeline, default: LocalStore) -> LocalStore:
-    """The pipeline's own state store (`state:` in its spec, relative to the spec), else the default."""
-    if pipeline.spec.state is None:
-        return default
-    return open_store(pipeline.resolve(pipeline.spec.state))
 
 
 def display_name(pipeline: str, shard: Shard) -> str:

@@ -9,7 +9,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BATCHFLOW_", env_file=".env", extra="ignore")
 
-    state: str = Field(".batchflow", description="State store: a folder (default .batchflow/).")
+    state: str | None = Field(
+        None,
+        description="State store: a folder or gs:// / s3:// URL; default: the project's (batchflow.yaml), "
+        "else .batchflow/ in the spec's folder.",
+    )
     api_base_url: str | None = Field(
         None, description="Base URL of the Gemini API, e.g. the emulator's http://127.0.0.1:8765."
     )

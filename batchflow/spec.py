@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 from .units import Duration, Size
 
 SPEC_SUFFIXES = (".yaml", ".yml")
+PROJECT_FILES = ("batchflow.yaml", "batchflow.yml")  # project files, not pipeline specs (project.py)
 # The Batch API accepts input files up to 2 GB; one job's file is one shard.
 MAX_SHARD_REQUESTS = 1_000_000
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .reconcile import store_for
+from .project import Stores
 from .spec import LoadedPipeline
-from .state import LocalStore, ShardStatus
+from .state import ShardStatus
 
 if TYPE_CHECKING:
     from .backends.gemini import GeminiBackend
@@ -15,12 +15,12 @@ if TYPE_CHECKING:
 Say = Callable[[str, str], None]
 
 
-def cancel(pipelines: list[LoadedPipeline], store: LocalStore, backend: GeminiBackend, say: Say) -> int:
+def cancel(pipelines: list[LoadedPipeline], stores: Stores, backend: GeminiBackend, say: Say) -> int:
     """Ask the service to cancel every running job; returns how many. The next apply collects
     what the cancelled jobs finished and sends the rest again."""
     count = 0
     for p in pipelines:
-        own = store_for(p, store)
+        own = stores.of(p)
         with own.lock(p.name):
             state = own.load(p.name)
             for shard in state.shards.values():
@@ -31,11 +31,11 @@ def cancel(pipelines: list[LoadedPipeline], store: LocalStore, backend: GeminiBa
     return count
 
 
-def destroy(pipelines: list[LoadedPipeline], store: LocalStore, backend: GeminiBackend, say: Say) -> None:
+def destroy(pipelines: list[LoadedPipeline], stores: Stores, backend: GeminiBackend, say: Say) -> None:
     """Cancel and delete the pipeline's jobs, delete its files and cache on the service, then
     forget its state. Outputs are kept: they are the user's, not the pipeline's."""
     for p in pipelines:
-        own = store_for(p, store)
+        own = stores.of(p)
         with own.lock(p.name):
             state = own.load(p.name)
             for shard in state.shards.values():

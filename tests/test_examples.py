@@ -75,16 +75,13 @@ def test_every_example_runs_on_the_emulator(cli, emulator_env, tmp_path):
     assert "image-captions.parquet" in outputs and "support-replies.csv" in outputs
 
 
-def test_readme_spec_validates(cli, tmp_path):
+def test_readme_spec_is_the_shipped_example():
     import re
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    block = re.search(r"```yaml\n(.*?)```", readme, re.S).group(1)
-    (tmp_path / "pipelines/data").mkdir(parents=True)
-    (tmp_path / "pipelines/quickstart.yaml").write_text(block)
-    (tmp_path / "pipelines/data/questions.jsonl").write_text('{"id": "q1", "question": "Why?"}\n')
-    result = cli("validate", "pipelines")
-    assert result.code == 0, result.err
+    name, block = re.search(r"```yaml\n# (\S+)\n(.*?)```", readme, re.S).groups()
+    assert name == "pipelines/examples/quickstart.yaml"
+    assert block == (EXAMPLES / "quickstart.yaml").read_text()  # validated and run with the others
 
 
 def test_readme_lists_every_command():

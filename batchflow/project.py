@@ -1,0 +1,136 @@
+"""Where each pipeline's state lives: anchored to the project, never to the current folder.
+
+A project file, `batchflow.yaml` (or `.yml`), at the root of a repository (found by walking
+up from each spec, as git and dbt find theirs) holds project defaults. The state
+store of a pipeline is, first found first:
+
+1. `state:` in its spec (relative to the spec file);
+2. `--state` / `BATCHFLOW_STATE` (a flag or variable the user set on purpose);
+3. `state:` in the project file (relative to the project file);
+4. `.batchflow/` in the spec's own folder.
+
+Running from another folder therefore finds the same state. A pipeline whose
+store holds nothing while another likely store holds its state is refused: a
+second, empty state would send (and bill) every request again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, ValidationError
+
+from .errors import SpecError, SpecErrors, StateError
+from .spec import PROJECT_FILES, LoadedPipeline, _Model
+from .state import LocalStore, RemoteStore, open_store
+from .yamlsource import load_documents
+
+DEFAULT_STATE = ".batchflow"
+
+
+class Project(_Model):
+    """`batchflow.yaml` at the root of a repository: defaults for every pipeline in it."""
+
+    version: int = Field(1, description="Project file format version.")
+    state: str | None = Field(
+        None, description="State store for the project's pipelines: a folder (relative to this file) or URL."
+    )
+    pipelines: list[str] = Field(
+        ["pipelines"], description="Spec files or folders used when a command names none (relative)."
+    )
+
+
+def find_project(folder: Path) -> tuple[Path, Project] | None:
+    """The project file in `folder` or its nearest ancestor, read and checked."""
+    for candidate in [folder, *folder.parents]:
+        for name in PROJECT_FILES:
+            if (candidate / name).is_file():
+                return candidate / name, load_project(candidate / name)
+    return None
+
+
+def load_project(path: Path) -> Project:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read the project file: {exc}", file=str(path)) from None
+    docs = list(load_documents(text, str(path)))
+    doc = docs[0] if docs else None
+    try:
+        return Project.model_validate(doc.data if doc and doc.data is not None else {})
+    except ValidationError as exc:
+        errors = []
+        for problem in exc.errors():
+            loc = tuple(problem["loc"])
+            message = f"unknown field {loc[-1]!r}" if problem["type"] == "extra_forbidden" else problem["msg"]
+            errors.append(
+                doc.error(loc, message, prefer_key=True) if doc else SpecError(message, file=str(path))
+            )
+        raise SpecErrors(errors) from None
+
+
+def default_paths(cwd: Path) -> list[Path]:
+    """What a command reads when given no paths: the project's `pipelines`, else ./pipelines."""
+    found = find_project(cwd.resolve())
+    if found is None:
+        return [Path("pipelines")]
+    path, project = found
+    return [path.parent / p for p in project.pipelines]
+
+
+def _resolve(base: Path, location: str) -> str:
+    return location if "://" in location else str((base / location).resolve())
+
+
+class Stores:
+    """The state store of each pipeline; one store object per location."""
+
+    def __init__(self, explicit: str | None = None) -> None:
+        self.explicit = _resolve(Path.cwd(), explicit) if explicit else None
+        self._open: dict[str, LocalStore] = {}
+
+    def location(self, pipeline: LoadedPipeline) -> str:
+        if pipeline.spec.state is not None:
+            return pipeline.resolve(pipeline.spec.state)
+        if self.explicit is not None:
+            return self.explicit
+        spec_folder = pipeline.path.resolve().parent
+        found = find_project(spec_folder)
+        if found is not None and found[1].state is not None:
+            return _resolve(found[0].parent, found[1].state)
+        return str(spec_folder / DEFAULT_STATE)
+
+    def of(self, pipeline: LoadedPipeline) -> LocalStore:
+        location = self.location(pipeline)
+        if location not in self._open:
+            self._open[location] = open_store(location)
+        return self._open[location]
+
+    def checked(self, pipeline: LoadedPipeline) -> LocalStore:
+        """The pipeline's store, refused when it is empty for the pipeline while another
+        store it may have used before holds its state (plan and apply)."""
+        store = self.of(pipeline)
+        if isinstance(store, RemoteStore) or (store.folder(pipeline.name) / "state.json").exists():
+            return store
+        for other in self._likely(pipeline):
+            if other != store.root.resolve() and (other / pipeline.name / "state.json").is_file():
+                raise StateError(
+                    f"{pipeline.name}: no state in {store.root}, but {other} holds this pipeline's state; "
+                    "starting again would send every request again. Point state: (spec or batchflow.yaml) "
+                    "or BATCHFLOW_STATE at it, or remove it if it is not wanted"
+                )
+        return store
+
+    def _likely(self, pipeline: LoadedPipeline) -> list[Path]:
+        """Local stores the pipeline may have used: `.batchflow/` in the current folder (the
+        default of batchflow 0.1), in the spec's folder and each folder above it; the project's
+        and the explicit store."""
+        spec_folder = pipeline.path.resolve().parent
+        folders = [Path.cwd(), spec_folder, *spec_folder.parents]
+        stores = [f / DEFAULT_STATE for f in folders]
+        found = find_project(spec_folder)
+        if found is not None and found[1].state is not None:
+            stores.append(Path(_resolve(found[0].parent, found[1].state)))
+        if self.explicit is not None:
+            stores.append(Path(self.explicit))
+        return list(dict.fromkeys(s.resolve() for s in stores if "://" not in str(s)))
