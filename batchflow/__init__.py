@@ -3,8 +3,8 @@
 The library behind the `batchflow` command:
 
     pipelines = load_pipelines([Path("pipelines")])
-    store = LocalStore(".batchflow")
-    apply_all(pipelines, store, GeminiBackend(Settings()), report=print, wait=True)
+    outcomes = apply_all(pipelines, Stores(), GeminiBackend(Settings()), report=print, wait=True)
+    failed = [o for o in outcomes if o.failed]  # beyond the errors policy: `apply` exits 3
 """
 
 __version__ = "0.1.0"
@@ -13,6 +13,7 @@ from .apply import Outcome, apply_all
 from .errors import (
     BatchflowError,
     LockedError,
+    OutputError,
     RemoteError,
     SourceError,
     SpecError,
@@ -20,6 +21,7 @@ from .errors import (
     StateError,
 )
 from .loader import load_pipelines
+from .project import Project, Stores
 from .reconcile import Action, Kind, plan, scan
 from .settings import Settings
 from .spec import LoadedPipeline, Pipeline
@@ -44,14 +46,17 @@ __all__ = [
     "LocalStore",
     "LockedError",
     "Outcome",
+    "OutputError",
     "Pipeline",
     "PipelineState",
+    "Project",
     "RemoteError",
     "Settings",
     "SourceError",
     "SpecError",
     "SpecErrors",
     "StateError",
+    "Stores",
     "apply_all",
     "load_pipelines",
     "plan",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import fsspec
 
 from .atomic import write_atomic
-from .errors import BatchflowError, RemoteError, StateError
+from .errors import BatchflowError, OutputError, RemoteError, StateError
 from .index import chunks
 from .project import Stores
 from .reconcile import (
@@ -27,6 +27,7 @@ from .reconcile import (
     Scan,
     display_name,
     next_action,
+    output_uris,
     plan,
     records,
     results_fingerprint,
@@ -34,7 +35,7 @@ from .reconcile import (
     state_word,
 )
 from .requests import CACHE_PLACEHOLDER, FILE_PLACEHOLDER, Renderer, cache_digest, canonical, resolve_line
-from .sinks import ResultReader, open_sink, output_format, summarize
+from .sinks import ResultReader, check_writable, open_sink, output_format, summarize
 from .spec import LoadedPipeline
 from .state import (
     Blob,
@@ -69,6 +70,7 @@ def _local_copy(path: str) -> Iterator[Path]:
 
 Report = Callable[[str, Action, str], None]
 FAILED_KEYS_KEPT = 10  # error rows' keys named in the state, for `status`
+_CHECKED: set[str] = set()  # output URIs found writable by this process
 
 
 def _job_error(shard: Shard | None) -> dict:
@@ -102,6 +104,7 @@ class Applier:
         self.embed = pipeline.spec.embed is not None
 
     def run(self) -> Outcome:
+        self._check_outputs()
         with self.store.lock(self.p.name), contextlib.closing(self.store.index(self.p.name)) as index:
             self.index = index
             state = self.store.load(self.p.name)
@@ -158,6 +161,14 @@ class Applier:
                         f"their error rows are in {rows}"
                     )
             return outcome
+
+    def _check_outputs(self) -> None:
+        """Before anything is uploaded (and paid for): can the results be written where the spec says?
+        Buckets are probed once per process, not on every round of --wait."""
+        for uri in output_uris(self.p):
+            if uri not in _CHECKED:
+                check_writable(uri, probe=True)
+                _CHECKED.add(uri)
 
     def _say(self, action: Action, message: str) -> None:
         self.report(self.p.name, action, message)
@@ -338,30 +349,33 @@ class Applier:
         columns = spec.output.columns
         out_uri = self.p.resolve(spec.output.uri)
         errors, failed_keys = 0, []
-        with contextlib.ExitStack() as stack:
-            stack.callback(reader.close)
-            out = stack.enter_context(open_sink(out_uri, output_format(out_uri, spec.output.format)))
-            err = (
-                stack.enter_context(open_sink(self.p.resolve(spec.errors.uri), "jsonl"))
-                if spec.errors.uri
-                else out
-            )
-            for chunk in chunks(Renderer(self.p).render(records(self.p))):
-                hashes = [r.hash for r in chunk]
-                found = self.index.results(hashes)
-                lost = self.index.shards_of([h for h in hashes if h not in found], set(failed))
-                for r in chunk:
-                    row = {"key": r.key, **{c: r.record.data.get(c) for c in columns}}
-                    if r.hash in found:
-                        row.update(summarize(reader.get(*found[r.hash]), parse_json=parse_json))
-                    else:
-                        row["error"] = _job_error(failed.get(lost.get(r.hash, "")))
-                    if "error" in row:
-                        errors += 1
-                        if len(failed_keys) < FAILED_KEYS_KEPT:
-                            failed_keys.append(r.key)
-                    (err if "error" in row else out).write(row)
-            count = out.count + (err.count if err is not out else 0)
+        try:
+            with contextlib.ExitStack() as stack:
+                stack.callback(reader.close)
+                out = stack.enter_context(open_sink(out_uri, output_format(out_uri, spec.output.format)))
+                err = (
+                    stack.enter_context(open_sink(self.p.resolve(spec.errors.uri), "jsonl"))
+                    if spec.errors.uri
+                    else out
+                )
+                for chunk in chunks(Renderer(self.p).render(records(self.p))):
+                    hashes = [r.hash for r in chunk]
+                    found = self.index.results(hashes)
+                    lost = self.index.shards_of([h for h in hashes if h not in found], set(failed))
+                    for r in chunk:
+                        row = {"key": r.key, **{c: r.record.data.get(c) for c in columns}}
+                        if r.hash in found:
+                            row.update(summarize(reader.get(*found[r.hash]), parse_json=parse_json))
+                        else:
+                            row["error"] = _job_error(failed.get(lost.get(r.hash, "")))
+                        if "error" in row:
+                            errors += 1
+                            if len(failed_keys) < FAILED_KEYS_KEPT:
+                                failed_keys.append(r.key)
+                        (err if "error" in row else out).write(row)
+                count = out.count + (err.count if err is not out else 0)
+        except OSError as exc:  # a full disk, a folder made read-only since the check
+            raise OutputError(f"{out_uri}: cannot write the output: {exc}") from None
         state.output = OutputRecord(
             uri=spec.output.uri,
             digest=s.digest,

@@ -20,8 +20,9 @@ from .apply import apply_all
 from .errors import BatchflowError, SpecErrors
 from .loader import load_pipelines
 from .project import Stores, default_paths
-from .reconcile import Action, plan, scan
+from .reconcile import Action, output_uris, plan, scan
 from .settings import Settings
+from .sinks import check_writable
 from .spec import LoadedPipeline, Pipeline
 
 app = typer.Typer(
@@ -79,6 +80,8 @@ def command(name: str | None = None):
                 for e in exc.errors:
                     err.print(str(e))
             except BatchflowError as exc:
+                err.print(f"error: {exc}")
+            except OSError as exc:  # a file or folder that cannot be read or written: one line, no traceback
                 err.print(f"error: {exc}")
             raise typer.Exit(EXIT_ERROR)
 
@@ -156,6 +159,8 @@ def plan_cmd(
     stores = Stores(_settings(state).state)
     counts: Counter[str] = Counter()
     for p in _load(paths):
+        for uri in output_uris(p):
+            check_writable(uri, probe=False)
         store = stores.checked(p)
         st = store.load(p.name)
         with contextlib.closing(store.index(p.name, readonly=True)) as index:

@@ -57,6 +57,10 @@ class SourceError(BatchflowError):
         super().__init__(f"{where}: {message}")
 
 
+class OutputError(BatchflowError):
+    """An output or errors destination cannot be written."""
+
+
 class StateError(BatchflowError):
     """The state store is unreadable or inconsistent."""
 

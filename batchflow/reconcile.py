@@ -206,6 +206,12 @@ def scan(
     )
 
 
+def output_uris(pipeline: LoadedPipeline) -> list[str]:
+    """Where results are written: the output, and the errors file if it has its own."""
+    spec = pipeline.spec
+    return [pipeline.resolve(u) for u in (spec.output.uri, spec.errors.uri) if u]
+
+
 def output_settings(pipeline: LoadedPipeline) -> str:
     """What, besides the results, decides the output files' contents."""
     spec = pipeline.spec

@@ -6,6 +6,8 @@ import contextlib
 import csv
 import io
 import json
+import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -13,6 +15,7 @@ from typing import IO, Any
 import fsspec
 
 from .atomic import atomic_open
+from .errors import OutputError
 
 
 class ResultReader:
@@ -205,3 +208,45 @@ def _atomic_open(uri: str) -> Iterator[IO[bytes]]:
     else:
         with atomic_open(Path(uri.removeprefix("file://"))) as f:
             yield f
+
+
+def check_writable(uri: str, *, probe: bool) -> None:
+    """Raise OutputError if `uri` cannot be written, before any request is paid for.
+
+    Local paths are checked without writing. Buckets are checked with a probe
+    object written and deleted next to the output when `probe` (apply), and by
+    the bucket's existence alone otherwise (plan writes nothing)."""
+    if "://" not in uri or uri.startswith("file://"):
+        _check_local(Path(uri.removeprefix("file://")))
+        return
+    fs, path = fsspec.core.url_to_fs(uri)
+    folder = path.rsplit("/", 1)[0] if "/" in path else path
+    try:
+        if not probe:
+            if not fs.exists(folder.split("/", 1)[0]):
+                raise OutputError(f"{uri}: the bucket does not exist")
+            return
+        marker = f"{folder}/.batchflow-probe-{uuid.uuid4().hex}"
+        fs.pipe_file(marker, b"")
+        fs.rm_file(marker)
+    except OutputError:
+        raise
+    except Exception as exc:  # each object store raises its own types for a refusal
+        raise OutputError(f"{uri}: cannot write there: {_first_line(exc)}") from None
+
+
+def _check_local(path: Path) -> None:
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder, not a file")
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputError(f"{path}: cannot be created, {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise OutputError(f"{path}: cannot write there (permission denied in {folder})")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
