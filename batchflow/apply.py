@@ -25,6 +25,7 @@ from .reconcile import (
     Action,
     Kind,
     Scan,
+    check_shrink,
     display_name,
     next_action,
     output_uris,
@@ -95,7 +96,16 @@ class Outcome:
 class Applier:
     """Takes the actions of one pipeline, saving the state after each."""
 
-    def __init__(self, pipeline: LoadedPipeline, store: LocalStore, backend: GeminiBackend, report: Report):
+    def __init__(
+        self,
+        pipeline: LoadedPipeline,
+        store: LocalStore,
+        backend: GeminiBackend,
+        report: Report,
+        *,
+        allow_shrink: bool = False,
+    ):
+        self.allow_shrink = allow_shrink
         self.p = pipeline
         self.store = store
         self.backend = backend
@@ -113,6 +123,7 @@ class Applier:
             # finished may leave failed requests to send again, bounded by retry.attempts.
             while True:
                 s = scan(self.p, state, self.store, index, write=True)
+                check_shrink(self.p, state, s, self.allow_shrink)
                 if state.records != s.requests:
                     state.records = s.requests
                     self.store.save(state)
@@ -397,6 +408,7 @@ def apply_all(
     report: Report,
     *,
     wait: bool = False,
+    allow_shrink: bool = False,
     poll_interval: float = 30.0,
     warn: Callable[[str, str], None] = lambda pipeline, message: None,
     pause: Callable[[float, list[Outcome]], None] = lambda seconds, outcomes: time.sleep(seconds),
@@ -415,7 +427,7 @@ def apply_all(
             if total.done:
                 continue  # finished in an earlier round
             try:
-                this = Applier(p, stores.checked(p), backend, report).run()
+                this = Applier(p, stores.checked(p), backend, report, allow_shrink=allow_shrink).run()
             except BatchflowError as exc:
                 if not (wait and exc.transient):
                     raise

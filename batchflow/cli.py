@@ -20,7 +20,7 @@ from .apply import apply_all
 from .errors import BatchflowError, SpecErrors
 from .loader import load_pipelines
 from .project import Stores, default_paths
-from .reconcile import Action, output_uris, plan, scan
+from .reconcile import Action, check_shrink, output_uris, plan, scan
 from .settings import Settings
 from .sinks import check_writable
 from .spec import LoadedPipeline, Pipeline
@@ -56,6 +56,12 @@ EXIT_ERROR = 1
 EXIT_CHANGES = 2  # plan --detailed-exitcode: changes are pending
 EXIT_FAILED_REQUESTS = 3  # apply finished, but more requests failed than the errors policy tolerates
 
+AllowShrink = Annotated[
+    bool,
+    typer.Option(
+        "--allow-shrink", help="Rewrite outputs even if the source lost more records than output.max_shrink."
+    ),
+]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
 
@@ -154,6 +160,7 @@ def plan_cmd(
         bool,
         typer.Option("--detailed-exitcode", help="Exit 0 when nothing is to do, 2 when changes are pending."),
     ] = False,
+    allow_shrink: AllowShrink = False,
 ) -> None:
     """Show the actions apply would take now."""
     stores = Stores(_settings(state).state)
@@ -165,6 +172,7 @@ def plan_cmd(
         st = store.load(p.name)
         with contextlib.closing(store.index(p.name, readonly=True)) as index:
             desired = scan(p, st, store, index, write=False)
+        check_shrink(p, st, desired, allow_shrink)
         actions = plan(st, desired, p.spec.retry.attempts, p.spec.output.uri)
         if not actions:
             out.print(f"{p.name}: up to date")
@@ -199,6 +207,7 @@ def apply_cmd(
     paths: Paths = None,
     state: StateOpt = None,
     wait: Annotated[bool, typer.Option("--wait", help="Repeat until every pipeline is done.")] = False,
+    allow_shrink: AllowShrink = False,
 ) -> None:
     """Take every action that can be taken now; with --wait, until done."""
     from .backends.gemini import GeminiBackend
@@ -231,6 +240,7 @@ def apply_cmd(
         backend,
         report,
         wait=wait,
+        allow_shrink=allow_shrink,
         poll_interval=settings.poll_interval,
         warn=warn,
         pause=pause,

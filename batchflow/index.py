@@ -47,24 +47,30 @@ class RequestIndex:
         if not readonly or not path.exists():
             self.db.executescript(_SCHEMA)
         # Keys seen by the current scan: duplicates are an error, found without a set in memory.
-        self.db.execute("CREATE TEMP TABLE seen_keys (key TEXT PRIMARY KEY) WITHOUT ROWID")
+        self.db.execute(
+            "CREATE TEMP TABLE seen_keys (key TEXT PRIMARY KEY, uri TEXT, line INTEGER) WITHOUT ROWID"
+        )
 
     def forget_keys(self) -> None:
         """Start a new scan of the source."""
         self.db.execute("DELETE FROM temp.seen_keys")
 
-    def first_seen(self, keys: list[str]) -> str | None:
-        """Record the keys; return the first that was seen before (in this scan), if any."""
-        local: set[str] = set()
-        for key in keys:
+    def first_seen(self, keys: list[tuple[str, str, int]]) -> tuple[str, str, int] | None:
+        """Record the (key, uri, line) of each record; for the first key seen before (in this
+        scan), return where it was seen first."""
+        local: dict[str, tuple[str, str, int]] = {}
+        for key, uri, line in keys:
             if key in local:
-                return key
-            local.add(key)
+                return local[key]
+            local[key] = (key, uri, line)
         marks = ",".join("?" * len(keys))
-        seen = {k for (k,) in self.db.execute(f"SELECT key FROM temp.seen_keys WHERE key IN ({marks})", keys)}
+        rows = self.db.execute(
+            f"SELECT key, uri, line FROM temp.seen_keys WHERE key IN ({marks})", list(local)
+        )
+        seen = {key: (key, uri, line) for key, uri, line in rows}
         if seen:
-            return next(k for k in keys if k in seen)
-        self.db.executemany("INSERT INTO temp.seen_keys VALUES (?)", ((k,) for k in keys))
+            return next(seen[k] for k in local if k in seen)
+        self.db.executemany("INSERT INTO temp.seen_keys VALUES (?, ?, ?)", keys)
         return None
 
     def close(self) -> None:

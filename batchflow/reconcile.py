@@ -101,6 +101,20 @@ def state_word(job_state: str | None) -> str:
     return (job_state or "unknown").removeprefix("JOB_STATE_").lower()
 
 
+def check_shrink(pipeline: LoadedPipeline, state: PipelineState, scan: Scan, allow: bool) -> None:
+    """Refuse to let a source that lost many records since the last output replace that output
+    (a truncated or wrong file), unless the user says so."""
+    before = state.output.records if state.output else 0
+    lost = before - scan.requests
+    if lost > 0 and lost > before * pipeline.spec.output.max_shrink and not allow:
+        raise SourceError(
+            f"the source has {scan.requests} records, {lost} fewer than the {before} of the last output; "
+            f"writing it would drop {lost} rows (over output.max_shrink "
+            f"{pipeline.spec.output.max_shrink:g}). Run with --allow-shrink if that is intended",
+            uri=pipeline.resolve(pipeline.spec.source.uri),
+        )
+
+
 def results_fingerprint(state: PipelineState) -> str:
     """Which results the state holds: changes whenever a job's results arrive or a job fails
     for good, so an output written before then is written again (a retry's answers included)."""
@@ -165,14 +179,9 @@ def scan(
     def new_lines():
         nonlocal count
         for chunk in chunks(renderer.render(records(pipeline))):
-            duplicate = index.first_seen([r.key for r in chunk])
-            if duplicate is not None:
-                r = next(r for r in reversed(chunk) if r.key == duplicate)
-                raise SourceError(
-                    f"duplicate key {r.key!r} (source.key must be unique)",
-                    uri=r.record.uri,
-                    line=r.record.line,
-                )
+            earlier = index.first_seen([(r.key, r.record.uri, r.record.line) for r in chunk])
+            if earlier is not None:
+                raise duplicate_error(pipeline, earlier, chunk)
             covered = index.covered([r.hash for r in chunk], live, spec.retry.attempts)
             for r in chunk:
                 count += 1
@@ -191,6 +200,8 @@ def scan(
     shards = build(
         new_lines(), spec.batch.max_requests, spec.batch.max_bytes, folder, taken=set(state.shards)
     )
+    if count == 0:
+        raise SourceError("the source has no records", uri=pipeline.resolve(spec.source.uri))
     if write:
         # Before the state names these shards: a crash in between leaves index rows for
         # shards the state does not know, which nothing reads; the reverse would resend them.
@@ -204,6 +215,18 @@ def scan(
         files=renderer.files.seen,
         cache=renderer.cache,
     )
+
+
+def duplicate_error(pipeline: LoadedPipeline, earlier: tuple[str, str, int], chunk: list) -> SourceError:
+    """The error for a record whose key was seen before, at `earlier` (key, uri, line)."""
+    key, uri, line = earlier
+    again = next(r for r in chunk if r.key == key and (r.record.uri, r.record.line) != (uri, line))
+    first = f"{uri}:{line}" if uri != again.record.uri else f"line {line}"
+    if pipeline.spec.source.key is None:
+        message = f"this record is an exact copy of the one at {first}; remove it, or set source.key"
+    else:
+        message = f"duplicate key {key!r}, also at {first} (source.key must be unique)"
+    return SourceError(message, uri=again.record.uri, line=again.record.line)
 
 
 def output_uris(pipeline: LoadedPipeline) -> list[str]:

@@ -136,6 +136,13 @@ def canonical(request: dict[str, Any]) -> str:
     return json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+def content_key(data: dict[str, Any]) -> str:
+    """The default key of a record: a digest of its content, so that inserting a record
+    does not change the keys (and the requests) of those after it."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def request_hash(model: str, key: str, body: str) -> str:
     """Identity of a request: what it asks (`body`, canonical JSON), of which model, for which record."""
     return hashlib.sha256(f"{model}\n{key}\n{body}".encode()).hexdigest()[:32]
@@ -251,7 +258,7 @@ class Renderer:
         model = self.pipeline.spec.model
         for position, record in enumerate(records):
             if self._key is None:
-                key = str(position)
+                key = content_key(record.data)
             else:
                 key = self._render(self._key, record, "source.key", f"#{position}").strip()
                 if not key:

@@ -68,7 +68,9 @@ class Source(_Model):
         None, description="Record format; by default taken from the file extension."
     )
     key: str | None = Field(
-        None, description="Template of each record's unique key, e.g. '{{ sku }}'; default: its position."
+        None,
+        description="Template of each record's unique key, e.g. '{{ sku }}'; default: a digest of the "
+        "record's content (inserting a record changes no other key; exact copies are an error).",
     )
     csv: CsvOptions | None = Field(None, description="Options for CSV sources.")
 
@@ -201,6 +203,13 @@ class Output(_Model):
         None, description="By default taken from the file extension."
     )
     columns: list[str] = Field([], description="Source fields copied beside each result.")
+    max_shrink: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Share of the last output's records that may vanish from the source; beyond it "
+        "plan and apply stop unless given --allow-shrink.",
+    )
 
 
 class Errors(_Model):
