@@ -17,7 +17,7 @@ from rich.console import Console
 
 from . import __version__
 from .apply import apply_all
-from .errors import BatchflowError, SpecErrors
+from .errors import BatchflowError, SourceError, SpecError, SpecErrors
 from .loader import load_pipelines
 from .project import Stores, default_paths
 from .reconcile import Action, check_shrink, output_uris, plan, scan
@@ -132,9 +132,20 @@ def validate(
     paths: Paths = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print diagnostics as JSON.")] = False,
 ) -> None:
-    """Check specs, templates and schemas without any network call."""
+    """Check specs, templates and schemas, and render the records of local sources; no network."""
+    from .datacheck import check_records
+
+    max_bytes = _settings().validate_max_bytes
     try:
         pipelines = _load(paths)
+        checked, problems = {}, []
+        for p in pipelines:
+            try:
+                checked[p.name] = check_records(p, max_bytes)
+            except SourceError as exc:
+                problems.append(_source_problem(p, exc))
+        if problems:
+            raise SpecErrors(problems)
     except SpecErrors as exc:
         if not as_json:
             raise
@@ -143,13 +154,47 @@ def validate(
             for e in exc.errors
         ]
         typer.echo(json.dumps({"valid": False, "pipelines": [], "problems": problems}, indent=2))
-        raise typer.Exit(1) from None
+        raise typer.Exit(EXIT_ERROR) from None
     if as_json:
-        found = [{"name": p.name, "file": str(p.path)} for p in pipelines]
+        found = [
+            {
+                "name": p.name,
+                "file": str(p.path),
+                "records_checked": checked[p.name].records,
+                "all_records_checked": checked[p.name].complete,
+            }
+            for p in pipelines
+        ]
         typer.echo(json.dumps({"valid": True, "pipelines": found, "problems": []}, indent=2))
         return
     for p in pipelines:
-        out.print(f"{p.path}: {p.name}: valid")
+        c = checked[p.name]
+        if c.skipped:
+            note = c.skipped
+        elif c.complete:
+            note = f"all {c.records:,} records rendered"
+        else:
+            note = (
+                f"the first {c.records:,} records rendered; the source is over "
+                f"BATCHFLOW_VALIDATE_MAX_BYTES ({max_bytes:,} bytes), plan reads the rest"
+            )
+        out.print(f"{p.path}: {p.name}: valid ({note})")
+
+
+def _source_problem(pipeline: LoadedPipeline, exc: SourceError) -> SpecError:
+    """A record apply would refuse, reported where validate reports problems: at the data's line."""
+    return SpecError(
+        str(exc).removeprefix(f"{exc.uri}:{exc.line}: " if exc.line else f"{exc.uri}: "),
+        file=_relative(exc.uri),
+        line=exc.line,
+        field=None,
+    )
+
+
+def _relative(path: str) -> str:
+    with contextlib.suppress(ValueError):
+        return str(Path(path).relative_to(Path.cwd()))
+    return path
 
 
 @command("plan")

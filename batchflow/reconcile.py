@@ -181,7 +181,11 @@ def scan(
         for chunk in chunks(renderer.render(records(pipeline))):
             earlier = index.first_seen([(r.key, r.record.uri, r.record.line) for r in chunk])
             if earlier is not None:
-                raise duplicate_error(pipeline, earlier, chunk)
+                key, uri, line = earlier
+                again = next(
+                    r for r in chunk if r.key == key and (r.record.uri, r.record.line) != (uri, line)
+                )
+                raise duplicate_error(pipeline, key, (uri, line), again.record)
             covered = index.covered([r.hash for r in chunk], live, spec.retry.attempts)
             for r in chunk:
                 count += 1
@@ -217,16 +221,14 @@ def scan(
     )
 
 
-def duplicate_error(pipeline: LoadedPipeline, earlier: tuple[str, str, int], chunk: list) -> SourceError:
-    """The error for a record whose key was seen before, at `earlier` (key, uri, line)."""
-    key, uri, line = earlier
-    again = next(r for r in chunk if r.key == key and (r.record.uri, r.record.line) != (uri, line))
-    first = f"{uri}:{line}" if uri != again.record.uri else f"line {line}"
+def duplicate_error(pipeline: LoadedPipeline, key: str, first: tuple[str, int], again: Record) -> SourceError:
+    """The error for record `again`, whose key was seen first at `first` (uri, line)."""
+    where = f"line {first[1]}" if first[0] == again.uri else f"{first[0]}:{first[1]}"
     if pipeline.spec.source.key is None:
-        message = f"this record is an exact copy of the one at {first}; remove it, or set source.key"
+        message = f"this record is an exact copy of the one at {where}; remove it, or set source.key"
     else:
-        message = f"duplicate key {key!r}, also at {first} (source.key must be unique)"
-    return SourceError(message, uri=again.record.uri, line=again.record.line)
+        message = f"duplicate key {key!r}, also at {where} (source.key must be unique)"
+    return SourceError(message, uri=again.uri, line=again.line)
 
 
 def output_uris(pipeline: LoadedPipeline) -> list[str]:

@@ -174,12 +174,12 @@ class _Template:
 class Renderer:
     """Templates of one pipeline, compiled once and applied to each record."""
 
-    def __init__(self, pipeline: LoadedPipeline) -> None:
+    def __init__(self, pipeline: LoadedPipeline, files: Files | None = None) -> None:
         self.pipeline = pipeline
         spec = pipeline.spec
         self._key = self._compile(spec.source.key, "source.key")
         self._fixed: dict[str, Any] = {}  # the parts of every request that no template changes
-        self.files = Files(pipeline.path.parent)
+        self.files = files or Files(pipeline.path.parent)
         self.cache: dict[str, Any] | None = None
         if spec.embed is not None:
             self._content = self._compile(spec.embed.content, "embed.content")

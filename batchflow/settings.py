@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .units import Size
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BATCHFLOW_", env_file=".env", extra="ignore")
@@ -24,6 +26,12 @@ class Settings(BaseSettings):
     )
     http_attempts: int = Field(
         5, ge=1, le=20, description="Tries per API call answered 408, 429 or 5xx (backing off from 1 s)."
+    )
+    validate_max_bytes: Size = Field(
+        64 * 1024**2,
+        ge=0,
+        description="`validate` renders every record of local sources up to this size (default 64MB); "
+        "of larger ones, the first 10,000.",
     )
     poll_interval: float = Field(
         30.0,
