@@ -9,6 +9,13 @@ The library behind the `batchflow` command:
 
 __version__ = "0.1.0"
 
+import os as _os
+
+# gcsfs's experimental zonal-bucket support asks a gRPC control plane for every bucket's type
+# and logs "Could not determine bucket type..." whenever it may not (most service accounts,
+# every local emulator). batchflow needs none of it; a user may still turn it on.
+_os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+
 from .apply import Outcome, apply_all
 from .errors import (
     BatchflowError,

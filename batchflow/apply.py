@@ -430,6 +430,7 @@ def apply_all(
                 this = Applier(p, stores.checked(p), backend, report, allow_shrink=allow_shrink).run()
             except BatchflowError as exc:
                 if not (wait and exc.transient):
+                    exc.pipeline = p.name
                     raise
                 warn(p.name, f"{exc}; trying again")
                 continue

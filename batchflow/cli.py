@@ -86,7 +86,8 @@ def command(name: str | None = None):
                 for e in exc.errors:
                     err.print(str(e))
             except BatchflowError as exc:
-                err.print(f"error: {exc}")
+                named = exc.pipeline and not str(exc).startswith(f"{exc.pipeline}:")
+                err.print(f"{exc.pipeline}: error: {exc}" if named else f"error: {exc}")
             except OSError as exc:  # a file or folder that cannot be read or written: one line, no traceback
                 err.print(f"error: {exc}")
             raise typer.Exit(EXIT_ERROR)

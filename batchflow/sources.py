@@ -70,9 +70,10 @@ def read_records(
         except FileNotFoundError:
             raise SourceError("file not found", uri=name) from None
         except UnicodeDecodeError as exc:
-            raise SourceError(
-                f"not {dialect.encoding if fmt == 'csv' else 'UTF-8'} text: {exc.reason}", uri=name
-            ) from None
+            if fmt == "csv":
+                hint = "; set source.csv.encoding (e.g. latin-1, cp1252, utf-16) to the file's encoding"
+                raise SourceError(f"not {dialect.encoding} text: {exc.reason}{hint}", uri=name) from None
+            raise SourceError(f"not UTF-8 text: {exc.reason}", uri=name) from None
 
 
 def peek_fields(
@@ -94,8 +95,9 @@ def _jsonl(text: io.TextIOBase, uri: str) -> Iterator[Record]:
             continue
         try:
             data = json.loads(line)
-        except ValueError as exc:
-            raise SourceError(f"invalid JSON: {exc}", uri=uri, line=n) from None
+        except json.JSONDecodeError as exc:
+            # Its own "line 1 column 5 (char 4)" counts within this line: say the column only.
+            raise SourceError(f"invalid JSON at column {exc.colno}: {exc.msg}", uri=uri, line=n) from None
         if not isinstance(data, dict):
             raise SourceError("each line must be a JSON object", uri=uri, line=n)
         yield Record(uri, n, data)

@@ -96,3 +96,30 @@ def test_missing_s3_source_is_one_clear_line(cli, emulator_env, s3_bucket, tmp_p
     result = cli("apply")
     assert result.code == 1
     assert result.err.startswith(f"error: s3://{s3_bucket}/nope.jsonl: ") and "Traceback" not in result.err
+
+
+def test_gs_commands_print_no_bucket_type_warnings(gcs_bucket, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    write(
+        tmp_path / "pipelines/p.yaml",
+        """
+        version: 1
+        name: p
+        model: gemini-2.5-flash
+        source: {uri: in.jsonl}
+        request: {prompt: "{{ q }}"}
+        output: {uri: out.jsonl}
+    """,
+    )
+    write(tmp_path / "pipelines/in.jsonl", '{"q": 1}\n')
+    env = {k: v for k, v in os.environ.items() if k != "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"}
+    env["BATCHFLOW_STATE"] = f"gs://{gcs_bucket}/state"
+    done = subprocess.run(
+        [sys.executable, "-m", "batchflow", "status"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "output: not written yet" in done.stdout
+    assert done.stderr == ""  # gcsfs's "Could not determine bucket type" lines, among others

@@ -65,6 +65,12 @@ def _remote(call: Callable[..., T]) -> Callable[..., T]:
             return call(self, *args, **kwargs)
         except genai_errors.APIError as exc:
             code = exc.code or 0
+            if self.placeholder_key and code in (400, 401, 403) and "API key" in (exc.message or ""):
+                raise RemoteError(
+                    f"no API key is set, and {self.base_url} wants one: set GEMINI_API_KEY "
+                    "(for an emulator started with --api-key, that key)",
+                    code=code,
+                ) from None
             raise RemoteError(
                 f"{call.__name__}: {exc.code} {exc.status or ''}: {exc.message or ''}".replace("  ", " "),
                 code=code,
@@ -87,6 +93,7 @@ class GeminiBackend:
             settings.api_base_url or os.environ.get("GOOGLE_GEMINI_BASE_URL") or "the default endpoint"
         )
         key = settings.api_key.get_secret_value() if settings.api_key else None
+        self.placeholder_key = not key
         if not key:
             if not settings.api_base_url:
                 raise RemoteError(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import uvicorn
 
+from ..errors import BatchflowError
 from .app import Emulator
 from .faults import Faults
 from .store import Store
@@ -19,7 +20,14 @@ from .store import Store
 def _bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise BatchflowError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
+            "choose another --port, or 0 for a free one"
+        ) from None
     sock.listen(128)
     sock.set_inheritable(True)
     return sock
