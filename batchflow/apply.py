@@ -104,8 +104,11 @@ class Applier:
         report: Report,
         *,
         allow_shrink: bool = False,
+        retry_errors: bool = False,
     ):
         self.allow_shrink = allow_shrink
+        self.retry_errors = retry_errors
+        self.retried = False  # the retry round was raised (once per `apply --retry-errors`)
         self.p = pipeline
         self.store = store
         self.backend = backend
@@ -119,6 +122,11 @@ class Applier:
             self.index = index
             state = self.store.load(self.p.name)
             outcome = Outcome(self.p.name)
+            if self.retry_errors:
+                # Saved before anything is sent: a run killed after this still sends them again.
+                state.retry_round += 1
+                self.store.save(state)
+                self.retried = True
             # Each round submits what the state does not cover yet; a round whose jobs all
             # finished may leave failed requests to send again, bounded by retry.attempts.
             while True:
@@ -136,6 +144,7 @@ class Applier:
                 for info in s.new_shards:
                     state.shards[info.id] = Shard(
                         id=info.id,
+                        round=state.retry_round,
                         requests=info.requests,
                         bytes=info.bytes,
                         inline=info.bytes < self.p.spec.batch.inline_below,
@@ -230,7 +239,7 @@ class Applier:
                         self.backend.download(shard.result_file, path)
                     else:  # cancelled before it answered anything
                         write_atomic(path, b"")
-                    usage = self.index.add_results(shard.id, path)
+                    usage = self.index.add_results(shard.id, path, shard.round)
                     self._save(state, shard, status=ShardStatus.DONE, usage=usage)
                     self._say(action, f"saved to {path}")
                 case Kind.RETRY:
@@ -239,6 +248,7 @@ class Applier:
                         shard,
                         status=ShardStatus.PREPARED,
                         attempt=shard.attempt + 1,
+                        round=state.retry_round,
                         file_name=None,
                         job_name=None,
                         job_state=None,
@@ -409,6 +419,7 @@ def apply_all(
     *,
     wait: bool = False,
     allow_shrink: bool = False,
+    retry_errors: bool = False,
     poll_interval: float = 30.0,
     warn: Callable[[str, str], None] = lambda pipeline, message: None,
     pause: Callable[[float, list[Outcome]], None] = lambda seconds, outcomes: time.sleep(seconds),
@@ -421,19 +432,31 @@ def apply_all(
     """
     delay = min(0.5, poll_interval)
     outcomes = {p.name: Outcome(p.name) for p in pipelines}
+    retried: set[str] = set()  # --retry-errors raises each pipeline's retry round once per run
     while True:
         for p in pipelines:
             total = outcomes[p.name]
             if total.done:
                 continue  # finished in an earlier round
+            applier = Applier(
+                p,
+                stores.checked(p),
+                backend,
+                report,
+                allow_shrink=allow_shrink,
+                retry_errors=retry_errors and p.name not in retried,
+            )
             try:
-                this = Applier(p, stores.checked(p), backend, report, allow_shrink=allow_shrink).run()
+                this = applier.run()
             except BatchflowError as exc:
                 if not (wait and exc.transient):
                     exc.pipeline = p.name
                     raise
                 warn(p.name, f"{exc}; trying again")
                 continue
+            finally:
+                if applier.retried:
+                    retried.add(p.name)
             total.actions += this.actions
             total.waiting, total.done, total.failed = this.waiting, this.done, this.failed
         if not wait or all(o.done for o in outcomes.values()):

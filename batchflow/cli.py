@@ -24,6 +24,7 @@ from .reconcile import Action, check_shrink, output_uris, plan, scan
 from .settings import Settings
 from .sinks import check_writable
 from .spec import LoadedPipeline, Pipeline
+from .state import Shard, ShardStatus
 
 app = typer.Typer(
     name="batchflow",
@@ -60,6 +61,13 @@ AllowShrink = Annotated[
     bool,
     typer.Option(
         "--allow-shrink", help="Rewrite outputs even if the source lost more records than output.max_shrink."
+    ),
+]
+RetryErrors = Annotated[
+    bool,
+    typer.Option(
+        "--retry-errors",
+        help="Send the requests that failed for good again, each with a new set of retry.attempts.",
     ),
 ]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
@@ -207,6 +215,7 @@ def plan_cmd(
         typer.Option("--detailed-exitcode", help="Exit 0 when nothing is to do, 2 when changes are pending."),
     ] = False,
     allow_shrink: AllowShrink = False,
+    retry_errors: RetryErrors = False,
 ) -> None:
     """Show the actions apply would take now."""
     stores = Stores(_settings(state).state)
@@ -217,7 +226,7 @@ def plan_cmd(
         store = stores.checked(p)
         st = store.load(p.name)
         with contextlib.closing(store.index(p.name, readonly=True)) as index:
-            desired = scan(p, st, store, index, write=False)
+            desired = scan(p, st, store, index, write=False, retry_errors=retry_errors)
         check_shrink(p, st, desired, allow_shrink)
         actions = plan(st, desired, p.spec.retry.attempts, p.spec.output.uri)
         if not actions:
@@ -225,7 +234,7 @@ def plan_cmd(
             if st.output and (why := p.spec.errors.exceeded(st.output.errors, st.output.records)):
                 out.print(
                     f"  ! {st.output.errors} of {st.output.records} requests failed ({why}); "
-                    "apply exits 3 until they succeed (raise retry.attempts to send them again)"
+                    "apply exits 3 until they succeed; `apply --retry-errors` sends them again"
                 )
             continue
         out.print(f"{p.name}:")
@@ -254,6 +263,7 @@ def apply_cmd(
     state: StateOpt = None,
     wait: Annotated[bool, typer.Option("--wait", help="Repeat until every pipeline is done.")] = False,
     allow_shrink: AllowShrink = False,
+    retry_errors: RetryErrors = False,
 ) -> None:
     """Take every action that can be taken now; with --wait, until done."""
     from .backends.gemini import GeminiBackend
@@ -287,6 +297,7 @@ def apply_cmd(
         report,
         wait=wait,
         allow_shrink=allow_shrink,
+        retry_errors=retry_errors,
         poll_interval=settings.poll_interval,
         warn=warn,
         pause=pause,
@@ -370,7 +381,7 @@ def status(
                 "labels": p.spec.labels,
                 "records": st.records,
                 # Every request sent, a request sent again (a retry) counting once more.
-                "requests": sum(s.requests for s in st.shards.values()),
+                "requests": sum(s.requests * _sends(s) for s in st.shards.values()),
                 "shards": {str(k): v for k, v in Counter(s.status.value for s in st.shards.values()).items()},
                 "tokens": {
                     kind: sum(s.usage.get(kind, 0) for s in st.shards.values())
@@ -422,6 +433,12 @@ def status(
             out.print(f"  failed keys: {keys}{more} (error rows in {r['errors_uri']})")
         if r["policy"]:
             out.print(f"  ! more requests failed than the errors policy tolerates ({r['policy']}): exit 3")
+
+
+def _sends(shard: Shard) -> int:
+    """How many times a shard's requests went to the service: once per attempt whose job was made."""
+    waiting = shard.status in (ShardStatus.PREPARED, ShardStatus.UPLOADED, ShardStatus.CREATING)
+    return shard.attempt - (1 if waiting else 0)
 
 
 @command()

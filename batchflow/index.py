@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS results (
     shard TEXT NOT NULL,
     offset INTEGER NOT NULL,
     state TEXT NOT NULL,          -- ok | error (for good) | retry (a retryable error)
-    tries INTEGER NOT NULL        -- retryable errors so far
+    tries INTEGER NOT NULL,       -- retryable errors so far, in this retry round
+    round INTEGER NOT NULL DEFAULT 0  -- the retry round of the shard that gave it (apply --retry-errors)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS indexed (shard TEXT PRIMARY KEY) WITHOUT ROWID;
 """
@@ -46,6 +47,11 @@ class RequestIndex:
             self.db.execute("PRAGMA synchronous=NORMAL")
         if not readonly or not path.exists():
             self.db.executescript(_SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(results)")}
+        if "round" not in columns and not readonly:  # an index written by batchflow 0.1
+            self.db.execute("ALTER TABLE results ADD COLUMN round INTEGER NOT NULL DEFAULT 0")
+        # Read-only (plan) on such an index: every result is of round 0.
+        self._round = "round" if "round" in columns or not readonly else "0"
         # Keys seen by the current scan: duplicates are an error, found without a set in memory.
         self.db.execute(
             "CREATE TEMP TABLE seen_keys (key TEXT PRIMARY KEY, uri TEXT, line INTEGER) WITHOUT ROWID"
@@ -93,9 +99,9 @@ class RequestIndex:
                 "INSERT OR IGNORE INTO shard_requests VALUES (?, ?)", ((h, shard) for h in hashes)
             )
 
-    def add_results(self, shard: str, path: Path) -> dict[str, int]:
-        """Index a downloaded result file, once per shard however often it is called;
-        returns the tokens its responses used."""
+    def add_results(self, shard: str, path: Path, round: int = 0) -> dict[str, int]:
+        """Index a downloaded result file of a shard of retry round `round`, once per shard
+        however often it is called; returns the tokens its responses used."""
         usage = {"prompt": 0, "output": 0, "cached": 0}
         with self._transaction():
             first = not self.db.execute("SELECT 1 FROM indexed WHERE shard = ?", (shard,)).fetchone()
@@ -105,7 +111,7 @@ class RequestIndex:
                     if line.strip():
                         result = json.loads(line)
                         if first:
-                            self._add_result(result, shard, offset)
+                            self._add_result(result, shard, offset, round)
                         counts = (result.get("response") or {}).get("usageMetadata") or {}
                         usage["prompt"] += counts.get("promptTokenCount", 0)
                         usage["output"] += counts.get("candidatesTokenCount", 0)
@@ -115,33 +121,38 @@ class RequestIndex:
                 self.db.execute("INSERT INTO indexed VALUES (?)", (shard,))
         return usage
 
-    def _add_result(self, result: dict, shard: str, offset: int) -> None:
+    def _add_result(self, result: dict, shard: str, offset: int, round: int) -> None:
         digest = result.get("key")
         error = result.get("error")
         if error is not None and error.get("code") in RETRYABLE_CODES:
-            # A retryable error never replaces an answer for good.
+            # A retryable error never replaces an answer, nor an error of this round; it counts
+            # as one more try, the first of a new round after `apply --retry-errors`.
             self.db.execute(
-                "INSERT INTO results VALUES (?, ?, ?, 'retry', 1) ON CONFLICT (hash) DO UPDATE SET "
-                "tries = tries + 1, shard = excluded.shard, offset = excluded.offset WHERE state = 'retry'",
-                (digest, shard, offset),
+                "INSERT INTO results VALUES (?, ?, ?, 'retry', 1, ?) ON CONFLICT (hash) DO UPDATE SET "
+                "tries = CASE WHEN round < excluded.round THEN 1 ELSE tries + 1 END, state = 'retry', "
+                "shard = excluded.shard, offset = excluded.offset, round = excluded.round "
+                "WHERE state = 'retry' OR (state = 'error' AND round < excluded.round)",
+                (digest, shard, offset, round),
             )
         else:
             state = "error" if error is not None else "ok"
             self.db.execute(
-                "INSERT INTO results VALUES (?, ?, ?, ?, 0) ON CONFLICT (hash) DO UPDATE SET "
-                "shard = excluded.shard, offset = excluded.offset, state = excluded.state",
-                (digest, shard, offset, state),
+                "INSERT INTO results VALUES (?, ?, ?, ?, 0, ?) ON CONFLICT (hash) DO UPDATE SET "
+                "shard = excluded.shard, offset = excluded.offset, state = excluded.state, "
+                "tries = 0, round = excluded.round WHERE round <= excluded.round",
+                (digest, shard, offset, state, round),
             )
 
-    def covered(self, hashes: list[str], live: set[str], attempts: int) -> set[str]:
+    def covered(self, hashes: list[str], live: set[str], attempts: int, round: int = 0) -> set[str]:
         """Of `hashes`, those that need no new job: in a `live` shard, or answered for good
-        (a success, a permanent error, or `attempts` retryable errors)."""
+        (a success; in retry round `round`, a permanent error or `attempts` retryable ones)."""
         marks = ",".join("?" * len(hashes))
         found = {
             h
             for (h,) in self.db.execute(
-                f"SELECT hash FROM results WHERE hash IN ({marks}) AND (state != 'retry' OR tries >= ?)",
-                (*hashes, attempts),
+                f"SELECT hash FROM results WHERE hash IN ({marks}) AND (state = 'ok' OR "
+                f"({self._round} >= ? AND (state = 'error' OR tries >= ?)))",
+                (*hashes, round, attempts),
             )
         }
         if live:

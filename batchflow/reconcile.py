@@ -97,6 +97,14 @@ def next_action(shard: Shard, attempts: int) -> Action | None:
     return None
 
 
+def is_live(shard: Shard, attempts: int, round: int) -> bool:
+    """Whether a shard still stands for its requests: not done, and not a job that failed for
+    good in an earlier retry round (its requests are then sent again in a new shard)."""
+    if shard.status is ShardStatus.DONE:
+        return False
+    return not (shard.status is ShardStatus.FAILED and shard.attempt >= attempts and shard.round < round)
+
+
 def state_word(job_state: str | None) -> str:
     return (job_state or "unknown").removeprefix("JOB_STATE_").lower()
 
@@ -162,14 +170,22 @@ def records(pipeline: LoadedPipeline) -> Iterator[Record]:
 
 
 def scan(
-    pipeline: LoadedPipeline, state: PipelineState, store: LocalStore, index: RequestIndex, *, write: bool
+    pipeline: LoadedPipeline,
+    state: PipelineState,
+    store: LocalStore,
+    index: RequestIndex,
+    *,
+    write: bool,
+    retry_errors: bool = False,
 ) -> Scan:
     """Render the source; group requests the state does not cover yet into shards.
 
     With write=True the shard files are written into the store and recorded
     in the index (apply); with write=False only their ids are computed (plan).
+    retry_errors: as if the retry round were raised (`plan --retry-errors`).
     """
-    live = {sh.id for sh in state.shards.values() if sh.status is not ShardStatus.DONE}
+    round = state.retry_round + (1 if retry_errors else 0)
+    live = {sh.id for sh in state.shards.values() if is_live(sh, pipeline.spec.retry.attempts, round)}
     index.forget_keys()
     renderer = Renderer(pipeline)
     spec = pipeline.spec
@@ -186,7 +202,7 @@ def scan(
                     r for r in chunk if r.key == key and (r.record.uri, r.record.line) != (uri, line)
                 )
                 raise duplicate_error(pipeline, key, (uri, line), again.record)
-            covered = index.covered([r.hash for r in chunk], live, spec.retry.attempts)
+            covered = index.covered([r.hash for r in chunk], live, spec.retry.attempts, round)
             for r in chunk:
                 count += 1
                 digest.update(r.hash.encode())

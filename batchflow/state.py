@@ -87,6 +87,7 @@ class Shard(BaseModel):
     status: ShardStatus = ShardStatus.PREPARED
     inline: bool = False  # sent as inline requests (no input file; results come with the job)
     attempt: int = 1
+    round: int = 0  # the pipeline's retry round when it was made (see PipelineState.retry_round)
     file_name: str | None = None  # the uploaded input file, files/...
     job_name: str | None = None  # batches/...
     job_state: str | None = None  # JOB_STATE_*
@@ -136,6 +137,9 @@ class PipelineState(BaseModel):
     cache: CacheRecord | None = None
     output: OutputRecord | None = None
     records: int | None = None  # records in the source when apply last read it
+    # Raised by `apply --retry-errors`: results and failed jobs of earlier rounds no longer
+    # count as final, so their requests are sent again with a new set of attempts.
+    retry_round: int = 0
     updated_at: str = ""
 
 
@@ -347,7 +351,7 @@ def rebuild_index(store: LocalStore, state: PipelineState) -> None:
         for shard in state.shards.values():
             index.add_shard(shard.id, shard_keys(store.shard_path(state.pipeline, shard.id)))
             if shard.status is ShardStatus.DONE:
-                index.add_results(shard.id, store.result_path(state.pipeline, shard.id))
+                index.add_results(shard.id, store.result_path(state.pipeline, shard.id), shard.round)
 
 
 def _read(path: Path) -> bytes | None:

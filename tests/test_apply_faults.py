@@ -64,6 +64,8 @@ def test_failed_jobs_are_resubmitted_until_attempts_run_out(cli, client, emulato
     assert again.code == 3 and "up to date" in again.out  # a re-run does not hide the failure
     status = cli("status")
     assert "2 errors" in status.out and "failed keys: 0, 1" in status.out
+    assert "faulty: 2 records; 6 requests sent" in status.out  # 2 records, each sent in 3 jobs
+    assert "Batch job failed: internal error." in status.out
 
 
 def test_raising_attempts_sends_failed_requests_again_and_rewrites_the_output(
@@ -152,7 +154,37 @@ def test_without_wait_a_refused_call_is_one_line_and_exit_1(cli, emulator, emula
     _faults(emulator, unavailable_rate=1.0)
     result = cli("apply", env={"BATCHFLOW_HTTP_ATTEMPTS": "1"})
     assert result.code == 1
-    assert result.err.startswith("error: ") and "503" in result.err
+    assert result.err.startswith("faulty: error: ") and "503" in result.err
     assert "Traceback" not in result.err
     _faults(emulator, unavailable_rate=0.0)
     assert cli("apply", "--wait").code == 0
+
+
+def test_retry_errors_sends_failed_jobs_and_failed_lines_again_once(
+    cli, client, emulator, emulator_env, tmp_path
+):
+    _project(tmp_path, n=4)
+    spec = tmp_path / "pipelines/faulty.yaml"
+    spec.write_text(spec.read_text().replace("attempts: 3", "attempts: 1"))
+    # One job fails; the other's lines fail (seeded so that both happen).
+    _faults(emulator, job_fail_rate=0.5, line_error_rate=1.0, seed=2)
+    assert cli("apply", "--wait").code == 3
+    rows = _rows(tmp_path)
+    assert {r["error"]["code"] for r in rows} == {13, 500}  # a failed job's rows, and failed lines
+    jobs = len(list(client.batches.list()))
+    # Still failing: --retry-errors sends each failed request once more, then stops (exit 3 again).
+    plan = cli("plan", "--retry-errors")
+    assert "submit 4 new requests" in plan.out or "submit 2 new requests" in plan.out, plan.out
+    assert cli("plan", "--detailed-exitcode").code == 0  # without the flag: nothing to do
+    assert cli("apply", "--wait", "--retry-errors").code == 3
+    second = len(list(client.batches.list()))
+    assert second > jobs
+    assert cli("apply", "--wait").code == 3 and len(list(client.batches.list())) == second
+    # The service recovers: one more --retry-errors and every row is an answer.
+    _faults(emulator, job_fail_rate=0.0, line_error_rate=0.0)
+    result = cli("apply", "--wait", "--retry-errors")
+    assert result.code == 0, result.out + result.err
+    rows = _rows(tmp_path)
+    assert [r["key"] for r in rows] == ["0", "1", "2", "3"] and all("error" not in r for r in rows)
+    assert cli("apply", "--retry-errors").code == 0  # nothing failed: nothing is sent
+    assert "up to date" in cli("plan", "--retry-errors").out

@@ -1,4 +1,5 @@
-"""The promise, checked over random histories: faults, retries, spec edits and kill -9 in any order.
+"""The promise, checked over random histories: faults, retries, --retry-errors, spec edits and
+kill -9 in any order.
 
 Whatever happened before, once `apply --wait` returns, the output holds exactly
 one row per source record, in source order; each row is the latest result the
@@ -76,7 +77,8 @@ def test_after_any_history_the_output_is_the_state(seed, cli, emulator, emulator
         if rng.random() < 0.5:
             kill_apply(env, after_lines=rng.randint(1, 8))
         else:
-            assert cli("apply", "--wait").code in (0, 3)
+            retry = ["--retry-errors"] if rng.random() < 0.4 else []
+            assert cli("apply", "--wait", *retry).code in (0, 3)
 
     result = cli("apply", "--wait")
     rows = [json.loads(x) for x in (tmp_path / "pipelines/out.jsonl").read_text().splitlines()]

@@ -1,0 +1,49 @@
+"""The request index: results by round (apply --retry-errors), and indexes written by batchflow 0.1."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from batchflow.index import RequestIndex
+
+
+def _results(path, lines) -> None:
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+
+def test_errors_of_an_earlier_round_are_sent_again_answers_never(tmp_path):
+    index = RequestIndex(tmp_path / "index.sqlite3")
+    _results(
+        tmp_path / "a.jsonl",
+        [{"key": "ok"}, {"key": "bad", "error": {"code": 400}}, {"key": "busy", "error": {"code": 503}}],
+    )
+    index.add_results("a", tmp_path / "a.jsonl", round=0)
+    everything = ["ok", "bad", "busy"]
+    assert index.covered(everything, set(), attempts=1, round=0) == {"ok", "bad", "busy"}
+    assert index.covered(everything, set(), attempts=1, round=1) == {"ok"}
+    # In round 1 the 400 comes back retryable: a new try of the new round, not an answer.
+    _results(tmp_path / "b.jsonl", [{"key": "bad", "error": {"code": 503}}, {"key": "busy"}])
+    index.add_results("b", tmp_path / "b.jsonl", round=1)
+    assert index.covered(everything, set(), attempts=2, round=1) == {"ok", "busy"}
+    assert index.covered(everything, set(), attempts=1, round=1) == {"ok", "bad", "busy"}
+    assert index.results(["bad"])["bad"] == ("b", 0)
+
+
+def test_an_index_of_batchflow_0_1_is_read_and_upgraded(tmp_path):
+    path = tmp_path / "index.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE results (hash TEXT PRIMARY KEY, shard TEXT NOT NULL, offset INTEGER NOT NULL,"
+        " state TEXT NOT NULL, tries INTEGER NOT NULL) WITHOUT ROWID;"
+        "INSERT INTO results VALUES ('h', 's', 0, 'error', 0);"
+    )
+    db.commit()
+    db.close()
+    readonly = RequestIndex(path, readonly=True)  # plan: reads it as round 0, writes nothing
+    assert readonly.covered(["h"], set(), attempts=3, round=0) == {"h"}
+    assert readonly.covered(["h"], set(), attempts=3, round=1) == set()
+    readonly.close()
+    index = RequestIndex(path)
+    assert index.covered(["h"], set(), attempts=3, round=1) == set()
+    index.close()
