@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import mimetypes
@@ -29,6 +30,13 @@ _TOOLS = {
     "url_context": {"urlContext": {}},
     "code_execution": {"codeExecution": {}},
 }
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(text: str) -> Template:
+    """Compiling costs about 1 ms; pipelines of one repository share most of their templates,
+    and validate, plan and apply each build a Renderer per pipeline."""
+    return TEMPLATES.from_string(text)
 
 
 def is_template(text: str) -> bool:
@@ -215,7 +223,7 @@ class Renderer:
         if not is_template(text):
             return _Constant(text)  # a Jinja render costs ~10 us even for plain text
         try:
-            return _Template(TEMPLATES.from_string(text))
+            return _Template(_compiled(text))
         except TemplateError as exc:
             raise SpecError(f"template error: {exc}", file=str(self.pipeline.path), field=field) from None
 
