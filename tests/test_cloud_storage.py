@@ -95,7 +95,7 @@ def test_missing_s3_source_is_one_clear_line(cli, emulator_env, s3_bucket, tmp_p
     )
     result = cli("apply")
     assert result.code == 1
-    assert result.err.startswith(f"error: s3://{s3_bucket}/nope.jsonl: ") and "Traceback" not in result.err
+    assert result.err.startswith(f"p: error: s3://{s3_bucket}/nope.jsonl: ") and "Traceback" not in result.err
 
 
 def test_gs_commands_print_no_bucket_type_warnings(gcs_bucket, tmp_path):
