@@ -71,7 +71,7 @@ def _local_copy(path: str) -> Iterator[Path]:
 
 Report = Callable[[str, Action, str], None]
 FAILED_KEYS_KEPT = 10  # error rows' keys named in the state, for `status`
-_CHECKED: set[str] = set()  # output URIs found writable by this process
+_PROBED: set[str] = set()  # bucket URIs this process found writable
 
 
 def _job_error(shard: Shard | None) -> dict:
@@ -186,9 +186,10 @@ class Applier:
         """Before anything is uploaded (and paid for): can the results be written where the spec says?
         Buckets are probed once per process, not on every round of --wait."""
         for uri in output_uris(self.p):
-            if uri not in _CHECKED:
+            if uri not in _PROBED:
                 check_writable(uri, probe=True)
-                _CHECKED.add(uri)
+                if "://" in uri:
+                    _PROBED.add(uri)
 
     def _say(self, action: Action, message: str) -> None:
         self.report(self.p.name, action, message)

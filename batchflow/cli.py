@@ -152,7 +152,7 @@ def validate(
             try:
                 checked[p.name] = check_records(p, max_bytes)
             except SourceError as exc:
-                problems.append(_source_problem(p, exc))
+                problems.append(_source_problem(exc))
         if problems:
             raise SpecErrors(problems)
     except SpecErrors as exc:
@@ -190,14 +190,9 @@ def validate(
         out.print(f"{p.path}: {p.name}: valid ({note})")
 
 
-def _source_problem(pipeline: LoadedPipeline, exc: SourceError) -> SpecError:
+def _source_problem(exc: SourceError) -> SpecError:
     """A record apply would refuse, reported where validate reports problems: at the data's line."""
-    return SpecError(
-        str(exc).removeprefix(f"{exc.uri}:{exc.line}: " if exc.line else f"{exc.uri}: "),
-        file=_relative(exc.uri),
-        line=exc.line,
-        field=None,
-    )
+    return SpecError(exc.message, file=_relative(exc.uri), line=exc.line)
 
 
 def _relative(path: str) -> str:

@@ -53,6 +53,7 @@ class SourceError(BatchflowError):
     """A record in a source cannot be read or rendered."""
 
     def __init__(self, message: str, *, uri: str, line: int | None = None) -> None:
+        self.message = message
         self.uri = uri
         self.line = line
         where = f"{uri}:{line}" if line is not None else uri
