@@ -91,6 +91,7 @@ class Outcome:
     waiting: list[str] = field(default_factory=list)  # jobs still running
     done: bool = False
     failed: str | None = None  # once done: how failed requests break the errors policy, if they do
+    error: str | None = None  # why the pipeline stopped: its state, source, outputs or the API
 
 
 class Applier:
@@ -428,8 +429,9 @@ def apply_all(
     """Apply each pipeline; with wait, repeat (backing off) until all are done.
 
     With wait, errors that may pass (429, 5xx, a held lock) are reported and
-    tried again on the next round; without it they end the run, and the next
-    apply resumes from the saved state.
+    tried again on the next round. Other errors, and those without wait, stop
+    that pipeline only (`Outcome.error`); the next apply resumes it from its
+    saved state.
     """
     delay = min(0.5, poll_interval)
     outcomes = {p.name: Outcome(p.name) for p in pipelines}
@@ -439,24 +441,26 @@ def apply_all(
             total = outcomes[p.name]
             if total.done:
                 continue  # finished in an earlier round
-            applier = Applier(
-                p,
-                stores.checked(p),
-                backend,
-                report,
-                allow_shrink=allow_shrink,
-                retry_errors=retry_errors and p.name not in retried,
-            )
+            applier = None
             try:
+                applier = Applier(
+                    p,
+                    stores.checked(p),
+                    backend,
+                    report,
+                    allow_shrink=allow_shrink,
+                    retry_errors=retry_errors and p.name not in retried,
+                )
                 this = applier.run()
-            except BatchflowError as exc:
-                if not (wait and exc.transient):
-                    exc.pipeline = p.name
-                    raise
-                warn(p.name, f"{exc}; trying again")
+            except (BatchflowError, OSError) as exc:
+                if wait and getattr(exc, "transient", False):
+                    warn(p.name, f"{exc}; trying again")
+                    continue
+                # This pipeline stops here; the others go on, and the run exits 1 at the end.
+                total.error, total.done = str(exc), True
                 continue
             finally:
-                if applier.retried:
+                if applier is not None and applier.retried:
                     retried.add(p.name)
             total.actions += this.actions
             total.waiting, total.done, total.failed = this.waiting, this.done, this.failed

@@ -18,7 +18,7 @@ from rich.console import Console
 from . import __version__
 from .apply import apply_all
 from .errors import BatchflowError, SourceError, SpecError, SpecErrors
-from .loader import load_pipelines
+from .loader import load_each, load_pipelines
 from .project import Stores, default_paths
 from .reconcile import Action, check_shrink, output_uris, plan, scan
 from .settings import Settings
@@ -70,6 +70,10 @@ RetryErrors = Annotated[
         help="Send the requests that failed for good again, each with a new set of retry.attempts.",
     ),
 ]
+Targets = Annotated[
+    list[str] | None,
+    typer.Option("--target", "-t", help="Only this pipeline (by name); repeatable.", show_default=False),
+]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
 
@@ -94,8 +98,7 @@ def command(name: str | None = None):
                 for e in exc.errors:
                     err.print(str(e))
             except BatchflowError as exc:
-                named = exc.pipeline and not str(exc).startswith(f"{exc.pipeline}:")
-                err.print(f"{exc.pipeline}: error: {exc}" if named else f"error: {exc}")
+                err.print(f"error: {exc}")
             except OSError as exc:  # a file or folder that cannot be read or written: one line, no traceback
                 err.print(f"error: {exc}")
             raise typer.Exit(EXIT_ERROR)
@@ -118,6 +121,25 @@ def _settings(state: str | None = None) -> Settings:
 
 def _load(paths: list[Path] | None) -> list[LoadedPipeline]:
     return load_pipelines(paths or default_paths(Path.cwd()))
+
+
+def _load_targets(paths: list[Path] | None, targets: list[str] | None) -> tuple[list[LoadedPipeline], int]:
+    """The pipelines plan and apply work on: every one that loads (the problems of the others
+    are printed and counted, and the run goes on without them), or only the `--target` ones."""
+    pipelines, problems = load_each(paths or default_paths(Path.cwd()))
+    for problem in problems:
+        err.print(str(problem))
+    if targets:
+        unknown = sorted(set(targets) - {p.name for p in pipelines})
+        if unknown:
+            known = ", ".join(sorted(p.name for p in pipelines)) or "none"
+            raise BatchflowError(f"--target {', '.join(unknown)}: no such pipeline (found: {known})")
+        pipelines = [p for p in pipelines if p.name in targets]
+    return pipelines, len(problems)
+
+
+def _pipeline_error(pipeline: LoadedPipeline, message: str) -> None:
+    err.print(f"{pipeline.name}: error: {message} ({pipeline.path})")
 
 
 def _version(value: bool) -> None:
@@ -211,24 +233,25 @@ def plan_cmd(
     ] = False,
     allow_shrink: AllowShrink = False,
     retry_errors: RetryErrors = False,
+    target: Targets = None,
 ) -> None:
     """Show the actions apply would take now."""
     stores = Stores(_settings(state).state)
+    pipelines, broken = _load_targets(paths, target)
     counts: Counter[str] = Counter()
-    for p in _load(paths):
-        for uri in output_uris(p):
-            check_writable(uri, probe=False)
-        store = stores.checked(p)
-        st = store.load(p.name)
-        with contextlib.closing(store.index(p.name, readonly=True)) as index:
-            desired = scan(p, st, store, index, write=False, retry_errors=retry_errors)
-        check_shrink(p, st, desired, allow_shrink)
-        actions = plan(st, desired, p.spec.retry.attempts, p.spec.output.uri)
+    for p in pipelines:
+        try:
+            actions, store_state = _plan_one(p, stores, allow_shrink, retry_errors)
+        except (BatchflowError, OSError) as exc:  # this pipeline cannot be planned; the others can
+            _pipeline_error(p, str(exc))
+            broken += 1
+            continue
         if not actions:
             out.print(f"{p.name}: up to date")
-            if st.output and (why := p.spec.errors.exceeded(st.output.errors, st.output.records)):
+            o = store_state.output
+            if o and (why := p.spec.errors.exceeded(o.errors, o.records)):
                 out.print(
-                    f"  ! {st.output.errors} of {st.output.records} requests failed ({why}); "
+                    f"  ! {o.errors} of {o.records} requests failed ({why}); "
                     "apply exits 3 until they succeed; `apply --retry-errors` sends them again"
                 )
             continue
@@ -241,10 +264,23 @@ def plan_cmd(
             f"{n} output(s) to write" if kind == "output" else f"{n} to {kind}" for kind, n in counts.items()
         ]
         out.print("Plan: " + ", ".join(words) + ".")
-        if detailed_exitcode:
-            raise typer.Exit(EXIT_CHANGES)
-    else:
+    elif not broken:
         out.print("No changes. Every pipeline is up to date.")
+    if broken:
+        raise typer.Exit(EXIT_ERROR)
+    if counts and detailed_exitcode:
+        raise typer.Exit(EXIT_CHANGES)
+
+
+def _plan_one(p: LoadedPipeline, stores: Stores, allow_shrink: bool, retry_errors: bool):
+    for uri in output_uris(p):
+        check_writable(uri, probe=False)
+    store = stores.checked(p)
+    st = store.load(p.name)
+    with contextlib.closing(store.index(p.name, readonly=True)) as index:
+        desired = scan(p, st, store, index, write=False, retry_errors=retry_errors)
+    check_shrink(p, st, desired, allow_shrink)
+    return plan(st, desired, p.spec.retry.attempts, p.spec.output.uri), st
 
 
 def _describe(action: Action) -> str:
@@ -259,12 +295,13 @@ def apply_cmd(
     wait: Annotated[bool, typer.Option("--wait", help="Repeat until every pipeline is done.")] = False,
     allow_shrink: AllowShrink = False,
     retry_errors: RetryErrors = False,
+    target: Targets = None,
 ) -> None:
     """Take every action that can be taken now; with --wait, until done."""
     from .backends.gemini import GeminiBackend
 
     settings = _settings(state)
-    pipelines = _load(paths)
+    pipelines, broken = _load_targets(paths, target)
     backend = GeminiBackend(settings)
 
     def report(pipeline: str, action: Action, message: str) -> None:
@@ -297,8 +334,11 @@ def apply_cmd(
         warn=warn,
         pause=pause,
     )
+    by_name = {p.name: p for p in pipelines}
     for o in outcomes:
-        if o.actions == 0:
+        if o.error:
+            _pipeline_error(by_name[o.pipeline], o.error)
+        elif o.actions == 0:
             out.print(f"{o.pipeline}: up to date, nothing to do")
         elif o.done:
             out.print(f"{o.pipeline}: done")
@@ -307,6 +347,8 @@ def apply_cmd(
     failed = [o for o in outcomes if o.failed]
     for o in failed:
         err.print(f"{o.pipeline}: error: {o.failed}")
+    if broken or any(o.error for o in outcomes):
+        raise typer.Exit(EXIT_ERROR)
     if failed:
         raise typer.Exit(EXIT_FAILED_REQUESTS)
 

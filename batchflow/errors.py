@@ -8,8 +8,6 @@ class BatchflowError(Exception):
 
     #: Whether running the same command again may succeed without a change.
     transient = False
-    #: The pipeline being worked on when it was raised, for the message (set by apply).
-    pipeline: str | None = None
 
 
 class SpecError(BatchflowError):

@@ -37,6 +37,15 @@ def find_spec_files(paths: list[Path]) -> list[Path]:
 
 def load_pipelines(paths: list[Path]) -> list[LoadedPipeline]:
     """Load every pipeline under `paths`; raise SpecErrors listing every problem found."""
+    loaded, errors = load_each(paths)
+    if errors:
+        raise SpecErrors(errors)
+    return loaded
+
+
+def load_each(paths: list[Path]) -> tuple[list[LoadedPipeline], list[SpecError]]:
+    """Every pipeline that loads, and the problems of those that do not (plan and apply go on
+    with the good ones)."""
     errors: list[SpecError] = []
     loaded: list[LoadedPipeline] = []
     for file in find_spec_files(paths):
@@ -58,9 +67,8 @@ def load_pipelines(paths: list[Path]) -> list[LoadedPipeline]:
                 )
             )
         seen.setdefault(p.name, p)
-    if errors:
-        raise SpecErrors(errors)
-    return loaded
+    duplicated = {p.name for p in loaded if seen[p.name] is not p}
+    return [p for p in loaded if p.name not in duplicated], errors
 
 
 def load_file(file: Path) -> list[LoadedPipeline]:

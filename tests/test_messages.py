@@ -59,7 +59,7 @@ def test_api_errors_name_the_pipeline_and_a_missing_key_says_so(cli, tmp_path, m
         assert result.code == 1
         assert result.err.strip() == (
             f"talk: error: no API key is set, and {emu.url} wants one: set GEMINI_API_KEY "
-            "(for an emulator started with --api-key, that key)"
+            "(for an emulator started with --api-key, that key) (pipelines/talk.yaml)"
         )
         result = cli("apply", env={"GEMINI_API_KEY": "wrong"})
         assert (

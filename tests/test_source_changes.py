@@ -48,8 +48,12 @@ def test_exact_copies_without_a_key_are_an_error_naming_both_lines(cli, emulator
     _source(tmp_path, ["a", "b", "a"])
     result = cli("plan")
     assert result.code == 1
-    assert result.err.strip().endswith(
-        "data/q.jsonl:3: this record is an exact copy of the one at line 1; remove it, or set source.key"
+    assert (
+        result.err.startswith("changes: error: ")
+        and (
+            "data/q.jsonl:3: this record is an exact copy of the one at line 1; remove it, or set source.key"
+        )
+        in result.err
     )
 
 
