@@ -5,6 +5,7 @@ so a run killed anywhere resumes from the last completed step.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
 import shutil
@@ -119,7 +120,11 @@ class Applier:
 
     def run(self) -> Outcome:
         self._check_outputs()
-        with self.store.lock(self.p.name), contextlib.closing(self.store.index(self.p.name)) as index:
+        took_over = functools.partial(self._say, Action(Kind.ADOPT, None, ""))
+        with (
+            self.store.lock(self.p.name, took_over),
+            contextlib.closing(self.store.index(self.p.name)) as index,
+        ):
             self.index = index
             state = self.store.load(self.p.name)
             outcome = Outcome(self.p.name)

@@ -74,6 +74,15 @@ Targets = Annotated[
     list[str] | None,
     typer.Option("--target", "-t", help="Only this pipeline (by name); repeatable.", show_default=False),
 ]
+LockTimeout = Annotated[
+    str | None,
+    typer.Option(
+        "--lock-timeout",
+        help="Wait this long (e.g. 30s, 5m) for a lock another apply holds [env: BATCHFLOW_LOCK_TIMEOUT; "
+        "default: do not wait].",
+        show_default=False,
+    ),
+]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
 
@@ -109,14 +118,22 @@ def command(name: str | None = None):
     return register
 
 
-def _settings(state: str | None = None) -> Settings:
+def _settings(state: str | None = None, **flags) -> Settings:
+    given = {k: v for k, v in {"state": state, **flags}.items() if v is not None}
     try:
-        return Settings(**({"state": state} if state else {}))
+        return Settings(**given)
     except ValidationError as exc:
         problem = exc.errors()[0]
         field = str(problem["loc"][0]) if problem["loc"] else "settings"
-        name = field if field.isupper() else f"BATCHFLOW_{field.upper()}"
+        if field in flags and flags[field] is not None:
+            name = f"--{field.replace('_', '-')}"
+        else:
+            name = field if field.isupper() else f"BATCHFLOW_{field.upper()}"
         raise BatchflowError(f"{name}: {problem['msg']}") from None
+
+
+def _stores(settings: Settings) -> Stores:
+    return Stores(settings.state, lock_ttl=settings.lock_ttl, lock_timeout=settings.lock_timeout)
 
 
 def _load(paths: list[Path] | None) -> list[LoadedPipeline]:
@@ -296,11 +313,12 @@ def apply_cmd(
     allow_shrink: AllowShrink = False,
     retry_errors: RetryErrors = False,
     target: Targets = None,
+    lock_timeout: LockTimeout = None,
 ) -> None:
     """Take every action that can be taken now; with --wait, until done."""
     from .backends.gemini import GeminiBackend
 
-    settings = _settings(state)
+    settings = _settings(state, lock_timeout=lock_timeout)
     pipelines, broken = _load_targets(paths, target)
     backend = GeminiBackend(settings)
 
@@ -324,7 +342,7 @@ def apply_cmd(
 
     outcomes = apply_all(
         pipelines,
-        Stores(settings.state),
+        _stores(settings),
         backend,
         report,
         wait=wait,
@@ -360,7 +378,7 @@ def cancel(paths: Paths = None, state: StateOpt = None) -> None:
     from .teardown import cancel as cancel_jobs
 
     settings = _settings(state)
-    count = cancel_jobs(_load(paths), Stores(settings.state), GeminiBackend(settings), _say)
+    count = cancel_jobs(_load(paths), _stores(settings), GeminiBackend(settings), _say)
     out.print(f"{count} job(s) cancelled" if count else "no running jobs")
 
 
@@ -378,7 +396,7 @@ def destroy(
     pipelines = _load(paths)
     names = ", ".join(p.name for p in pipelines)
     _confirm(yes, f"destroy {names}", f"Delete the jobs, files, caches and state of {names}?")
-    destroy_all(pipelines, Stores(settings.state), GeminiBackend(settings), _say)
+    destroy_all(pipelines, _stores(settings), GeminiBackend(settings), _say)
 
 
 @command()

@@ -85,8 +85,11 @@ def _resolve(base: Path, location: str) -> str:
 class Stores:
     """The state store of each pipeline; one store object per location."""
 
-    def __init__(self, explicit: str | None = None) -> None:
+    def __init__(
+        self, explicit: str | None = None, *, lock_ttl: float | None = None, lock_timeout: float = 0.0
+    ) -> None:
         self.explicit = _resolve(Path.cwd(), explicit) if explicit else None
+        self.lock_ttl, self.lock_timeout = lock_ttl, lock_timeout
         self._open: dict[str, LocalStore] = {}
 
     def location(self, pipeline: LoadedPipeline) -> str:
@@ -103,7 +106,10 @@ class Stores:
     def of(self, pipeline: LoadedPipeline) -> LocalStore:
         location = self.location(pipeline)
         if location not in self._open:
-            self._open[location] = open_store(location)
+            store = open_store(location)
+            store.lock_ttl = self.lock_ttl or store.lock_ttl
+            store.lock_timeout = self.lock_timeout
+            self._open[location] = store
         return self._open[location]
 
     def checked(self, pipeline: LoadedPipeline) -> LocalStore:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .units import Size
+from .units import Duration, Size
 
 
 class Settings(BaseSettings):
@@ -32,6 +32,15 @@ class Settings(BaseSettings):
         ge=0,
         description="`validate` renders every record of local sources up to this size (default 64MB); "
         "of larger ones, the first 10,000.",
+    )
+    lock_ttl: Duration = Field(
+        300.0,
+        ge=1,
+        description="How long a pipeline's lock lasts unless its apply renews it (every third of it); "
+        "an expired lock is taken over from any host. Default 5m.",
+    )
+    lock_timeout: Duration = Field(
+        0.0, ge=0, description="How long apply waits for a lock another apply holds; default: no wait."
     )
     poll_interval: float = Field(
         30.0,

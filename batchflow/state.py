@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import shutil
-import socket
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -27,11 +24,14 @@ import fsspec
 from pydantic import BaseModel, ValidationError, field_validator
 
 from .atomic import atomic_open, write_atomic
-from .errors import LockedError, StateError
+from .conditional import BucketObject, Conflict, LocalFile, Version
+from .errors import StateError
 from .index import RequestIndex
+from .lease import Held, acquire
 from .shards import shard_keys
 
 STATE_VERSION = 1
+DEFAULT_LOCK_TTL = 300.0  # seconds; BATCHFLOW_LOCK_TTL
 
 
 def now() -> str:
@@ -148,6 +148,9 @@ class LocalStore:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        self.lock_ttl = DEFAULT_LOCK_TTL  # seconds a lease lasts unless renewed
+        self.lock_timeout = 0.0  # seconds to wait for a lock another apply holds
+        self._leases: dict[str, Held] = {}
 
     def folder(self, pipeline: str) -> Path:
         return self.root / pipeline
@@ -176,58 +179,43 @@ class LocalStore:
         return state
 
     def save(self, state: PipelineState) -> None:
+        held = self._leases.get(state.pipeline)
+        if held is not None:
+            held.check()  # a holder whose lease ran out writes nothing more
         state.updated_at = now()
         write_atomic(self.folder(state.pipeline) / "state.json", state.model_dump_json(indent=2).encode())
 
+    def lock_file(self, pipeline: str) -> LocalFile | BucketObject:
+        return LocalFile(self.folder(pipeline) / "lock")
+
     @contextlib.contextmanager
-    def lock(self, pipeline: str) -> Iterator[None]:
-        """Hold the pipeline's lock; a lock left by a dead process on this host is taken over."""
-        path = self.folder(pipeline) / "lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-
-        def create(data: bytes) -> None:
-            with open(path, "xb") as f:
-                f.write(data)
-
-        _acquire(pipeline, str(path), create, lambda: _read(path), lambda: path.unlink(missing_ok=True))
+    def lock(self, pipeline: str, say: Callable[[str], None] = lambda message: None) -> Iterator[None]:
+        """Hold the pipeline's lock as a lease, renewed while the block runs (see lease.py);
+        `say` hears about a lock taken over from a holder that is gone."""
+        held = acquire(
+            pipeline, self.lock_file(pipeline), ttl=self.lock_ttl, timeout=self.lock_timeout, say=say
+        )
+        self._leases[pipeline] = held
         try:
+            self._locked(pipeline)
             yield
         finally:
-            path.unlink(missing_ok=True)
+            del self._leases[pipeline]
+            held.release()
+
+    def _locked(self, pipeline: str) -> None:
+        """Called once the lock is held, before the block runs."""
 
     def unlock(self, pipeline: str) -> bool:
         """Remove the pipeline's lock, whoever holds it; False if there was none."""
-        path = self.folder(pipeline) / "lock"
-        existed = path.exists()
-        path.unlink(missing_ok=True)
+        lock = self.lock_file(pipeline)
+        existed = lock.read() is not None
+        lock.delete()
         return existed
 
     def forget(self, pipeline: str) -> None:
         """Remove everything the store holds for the pipeline."""
         shutil.rmtree(self.folder(pipeline), ignore_errors=True)
-
-
-def _acquire(pipeline: str, where: str, create, read, remove) -> None:
-    """Exclusive-create the lock at `where`; take over one left by a dead process on this host."""
-    owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": now()}
-    for _ in range(2):
-        try:
-            create(json.dumps(owner).encode())
-            return
-        except FileExistsError:
-            holder = _parse_lock(read())
-            if holder and holder.get("host") == owner["host"] and not _alive(holder.get("pid")):
-                remove()
-                continue
-            who = (
-                f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}"
-                if holder
-                else "?"
-            )
-            raise LockedError(
-                f"pipeline {pipeline!r} is locked by another apply ({who}); "
-                f"wait for it, or run `batchflow unlock` if that process is gone (lock: {where})"
-            ) from None
 
 
 class RemoteStore(LocalStore):
@@ -249,6 +237,7 @@ class RemoteStore(LocalStore):
         super().__init__(mirror)
         self._held: set[str] = set()
         self._remote_files: dict[str, set[str]] = {}  # pipeline -> "shards/x.jsonl", ... already uploaded
+        self._state_version: dict[str, Version | None] = {}  # of the remote state.json this holder read
 
     def _remote(self, pipeline: str, *parts: str) -> str:
         return "/".join([self.base, pipeline, *parts])
@@ -274,10 +263,8 @@ class RemoteStore(LocalStore):
                     with self.fs.open(full, "rb") as src, atomic_open(folder / name) as dst:
                         shutil.copyfileobj(src, dst, 1 << 20)  # result files can be large: stream
         self._remote_files[pipeline] = present
-        try:
-            remote_state = self.fs.cat_file(self._remote(pipeline, "state.json"))
-        except FileNotFoundError:
-            remote_state = None
+        found = self._state_object(pipeline).read()
+        remote_state, self._state_version[pipeline] = found if found else (None, None)
         local_state = folder / "state.json"
         current = local_state.read_bytes() if local_state.exists() else None
         if remote_state != current:
@@ -299,40 +286,36 @@ class RemoteStore(LocalStore):
                     self.fs.put_file(str(path), self._remote(state.pipeline, name))
                     uploaded.add(name)
         super().save(state)
-        self.fs.pipe_file(self._remote(state.pipeline, "state.json"), (folder / "state.json").read_bytes())
+        # Fenced: written only over the state.json this holder read (or wrote) last, so a holder
+        # that lost its lease to another apply cannot overwrite what that one wrote since.
+        data = (folder / "state.json").read_bytes()
+        target, version = self._state_object(state.pipeline), self._state_version.get(state.pipeline)
+        try:
+            new = target.create(data) if version is None else target.replace(data, version)
+        except Conflict:
+            raise StateError(
+                f"{target.where} changed since this apply read it: another apply holds "
+                f"{state.pipeline!r} now; stopping without writing"
+            ) from None
+        self._state_version[state.pipeline] = new
+
+    def _state_object(self, pipeline: str) -> BucketObject:
+        return BucketObject(self.fs, self._remote(pipeline, "state.json"))
+
+    def lock_file(self, pipeline: str) -> BucketObject:
+        return BucketObject(self.fs, self._remote(pipeline, "lock"))
 
     @contextlib.contextmanager
-    def lock(self, pipeline: str) -> Iterator[None]:
-        path = self._remote(pipeline, "lock")
-
-        def read() -> bytes | None:
-            try:
-                return self.fs.cat_file(path)
-            except FileNotFoundError:
-                return None
-
-        _acquire(
-            pipeline,
-            f"{self.fs.unstrip_protocol(path)}",
-            lambda data: self.fs.pipe_file(path, data, mode="create"),
-            read,
-            lambda: self.fs.rm_file(path),
-        )
+    def lock(self, pipeline: str, say: Callable[[str], None] = lambda message: None) -> Iterator[None]:
         try:
-            self._held.add(pipeline)
-            self.sync(pipeline)
-            yield
+            with super().lock(pipeline, say):
+                yield
         finally:
             self._held.discard(pipeline)
-            with contextlib.suppress(FileNotFoundError):
-                self.fs.rm_file(path)
 
-    def unlock(self, pipeline: str) -> bool:
-        try:
-            self.fs.rm_file(self._remote(pipeline, "lock"))
-        except FileNotFoundError:
-            return False
-        return True
+    def _locked(self, pipeline: str) -> None:
+        self._held.add(pipeline)
+        self.sync(pipeline)
 
     def forget(self, pipeline: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -352,31 +335,3 @@ def rebuild_index(store: LocalStore, state: PipelineState) -> None:
             index.add_shard(shard.id, shard_keys(store.shard_path(state.pipeline, shard.id)))
             if shard.status is ShardStatus.DONE:
                 index.add_results(shard.id, store.result_path(state.pipeline, shard.id), shard.round)
-
-
-def _read(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except OSError:
-        return None
-
-
-def _parse_lock(data: bytes | None) -> dict | None:
-    try:
-        return json.loads(data) if data else None
-    except ValueError:
-        # A lock being written right now reads as empty or partial; treat it as held.
-        time.sleep(0.05)
-        return None
-
-
-def _alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

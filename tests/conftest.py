@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,10 +146,18 @@ def gcs_endpoint():
 
     server = FakeGCSServer()
     server.start()  # waits until ready and sets STORAGE_EMULATOR_HOST, which gcsfs honours
+    # The wrapper pipes the server's stderr and never reads it: once a pipe's worth of request
+    # logs (64 KiB) is written, the server blocks and every later request hangs. Drain it.
+    threading.Thread(target=_drain, args=(server._process.stderr,), daemon=True).start()
     try:
         yield server.url
     finally:
         server.stop()
+
+
+def _drain(stream) -> None:
+    while stream.read(1 << 16):
+        pass
 
 
 @pytest.fixture

@@ -111,9 +111,17 @@ def test_backend_find_returns_job_by_display_name(client, emulator):
 
 def _lock_as(path, pid: int) -> None:
     import socket as _socket
+    import time
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"pid": pid, "host": _socket.gethostname(), "since": "earlier"}))
+    lease = {
+        "owner": "x",
+        "pid": pid,
+        "host": _socket.gethostname(),
+        "acquired": "earlier",
+        "expires": time.time() + 300,
+    }
+    path.write_text(json.dumps(lease))
 
 
 def test_a_second_apply_stops_while_the_first_holds_the_lock(cli, client, emulator_env, tmp_path):
