@@ -39,14 +39,16 @@ err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 Paths = Annotated[
     list[Path] | None,
-    typer.Argument(help="Spec files or folders [default: pipelines/].", show_default=False),
+    typer.Argument(
+        help="Spec files or folders (default: the project's pipelines, else pipelines/).", show_default=False
+    ),
 ]
 StateOpt = Annotated[
     str | None,
     typer.Option(
         "--state",
-        help="State store: a folder or a gs:// or s3:// URL [env: BATCHFLOW_STATE; default: the project's "
-        "(state: in batchflow.yaml), else .batchflow/ beside the spec].",
+        help="State store: a folder or a gs:// or s3:// URL (env: BATCHFLOW_STATE; default: the project's, "
+        "state: in batchflow.yaml, else .batchflow/ beside the spec).",
         show_default=False,
     ),
 ]
@@ -78,8 +80,8 @@ LockTimeout = Annotated[
     str | None,
     typer.Option(
         "--lock-timeout",
-        help="Wait this long (e.g. 30s, 5m) for a lock another apply holds [env: BATCHFLOW_LOCK_TIMEOUT; "
-        "default: do not wait].",
+        help="Wait this long (e.g. 30s, 5m) for a lock another apply holds (env: BATCHFLOW_LOCK_TIMEOUT; "
+        "default: do not wait).",
         show_default=False,
     ),
 ]
@@ -530,7 +532,7 @@ def emulator(
     ] = None,
     speed: Annotated[float, typer.Option(min=0.001, help="Clock speed: N times real time.")] = 1.0,
     data_dir: Annotated[
-        Path | None, typer.Option(help="Keep files, jobs and caches here, across restarts [default: none].")
+        Path | None, typer.Option(help="Keep files, jobs and caches here, across restarts (default: none).")
     ] = None,
     faults: Annotated[
         str,

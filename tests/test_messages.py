@@ -66,3 +66,16 @@ def test_api_errors_name_the_pipeline_and_a_missing_key_says_so(cli, tmp_path, m
             result.code == 1 and result.err.startswith("talk: error: ") and "API key not valid" in result.err
         )
         assert "wrong" not in result.err  # the key itself is never printed
+
+
+def test_help_texts_keep_their_defaults_and_variables(cli):
+    # Rich reads [brackets] as markup and drops them: help must not use them.
+    text = cli("apply", "--help").out
+    for words in (
+        "BATCHFLOW_STATE",
+        "gs://",
+        "batchflow.yaml",
+        "BATCHFLOW_LOCK_TIMEOUT",
+        "the project's pipelines",
+    ):
+        assert words in " ".join(text.replace("│", " ").split()), words
