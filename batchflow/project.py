@@ -121,7 +121,7 @@ class Stores:
         for other in self._likely(pipeline):
             if other != store.root.resolve() and (other / pipeline.name / "state.json").is_file():
                 raise StateError(
-                    f"{pipeline.name}: no state in {store.root}, but {other} holds this pipeline's state; "
+                    f"no state in {store.root}, but {other} holds this pipeline's state; "
                     "starting again would send every request again. Point state: (spec or batchflow.yaml) "
                     "or BATCHFLOW_STATE at it, or remove it if it is not wanted"
                 )
