@@ -29,6 +29,7 @@ from .reconcile import (
     check_shrink,
     display_name,
     next_action,
+    occupies_slot,
     output_uris,
     plan,
     records,
@@ -107,8 +108,10 @@ class Applier:
         *,
         allow_shrink: bool = False,
         retry_errors: bool = False,
+        max_concurrent_jobs: int | None = None,
     ):
         self.allow_shrink = allow_shrink
+        self.max_concurrent_jobs = max_concurrent_jobs  # overrides batch.max_concurrent_jobs
         self.retry_errors = retry_errors
         self.retried = False  # the retry round was raised (once per `apply --retry-errors`)
         self.p = pipeline
@@ -208,6 +211,9 @@ class Applier:
 
     def _advance(self, state: PipelineState, shard: Shard, outcome: Outcome) -> None:
         while (action := next_action(shard, self.attempts)) is not None:
+            if shard.status is ShardStatus.PREPARED and not self._slot_free(state):
+                outcome.waiting.append(f"shard {shard.id[:8]} (waiting for a job slot)")
+                return  # started once a running job ends (batch.max_concurrent_jobs)
             outcome.actions += 1
             match action.kind:
                 case Kind.UPLOAD:
@@ -292,6 +298,10 @@ class Applier:
                     self.p.spec.model, name, display_name(self.p.name, shard), embed=self.embed
                 )
             raise
+
+    def _slot_free(self, state: PipelineState) -> bool:
+        limit = self.max_concurrent_jobs or self.p.spec.batch.max_concurrent_jobs
+        return limit is None or sum(occupies_slot(sh) for sh in state.shards.values()) < limit
 
     def _upload_shard(self, state: PipelineState, shard: Shard) -> str:
         """Upload a shard's input file, with the names of its files and cache filled in."""
@@ -427,6 +437,7 @@ def apply_all(
     wait: bool = False,
     allow_shrink: bool = False,
     retry_errors: bool = False,
+    max_concurrent_jobs: int | None = None,
     poll_interval: float = 30.0,
     warn: Callable[[str, str], None] = lambda pipeline, message: None,
     pause: Callable[[float, list[Outcome]], None] = lambda seconds, outcomes: time.sleep(seconds),
@@ -455,6 +466,7 @@ def apply_all(
                     report,
                     allow_shrink=allow_shrink,
                     retry_errors=retry_errors and p.name not in retried,
+                    max_concurrent_jobs=max_concurrent_jobs,
                 )
                 this = applier.run()
             except (BatchflowError, OSError) as exc:

@@ -316,6 +316,15 @@ def apply_cmd(
     retry_errors: RetryErrors = False,
     target: Targets = None,
     lock_timeout: LockTimeout = None,
+    max_concurrent_jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--max-concurrent-jobs",
+            min=1,
+            help="Jobs per pipeline at work at once, overriding batch.max_concurrent_jobs.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Take every action that can be taken now; with --wait, until done."""
     from .backends.gemini import GeminiBackend
@@ -350,6 +359,7 @@ def apply_cmd(
         wait=wait,
         allow_shrink=allow_shrink,
         retry_errors=retry_errors,
+        max_concurrent_jobs=max_concurrent_jobs,
         poll_interval=settings.poll_interval,
         warn=warn,
         pause=pause,

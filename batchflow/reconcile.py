@@ -44,6 +44,7 @@ class Kind(StrEnum):
 
 
 _SYMBOL = {Kind.SUBMIT: "+", Kind.OUTPUT: "+", Kind.RETRY: "~"}
+JOB_ENDED = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,13 @@ def next_action(shard: Shard, attempts: int) -> Action | None:
         case s.FAILED if shard.attempt < attempts:
             return Action(Kind.RETRY, shard.id, f"resubmit (attempt {shard.attempt + 1} of {attempts})")
     return None
+
+
+def occupies_slot(shard: Shard) -> bool:
+    """Whether a shard counts against batch.max_concurrent_jobs: on its way to a job, or its job at work."""
+    if shard.status in (ShardStatus.UPLOADED, ShardStatus.CREATING):
+        return True
+    return shard.status is ShardStatus.SUBMITTED and shard.job_state not in JOB_ENDED
 
 
 def is_live(shard: Shard, attempts: int, round: int) -> bool:

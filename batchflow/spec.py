@@ -187,6 +187,12 @@ class Batch(_Model):
         le=MAX_INLINE_BYTES,
         description="Jobs smaller than this are sent inline instead of as a file; at most 20 MB.",
     )
+    max_concurrent_jobs: int | None = Field(
+        None,
+        ge=1,
+        description="Jobs of this pipeline at work at once; further shards wait and start as jobs "
+        "finish. Default: no limit.",
+    )
 
 
 class Retry(_Model):

@@ -51,3 +51,25 @@ def test_target_applies_only_the_named_pipelines(cli, emulator_env, tmp_path):
     assert "two:" in plan.out and "one" not in plan.out
     unknown = cli("plan", "--target", "fuor")
     assert unknown.code == 1 and "--target fuor: no such pipeline (found: one, three, two)" in unknown.err
+
+
+def test_max_concurrent_jobs_caps_the_jobs_at_work(cli, client, emulator, emulator_env, tmp_path):
+    _pipeline(tmp_path, "capped", rows=[{"id": i, "word": f"w{i}"} for i in range(6)])
+    spec = tmp_path / "pipelines/capped.yaml"
+    spec.write_text(spec.read_text() + "batch: {max_requests: 1, max_concurrent_jobs: 2}\n")
+    emulator.store.clock.set_speed(1)  # jobs stay at work while we look
+    first = cli("apply")
+    assert first.code == 0 and "waiting for a job slot" not in first.err
+    assert len(list(client.batches.list())) == 2
+    assert len(list(client.batches.list())) == 2 and cli("apply").code == 0  # still two at work
+    assert len(list(client.batches.list())) == 2
+    emulator.store.clock.set_speed(3600)
+    assert cli("apply", "--wait").code == 0
+    jobs = list(client.batches.list())
+    assert len(jobs) == 6 and len({j.display_name for j in jobs}) == 6
+    # At no moment were more than two at work: each began after an earlier one ended.
+    spans = sorted((j.create_time, j.end_time) for j in jobs)
+    for start, _ in spans:
+        assert sum(s <= start < e for s, e in spans) <= 2
+    assert len((tmp_path / "pipelines/out/capped.jsonl").read_text().splitlines()) == 6
+    assert cli("apply", "--max-concurrent-jobs", "0").code == 2  # a usage error, as click reports it
