@@ -32,6 +32,7 @@ from .reconcile import (
     occupies_slot,
     output_uris,
     plan,
+    policy_breach,
     records,
     results_fingerprint,
     scan,
@@ -181,14 +182,9 @@ class Applier:
                 state.cache.name = None
                 self.store.save(state)
             outcome.done = True
-            if state.output is not None:
-                why = self.p.spec.errors.exceeded(state.output.errors, state.output.records)
-                if why:
-                    rows = self.p.spec.errors.uri or self.p.spec.output.uri
-                    outcome.failed = (
-                        f"{state.output.errors} of {state.output.records} requests failed ({why}); "
-                        f"their error rows are in {rows}"
-                    )
+            if breach := policy_breach(self.p, state.output):
+                rows = self.p.spec.errors.uri or self.p.spec.output.uri
+                outcome.failed = f"{breach}; their error rows are in {rows}"
             return outcome
 
     def _check_outputs(self) -> None:

@@ -20,7 +20,7 @@ from .apply import apply_all
 from .errors import BatchflowError, SourceError, SpecError, SpecErrors
 from .loader import load_each, load_pipelines
 from .project import Stores, default_paths
-from .reconcile import Action, check_shrink, output_uris, plan, scan
+from .reconcile import Action, check_shrink, output_uris, plan, policy_breach, scan
 from .settings import Settings
 from .sinks import check_writable
 from .spec import LoadedPipeline, Pipeline
@@ -267,11 +267,9 @@ def plan_cmd(
             continue
         if not actions:
             out.print(f"{p.name}: up to date")
-            o = store_state.output
-            if o and (why := p.spec.errors.exceeded(o.errors, o.records)):
+            if breach := policy_breach(p, store_state.output):
                 out.print(
-                    f"  ! {o.errors} of {o.records} requests failed ({why}); "
-                    "apply exits 3 until they succeed; `apply --retry-errors` sends them again"
+                    f"  ! {breach}; apply exits 3 until they succeed; `apply --retry-errors` sends them again"
                 )
             continue
         out.print(f"{p.name}:")

@@ -83,8 +83,9 @@ class BucketObject:
         self.bucket, _, self.key = path.partition("/")
 
     def _version(self) -> Version | None:
+        self.fs.invalidate_cache(self.path)  # fsspec caches listings; a version must be current
         try:
-            info = self.fs.info(self.path, refresh=True) if not self.gcs else self.fs.info(self.path)
+            info = self.fs.info(self.path)
         except FileNotFoundError:
             return None
         return str(info["generation"] if self.gcs else info["ETag"]).strip('"')
@@ -93,7 +94,6 @@ class BucketObject:
         # Version, content, version again: a write in between makes us read again, so the
         # version returned is surely the content's.
         for _ in range(5):
-            self.fs.invalidate_cache(self.path)
             before = self._version()
             if before is None:
                 return None
@@ -101,7 +101,6 @@ class BucketObject:
                 data = self.fs.cat_file(self.path)
             except FileNotFoundError:
                 continue
-            self.fs.invalidate_cache(self.path)
             if self._version() == before:
                 return data, before
         raise Conflict(f"{self.where} keeps changing")

@@ -14,8 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import SourceError
-from .reconcile import duplicate_error, records
+from .reconcile import duplicate_error, empty_source, records
 from .requests import FILE_PLACEHOLDER, Files, Renderer
 from .spec import LoadedPipeline
 
@@ -56,5 +55,5 @@ def check_records(pipeline: LoadedPipeline, max_bytes: int) -> RecordCheck:
         if limit is not None and count >= limit:
             return RecordCheck(count, False)
     if count == 0:
-        raise SourceError("the source has no records", uri=pipeline.resolve(uri))
+        raise empty_source(pipeline)
     return RecordCheck(count, True)

@@ -29,7 +29,7 @@ from .requests import (
 from .shards import ShardInfo, build, shard_keys
 from .sources import CsvDialect, Record, read_records
 from .spec import LoadedPipeline
-from .state import LocalStore, PipelineState, Shard, ShardStatus
+from .state import JOB_ENDED, LocalStore, OutputRecord, PipelineState, Shard, ShardStatus
 
 
 class Kind(StrEnum):
@@ -44,7 +44,6 @@ class Kind(StrEnum):
 
 
 _SYMBOL = {Kind.SUBMIT: "+", Kind.OUTPUT: "+", Kind.RETRY: "~"}
-JOB_ENDED = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
 
 
 @dataclass(frozen=True)
@@ -115,6 +114,16 @@ def is_live(shard: Shard, attempts: int, round: int) -> bool:
 
 def state_word(job_state: str | None) -> str:
     return (job_state or "unknown").removeprefix("JOB_STATE_").lower()
+
+
+def policy_breach(pipeline: LoadedPipeline, output: OutputRecord | None) -> str | None:
+    """How the output's failed requests break the pipeline's errors policy; None if they do not."""
+    why = output and pipeline.spec.errors.exceeded(output.errors, output.records)
+    return f"{output.errors} of {output.records} requests failed ({why})" if why else None
+
+
+def empty_source(pipeline: LoadedPipeline) -> SourceError:
+    return SourceError("the source has no records", uri=pipeline.resolve(pipeline.spec.source.uri))
 
 
 def check_shrink(pipeline: LoadedPipeline, state: PipelineState, scan: Scan, allow: bool) -> None:
@@ -229,7 +238,7 @@ def scan(
         new_lines(), spec.batch.max_requests, spec.batch.max_bytes, folder, taken=set(state.shards)
     )
     if count == 0:
-        raise SourceError("the source has no records", uri=pipeline.resolve(spec.source.uri))
+        raise empty_source(pipeline)
     if write:
         # Before the state names these shards: a crash in between leaves index rows for
         # shards the state does not know, which nothing reads; the reverse would resend them.

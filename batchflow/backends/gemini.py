@@ -25,14 +25,8 @@ from google.genai import types
 from ..atomic import atomic_open
 from ..errors import RemoteError
 from ..settings import Settings
-from ..state import ErrorInfo
+from ..state import JOB_ENDED, ErrorInfo
 
-TERMINAL_STATES = {
-    "JOB_STATE_SUCCEEDED",
-    "JOB_STATE_FAILED",
-    "JOB_STATE_CANCELLED",
-    "JOB_STATE_EXPIRED",
-}
 # A create is never retried blindly: a lost answer may hide a job that exists.
 # The reconciler finds such a job by its display name instead.
 _NO_RETRY = types.HttpOptions(retry_options=types.HttpRetryOptions(attempts=1))
@@ -55,7 +49,7 @@ class Job:
 
     @property
     def done(self) -> bool:
-        return self.state in TERMINAL_STATES
+        return self.state in JOB_ENDED
 
 
 def _remote(call: Callable[..., T]) -> Callable[..., T]:
