@@ -183,7 +183,7 @@ class Applier:
                 self.store.save(state)
             outcome.done = True
             if breach := policy_breach(self.p, state.output):
-                rows = self.p.spec.errors.uri or self.p.spec.output.uri
+                rows = self.p.resolve(self.p.spec.errors.uri or self.p.spec.output.uri)
                 outcome.failed = f"{breach}; their error rows are in {rows}"
             return outcome
 
