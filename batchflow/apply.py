@@ -13,14 +13,16 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import fsspec
 
 from .atomic import write_atomic
-from .errors import BatchflowError, OutputError, RemoteError, StateError
+from .errors import BatchflowError, BudgetError, OutputError, RemoteError, StateError
 from .index import chunks
+from .pricing import PriceTable, load_prices
 from .project import Stores
 from .reconcile import (
     Action,
@@ -39,6 +41,7 @@ from .reconcile import (
     state_word,
 )
 from .requests import CACHE_PLACEHOLDER, FILE_PLACEHOLDER, Renderer, cache_digest, canonical, resolve_line
+from .review import budget_breach, estimate
 from .sinks import ResultReader, check_writable, open_sink, output_format, summarize
 from .spec import LoadedPipeline
 from .state import (
@@ -110,11 +113,16 @@ class Applier:
         allow_shrink: bool = False,
         retry_errors: bool = False,
         max_concurrent_jobs: int | None = None,
+        prices: PriceTable | None = None,
+        max_usd: float | None = None,
     ):
         self.allow_shrink = allow_shrink
+        self.prices = prices or load_prices()
+        self.max_usd = max_usd  # overrides budget.max_usd
         self.max_concurrent_jobs = max_concurrent_jobs  # overrides batch.max_concurrent_jobs
         self.retry_errors = retry_errors
         self.retried = False  # the retry round was raised (once per `apply --retry-errors`)
+        self.quota_refused = False  # a create was answered 429 this round: create no more
         self.p = pipeline
         self.store = store
         self.backend = backend
@@ -142,6 +150,15 @@ class Applier:
             while True:
                 s = scan(self.p, state, self.store, index, write=True)
                 check_shrink(self.p, state, s, self.allow_shrink)
+                if s.new_shards:
+                    # Before the state names the new shards: refused, they are never uploaded.
+                    if why := budget_breach(self.p, estimate(self.p, s, state, self.prices), self.max_usd):
+                        raise BudgetError(why)
+                    if s.resent_answered:
+                        self._say(
+                            Action(Kind.SUBMIT, None, ""),
+                            f"{s.resent_answered} answered requests changed: sent and paid again",
+                        )
                 if state.records != s.requests:
                     state.records = s.requests
                     self.store.save(state)
@@ -221,19 +238,35 @@ class Applier:
                     if action.kind is Kind.ADOPT:
                         job = self.backend.find(display_name(self.p.name, shard))
                     if job is None:
+                        if self.quota_refused:  # asking again in the same round would be refused too
+                            outcome.waiting.append(f"shard {shard.id[:8]} (waiting for quota)")
+                            return
                         # Recorded before the call: if we die before the answer is saved,
                         # the next run adopts the job by name instead of creating another.
                         self._save(state, shard, status=ShardStatus.CREATING)
-                        job = self._create(state, shard)
+                        try:
+                            job = self._create(state, shard)
+                        except RemoteError as exc:
+                            if exc.code != 429:
+                                raise
+                            # The service's enqueued-token quota: no job was made. The shard
+                            # waits and is created on a later round, as running jobs finish.
+                            self.quota_refused = True
+                            waiting = ShardStatus.UPLOADED if shard.file_name else ShardStatus.PREPARED
+                            self._save(state, shard, status=waiting, quota_refused_at=now())
+                            self._say(action, "waiting for quota (429 RESOURCE_EXHAUSTED on create)")
+                            outcome.waiting.append(f"shard {shard.id[:8]} (waiting for quota)")
+                            return
                         self._say(action, f"created {job.name}")
                     else:
                         self._say(action, f"adopted {job.name}")
-                    self._record_job(state, shard, job)
+                    self._record_job(state, shard, job, submitted_at=shard.submitted_at or now())
                 case Kind.POLL:
                     job = self.backend.get(shard.job_name)
                     changed = job.state != shard.job_state
                     self._record_job(state, shard, job)
                     if not job.done:
+                        self._cancel_if_stuck(state, shard, job)
                         self._keep_cache(state)
                         outcome.waiting.append(job.name)
                         if changed:  # --wait polls for hours: say only what is new
@@ -263,6 +296,8 @@ class Applier:
                         job_state=None,
                         result_file=None,
                         error=None,
+                        submitted_at=None,
+                        cancelled_pending=False,
                     )
                     self._say(action, f"queued again (attempt {shard.attempt} of {self.attempts})")
 
@@ -362,11 +397,29 @@ class Applier:
         if state.cache is not None and state.cache.name is not None:
             self.backend.keep_cache(state.cache.name, self.p.spec.cache.ttl)
 
-    def _record_job(self, state: PipelineState, shard: Shard, job: Job) -> None:
+    def _cancel_if_stuck(self, state: PipelineState, shard: Shard, job: Job) -> None:
+        """A job the service has left pending past batch.pending_timeout is cancelled: once the
+        cancel lands, its requests (none answered) are sent again in a new job."""
+        timeout = self.p.spec.batch.pending_timeout
+        if job.state != "JOB_STATE_PENDING" or shard.cancelled_pending or not shard.submitted_at:
+            return
+        if time.time() - datetime.fromisoformat(shard.submitted_at).timestamp() < timeout:
+            return
+        self.backend.cancel(job.name)
+        self._save(state, shard, cancelled_pending=True)
+        self._say(
+            Action(Kind.POLL, shard.id, ""),
+            f"cancelled {job.name}: still pending after batch.pending_timeout ({timeout:g} s); "
+            "its requests will be sent again",
+        )
+
+    def _record_job(self, state: PipelineState, shard: Shard, job: Job, **extra) -> None:
         changes: dict = {
             "job_name": job.name,
             "job_state": job.state,
             "result_file": job.result_file,
+            "quota_refused_at": None,
+            **extra,
         }
         if job.done and job.state not in ("JOB_STATE_SUCCEEDED", "JOB_STATE_CANCELLED"):
             changes.update(status=ShardStatus.FAILED, error=job.error)
@@ -434,6 +487,8 @@ def apply_all(
     allow_shrink: bool = False,
     retry_errors: bool = False,
     max_concurrent_jobs: int | None = None,
+    prices: PriceTable | None = None,
+    max_usd: float | None = None,
     poll_interval: float = 30.0,
     warn: Callable[[str, str], None] = lambda pipeline, message: None,
     pause: Callable[[float, list[Outcome]], None] = lambda seconds, outcomes: time.sleep(seconds),
@@ -463,6 +518,8 @@ def apply_all(
                     allow_shrink=allow_shrink,
                     retry_errors=retry_errors and p.name not in retried,
                     max_concurrent_jobs=max_concurrent_jobs,
+                    prices=prices,
+                    max_usd=max_usd,
                 )
                 this = applier.run()
             except (BatchflowError, OSError) as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -20,11 +21,11 @@ from .apply import apply_all
 from .errors import BatchflowError, SourceError, SpecError, SpecErrors
 from .loader import load_each, load_pipelines
 from .project import Stores, default_paths
-from .reconcile import Action, check_shrink, output_uris, plan, policy_breach, scan
+from .reconcile import Action, check_shrink, output_uris, plan, scan
 from .settings import Settings
 from .sinks import check_writable
 from .spec import LoadedPipeline, Pipeline
-from .state import Shard, ShardStatus
+from .state import Shard, ShardStatus, now
 
 app = typer.Typer(
     name="batchflow",
@@ -242,6 +243,18 @@ def _relative(path: str) -> str:
     return path
 
 
+MaxUsd = Annotated[
+    float | None,
+    typer.Option(
+        "--max-usd",
+        min=0,
+        help="Refuse to send requests whose estimated cost is over this many US dollars "
+        "(overrides budget.max_usd).",
+        show_default=False,
+    ),
+]
+
+
 @command("plan")
 def plan_cmd(
     paths: Paths = None,
@@ -253,56 +266,98 @@ def plan_cmd(
     allow_shrink: AllowShrink = False,
     retry_errors: RetryErrors = False,
     target: Targets = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the plan as JSON (same as --format json).")
+    ] = False,
+    fmt: Annotated[
+        str, typer.Option("--format", help="text, json, or markdown (for a pull-request comment).")
+    ] = "text",
+    out_file: Annotated[
+        Path | None,
+        typer.Option("--out", help="Also save the plan to FILE, for `apply FILE`.", show_default=False),
+    ] = None,
+    count_tokens: Annotated[
+        bool,
+        typer.Option("--count-tokens", help="Estimate input tokens with the API's countTokens on a sample."),
+    ] = False,
+    max_usd: MaxUsd = None,
 ) -> None:
-    """Show the actions apply would take now."""
-    stores = Stores(_settings(state).state)
+    """Show the actions apply would take now, what they send, and what that costs."""
+    from . import review
+
+    fmt = "json" if as_json else fmt
+    if fmt not in ("text", "json", "markdown"):
+        raise typer.BadParameter("use text, json or markdown", param_hint="--format")
+    settings = _settings(state)
     pipelines, broken = _load_targets(paths, target)
-    counts: Counter[str] = Counter()
-    for p in pipelines:
-        try:
-            actions, store_state = _plan_one(p, stores, allow_shrink, retry_errors)
-        except (BatchflowError, OSError) as exc:  # this pipeline cannot be planned; the others can
-            _pipeline_error(p, str(exc))
-            broken += 1
-            continue
-        if not actions:
-            out.print(f"{p.name}: up to date")
-            if breach := policy_breach(p, store_state.output):
-                out.print(
-                    f"  ! {breach}; apply exits 3 until they succeed; `apply --retry-errors` sends them again"
-                )
-            continue
-        out.print(f"{p.name}:")
-        for a in actions:
-            out.print(f"  {a.symbol} {_describe(a)}")
-            counts[a.kind] += 1
-    if counts:
-        words = [
-            f"{n} output(s) to write" if kind == "output" else f"{n} to {kind}" for kind, n in counts.items()
-        ]
-        out.print("Plan: " + ", ".join(words) + ".")
-    elif not broken:
-        out.print("No changes. Every pipeline is up to date.")
+    options = {"allow_shrink": allow_shrink, "retry_errors": retry_errors}
+    the_plan = _make_plan(pipelines, settings, options, max_usd=max_usd, count_tokens=count_tokens)
+    broken += sum(1 for pp in the_plan.pipelines if pp.error)
+    if out_file is not None:
+        review.save(the_plan, out_file)
+    if fmt == "json":
+        typer.echo(the_plan.model_dump_json(indent=2))
+    elif fmt == "markdown":
+        typer.echo(review.markdown(the_plan), nl=False)
+    else:
+        for pp in the_plan.pipelines:
+            for line in review.text_lines(pp):
+                out.print(line)
+        if the_plan.changes or not broken:
+            out.print(review.summary_line(the_plan))
+        if out_file is not None:
+            out.print(f"Saved the plan to {out_file}; `batchflow apply {out_file}` applies exactly it.")
+    _step_summary(review.markdown(the_plan))
     if broken:
         raise typer.Exit(EXIT_ERROR)
-    if counts and detailed_exitcode:
+    if the_plan.changes and detailed_exitcode:
         raise typer.Exit(EXIT_CHANGES)
 
 
-def _plan_one(p: LoadedPipeline, stores: Stores, allow_shrink: bool, retry_errors: bool):
-    for uri in output_uris(p):
-        check_writable(uri, probe=False)
-    store = stores.checked(p)
-    st = store.load(p.name)
-    with contextlib.closing(store.index(p.name, readonly=True)) as index:
-        desired = scan(p, st, store, index, write=False, retry_errors=retry_errors)
-    check_shrink(p, st, desired, allow_shrink)
-    return plan(st, desired, p.spec.retry.attempts, p.spec.output.uri), st
+def _make_plan(pipelines, settings: Settings, options: dict[str, bool], *, max_usd=None, count_tokens=False):
+    """The plan of each pipeline; one that cannot be planned is reported and carries its error."""
+    from . import review
+    from .pricing import load_prices
+
+    prices = load_prices(settings.prices)
+    stores = Stores(settings.state)
+    backend = None
+    planned = []
+    for p in pipelines:
+        try:
+            for uri in output_uris(p):
+                check_writable(uri, probe=False)
+            store = stores.checked(p)
+            st = store.load(p.name)
+            with contextlib.closing(store.index(p.name, readonly=True)) as index:
+                desired = scan(p, st, store, index, write=False, retry_errors=options["retry_errors"])
+            check_shrink(p, st, desired, options["allow_shrink"])
+            actions = plan(st, desired, p.spec.retry.attempts, p.spec.output.uri)
+            pp = review.pipeline_plan(p, actions, desired, st, prices, max_usd)
+            if count_tokens and pp.estimate and desired.sample:
+                if backend is None:
+                    from .backends.gemini import GeminiBackend
+
+                    backend = GeminiBackend(settings)
+                review.count_sample(pp, p, desired.sample, backend, prices, max_usd)
+        except (BatchflowError, OSError) as exc:  # this pipeline cannot be planned; the others can
+            _pipeline_error(p, str(exc))
+            pp = review.PipelinePlan(pipeline=p.name, spec=str(p.path), error=str(exc))
+        planned.append(pp)
+    return review.Plan(
+        created_at=now(),
+        prices=f"{prices.checked}, {prices.source}",
+        options=options,
+        pipelines=planned,
+    )
 
 
-def _describe(action: Action) -> str:
-    what = f"{action.kind} shard {action.shard[:8]}" if action.shard else str(action.kind)
-    return f"{what}: {action.reason}"
+def _step_summary(markdown: str) -> None:
+    """In GitHub Actions, append to the job's summary page."""
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(markdown + "\n")
 
 
 @command("apply")
@@ -323,12 +378,26 @@ def apply_cmd(
             show_default=False,
         ),
     ] = None,
+    max_usd: MaxUsd = None,
 ) -> None:
-    """Take every action that can be taken now; with --wait, until done."""
+    """Take every action that can be taken now; with --wait, until done. Given a plan saved by
+    `plan --out FILE`, apply exactly that plan, refusing if anything changed since."""
     from .backends.gemini import GeminiBackend
+    from .pricing import load_prices
 
     settings = _settings(state, lock_timeout=lock_timeout)
-    pipelines, broken = _load_targets(paths, target)
+    saved = _saved_plan(paths)
+    if saved is not None:
+        if target:
+            raise BatchflowError("--target: a saved plan applies the pipelines it names, no others")
+        pipelines, broken = _check_saved_plan(saved, settings, max_usd), 0
+        allow_shrink = saved.options.get("allow_shrink", False)
+        retry_errors = saved.options.get("retry_errors", False)
+        if not pipelines:
+            out.print("The saved plan has no changes: nothing to do.")
+            return
+    else:
+        pipelines, broken = _load_targets(paths, target)
     backend = GeminiBackend(settings)
 
     def report(pipeline: str, action: Action, message: str) -> None:
@@ -358,20 +427,30 @@ def apply_cmd(
         allow_shrink=allow_shrink,
         retry_errors=retry_errors,
         max_concurrent_jobs=max_concurrent_jobs,
+        prices=load_prices(settings.prices),
+        max_usd=max_usd,
         poll_interval=settings.poll_interval,
         warn=warn,
         pause=pause,
     )
     by_name = {p.name: p for p in pipelines}
+    rows = ["### batchflow apply", "", "| pipeline | result |", "|---|---|"]
     for o in outcomes:
         if o.error:
             _pipeline_error(by_name[o.pipeline], o.error)
+            result = f"**error:** {o.error}"
         elif o.actions == 0:
-            out.print(f"{o.pipeline}: up to date, nothing to do")
+            result = "up to date, nothing to do"
         elif o.done:
-            out.print(f"{o.pipeline}: done")
+            result = "done"
         else:
-            out.print(f"{o.pipeline}: waiting for {len(o.waiting)} job(s); run apply again later")
+            result = f"waiting for {len(o.waiting)} job(s); run apply again later"
+        if not o.error:
+            out.print(f"{o.pipeline}: {result}")
+        if o.failed:
+            result += f"; **failed requests:** {o.failed}"
+        rows.append(f"| `{o.pipeline}` | {result} |")
+    _step_summary("\n".join(rows) + "\n")
     failed = [o for o in outcomes if o.failed]
     for o in failed:
         err.print(f"{o.pipeline}: error: {o.failed}")
@@ -379,6 +458,32 @@ def apply_cmd(
         raise typer.Exit(EXIT_ERROR)
     if failed:
         raise typer.Exit(EXIT_FAILED_REQUESTS)
+
+
+def _saved_plan(paths: list[Path] | None):
+    """The plan `apply FILE` was given, if its one argument is a file that is not a spec."""
+    from . import review
+    from .spec import SPEC_SUFFIXES
+
+    if not paths or len(paths) != 1 or not paths[0].is_file() or paths[0].suffix in SPEC_SUFFIXES:
+        return None
+    return review.load(paths[0])
+
+
+def _check_saved_plan(saved, settings: Settings, max_usd: float | None) -> list[LoadedPipeline]:
+    """The pipelines of a saved plan, once each is shown to be as it was when planned."""
+    from . import review
+
+    problems = [f"{pp.pipeline}: it could not be planned ({pp.error})" for pp in saved.pipelines if pp.error]
+    pipelines = load_pipelines([Path(pp.spec) for pp in saved.pipelines if not pp.error])
+    now_plan = _make_plan(pipelines, settings, saved.options, max_usd=max_usd)
+    current = {pp.pipeline: pp for pp in now_plan.pipelines}
+    for pp in saved.pipelines:
+        if not pp.error and (why := review.changed(pp, current[pp.pipeline])):
+            problems.append(f"{pp.pipeline}: {why}")
+    if problems:
+        raise BatchflowError("the saved plan is out of date, run plan again: " + "; ".join(problems))
+    return [p for p in pipelines if current[p.name].actions]
 
 
 @command()
@@ -434,8 +539,11 @@ def status(
     state: StateOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Show each pipeline's shards, jobs and output, from the state store."""
-    stores = Stores(_settings(state).state)
+    """Show each pipeline's shards, jobs, tokens, cost and output, from the state store."""
+    from .pricing import Tokens, load_prices, usd
+
+    settings = _settings(state)
+    stores, prices = Stores(settings.state), load_prices(settings.prices)
     report = []
     for p in _load(paths):
         st = stores.of(p).load(p.name)
@@ -448,10 +556,17 @@ def status(
                 # Every request sent, a request sent again (a retry) counting once more.
                 "requests": sum(s.requests * _sends(s) for s in st.shards.values()),
                 "shards": {str(k): v for k, v in Counter(s.status.value for s in st.shards.values()).items()},
-                "tokens": {
-                    kind: sum(s.usage.get(kind, 0) for s in st.shards.values())
-                    for kind in ("prompt", "output", "cached")
-                },
+                "waiting_for_quota": sum(
+                    bool(s.quota_refused_at) and s.status in _NO_JOB_YET for s in st.shards.values()
+                ),
+                "tokens": (
+                    tokens := {
+                        kind: sum(s.usage.get(kind, 0) for s in st.shards.values())
+                        for kind in ("prompt", "output", "cached")
+                    }
+                ),
+                # At Batch Mode prices from the price table; None for a model it does not list.
+                "cost_usd": prices.cost(p.spec.model, Tokens.from_usage(tokens)),
                 "jobs": [
                     {
                         "name": s.job_name,
@@ -468,6 +583,21 @@ def status(
                 "policy": p.spec.errors.exceeded(o.errors, o.records) if o else None,
             }
         )
+    rows = [
+        "### batchflow status",
+        "",
+        "| pipeline | records | shards | tokens | cost | output |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in report:
+        o, t = r["output"], r["tokens"]
+        written = f"{o['records']} records, {o['errors']} errors" if o else "not written yet"
+        rows.append(
+            f"| `{r['pipeline']}` | {r['records'] or 0:,} | "
+            + (", ".join(f"{n} {k}" for k, n in r["shards"].items()) or "none")
+            + f" | {t['prompt']:,} in, {t['output']:,} out | ~{usd(r['cost_usd'])} | {written} |"
+        )
+    _step_summary("\n".join(rows) + "\n")
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -475,11 +605,19 @@ def status(
         shards = ", ".join(f"{n} {k}" for k, n in r["shards"].items()) or "none"
         records = f"{r['records']:,} records; " if r["records"] is not None else ""
         out.print(f"{r['pipeline']}: {records}{r['requests']:,} requests sent; shards: {shards}")
+        if r["waiting_for_quota"]:
+            out.print(
+                f"  {r['waiting_for_quota']} shard(s) waiting for quota "
+                "(the service answered 429 RESOURCE_EXHAUSTED); apply creates them as running jobs finish"
+            )
         if r["labels"]:
             out.print("  labels: " + ", ".join(f"{k}={v}" for k, v in r["labels"].items()))
         t = r["tokens"]
         if any(t.values()):
-            out.print(f"  tokens: {t['prompt']:,} prompt ({t['cached']:,} cached), {t['output']:,} output")
+            out.print(
+                f"  tokens: {t['prompt']:,} prompt ({t['cached']:,} cached), {t['output']:,} output; "
+                f"cost ~{usd(r['cost_usd'])}"
+            )
         for j in r["jobs"]:
             why = f": {j['error']['message']}" if j["error"] and j["error"]["message"] else ""
             out.print(
@@ -500,10 +638,12 @@ def status(
             out.print(f"  ! more requests failed than the errors policy tolerates ({r['policy']}): exit 3")
 
 
+_NO_JOB_YET = (ShardStatus.PREPARED, ShardStatus.UPLOADED, ShardStatus.CREATING)
+
+
 def _sends(shard: Shard) -> int:
     """How many times a shard's requests went to the service: once per attempt whose job was made."""
-    waiting = shard.status in (ShardStatus.PREPARED, ShardStatus.UPLOADED, ShardStatus.CREATING)
-    return shard.attempt - (1 if waiting else 0)
+    return shard.attempt - (1 if shard.status in _NO_JOB_YET else 0)
 
 
 @command()
@@ -524,6 +664,24 @@ def schema_text() -> str:
     doc["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     doc["title"] = "batchflow pipeline"
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+@command()
+def init(
+    folder: Annotated[Path, typer.Argument(help="Where to write the repository (default: here).")] = Path(
+        "."
+    ),
+) -> None:
+    """Scaffold a pipeline repository: an example pipeline, a Makefile, GitHub Actions and GitLab CI
+    recipes, .gitignore and .env.example. Existing files are left as they are."""
+    from .scaffold import scaffold
+
+    written = scaffold(folder, schema_text(), out.print)
+    if written:
+        out.print(
+            f"Next: edit {folder / 'pipelines/example.yaml'}, then `make validate plan` "
+            "(try it offline: `batchflow emulator` and BATCHFLOW_API_BASE_URL=http://127.0.0.1:8765)."
+        )
 
 
 @command()

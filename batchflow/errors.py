@@ -72,6 +72,10 @@ class LockedError(StateError):
     transient = True
 
 
+class BudgetError(BatchflowError):
+    """The requests an apply would send are estimated to cost more than its budget."""
+
+
 class RemoteError(BatchflowError):
     """The Gemini API (or the emulator) refused or failed a call."""
 

@@ -29,6 +29,8 @@ CREATE TABLE IF NOT EXISTS results (
     round INTEGER NOT NULL DEFAULT 0  -- the retry round of the shard that gave it (apply --retry-errors)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS indexed (shard TEXT PRIMARY KEY) WITHOUT ROWID;
+-- Each record's latest request: a new request for a key whose earlier one was answered is paid again.
+CREATE TABLE IF NOT EXISTS record_keys (key TEXT PRIMARY KEY, hash TEXT NOT NULL) WITHOUT ROWID;
 """
 
 
@@ -52,6 +54,9 @@ class RequestIndex:
             self.db.execute("ALTER TABLE results ADD COLUMN round INTEGER NOT NULL DEFAULT 0")
         # Read-only (plan) on such an index: every result is of round 0.
         self._round = "round" if "round" in columns or not readonly else "0"
+        self._keys = bool(
+            self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'record_keys'").fetchone()
+        )
         # Keys seen by the current scan: duplicates are an error, found without a set in memory.
         self.db.execute(
             "CREATE TEMP TABLE seen_keys (key TEXT PRIMARY KEY, uri TEXT, line INTEGER) WITHOUT ROWID"
@@ -98,6 +103,24 @@ class RequestIndex:
             self.db.executemany(
                 "INSERT OR IGNORE INTO shard_requests VALUES (?, ?)", ((h, shard) for h in hashes)
             )
+
+    def add_keys(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Record (key, hash): the request now standing for each record."""
+        with self._transaction():
+            self.db.executemany("INSERT OR REPLACE INTO record_keys VALUES (?, ?)", pairs)
+
+    def answered_before(self, pairs: list[tuple[str, str]]) -> int:
+        """Of (key, hash) pairs, how many records had another request that was answered."""
+        if not self._keys or not pairs:
+            return 0
+        marks = ",".join("?" * len(pairs))
+        rows = self.db.execute(
+            f"SELECT k.key, k.hash FROM record_keys k JOIN results r ON r.hash = k.hash "
+            f"WHERE k.key IN ({marks}) AND r.state = 'ok'",
+            [key for key, _ in pairs],
+        )
+        before = dict(rows)
+        return sum(1 for key, digest in pairs if before.get(key, digest) != digest)
 
     def add_results(self, shard: str, path: Path, round: int = 0) -> dict[str, int]:
         """Index a downloaded result file of a shard of retry round `round`, once per shard

@@ -13,23 +13,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import fsspec
 
-if TYPE_CHECKING:  # the SDK is imported only by commands that call the API
-    pass
-
 from .errors import SourceError
 from .index import RequestIndex, chunks
+from .pricing import estimate_line
 from .requests import (
     FileRef,
     Renderer,
 )
-from .shards import ShardInfo, build, shard_keys
+from .shards import ShardInfo, build, record_keys, shard_keys
 from .sources import CsvDialect, Record, read_records
 from .spec import LoadedPipeline
 from .state import JOB_ENDED, LocalStore, OutputRecord, PipelineState, Shard, ShardStatus
+
+SAMPLE_LINES = 20  # new requests counted by the API with `plan --count-tokens`
 
 
 class Kind(StrEnum):
@@ -67,6 +66,9 @@ class Scan:
     output_exists: bool
     files: dict[str, FileRef] = field(default_factory=dict)  # digest -> file the requests name
     cache: dict | None = None  # the cache's REST body, with placeholders
+    new_tokens: int = 0  # input tokens of the new requests, estimated locally
+    resent_answered: int = 0  # new requests of records whose earlier request was answered: paid again
+    sample: list[str] = field(default_factory=list)  # the first new lines (`plan --count-tokens`)
 
 
 def display_name(pipeline: str, shard: Shard) -> str:
@@ -207,10 +209,11 @@ def scan(
     renderer = Renderer(pipeline)
     spec = pipeline.spec
     digest = hashlib.sha256(output_settings(pipeline).encode())
-    count = 0
+    count = tokens = resent = 0
+    sample: list[str] = []
 
     def new_lines():
-        nonlocal count
+        nonlocal count, tokens, resent
         for chunk in chunks(renderer.render(records(pipeline))):
             earlier = index.first_seen([(r.key, r.record.uri, r.record.line) for r in chunk])
             if earlier is not None:
@@ -220,18 +223,22 @@ def scan(
                 )
                 raise duplicate_error(pipeline, key, (uri, line), again.record)
             covered = index.covered([r.hash for r in chunk], live, spec.retry.attempts, round)
+            resent += index.answered_before([(r.key, r.hash) for r in chunk if r.hash not in covered])
             for r in chunk:
                 count += 1
                 digest.update(r.hash.encode())
                 if r.hash in covered:
                     continue
+                tokens += estimate_line(r.line)
+                if len(sample) < SAMPLE_LINES:
+                    sample.append(r.line)
                 if len(r.line) + 1 > spec.batch.max_bytes:
                     raise SourceError(
                         f"record {r.key!r}: its request is {len(r.line) + 1} bytes, over batch.max_bytes",
                         uri=r.record.uri,
                         line=r.record.line,
                     )
-                yield r.line
+                yield r.line, r.key
 
     folder = store.folder(pipeline.name) / "shards" if write else None
     shards = build(
@@ -243,7 +250,9 @@ def scan(
         # Before the state names these shards: a crash in between leaves index rows for
         # shards the state does not know, which nothing reads; the reverse would resend them.
         for info in shards:
-            index.add_shard(info.id, shard_keys(folder / f"{info.id}.jsonl"))
+            path = folder / f"{info.id}.jsonl"
+            index.add_shard(info.id, shard_keys(path))
+            index.add_keys(zip(record_keys(path), shard_keys(path), strict=True))
     return Scan(
         requests=count,
         new_shards=shards,
@@ -251,6 +260,9 @@ def scan(
         output_exists=_exists(pipeline.resolve(spec.output.uri)),
         files=renderer.files.seen,
         cache=renderer.cache,
+        new_tokens=tokens,
+        resent_answered=resent,
+        sample=sample,
     )
 
 

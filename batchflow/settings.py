@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -46,4 +48,9 @@ class Settings(BaseSettings):
         30.0,
         gt=0,
         description="Longest wait between polls of running jobs with `apply --wait`, seconds.",
+    )
+    prices: Path | None = Field(
+        None,
+        description="A price table (YAML or JSON) whose models override or extend the shipped one, "
+        "e.g. for negotiated prices or a new model.",
     )

@@ -11,7 +11,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .atomic import write_atomic
 from .errors import StateError
+
+KEYS_SUFFIX = ".keys"  # shards/<id>.keys: the record key of each line of shards/<id>.jsonl (JSON lines)
 
 
 @dataclass(frozen=True)
@@ -39,13 +42,14 @@ class ShardBuilder:
         self._reset()
 
     def _reset(self) -> None:
+        self._keys: list[str] = []  # the records' own keys, for the sidecar (one shard's worth)
         self._digest = hashlib.sha256()
         self._count = 0
         self._bytes = 0
         self._file = None
         self._tmp: str | None = None
 
-    def add(self, line: str) -> None:
+    def add(self, line: str, key: str) -> None:
         data = (line + "\n").encode()
         if self._bytes + len(data) > self.max_bytes:
             self._seal()
@@ -55,6 +59,7 @@ class ShardBuilder:
             self._file = os.fdopen(fd, "wb")
         if self._file is not None:
             self._file.write(data)
+            self._keys.append(key)
         self._digest.update(data)
         self._count += 1
         self._bytes += len(data)
@@ -73,6 +78,12 @@ class ShardBuilder:
         self.taken.add(shard_id)
         info = ShardInfo(shard_id, self._count, self._bytes)
         if self._file is not None:
+            # Beside the shard, not in it (the service sees only request hashes): which record
+            # each line is, so `plan` knows, on any machine, which answered records changed.
+            write_atomic(
+                self.folder / f"{info.id}{KEYS_SUFFIX}",
+                "".join(json.dumps(k) + "\n" for k in self._keys).encode(),
+            )
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
@@ -92,6 +103,16 @@ class ShardBuilder:
         self._reset()
 
 
+def record_keys(shard_path: Path) -> Iterator[str]:
+    """The records' keys of a shard's lines, in order; none for shards made before batchflow 0.3."""
+    try:
+        with open(shard_path.with_name(shard_path.stem + KEYS_SUFFIX), "rb") as f:
+            for line in f:
+                yield json.loads(line)
+    except FileNotFoundError:
+        return
+
+
 def shard_keys(path: Path) -> Iterator[str]:
     """The request hashes (line keys) in a shard file."""
     try:
@@ -103,7 +124,7 @@ def shard_keys(path: Path) -> Iterator[str]:
 
 
 def build(
-    lines: Iterable[str],
+    lines: Iterable[tuple[str, str]],
     max_requests: int,
     max_bytes: int,
     folder: Path | None,
@@ -111,8 +132,8 @@ def build(
 ) -> list[ShardInfo]:
     builder = ShardBuilder(max_requests, max_bytes, folder, taken)
     try:
-        for line in lines:
-            builder.add(line)
+        for line, key in lines:
+            builder.add(line, key)
     except BaseException:
         builder.abort()
         raise

@@ -193,6 +193,23 @@ class Batch(_Model):
         description="Jobs of this pipeline at work at once; further shards wait and start as jobs "
         "finish. Default: no limit.",
     )
+    pending_timeout: Duration = Field(
+        36 * 3600.0,
+        ge=1,
+        description="A job still pending (not yet running) this long after it was created is "
+        "cancelled and its requests sent again in a new job. The default leaves the service its "
+        "24 h target.",
+    )
+
+
+class Budget(_Model):
+    """What an apply may spend."""
+
+    max_usd: float = Field(
+        gt=0,
+        description="apply refuses, before anything is uploaded, to send requests whose estimated cost "
+        "(Batch Mode prices) is over this many US dollars.",
+    )
 
 
 class Retry(_Model):
@@ -274,6 +291,7 @@ class Pipeline(_Model):
         description="Tools the model may use: google_search, url_context, code_execution, {functions: [...]}",
     )
     batch: Batch = Batch()
+    budget: Budget | None = None
     retry: Retry = Retry()
     output: Output
     errors: Errors = Errors()

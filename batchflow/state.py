@@ -5,6 +5,7 @@ Layout of a store (default `.batchflow/`):
     <pipeline>/state.json          the PipelineState document, replaced atomically
     <pipeline>/lock                held by the apply that is acting on the pipeline
     <pipeline>/shards/<id>.jsonl   batch input files, content-addressed
+    <pipeline>/shards/<id>.keys    the record key of each of its lines (re-billing in `plan`)
     <pipeline>/results/<id>.jsonl  result files downloaded from the service
     <pipeline>/index.sqlite3       which shard holds each request, where its result is
 """
@@ -28,7 +29,7 @@ from .conditional import BucketObject, Conflict, LocalFile, Version
 from .errors import StateError
 from .index import RequestIndex
 from .lease import Held, acquire
-from .shards import shard_keys
+from .shards import KEYS_SUFFIX, record_keys, shard_keys
 
 STATE_VERSION = 1
 DEFAULT_LOCK_TTL = 300.0  # seconds; BATCHFLOW_LOCK_TTL
@@ -95,6 +96,9 @@ class Shard(BaseModel):
     job_state: str | None = None  # JOB_STATE_*
     result_file: str | None = None  # files/... on the service
     error: ErrorInfo | None = None  # why its job failed, as the service said
+    submitted_at: str | None = None  # when its job was created (batch.pending_timeout counts from it)
+    cancelled_pending: bool = False  # its job was cancelled for pending past batch.pending_timeout
+    quota_refused_at: str | None = None  # its last create was answered 429 (enqueued-token quota)
     usage: dict[str, int] = {}  # tokens of the results: prompt, output, cached
     updated_at: str = ""
 
@@ -282,7 +286,7 @@ class RemoteStore(LocalStore):
         folder = self.folder(state.pipeline)
         uploaded = self._remote_files.setdefault(state.pipeline, set())
         for sub in ("shards", "results"):
-            for path in sorted((folder / sub).glob("*.jsonl")):
+            for path in sorted(p for p in (folder / sub).glob("*") if p.suffix in (".jsonl", KEYS_SUFFIX)):
                 name = f"{sub}/{path.name}"
                 if name not in uploaded:
                     self.fs.put_file(str(path), self._remote(state.pipeline, name))
@@ -334,6 +338,8 @@ def rebuild_index(store: LocalStore, state: PipelineState) -> None:
     """The request index from the shard and result files the state names."""
     with contextlib.closing(store.index(state.pipeline)) as index:
         for shard in state.shards.values():
-            index.add_shard(shard.id, shard_keys(store.shard_path(state.pipeline, shard.id)))
+            path = store.shard_path(state.pipeline, shard.id)
+            index.add_shard(shard.id, shard_keys(path))
+            index.add_keys(zip(record_keys(path), shard_keys(path), strict=False))
             if shard.status is ShardStatus.DONE:
                 index.add_results(shard.id, store.result_path(state.pipeline, shard.id), shard.round)

@@ -37,7 +37,9 @@ def test_two_machines_share_one_pipeline(cli, client, emulator_env, state_url, t
     assert cli("apply", "--wait", env=env).code == 0
     fs, base = fsspec.core.url_to_fs(state_url)
     assert fs.exists(f"{base}/shared/state.json")
-    assert len(fs.ls(f"{base}/shared/shards")) == 3 and len(fs.ls(f"{base}/shared/results")) == 3
+    shards = fs.ls(f"{base}/shared/shards")  # each with its records' keys beside it
+    assert len(shards) == 6 and sum(name.endswith(".keys") for name in shards) == 3
+    assert len(fs.ls(f"{base}/shared/results")) == 3
     assert not fs.exists(f"{base}/shared/lock")
 
     # Another machine: an empty local mirror. It sees the work as done and sends nothing.

@@ -215,6 +215,12 @@ class GeminiBackend:
         )
 
     @_remote
+    def count_tokens(self, model: str, contents: list[dict]) -> int:
+        """Input tokens of `contents` (REST form), as the API counts them."""
+        contents = [types.Content.model_validate(c) for c in contents]
+        return self.client.models.count_tokens(model=model, contents=contents).total_tokens or 0
+
+    @_remote
     def cancel(self, name: str) -> None:
         self.client.batches.cancel(name=name)
 

@@ -13,11 +13,15 @@ class Faults:
     line_error_rate: float = 0.0  # share of batch lines answered with a 500 error
     job_fail_rate: float = 0.0  # share of jobs that end FAILED
     job_expire_rate: float = 0.0  # share of jobs that never run and end EXPIRED
+    stay_pending_rate: float = 0.0  # share of jobs that stay PENDING until cancelled
     rate_limit_rate: float = 0.0  # share of API calls answered 429 RESOURCE_EXHAUSTED
     unavailable_rate: float = 0.0  # share of API calls answered 503 UNAVAILABLE
     file_ttl: float = 48 * 3600.0  # emulator seconds a file lives (the service keeps files 48 h)
     expire_after: float = 24 * 3600.0  # emulator seconds before a job that never ran expires
     latency: float = 0.0  # real seconds added to every API call
+    # Input tokens that PENDING and RUNNING jobs may hold at once (0: no limit); a create
+    # beyond it is answered 429 RESOURCE_EXHAUSTED, as the service's enqueued-token quota is.
+    enqueued_tokens: float = 0.0
 
     @classmethod
     def parse(cls, text: str) -> Faults:

@@ -142,6 +142,7 @@ class Job:
     inline_responses: list[dict[str, Any]] | None = None
     succeeded: int = 0
     failed: int = 0
+    tokens: int = 0  # estimated input tokens, held against the enqueued-token quota
 
     @property
     def name(self) -> str:
@@ -439,18 +440,45 @@ class Store:
         input_file: str | None,
         inline: list[dict[str, Any]] | None,
     ) -> Job:
+        count = size = 0
         if input_file is not None:
             stored = self.get_file(input_file.removeprefix("files/"))
             with open(self.blob(stored.id), "rb") as f:
-                count = sum(1 for line in f if line.strip())
+                for line in f:
+                    if line.strip():
+                        count, size = count + 1, size + len(line)
         else:
             count = len(inline or [])
+            size = sum(len(json.dumps(item)) for item in inline or [])
         if count == 0:
             raise ApiError(400, "Batch input contains no requests")
+        tokens = math.ceil(size / responder.CHARS_PER_TOKEN)
+        quota = self.faults.enqueued_tokens
+        if quota:
+            self.list_jobs()  # brings every job's state up to date
         now = self.clock.now()
         with self.lock:
+            enqueued = sum(j.tokens for j in self.jobs.values() if j.state not in TERMINAL)
+            if quota and enqueued + tokens > quota:
+                raise ApiError(
+                    429,
+                    f"Enqueued token quota exceeded: {enqueued} tokens enqueued, this batch adds "
+                    f"{tokens}, the limit is {quota:g}. Try again once running batches finish.",
+                )
             seq = max((j.seq for j in self.jobs.values()), default=0) + 1
-            job = Job(new_id(), model, kind, display_name, now, input_file, inline, count, seq, updated=now)
+            job = Job(
+                new_id(),
+                model,
+                kind,
+                display_name,
+                now,
+                input_file,
+                inline,
+                count,
+                seq,
+                updated=now,
+                tokens=tokens,
+            )
             self.jobs[job.id] = job
         self.save()
         return job
@@ -501,15 +529,19 @@ class Store:
             before = job.state
             now = self.clock.now()
             start, end = self._timeline(job)
+            stuck = self.faults.hit(self.faults.stay_pending_rate, "pending", job.seq)
             if job.cancelled_at is not None:
                 if now >= job.cancelled_at + CANCEL_SECONDS:
                     # Requests finished before the cancel keep their results, as on the service.
-                    done = 0.0 if job.cancelled_at < start else (job.cancelled_at - start) / (end - start)
+                    ran = job.cancelled_at - start
+                    done = 0.0 if stuck or ran < 0 else ran / (end - start)
                     self._run(job, limit=int(job.request_count * min(done, 1.0)))
                     self._end(job, "BATCH_STATE_CANCELLED", job.cancelled_at + CANCEL_SECONDS)
             elif self.faults.hit(self.faults.job_expire_rate, "expire", job.seq):
                 if now >= job.created + self.faults.expire_after:
                     self._end(job, "BATCH_STATE_EXPIRED", job.created + self.faults.expire_after)
+            elif stuck:
+                pass
             elif now >= end:
                 if self.faults.hit(self.faults.job_fail_rate, "fail", job.seq):
                     self._end(job, "BATCH_STATE_FAILED", end)

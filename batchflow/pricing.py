@@ -1,0 +1,108 @@
+"""What requests cost: the price table shipped as data, local token estimates, and the arithmetic.
+
+Estimates are deliberately simple and documented (README, "What it costs"): about four
+characters a token of the request as sent, 258 tokens per file part, as the service counts
+an image or a PDF page. `plan --count-tokens` corrects the text part with the API's countTokens.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError
+
+from .errors import BatchflowError
+
+CHARS_PER_TOKEN = 4
+FILE_PART_TOKENS = 258  # an image up to 384 px, or a PDF page
+# The batch input line around the request: {"key": "<64 hex>", "request": ...}.
+_ENVELOPE_CHARS = len('{"key": "", "request": }') + 64
+
+
+class ModelPrice(BaseModel):
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cached_input: float = Field(ge=0)
+
+
+class PriceTable(BaseModel):
+    checked: str
+    source: str
+    unit: str = "USD per 1M tokens, synchronous (standard) price"
+    batch_discount: float = Field(0.5, ge=0, le=1)
+    models: dict[str, ModelPrice]
+
+    def of(self, model: str) -> ModelPrice | None:
+        """The price of `model`, or of the longest listed name it starts with (a dated version)."""
+        model = model.removeprefix("models/")
+        names = [name for name in self.models if model == name or model.startswith(name + "-")]
+        return self.models[max(names, key=len)] if names else None
+
+    def cost(self, model: str, tokens: Tokens) -> float | None:
+        """USD at Batch Mode prices; None for a model the table does not know."""
+        price = self.of(model)
+        if price is None:
+            return None
+        full = tokens.input * price.input + tokens.output * price.output + tokens.cached * price.cached_input
+        return full / 1e6 * (1 - self.batch_discount)
+
+
+@dataclass
+class Tokens:
+    input: int = 0  # input tokens not served from a context cache
+    output: int = 0
+    cached: int = 0
+
+    @classmethod
+    def from_usage(cls, usage: dict[str, int]) -> Tokens:
+        """From result usage, where the prompt count includes the cached tokens."""
+        cached = usage.get("cached", 0)
+        return cls(usage.get("prompt", 0) - cached, usage.get("output", 0), cached)
+
+
+def load_prices(override: Path | None = None) -> PriceTable:
+    """The shipped table, with the models of an override file (YAML or JSON, same shape) on top."""
+    table = PriceTable.model_validate_json(
+        resources.files("batchflow").joinpath("data/prices.json").read_text(encoding="utf-8")
+    )
+    if override is None:
+        return table
+    try:
+        doc = yaml.safe_load(Path(override).read_text(encoding="utf-8")) or {}
+        extra = PriceTable.model_validate(
+            {"checked": "override", "source": str(override), **doc, "models": doc.get("models", {})}
+        )
+    except (OSError, yaml.YAMLError, ValidationError, TypeError) as exc:
+        first = exc.errors()[0] if isinstance(exc, ValidationError) else None
+        why = f"{'.'.join(map(str, first['loc']))}: {first['msg']}" if first else str(exc).splitlines()[0]
+        raise BatchflowError(f"{override}: price table: {why}") from None
+    return table.model_copy(
+        update={
+            "models": {**table.models, **extra.models},
+            "batch_discount": doc.get("batch_discount", table.batch_discount),
+            "checked": doc.get("checked", table.checked),
+            "source": f"{table.source}, overridden by {override}",
+        }
+    )
+
+
+def estimate_line(line: str) -> int:
+    """Input tokens of one batch input line, estimated locally."""
+    files = line.count('"fileData"')
+    return max(1, math.ceil((len(line) - _ENVELOPE_CHARS) / CHARS_PER_TOKEN)) + files * FILE_PART_TOKENS
+
+
+def estimate_text(value: object) -> int:
+    """Tokens of a JSON value (a cache's contents), estimated locally."""
+    return math.ceil(len(json.dumps(value)) / CHARS_PER_TOKEN)
+
+
+def usd(amount: float | None) -> str:
+    if amount is None:
+        return "unknown"
+    return f"${amount:,.2f}" if amount >= 0.01 or amount == 0 else f"${amount:.4f}"

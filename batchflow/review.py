@@ -1,0 +1,317 @@
+"""What `plan` shows a reviewer, as data: each pipeline's actions, what it would send and cost,
+what a change pays for again; rendered as text, JSON or markdown, and saved for `apply FILE`.
+
+The field names of `Plan` (and so of `plan --json`) are documented in the README and stable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel
+
+from .errors import BatchflowError
+from .pricing import FILE_PART_TOKENS, PriceTable, Tokens, estimate_text, usd
+from .reconcile import Action, Scan, policy_breach
+from .spec import LoadedPipeline
+from .state import PipelineState, ShardStatus
+
+if TYPE_CHECKING:  # the SDK is imported only by commands that call the API
+    from .backends.gemini import GeminiBackend
+
+ASSUMED_OUTPUT_TOKENS = 500  # per answer, before any answer was seen and without max_output_tokens
+PLAN_FORMAT = "batchflow-plan"
+
+
+class Estimate(BaseModel):
+    """What the requests a plan would send cost, at Batch Mode prices."""
+
+    requests: int
+    input_tokens: int
+    cached_tokens: int  # served from the context cache, at the cached price
+    output_tokens: int
+    input_basis: str  # "local estimate" or "countTokens on N requests"
+    output_basis: Literal["observed", "max_output_tokens", "assumed", "none"]
+    usd: float | None  # None: the model is not in the price table
+
+
+class PlannedAction(BaseModel):
+    kind: str
+    symbol: str
+    shard: str | None
+    reason: str
+
+
+class Fingerprint(BaseModel):
+    """What a saved plan was made from: `apply FILE` refuses if any of it changed."""
+
+    spec: str
+    source: str
+    state: str
+
+
+class PipelinePlan(BaseModel):
+    pipeline: str
+    spec: str  # the spec file
+    actions: list[PlannedAction] = []
+    estimate: Estimate | None = None  # of the new requests; None when there are none
+    resent_answered: int = 0  # requests answered before whose request changed: paid again
+    budget_usd: float | None = None
+    over_budget: str | None = None  # why apply would refuse
+    failed: str | None = None  # failed requests beyond the errors policy
+    error: str | None = None  # why the pipeline could not be planned
+    fingerprint: Fingerprint | None = None
+
+
+class Plan(BaseModel):
+    format: Literal["batchflow-plan"] = PLAN_FORMAT
+    version: Literal[1] = 1
+    created_at: str
+    prices: str  # which price table: its date and source
+    options: dict[str, bool] = {}  # flags that change the plan: retry_errors, allow_shrink
+    pipelines: list[PipelinePlan]
+
+    @property
+    def changes(self) -> int:
+        return sum(len(p.actions) for p in self.pipelines)
+
+
+def fingerprint(p: LoadedPipeline, scan: Scan, state: PipelineState) -> Fingerprint:
+    return Fingerprint(
+        spec=hashlib.sha256(p.path.read_bytes()).hexdigest(),
+        source=scan.digest,
+        state=hashlib.sha256(state.model_dump_json().encode()).hexdigest(),
+    )
+
+
+def estimate(p: LoadedPipeline, scan: Scan, state: PipelineState, prices: PriceTable) -> Estimate | None:
+    """The cost of the requests the scan found new, from local token estimates."""
+    requests = sum(info.requests for info in scan.new_shards)
+    if not requests:
+        return None
+    answered = [s for s in state.shards.values() if s.status is ShardStatus.DONE]
+    config = p.spec.request.generation_config if p.spec.request else None
+    if p.spec.embed is not None:
+        per_answer, basis = 0, "none"
+    elif answered and (seen := sum(s.usage.get("output", 0) for s in answered)):
+        per_answer, basis = round(seen / sum(s.requests for s in answered)), "observed"
+    elif config and config.max_output_tokens:
+        per_answer, basis = config.max_output_tokens, "max_output_tokens"
+    else:
+        per_answer, basis = ASSUMED_OUTPUT_TOKENS, "assumed"
+    cached = requests * estimate_text(scan.cache) if scan.cache else 0
+    tokens = Tokens(input=scan.new_tokens, output=requests * per_answer, cached=cached)
+    return Estimate(
+        requests=requests,
+        input_tokens=tokens.input,
+        cached_tokens=tokens.cached,
+        output_tokens=tokens.output,
+        input_basis="local estimate",
+        output_basis=basis,
+        usd=prices.cost(p.spec.model, tokens),
+    )
+
+
+def budget_breach(p: LoadedPipeline, est: Estimate | None, max_usd: float | None) -> str | None:
+    """Why an apply must not send these requests: over the budget, or a cost it cannot know."""
+    limit = max_usd if max_usd is not None else (p.spec.budget.max_usd if p.spec.budget else None)
+    if limit is None or est is None:
+        return None
+    if est.usd is None:
+        return (
+            f"cannot check budget.max_usd: no price for {p.spec.model} in the price table "
+            "(add it with BATCHFLOW_PRICES)"
+        )
+    if est.usd > limit:
+        return (
+            f"estimated cost {usd(est.usd)} for {est.requests:,} requests is over the budget of {usd(limit)}"
+        )
+    return None
+
+
+def pipeline_plan(
+    p: LoadedPipeline,
+    actions: list[Action],
+    scan: Scan,
+    state: PipelineState,
+    prices: PriceTable,
+    max_usd: float | None = None,
+) -> PipelinePlan:
+    est = estimate(p, scan, state, prices)
+    return PipelinePlan(
+        pipeline=p.name,
+        spec=str(p.path),
+        actions=[
+            PlannedAction(kind=a.kind, symbol=a.symbol, shard=a.shard, reason=a.reason) for a in actions
+        ],
+        estimate=est,
+        resent_answered=scan.resent_answered,
+        budget_usd=max_usd if max_usd is not None else (p.spec.budget.max_usd if p.spec.budget else None),
+        over_budget=budget_breach(p, est, max_usd),
+        failed=policy_breach(p, state.output),
+        fingerprint=fingerprint(p, scan, state),
+    )
+
+
+def count_sample(
+    pp: PipelinePlan,
+    p: LoadedPipeline,
+    sample: list[str],
+    backend: GeminiBackend,
+    prices: PriceTable,
+    max_usd: float | None,
+) -> None:
+    """Replace the local input estimate with one from the API's countTokens on sampled requests.
+
+    The SDK counts `contents` only (Developer API), so a system instruction is counted locally,
+    and file parts (their placeholders mean nothing to the service yet) at FILE_PART_TOKENS."""
+    est = pp.estimate
+    counted = 0
+    for line in sample:
+        request = json.loads(line)["request"]
+        contents = request.get("contents") or [request["content"]]
+        files = sum(1 for c in contents for part in c.get("parts", []) if "fileData" in part)
+        texts = [
+            {**c, "parts": [part for part in c.get("parts", []) if "fileData" not in part]} for c in contents
+        ]
+        texts = [c for c in texts if c["parts"]]
+        counted += backend.count_tokens(p.spec.model, texts) if texts else 0
+        counted += files * FILE_PART_TOKENS
+        if system := request.get("systemInstruction"):
+            counted += estimate_text(system)
+    est.input_tokens = round(counted / len(sample) * est.requests)
+    est.input_basis = f"countTokens on {len(sample)} requests"
+    est.usd = prices.cost(p.spec.model, Tokens(est.input_tokens, est.output_tokens, est.cached_tokens))
+    pp.over_budget = budget_breach(p, est, max_usd)
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def describe(est: Estimate) -> str:
+    output = {
+        "observed": "output as observed so far",
+        "max_output_tokens": "output at max_output_tokens",
+        "assumed": f"output assumed {ASSUMED_OUTPUT_TOKENS} a request",
+        "none": "no output tokens",
+    }[est.output_basis]
+    cached = f", ~{est.cached_tokens:,} cached" if est.cached_tokens else ""
+    return (
+        f"{est.requests:,} requests, ~{est.input_tokens:,} input tokens ({est.input_basis}){cached}, "
+        f"~{est.output_tokens:,} output tokens ({output}): ~{usd(est.usd)} at Batch Mode prices"
+    )
+
+
+def text_lines(pp: PipelinePlan) -> list[str]:
+    """The plan of one pipeline as `plan` prints it."""
+    if pp.error:
+        return []
+    if not pp.actions:
+        lines = [f"{pp.pipeline}: up to date"]
+        if pp.failed:
+            lines.append(
+                f"  ! {pp.failed}; apply exits 3 until they succeed; `apply --retry-errors` sends them again"
+            )
+        return lines
+    lines = [f"{pp.pipeline}:"]
+    for a in pp.actions:
+        what = f"{a.kind} shard {a.shard[:8]}" if a.shard else a.kind
+        lines.append(f"  {a.symbol} {what}: {a.reason}")
+    if pp.resent_answered:
+        lines.append(
+            f"  ~ {pp.resent_answered:,} answered requests changed: they will be sent and paid again"
+        )
+    if pp.estimate:
+        lines.append(f"  = estimate: {describe(pp.estimate)}")
+    if pp.over_budget:
+        lines.append(f"  ! {pp.over_budget}: apply refuses")
+    return lines
+
+
+def summary_line(plan: Plan) -> str:
+    counts: dict[str, int] = {}
+    for pp in plan.pipelines:
+        for a in pp.actions:
+            counts[a.kind] = counts.get(a.kind, 0) + 1
+    if not counts:
+        return "No changes. Every pipeline is up to date."
+    words = [f"{n} output(s) to write" if k == "output" else f"{n} to {k}" for k, n in counts.items()]
+    costs = [pp.estimate.usd for pp in plan.pipelines if pp.estimate]
+    total = ""
+    if costs:
+        known = sum(c for c in costs if c is not None)
+        total = f" Estimated cost: ~{usd(known)}" + (" (some models unpriced)" if None in costs else "") + "."
+    return "Plan: " + ", ".join(words) + "." + total
+
+
+def markdown(plan: Plan) -> str:
+    """The plan as a pull-request comment or a GitHub step summary."""
+    rows = [
+        "| pipeline | changes | requests | est. input tokens | est. cost | notes |",
+        "|---|---|---|---|---|---|",
+    ]
+    for pp in plan.pipelines:
+        est = pp.estimate
+        notes = []
+        if pp.error:
+            notes.append(f"**error:** {pp.error}")
+        if pp.resent_answered:
+            notes.append(f"{pp.resent_answered:,} answered requests changed: paid again")
+        if pp.over_budget:
+            notes.append(f"**over budget:** {pp.over_budget}")
+        if pp.failed:
+            notes.append(f"**failed requests:** {pp.failed}")
+        changes = "—" if pp.error else str(len(pp.actions))
+        numbers = f"{est.requests:,} | {est.input_tokens:,} | {usd(est.usd)}" if est else "0 | 0 | —"
+        rows.append(f"| `{pp.pipeline}` | {changes} | {numbers} | {'; '.join(notes)} |")
+    details = []
+    for pp in plan.pipelines:
+        if pp.actions:
+            body = "\n".join(text_lines(pp)[1:])
+            details.append(f"<details><summary>{pp.pipeline}</summary>\n\n```\n{body}\n```\n</details>")
+    return "\n".join(["### batchflow plan", "", summary_line(plan), "", *rows, "", *details]) + "\n"
+
+
+# ---------------------------------------------------------------- saved plans
+
+
+def save(plan: Plan, path: Path) -> None:
+    from .atomic import write_atomic
+
+    doc = plan.model_dump(mode="json")
+    base = path.resolve().parent
+    for pp in doc["pipelines"]:  # relative to the plan file: the checkout may move between CI steps
+        pp["spec"] = os.path.relpath(Path(pp["spec"]).resolve(), base)
+    write_atomic(path, (json.dumps(doc, indent=2) + "\n").encode())
+
+
+def load(path: Path) -> Plan:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(doc, dict) or doc.get("format") != PLAN_FORMAT:
+            raise ValueError("not a plan written by `batchflow plan --out`")
+        plan = Plan.model_validate(doc)
+    except (OSError, ValueError) as exc:
+        raise BatchflowError(f"{path}: cannot read the plan: {str(exc).splitlines()[0]}") from None
+    for pp in plan.pipelines:
+        pp.spec = str((path.resolve().parent / pp.spec).resolve())
+    return plan
+
+
+def changed(saved: PipelinePlan, now: PipelinePlan) -> str | None:
+    """What changed since a saved plan was made, in words; None if nothing did."""
+    if saved.error or saved.fingerprint is None or now.fingerprint is None:
+        return "it could not be planned then" if saved.error else "it could not be planned now"
+    parts = [
+        name
+        for name in ("spec", "source", "state")
+        if getattr(saved.fingerprint, name) != getattr(now.fingerprint, name)
+    ]
+    if not parts:
+        return None
+    words = {"spec": "its spec", "source": "its source", "state": "its state"}
+    return " and ".join(words[x] for x in parts) + " changed since the plan was made"

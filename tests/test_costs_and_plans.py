@@ -1,0 +1,151 @@
+"""What a reviewer sees before paying: estimates, what a change pays for again, budgets,
+machine-readable and markdown plans, saved plans, and the GitHub step summary."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import write
+
+from batchflow.errors import BatchflowError
+from batchflow.pricing import PriceTable, Tokens, estimate_line, load_prices
+
+SPEC = """
+    version: 1
+    name: tags
+    model: gemini-2.5-flash
+    source: {uri: data.jsonl, key: "{{ id }}"}
+    request: {prompt: "PROMPT {{ word }}"}
+    output: {uri: out/tags.jsonl}
+"""
+
+
+def _pipeline(tmp_path, prompt: str = "Say", rows: int = 3, extra: str = "") -> None:
+    write(tmp_path / "pipelines/tags.yaml", SPEC.replace("PROMPT", prompt) + extra)
+    lines = "".join(json.dumps({"id": i, "word": f"word{i}"}) + "\n" for i in range(rows))
+    write(tmp_path / "pipelines/data.jsonl", lines)
+
+
+def test_plan_estimates_and_names_what_a_change_pays_for_again(cli, emulator_env, tmp_path):
+    _pipeline(tmp_path)
+    first = cli("plan")
+    assert "= estimate: 3 requests, ~" in first.out and "at Batch Mode prices" in first.out
+    assert "output assumed 500 a request" in first.out
+    assert "answered requests changed" not in first.out
+    assert "Estimated cost: ~$" in first.out
+    assert cli("apply", "--wait").code == 0
+    _pipeline(tmp_path, prompt="Tell me about")
+    second = cli("plan")
+    assert "~ 3 answered requests changed: they will be sent and paid again" in second.out
+    assert "output as observed so far" in second.out  # the first answers say how long answers are
+    # A new record alone is new, not paid again.
+    _pipeline(tmp_path, prompt="Say", rows=4)
+    third = cli("plan")
+    assert "submit 1 new requests" in third.out and "paid again" not in third.out
+    status = cli("status")
+    assert "cost ~$" in status.out
+
+
+def test_a_fresh_ci_runner_sees_what_a_change_pays_for_again(
+    cli, emulator_env, s3_bucket, tmp_path, monkeypatch
+):
+    _pipeline(tmp_path)
+    env = {"BATCHFLOW_STATE": f"s3://{s3_bucket}/state"}
+    assert cli("apply", "--wait", env=env).code == 0
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "another-runner"))  # an empty mirror
+    _pipeline(tmp_path, prompt="Tell me about")
+    assert "~ 3 answered requests changed" in cli("plan", env=env).out
+
+
+def test_a_budget_refuses_before_anything_is_uploaded(cli, client, emulator_env, tmp_path):
+    _pipeline(tmp_path, extra="    budget: {max_usd: 0.000001}\n")
+    plan = cli("plan")
+    assert "is over the budget of $0.0000: apply refuses" in plan.out
+    refused = cli("apply", "--wait")
+    assert refused.code == 1
+    assert (
+        "estimated cost $0.00" in refused.err
+        and "for 3 requests is over the budget of $0.0000" in refused.err
+    )
+    assert len(refused.err.strip().splitlines()) == 1
+    assert not list(client.files.list()) and not list(client.batches.list())
+    assert cli("apply", "--wait", "--max-usd", "5").code == 0  # the flag overrides the spec
+    assert len((tmp_path / "pipelines/out/tags.jsonl").read_text().splitlines()) == 3
+
+
+def test_plan_as_json_and_markdown_and_the_step_summary(cli, emulator_env, tmp_path, monkeypatch):
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    _pipeline(tmp_path)
+    doc = json.loads(cli("plan", "--json").out)
+    assert doc["format"] == "batchflow-plan" and doc["version"] == 1
+    (p,) = doc["pipelines"]
+    assert p["pipeline"] == "tags" and [a["kind"] for a in p["actions"]] == ["submit"]
+    assert p["estimate"]["requests"] == 3 and p["estimate"]["usd"] > 0
+    assert p["estimate"]["input_basis"] == "local estimate"
+    markdown = cli("plan", "--format", "markdown").out
+    assert markdown.startswith("### batchflow plan") and "| `tags` | 1 | 3 |" in markdown
+    assert cli("apply", "--wait").code == 0
+    assert cli("status").code == 0
+    text = summary.read_text()
+    assert text.count("### batchflow plan") == 2
+    assert "| `tags` | done |" in text and "### batchflow status" in text
+
+
+def test_count_tokens_asks_the_api(cli, emulator_env, tmp_path):
+    _pipeline(tmp_path)
+    result = cli("plan", "--count-tokens")
+    assert result.code == 0, result.err
+    assert "countTokens on 3 requests" in result.out
+
+
+def test_apply_a_saved_plan_and_refuse_a_stale_one(cli, client, emulator_env, tmp_path):
+    _pipeline(tmp_path)
+    planned = cli("plan", "--out", "tfplan")
+    assert "Saved the plan to tfplan" in planned.out
+    write(
+        tmp_path / "pipelines/data.jsonl",
+        (tmp_path / "pipelines/data.jsonl").read_text() + '{"id": 9, "word": "x"}\n',
+    )
+    stale = cli("apply", "tfplan")
+    assert stale.code == 1
+    assert "tags: its source changed since the plan was made" in stale.err
+    assert not list(client.batches.list())
+    assert cli("plan", "--out", "tfplan").code == 0
+    applied = cli("apply", "tfplan")
+    assert applied.code == 0, applied.err
+    assert "created batches/" in applied.out
+    # The state moved on since: the same plan is not applied twice.
+    again = cli("apply", "tfplan")
+    assert again.code == 1 and "its state changed since the plan was made" in again.err
+    assert cli("apply", "--target", "tags", "tfplan").code == 1
+    (tmp_path / "garbage").write_text("{}")
+    assert "garbage: cannot read the plan: not a plan written by" in cli("apply", "garbage").err
+
+
+def test_price_table():
+    table = load_prices()
+    assert (
+        table.batch_discount == 0.5 and table.of("gemini-2.5-flash-001") is table.models["gemini-2.5-flash"]
+    )
+    assert table.of("models/gemini-2.5-flash-lite") is table.models["gemini-2.5-flash-lite"]
+    assert table.of("gemini-9") is None and table.cost("gemini-9", Tokens(1)) is None
+    # A million input and output tokens of 2.5 Flash, at half the synchronous price.
+    assert table.cost("gemini-2.5-flash", Tokens(10**6, 10**6)) == pytest.approx((0.3 + 2.5) / 2)
+    assert Tokens.from_usage({"prompt": 100, "cached": 40, "output": 5}) == Tokens(60, 5, 40)
+    assert estimate_line('{"key": "' + "a" * 64 + '", "request": {"x": "' + "b" * 400 + '"}}') > 100
+    assert isinstance(table, PriceTable)
+
+
+def test_prices_can_be_overridden(cli, emulator_env, tmp_path):
+    write(
+        tmp_path / "prices.yaml", "models:\n  gemini-2.5-flash: {input: 1000, output: 0, cached_input: 0}\n"
+    )
+    table = load_prices(tmp_path / "prices.yaml")
+    assert table.models["gemini-2.5-flash"].input == 1000 and "gemini-2.5-pro" in table.models
+    write(tmp_path / "bad.yaml", "models:\n  gemini-2.5-flash: {input: -1, output: 0, cached_input: 0}\n")
+    with pytest.raises(BatchflowError, match=r"bad.yaml: price table: models.gemini-2.5-flash.input"):
+        load_prices(tmp_path / "bad.yaml")
+    _pipeline(tmp_path, extra="    budget: {max_usd: 0.01}\n")
+    assert "over the budget" in cli("plan", env={"BATCHFLOW_PRICES": str(tmp_path / "prices.yaml")}).out
