@@ -23,6 +23,7 @@ from .atomic import write_atomic
 from .errors import BatchflowError, BudgetError, OutputError, RemoteError, StateError
 from .index import chunks
 from .pricing import PriceTable, load_prices
+from .progress import Reporter
 from .project import Stores
 from .reconcile import (
     Action,
@@ -115,8 +116,10 @@ class Applier:
         max_concurrent_jobs: int | None = None,
         prices: PriceTable | None = None,
         max_usd: float | None = None,
+        progress: Reporter | None = None,
     ):
         self.allow_shrink = allow_shrink
+        self.progress = progress or Reporter()
         self.prices = prices or load_prices()
         self.max_usd = max_usd  # overrides budget.max_usd
         self.max_concurrent_jobs = max_concurrent_jobs  # overrides batch.max_concurrent_jobs
@@ -148,7 +151,7 @@ class Applier:
             # Each round submits what the state does not cover yet; a round whose jobs all
             # finished may leave failed requests to send again, bounded by retry.attempts.
             while True:
-                s = scan(self.p, state, self.store, index, write=True)
+                s = self._scan(state, index, write=True)
                 check_shrink(self.p, state, s, self.allow_shrink)
                 if s.new_shards:
                     # Before the state names the new shards: refused, they are never uploaded.
@@ -185,7 +188,7 @@ class Applier:
                     self._advance(state, shard, outcome)
                 if outcome.waiting or any(next_action(sh, self.attempts) for sh in state.shards.values()):
                     return outcome
-                fresh = scan(self.p, state, self.store, index, write=False)
+                fresh = self._scan(state, index, write=False)
                 if not fresh.new_shards:
                     break
             for action in plan(state, fresh, self.attempts, self.p.spec.output.uri):
@@ -203,6 +206,15 @@ class Applier:
                 rows = self.p.resolve(self.p.spec.errors.uri or self.p.spec.output.uri)
                 outcome.failed = f"{breach}; their error rows are in {rows}"
             return outcome
+
+    def _scan(self, state: PipelineState, index, *, write: bool) -> Scan:
+        def rendered(count: int) -> None:
+            self.progress.render(self.p.name, count, state.records)
+
+        try:
+            return scan(self.p, state, self.store, index, write=write, progress=rendered)
+        finally:
+            self.progress.render(self.p.name, 0, None, finished=True)
 
     def _check_outputs(self) -> None:
         """Before anything is uploaded (and paid for): can the results be written where the spec says?
@@ -266,6 +278,9 @@ class Applier:
                     changed = job.state != shard.job_state
                     self._record_job(state, shard, job)
                     if not job.done:
+                        self.progress.job(
+                            self.p.name, job.name, functools.partial(self.backend.stats, job.name)
+                        )
                         self._cancel_if_stuck(state, shard, job)
                         self._keep_cache(state)
                         outcome.waiting.append(job.name)
@@ -489,6 +504,7 @@ def apply_all(
     max_concurrent_jobs: int | None = None,
     prices: PriceTable | None = None,
     max_usd: float | None = None,
+    progress: Reporter | None = None,
     poll_interval: float = 30.0,
     warn: Callable[[str, str], None] = lambda pipeline, message: None,
     pause: Callable[[float, list[Outcome]], None] = lambda seconds, outcomes: time.sleep(seconds),
@@ -520,6 +536,7 @@ def apply_all(
                     max_concurrent_jobs=max_concurrent_jobs,
                     prices=prices,
                     max_usd=max_usd,
+                    progress=progress,
                 )
                 this = applier.run()
             except (BatchflowError, OSError) as exc:

@@ -384,6 +384,7 @@ def apply_cmd(
     `plan --out FILE`, apply exactly that plan, refusing if anything changed since."""
     from .backends.gemini import GeminiBackend
     from .pricing import load_prices
+    from .progress import reporter_for
 
     settings = _settings(state, lock_timeout=lock_timeout)
     saved = _saved_plan(paths)
@@ -410,9 +411,11 @@ def apply_cmd(
     def warn(pipeline: str, message: str) -> None:
         err.print(f"{pipeline}: warning: {message}")
 
+    progress = reporter_for(out, jobs=wait)
+
     def pause(seconds: float, outcomes) -> None:
         jobs = sum(len(o.waiting) for o in outcomes if not o.done)
-        if not out.is_terminal:
+        if not out.is_terminal or progress.active:  # one live display at a time
             time.sleep(seconds)
             return
         with out.status(f"waiting for {jobs} job(s); next check in {seconds:.0f} s"):
@@ -429,10 +432,12 @@ def apply_cmd(
         max_concurrent_jobs=max_concurrent_jobs,
         prices=load_prices(settings.prices),
         max_usd=max_usd,
+        progress=progress,
         poll_interval=settings.poll_interval,
         warn=warn,
         pause=pause,
     )
+    progress.close()
     by_name = {p.name: p for p in pipelines}
     rows = ["### batchflow apply", "", "| pipeline | result |", "|---|---|"]
     for o in outcomes:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -196,12 +196,14 @@ def scan(
     *,
     write: bool,
     retry_errors: bool = False,
+    progress: Callable[[int], None] | None = None,
 ) -> Scan:
     """Render the source; group requests the state does not cover yet into shards.
 
     With write=True the shard files are written into the store and recorded
     in the index (apply); with write=False only their ids are computed (plan).
     retry_errors: as if the retry round were raised (`plan --retry-errors`).
+    progress: told the number of records rendered so far, chunk by chunk.
     """
     round = state.retry_round + (1 if retry_errors else 0)
     live = {sh.id for sh in state.shards.values() if is_live(sh, pipeline.spec.retry.attempts, round)}
@@ -239,6 +241,8 @@ def scan(
                         line=r.record.line,
                     )
                 yield r.line, r.key
+            if progress is not None:
+                progress(count)
 
     folder = store.folder(pipeline.name) / "shards" if write else None
     shards = build(

@@ -215,6 +215,17 @@ class GeminiBackend:
         )
 
     @_remote
+    def stats(self, name: str) -> tuple[int, int] | None:
+        """(requests done, requests in all) of a job at work, from its batchStats, which the SDK
+        drops in Developer mode; None when the service does not say."""
+        answer = self.client._api_client.request("get", name, {}, None)
+        stats = (json.loads(answer.body or "{}").get("metadata") or {}).get("batchStats") or {}
+        total = int(stats.get("requestCount") or 0)
+        if not total:
+            return None
+        return total - int(stats.get("pendingRequestCount") or 0), total
+
+    @_remote
     def count_tokens(self, model: str, contents: list[dict]) -> int:
         """Input tokens of `contents` (REST form), as the API counts them."""
         contents = [types.Content.model_validate(c) for c in contents]

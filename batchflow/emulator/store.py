@@ -642,7 +642,11 @@ class Store:
             if pending:
                 stats["pendingRequestCount"] = str(pending)
         else:
-            stats["pendingRequestCount"] = str(job.request_count)
+            # At work, requests finish at an even pace (the service reports its progress too).
+            start, end = self._timeline(job)
+            ran = self.clock.now() - start if job.state == "BATCH_STATE_RUNNING" else 0.0
+            done = int(job.request_count * min(max(ran / (end - start), 0.0), 1.0))
+            stats["pendingRequestCount"] = str(job.request_count - done)
         metadata["batchStats"] = stats
         body: dict[str, Any] = {"name": job.name, "metadata": metadata}
         output: dict[str, Any] | None = None

@@ -1,0 +1,302 @@
+"""The output's columns, defined once: which a pipeline has, what each holds, its Parquet type,
+and the README's column table (`make schema` writes it from `COLUMNS`).
+
+A pipeline's columns follow from its spec alone, so every row of an output, and every format,
+has the same ones: `key`, the kept source `columns`, then those of `COLUMNS` that apply.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .spec import FunctionsTool, Pipeline
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+def _config(spec: Pipeline):
+    return spec.request.generation_config if spec.request else None
+
+
+def _generation(spec: Pipeline) -> bool:
+    return spec.request is not None
+
+
+def _structured(spec: Pipeline) -> bool:
+    config = _config(spec)
+    return bool(config and config.response_mime_type == "application/json")
+
+
+def _functions(spec: Pipeline) -> bool:
+    return any(isinstance(t, FunctionsTool) for t in spec.tools)
+
+
+def _grounded(spec: Pipeline) -> bool:
+    return any(t in ("google_search", "url_context") for t in spec.tools)
+
+
+def _thoughts(spec: Pipeline) -> bool:
+    config = _config(spec)
+    return bool(config and config.thinking_config and config.thinking_config.include_thoughts)
+
+
+def _candidates(spec: Pipeline) -> bool:
+    config = _config(spec)
+    return bool(config and (config.candidate_count or 1) > 1)
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    when: str  # when a pipeline has it (docs)
+    holds: str  # what it holds (docs)
+    applies: Callable[[Pipeline], bool]
+    arrow: Callable[[Pipeline], pa.DataType]  # its Parquet type (pyarrow imported when called)
+
+
+def _pa():
+    import pyarrow as pa
+
+    return pa
+
+
+USAGE_FIELDS = ("prompt_tokens", "output_tokens", "cached_tokens", "thoughts_tokens", "total_tokens")
+
+COLUMNS = [
+    Column(
+        "text",
+        "generation pipelines",
+        "the answer's text (thought summaries left out)",
+        _generation,
+        lambda s: _pa().string(),
+    ),
+    Column(
+        "finish_reason",
+        "generation pipelines",
+        "why the answer ended: `STOP`, `MAX_TOKENS`, `SAFETY`, `RECITATION`, ...",
+        _generation,
+        lambda s: _pa().string(),
+    ),
+    Column(
+        "usage",
+        "generation pipelines",
+        "tokens: `" + "`, `".join(USAGE_FIELDS) + "` (`prompt_tokens` includes the cached ones)",
+        _generation,
+        lambda s: _pa().struct([(k, _pa().int64()) for k in USAGE_FIELDS]),
+    ),
+    Column(
+        "json",
+        "`response_mime_type: application/json`",
+        "the answer parsed; in Parquet a struct whose fields follow the response schema (JSON text "
+        "when the schema cannot map: `anyOf`, `$ref`, free-form objects)",
+        _structured,
+        lambda s: json_arrow_type(s) or _pa().string(),
+    ),
+    Column(
+        "function_calls",
+        "`tools` declares functions",
+        "the calls the model asked for: a list of `{name, args}` (`args` as JSON text in Parquet)",
+        _functions,
+        lambda s: _pa().list_(_pa().struct([("name", _pa().string()), ("args", _pa().string())])),
+    ),
+    Column(
+        "grounding",
+        "`tools` has `google_search` or `url_context`",
+        "what the answer was based on: `{queries: [...], sources: [{uri, title}]}`",
+        _grounded,
+        lambda s: _pa().struct(
+            [
+                ("queries", _pa().list_(_pa().string())),
+                ("sources", _pa().list_(_pa().struct([("uri", _pa().string()), ("title", _pa().string())]))),
+            ]
+        ),
+    ),
+    Column(
+        "thoughts",
+        "`thinking_config.include_thoughts: true`",
+        "the thought summaries' text",
+        _thoughts,
+        lambda s: _pa().string(),
+    ),
+    Column(
+        "candidates",
+        "`candidate_count` over 1",
+        "every candidate: a list of `{text, finish_reason}` (the first is also in `text`)",
+        _candidates,
+        lambda s: _pa().list_(_pa().struct([("text", _pa().string()), ("finish_reason", _pa().string())])),
+    ),
+    Column(
+        "response",
+        "`output.include_response: true`",
+        "the whole GenerateContentResponse (or embedding response), as the service gave it (JSON text in Parquet)",
+        lambda s: s.output.include_response,
+        lambda s: _pa().string(),
+    ),
+    Column(
+        "embedding",
+        "embedding pipelines",
+        "the vector",
+        lambda s: s.embed is not None,
+        lambda s: _pa().list_(_pa().float64()),
+    ),
+    Column(
+        "error",
+        "every pipeline",
+        "`{code, status, message}` when the request failed for good, the prompt was blocked "
+        "(status `BLOCKED`), or the answer ended for a reason in `errors.finish_reasons` "
+        "(status `FINISH_REASON`); empty otherwise",
+        lambda s: True,
+        lambda s: _pa().struct(
+            [("code", _pa().int64()), ("status", _pa().string()), ("message", _pa().string())]
+        ),
+    ),
+]
+# Written as JSON text in CSV and Parquet, whatever they hold.
+JSON_TEXT = {"response"}
+
+
+def columns_for(spec: Pipeline) -> list[Column]:
+    return [c for c in COLUMNS if c.applies(spec)]
+
+
+def reference_table() -> str:
+    """The README's table of output columns."""
+    rows = ["| column | when | holds |", "| --- | --- | --- |"]
+    rows += [f"| `{c.name}` | {c.when} | {c.holds} |" for c in COLUMNS]
+    return "\n".join(rows)
+
+
+# ---------------------------------------------------------------- rows
+
+
+def result_fields(result: dict[str, Any], spec: Pipeline) -> dict[str, Any]:
+    """The output fields of one result line of the Batch API (only those with a value)."""
+    if "error" in result:
+        err = result["error"] or {}
+        return {"error": {"code": err.get("code"), "status": err.get("status"), "message": err.get("message")}}
+    response = result.get("response") or {}
+    out: dict[str, Any] = {}
+    if spec.output.include_response:
+        out["response"] = response
+    if spec.embed is not None:
+        out["embedding"] = (response.get("embedding") or {}).get("values", [])
+        return out
+    usage = response.get("usageMetadata") or {}
+    out["usage"] = {
+        "prompt_tokens": usage.get("promptTokenCount", 0),
+        "output_tokens": usage.get("candidatesTokenCount", 0),
+        "cached_tokens": usage.get("cachedContentTokenCount", 0),
+        "thoughts_tokens": usage.get("thoughtsTokenCount", 0),
+        "total_tokens": usage.get("totalTokenCount", 0),
+    }
+    candidates = response.get("candidates") or []
+    feedback = response.get("promptFeedback") or {}
+    if not candidates and feedback.get("blockReason"):
+        why = feedback.get("blockReasonMessage")
+        message = f"the prompt was blocked: {feedback['blockReason']}" + (f" ({why})" if why else "")
+        out["error"] = {"code": None, "status": "BLOCKED", "message": message}
+        return out
+    first = candidates[0] if candidates else {}
+    parts = (first.get("content") or {}).get("parts") or []
+    out["text"] = "".join(p.get("text", "") for p in parts if not p.get("thought"))
+    out["finish_reason"] = first.get("finishReason")
+    if _structured(spec):
+        with contextlib.suppress(ValueError):
+            out["json"] = json.loads(out["text"])
+    if _functions(spec):
+        out["function_calls"] = [
+            {"name": p["functionCall"].get("name"), "args": p["functionCall"].get("args") or {}}
+            for p in parts
+            if isinstance(p.get("functionCall"), dict)
+        ]
+    if _grounded(spec):
+        meta = first.get("groundingMetadata") or {}
+        sources = [
+            {"uri": src.get("uri"), "title": src.get("title")}
+            for chunk in meta.get("groundingChunks") or []
+            if (src := chunk.get("web") or chunk.get("retrievedContext"))
+        ]
+        out["grounding"] = {"queries": meta.get("webSearchQueries") or [], "sources": sources}
+    if _thoughts(spec):
+        out["thoughts"] = "".join(p.get("text", "") for p in parts if p.get("thought"))
+    if _candidates(spec):
+        out["candidates"] = [
+            {
+                "text": "".join(
+                    p.get("text", "") for p in (c.get("content") or {}).get("parts") or [] if not p.get("thought")
+                ),
+                "finish_reason": c.get("finishReason"),
+            }
+            for c in candidates
+        ]
+    if out["finish_reason"] in spec.errors.finish_reasons:
+        out["error"] = {
+            "code": None,
+            "status": "FINISH_REASON",
+            "message": f"the answer ended with {out['finish_reason']} (errors.finish_reasons)",
+        }
+    return out
+
+
+# ---------------------------------------------------------------- Parquet types of structured output
+
+
+def json_arrow_type(spec: Pipeline) -> pa.DataType | None:
+    config = _config(spec)
+    schema = config and (config.response_json_schema or config.response_schema)
+    return _arrow_of(schema) if schema else None
+
+
+_SCALARS = {"string": "string", "integer": "int64", "number": "float64", "boolean": "bool_"}
+
+
+def _arrow_of(schema: Any) -> pa.DataType | None:
+    """The Arrow type of values valid under a JSON / OpenAPI schema; None when no single type fits."""
+    pa = _pa()
+    if not isinstance(schema, dict) or any(k in schema for k in ("$ref", "anyOf", "oneOf", "allOf", "any_of")):
+        return None
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kinds = [k for k in kind if str(k).lower() != "null"]
+        kind = kinds[0] if len(kinds) == 1 else None
+    kind = str(kind).lower() if kind else ("string" if "enum" in schema else None)
+    if kind in _SCALARS:
+        return getattr(pa, _SCALARS[kind])()
+    if kind == "array":
+        item = _arrow_of(schema.get("items"))
+        return pa.list_(item) if item is not None else None
+    if kind == "object":
+        props = schema.get("properties")
+        if not isinstance(props, dict) or not props:
+            return None
+        fields = [(name, _arrow_of(sub)) for name, sub in props.items()]
+        return pa.struct(fields) if all(t is not None for _, t in fields) else None
+    return None
+
+
+def fits(value: Any, kind: pa.DataType) -> bool:
+    """Whether a parsed JSON value converts to `kind` without loss (else the row's `json` is left empty)."""
+    pa = _pa()
+    if value is None:
+        return True
+    if pa.types.is_struct(kind):
+        if not isinstance(value, dict):
+            return False
+        names = {kind.field(i).name: kind.field(i).type for i in range(kind.num_fields)}
+        return set(value) <= set(names) and all(fits(value.get(n), t) for n, t in names.items())
+    if pa.types.is_list(kind):
+        return isinstance(value, list) and all(fits(v, kind.value_type) for v in value)
+    if pa.types.is_string(kind):
+        return isinstance(value, str)
+    if pa.types.is_boolean(kind):
+        return isinstance(value, bool)
+    if pa.types.is_integer(kind):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if pa.types.is_floating(kind):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return False
