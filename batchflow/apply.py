@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import fsspec
 
 from .atomic import write_atomic
+from .columns import result_fields
 from .errors import BatchflowError, BudgetError, OutputError, RemoteError, StateError
 from .index import chunks
 from .pricing import PriceTable, load_prices
@@ -43,7 +44,7 @@ from .reconcile import (
 )
 from .requests import CACHE_PLACEHOLDER, FILE_PLACEHOLDER, Renderer, cache_digest, canonical, resolve_line
 from .review import budget_breach, estimate
-from .sinks import ResultReader, check_writable, open_sink, output_format, summarize
+from .sinks import Layout, ResultReader, check_writable, open_sink, output_format
 from .spec import LoadedPipeline
 from .state import (
     Blob,
@@ -446,17 +447,18 @@ class Applier:
         spec = self.p.spec
         failed = {sh.id: sh for sh in state.shards.values() if sh.status is ShardStatus.FAILED}
         reader = ResultReader(lambda shard: self.store.result_path(self.p.name, shard))
-        config = spec.request.generation_config if spec.request else None
-        parse_json = bool(config and config.response_mime_type == "application/json")
         columns = spec.output.columns
+        layout = Layout.of(spec)
         out_uri = self.p.resolve(spec.output.uri)
         errors, failed_keys = 0, []
         try:
             with contextlib.ExitStack() as stack:
                 stack.callback(reader.close)
-                out = stack.enter_context(open_sink(out_uri, output_format(out_uri, spec.output.format)))
+                out = stack.enter_context(
+                    open_sink(out_uri, output_format(out_uri, spec.output.format), layout)
+                )
                 err = (
-                    stack.enter_context(open_sink(self.p.resolve(spec.errors.uri), "jsonl"))
+                    stack.enter_context(open_sink(self.p.resolve(spec.errors.uri), "jsonl", layout))
                     if spec.errors.uri
                     else out
                 )
@@ -467,7 +469,7 @@ class Applier:
                     for r in chunk:
                         row = {"key": r.key, **{c: r.record.data.get(c) for c in columns}}
                         if r.hash in found:
-                            row.update(summarize(reader.get(*found[r.hash]), parse_json=parse_json))
+                            row.update(result_fields(reader.get(*found[r.hash]), spec))
                         else:
                             row["error"] = _job_error(failed.get(lost.get(r.hash, "")))
                         if "error" in row:

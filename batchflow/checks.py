@@ -216,6 +216,8 @@ def _templates(doc: Document, spec: Pipeline, file: Path) -> list[SpecError]:
         for name in sorted(meta.find_undeclared_variables(ast) - optional):
             used.setdefault(name, loc)
     columns = [(("output", "columns", i), c) for i, c in enumerate(spec.output.columns)]
+    if spec.source.csv:  # a typed column that is not in the file is a typo
+        columns += [(("source", "csv", "types", c), c) for c in spec.source.csv.types]
     uri = spec.source.uri
     if "://" in uri:
         return errors  # remote: no network in validate

@@ -133,7 +133,7 @@ COLUMNS = [
     Column(
         "response",
         "`output.include_response: true`",
-        "the whole GenerateContentResponse (or embedding response), as the service gave it (JSON text in Parquet)",
+        "the whole response, as the service gave it (JSON text in Parquet and CSV)",
         lambda s: s.output.include_response,
         lambda s: _pa().string(),
     ),
@@ -178,14 +178,16 @@ def result_fields(result: dict[str, Any], spec: Pipeline) -> dict[str, Any]:
     """The output fields of one result line of the Batch API (only those with a value)."""
     if "error" in result:
         err = result["error"] or {}
-        return {"error": {"code": err.get("code"), "status": err.get("status"), "message": err.get("message")}}
+        return {
+            "error": {"code": err.get("code"), "status": err.get("status"), "message": err.get("message")}
+        }
     response = result.get("response") or {}
     out: dict[str, Any] = {}
     if spec.output.include_response:
         out["response"] = response
     if spec.embed is not None:
         out["embedding"] = (response.get("embedding") or {}).get("values", [])
-        return out
+        return _ordered(out)
     usage = response.get("usageMetadata") or {}
     out["usage"] = {
         "prompt_tokens": usage.get("promptTokenCount", 0),
@@ -200,7 +202,7 @@ def result_fields(result: dict[str, Any], spec: Pipeline) -> dict[str, Any]:
         why = feedback.get("blockReasonMessage")
         message = f"the prompt was blocked: {feedback['blockReason']}" + (f" ({why})" if why else "")
         out["error"] = {"code": None, "status": "BLOCKED", "message": message}
-        return out
+        return _ordered(out)
     first = candidates[0] if candidates else {}
     parts = (first.get("content") or {}).get("parts") or []
     out["text"] = "".join(p.get("text", "") for p in parts if not p.get("thought"))
@@ -228,7 +230,9 @@ def result_fields(result: dict[str, Any], spec: Pipeline) -> dict[str, Any]:
         out["candidates"] = [
             {
                 "text": "".join(
-                    p.get("text", "") for p in (c.get("content") or {}).get("parts") or [] if not p.get("thought")
+                    p.get("text", "")
+                    for p in (c.get("content") or {}).get("parts") or []
+                    if not p.get("thought")
                 ),
                 "finish_reason": c.get("finishReason"),
             }
@@ -240,7 +244,12 @@ def result_fields(result: dict[str, Any], spec: Pipeline) -> dict[str, Any]:
             "status": "FINISH_REASON",
             "message": f"the answer ended with {out['finish_reason']} (errors.finish_reasons)",
         }
-    return out
+    return _ordered(out)
+
+
+def _ordered(fields: dict[str, Any]) -> dict[str, Any]:
+    """In the order of COLUMNS, as CSV and Parquet have them."""
+    return {c.name: fields[c.name] for c in COLUMNS if c.name in fields}
 
 
 # ---------------------------------------------------------------- Parquet types of structured output
@@ -258,7 +267,9 @@ _SCALARS = {"string": "string", "integer": "int64", "number": "float64", "boolea
 def _arrow_of(schema: Any) -> pa.DataType | None:
     """The Arrow type of values valid under a JSON / OpenAPI schema; None when no single type fits."""
     pa = _pa()
-    if not isinstance(schema, dict) or any(k in schema for k in ("$ref", "anyOf", "oneOf", "allOf", "any_of")):
+    if not isinstance(schema, dict) or any(
+        k in schema for k in ("$ref", "anyOf", "oneOf", "allOf", "any_of")
+    ):
         return None
     kind = schema.get("type")
     if isinstance(kind, list):

@@ -28,6 +28,8 @@ from .sources import CsvDialect, Record, read_records
 from .spec import LoadedPipeline
 from .state import JOB_ENDED, LocalStore, OutputRecord, PipelineState, Shard, ShardStatus
 
+# Bumped when the columns batchflow writes change, so existing outputs are written again.
+OUTPUT_LAYOUT = 2
 SAMPLE_LINES = 20  # new requests counted by the API with `plan --count-tokens`
 
 
@@ -295,6 +297,9 @@ def output_settings(pipeline: LoadedPipeline) -> str:
             spec.output.format,
             spec.output.columns,
             pipeline.resolve(spec.errors.uri) if spec.errors.uri else None,
+            spec.output.include_response,
+            spec.errors.finish_reasons,
+            OUTPUT_LAYOUT,
         ]
     )
 

@@ -9,13 +9,16 @@ import json
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import fsspec
 
 from .atomic import atomic_open
+from .columns import JSON_TEXT, USAGE_FIELDS, Column, columns_for, fits
 from .errors import OutputError
+from .spec import Pipeline
 
 
 class ResultReader:
@@ -39,47 +42,46 @@ class ResultReader:
         self._file, self._shard = None, None
 
 
-def summarize(result: dict[str, Any], *, parse_json: bool) -> dict[str, Any]:
-    """The output fields for one result line of the Batch API."""
-    if "error" in result:
-        err = result["error"] or {}
-        return {
-            "error": {"code": err.get("code"), "status": err.get("status"), "message": err.get("message")}
-        }
-    response = result.get("response") or {}
-    if "embedding" in response:
-        return {"embedding": (response["embedding"] or {}).get("values", [])}
-    candidates = response.get("candidates") or []
-    first = candidates[0] if candidates else {}
-    parts = (first.get("content") or {}).get("parts") or []
-    text = "".join(p.get("text", "") for p in parts if not p.get("thought"))
-    usage = response.get("usageMetadata") or {}
-    out: dict[str, Any] = {
-        "text": text,
-        "finish_reason": first.get("finishReason"),
-        "usage": {
-            "prompt_tokens": usage.get("promptTokenCount", 0),
-            "output_tokens": usage.get("candidatesTokenCount", 0),
-            "cached_tokens": usage.get("cachedContentTokenCount", 0),
-            "total_tokens": usage.get("totalTokenCount", 0),
-        },
-    }
-    if parse_json:
-        with contextlib.suppress(ValueError):
-            out["json"] = json.loads(text)
-    return out
+@dataclass(frozen=True)
+class Layout:
+    """The columns of one output, the same in every row and format: `key`, the kept source
+    columns, then the result columns the pipeline has (see columns.py)."""
+
+    kept: tuple[str, ...] = ()
+    columns: tuple[Column, ...] = ()
+    spec: Pipeline | None = None
+
+    @classmethod
+    def of(cls, spec: Pipeline) -> Layout:
+        return cls(tuple(spec.output.columns), tuple(columns_for(spec)), spec)
+
+    def csv_header(self) -> list[str]:
+        names = ["key", *self.kept]
+        for c in self.columns:
+            if c.name == "usage":
+                names += [f"usage_{k}" for k in USAGE_FIELDS]
+            elif c.name == "error":
+                names += ["error_code", "error_status", "error_message"]
+            else:
+                names.append(c.name)
+        return names
 
 
 class Sink:
-    """An output file being written: rows go in one at a time; it appears whole on close."""
+    """An output file being written: rows go in one at a time; it appears whole on close.
 
-    def __init__(self, file: IO[bytes], format: str) -> None:
+    JSONL rows hold only the fields that have a value; CSV and Parquet have every column of
+    the layout (CSV with nested values as JSON text, Parquet with typed structs and lists)."""
+
+    def __init__(self, file: IO[bytes], format: str, layout: Layout) -> None:
         self.format = format
+        self.layout = layout
         self.count = 0
         self._file = file
         self._csv: csv.DictWriter | None = None
         self._text: io.TextIOWrapper | None = None
         self._parquet = None
+        self._types: dict[str, Any] = {}
         self._batch: list[dict[str, Any]] = []
 
     def write(self, row: dict[str, Any]) -> None:
@@ -87,12 +89,13 @@ class Sink:
         if self.format == "jsonl":
             self._file.write(json.dumps(row, ensure_ascii=False).encode() + b"\n")
         elif self.format == "csv":
-            flat = _flatten(row)
             if self._csv is None:
                 self._text = io.TextIOWrapper(self._file, encoding="utf-8", newline="", write_through=True)
-                self._csv = csv.DictWriter(self._text, fieldnames=list(flat), extrasaction="ignore")
+                self._csv = csv.DictWriter(
+                    self._text, fieldnames=self.layout.csv_header(), extrasaction="ignore"
+                )
                 self._csv.writeheader()
-            self._csv.writerow(flat)
+            self._csv.writerow(_flatten(row))
         else:
             self._batch.append(row)
             if len(self._batch) >= PARQUET_BATCH:
@@ -104,15 +107,45 @@ class Sink:
 
         if not self._batch:
             return
-        rows = [
-            {**r, "json": json.dumps(r["json"], ensure_ascii=False)} if "json" in r else r
-            for r in self._batch
-        ]
         if self._parquet is None:
-            self._parquet = pq.ParquetWriter(self._file, _parquet_schema(rows))
-        table = pa.Table.from_pylist(rows, schema=self._parquet.schema)
-        self._parquet.write_table(table)
+            schema = self._parquet_schema(self._batch)
+            self._types = {f.name: f.type for f in schema}
+            self._parquet = pq.ParquetWriter(self._file, schema)
+        rows = [self._for_parquet(r) for r in self._batch]
+        self._parquet.write_table(pa.Table.from_pylist(rows, schema=self._parquet.schema))
         self._batch = []
+
+    def _parquet_schema(self, rows: list[dict[str, Any]]):
+        """One schema for the whole file: result columns have fixed types (from the spec);
+        source columns take the type of their first values."""
+        import pyarrow as pa
+
+        fields = [pa.field("key", pa.string())]
+        for name in self.layout.kept:
+            kind = pa.array([r.get(name) for r in rows]).type
+            fields.append(pa.field(name, pa.string() if pa.types.is_null(kind) else kind))
+        fields += [pa.field(c.name, c.arrow(self.layout.spec)) for c in self.layout.columns]
+        return pa.schema(fields)
+
+    def _for_parquet(self, row: dict[str, Any]) -> dict[str, Any]:
+        import pyarrow as pa
+
+        out = dict(row)
+        if "json" in out and "json" in self._types:
+            kind = self._types["json"]
+            if pa.types.is_string(kind):
+                out["json"] = json.dumps(out["json"], ensure_ascii=False)
+            elif not fits(out["json"], kind):
+                out["json"] = None  # an answer off its schema: its text is in `text`
+        if out.get("function_calls"):
+            out["function_calls"] = [
+                {"name": c["name"], "args": json.dumps(c["args"], ensure_ascii=False)}
+                for c in out["function_calls"]
+            ]
+        for name in JSON_TEXT:
+            if out.get(name) is not None:
+                out[name] = json.dumps(out[name], ensure_ascii=False)
+        return out
 
     def finish(self) -> None:
         if self.format == "parquet":
@@ -124,48 +157,8 @@ class Sink:
             self._text.detach()  # the file itself is closed by its atomic writer
 
 
-def _parquet_schema(rows: list[dict[str, Any]]):
-    """One schema for the whole file, whatever the first rows hold: the result fields have fixed
-    types (`json` as JSON text, since answers need not share a shape); source columns take the
-    type of their first values."""
-    import pyarrow as pa
-
-    tokens = pa.struct(
-        [(k, pa.int64()) for k in ("prompt_tokens", "output_tokens", "cached_tokens", "total_tokens")]
-    )
-    fixed = {
-        "text": pa.string(),
-        "finish_reason": pa.string(),
-        "usage": tokens,
-        "json": pa.string(),
-        "embedding": pa.list_(pa.float64()),
-        "error": pa.struct([("code", pa.int64()), ("status", pa.string()), ("message", pa.string())]),
-    }
-    fields = [pa.field("key", pa.string())]
-    for name in rows[0]:
-        if name != "key" and name not in fixed:
-            kind = pa.array([r.get(name) for r in rows]).type
-            fields.append(pa.field(name, pa.string() if pa.types.is_null(kind) else kind))
-    return pa.schema(fields + [pa.field(k, t) for k, t in fixed.items()])
-
-
 # Rows per Parquet row group: bounded memory whatever the output's size.
 PARQUET_BATCH = 10_000
-# CSV columns for the fields every generation row has, so that a first row with an error
-# does not decide a header that leaves them out.
-_CSV_COLUMNS = [
-    "text",
-    "finish_reason",
-    "usage_prompt_tokens",
-    "usage_output_tokens",
-    "usage_cached_tokens",
-    "usage_total_tokens",
-    "json",
-    "embedding",
-    "error_code",
-    "error_status",
-    "error_message",
-]
 
 
 def _flatten(row: dict[str, Any]) -> dict[str, Any]:
@@ -178,15 +171,14 @@ def _flatten(row: dict[str, Any]) -> dict[str, Any]:
             flat[key] = json.dumps(value, ensure_ascii=False)
         else:
             flat[key] = value
-    leading = [k for k in flat if k not in _CSV_COLUMNS]
-    return {k: flat.get(k) for k in leading + _CSV_COLUMNS}
+    return flat
 
 
 @contextlib.contextmanager
-def open_sink(uri: str, format: str) -> Iterator[Sink]:
+def open_sink(uri: str, format: str, layout: Layout) -> Iterator[Sink]:
     """A Sink whose file appears only if the block ends without error."""
     with _atomic_open(uri) as f:
-        sink = Sink(f, format)
+        sink = Sink(f, format, layout)
         yield sink
         sink.finish()
 

@@ -28,6 +28,7 @@ class CsvDialect:
     delimiter: str = ","
     quotechar: str = '"'
     encoding: str = "utf-8"
+    types: dict[str, str] | None = None  # column -> string | integer | number | boolean
 
 
 def infer_format(uri: str) -> str | None:
@@ -108,7 +109,34 @@ def _csv(text: io.TextIOBase, uri: str, dialect: CsvDialect) -> Iterator[Record]
     for row in reader:
         if None in row:
             raise SourceError("row has more fields than the header", uri=uri, line=reader.line_num)
-        yield Record(uri, reader.line_num, dict(row))
+        data = dict(row)
+        for column, kind in (dialect.types or {}).items():
+            if column in data:
+                data[column] = _typed(data[column], kind, column, uri, reader.line_num)
+        yield Record(uri, reader.line_num, data)
+
+
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def _typed(value: str, kind: str, column: str, uri: str, line: int) -> Any:
+    """A CSV cell as the type source.csv.types declares; an empty cell is null."""
+    if kind == "string":
+        return value
+    if value.strip() == "":
+        return None
+    try:
+        if kind == "integer":
+            return int(value)
+        if kind == "number":
+            return float(value)
+        return _BOOLEANS[value.strip().lower()]
+    except (ValueError, KeyError):
+        raise SourceError(
+            f"{column}: {value!r} is not {'an' if kind == 'integer' else 'a'} {kind} (source.csv.types)",
+            uri=uri,
+            line=line,
+        ) from None
 
 
 def _text(text: io.TextIOBase, uri: str) -> Iterator[Record]:

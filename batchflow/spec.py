@@ -46,6 +46,32 @@ TaskType = Literal[
     "FACT_VERIFICATION",
     "CODE_RETRIEVAL_QUERY",
 ]
+# How a candidate can end (google.genai.types.FinishReason, wire names).
+FinishReason = Literal[
+    "STOP",
+    "MAX_TOKENS",
+    "SAFETY",
+    "RECITATION",
+    "LANGUAGE",
+    "OTHER",
+    "BLOCKLIST",
+    "PROHIBITED_CONTENT",
+    "SPII",
+    "MALFORMED_FUNCTION_CALL",
+    "IMAGE_SAFETY",
+    "UNEXPECTED_TOOL_CALL",
+    "TOO_MANY_TOOL_CALLS",
+]
+# Answers that carry no usable text: errors unless the spec says otherwise.
+DEFAULT_ERROR_FINISH_REASONS = (
+    "SAFETY",
+    "RECITATION",
+    "BLOCKLIST",
+    "PROHIBITED_CONTENT",
+    "SPII",
+    "MALFORMED_FUNCTION_CALL",
+    "IMAGE_SAFETY",
+)
 BuiltinTool = Literal["google_search", "url_context", "code_execution"]
 # The Batch API takes input files up to 2 GB and inline requests up to 20 MB in all.
 MAX_FILE_BYTES = 2 * 1024**3
@@ -58,6 +84,11 @@ class CsvOptions(_Model):
     delimiter: str = Field(",", min_length=1, max_length=1, description="Field separator.")
     quotechar: str = Field('"', min_length=1, max_length=1, description="Quote character.")
     encoding: str = Field("utf-8", description="Text encoding of the file.")
+    types: dict[str, Literal["string", "integer", "number", "boolean"]] = Field(
+        {},
+        description="Column types, e.g. {price: number, stock: integer}: templates and outputs see "
+        "typed values (an empty cell is null). Undeclared columns stay strings; nothing is inferred.",
+    )
 
 
 class Source(_Model):
@@ -226,6 +257,9 @@ class Output(_Model):
         None, description="By default taken from the file extension."
     )
     columns: list[str] = Field([], description="Source fields copied beside each result.")
+    include_response: bool = Field(
+        False, description="Add a `response` column: the whole response object, as the service gave it."
+    )
     max_shrink: float = Field(
         0.1,
         ge=0,
@@ -248,6 +282,11 @@ class Errors(_Model):
     max_count: int | None = Field(None, ge=0, description="Failed requests tolerated; default 0 (none).")
     max_rate: float | None = Field(
         None, ge=0, le=1, description="Share of failed requests tolerated, 0 to 1 (e.g. 0.01 for 1%)."
+    )
+    finish_reasons: list[FinishReason] = Field(
+        list(DEFAULT_ERROR_FINISH_REASONS),
+        description="Answers that ended for one of these reasons are error rows (their text kept). "
+        "Add MAX_TOKENS to count cut answers too; [] counts none.",
     )
 
     def exceeded(self, errors: int, records: int) -> str | None:

@@ -29,10 +29,26 @@ echo "== batchflow apply (again: nothing to do)"; "$bf" apply pipelines/examples
 echo "== batchflow status";        "$bf" status pipelines/examples
 echo
 echo "Results in out/:"
+# One row of each output, whatever its format (CSV and Parquet read back as a dict).
 for f in out/*; do
-  case "$f" in
-    *.parquet) echo "  $f ($(.venv/bin/python -c 'import sys, pyarrow.parquet as pq; print(pq.read_metadata(sys.argv[1]).num_rows)' "$f") rows)";;
-    *) [ -s "$f" ] || { echo "  $f (empty)"; continue; }
-       echo "  $f, first line:"; head -n 1 "$f" | cut -c1-200 | sed 's/^/    /';;
-  esac
+  [ -s "$f" ] || { echo "  $f (empty)"; continue; }
+  echo "  $f, one row:"
+  .venv/bin/python - "$f" <<'PY' | cut -c1-700 | sed 's/^/    /'
+import csv, json, sys
+path = sys.argv[1]
+if path.endswith(".parquet"):
+    import pyarrow.parquet as pq
+    rows = pq.read_table(path).to_pylist()
+    # The row that shows the most: a function call if there is one.
+    row = next((r for r in rows if r.get("function_calls")), rows[0])
+elif path.endswith(".csv"):
+    with open(path, newline="") as f:
+        row = next(csv.DictReader(f))
+else:
+    with open(path) as f:
+        row = json.loads(f.readline())
+if isinstance(row.get("embedding"), list):
+    row["embedding"] = row["embedding"][:4] + ["..."]
+print(json.dumps(row, ensure_ascii=False, default=str))
+PY
 done

@@ -110,3 +110,70 @@ def test_the_pytest_plugin_fixture_serves_the_emulator(gemini_emulator):
 
     client = genai.Client(api_key="k", http_options={"base_url": gemini_emulator.url})
     assert client.models.count_tokens(model="gemini-2.5-flash", contents="hello there").total_tokens > 0
+
+
+def test_function_calls_candidates_and_thoughts_through_the_sdk(client):
+    from google.genai import types
+
+    weather = types.FunctionDeclaration(
+        name="get_weather",
+        parameters_json_schema={
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    )
+    tool = types.Tool(function_declarations=[weather])
+    called = client.models.generate_content(
+        model="gemini-2.5-flash",
+        contents="What is the weather in Paris? Use get_weather.",
+        config=types.GenerateContentConfig(tools=[tool]),
+    )
+    (call,) = called.function_calls
+    assert call.name == "get_weather" and isinstance(call.args["city"], str)
+    # Mode NONE never calls; mode ANY always does.
+    none = types.ToolConfig(function_calling_config=types.FunctionCallingConfig(mode="NONE"))
+    text = client.models.generate_content(
+        model="gemini-2.5-flash",
+        contents="Use get_weather.",
+        config=types.GenerateContentConfig(tools=[tool], tool_config=none),
+    )
+    assert text.function_calls is None and text.text
+    any_mode = types.ToolConfig(function_calling_config=types.FunctionCallingConfig(mode="ANY"))
+    forced = client.models.generate_content(
+        model="gemini-2.5-flash",
+        contents="Hello",
+        config=types.GenerateContentConfig(tools=[tool], tool_config=any_mode),
+    )
+    assert forced.function_calls[0].name == "get_weather"
+    # After the function's answer, the model answers in text.
+    answered = client.models.generate_content(
+        model="gemini-2.5-flash",
+        contents=[
+            types.Content(role="user", parts=[types.Part(text="Weather in Paris? Use get_weather.")]),
+            types.Content(role="model", parts=[types.Part(function_call=call)]),
+            types.Content(
+                role="user",
+                parts=[types.Part.from_function_response(name="get_weather", response={"sky": "clear"})],
+            ),
+        ],
+        config=types.GenerateContentConfig(tools=[tool]),
+    )
+    assert answered.function_calls is None and answered.text
+
+    two = client.models.generate_content(
+        model="gemini-2.5-flash",
+        contents="Say hi",
+        config=types.GenerateContentConfig(
+            candidate_count=2, thinking_config=types.ThinkingConfig(include_thoughts=True)
+        ),
+    )
+    assert len(two.candidates) == 2
+    parts = two.candidates[0].content.parts
+    assert parts[0].thought and not parts[1].thought
+    assert two.usage_metadata.thoughts_token_count > 0
+    with pytest.raises(errors.ClientError) as refused:
+        client.models.generate_content(
+            model="gemini-2.5-flash", contents="x", config=types.GenerateContentConfig(candidate_count=0)
+        )
+    assert refused.value.code == 400

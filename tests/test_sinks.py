@@ -8,7 +8,20 @@ import json
 import pyarrow.parquet as pq
 
 from batchflow import sinks
-from batchflow.sinks import open_sink
+from batchflow.sinks import Layout, open_sink
+from batchflow.spec import Pipeline
+
+SPEC = Pipeline.model_validate(
+    {
+        "version": 1,
+        "name": "p",
+        "model": "gemini-2.5-flash",
+        "source": {"uri": "in.jsonl"},
+        "request": {"prompt": "x", "generation_config": {"response_mime_type": "application/json"}},
+        "output": {"uri": "o.parquet", "columns": ["price"]},
+    }
+)
+LAYOUT = Layout.of(SPEC)
 
 ERROR = {"key": "a", "price": 1.5, "error": {"code": 500, "status": "INTERNAL", "message": "boom"}}
 OK = {
@@ -16,7 +29,13 @@ OK = {
     "price": 2.0,
     "text": "{}",
     "finish_reason": "STOP",
-    "usage": {"prompt_tokens": 1, "output_tokens": 2, "cached_tokens": 0, "total_tokens": 3},
+    "usage": {
+        "prompt_tokens": 1,
+        "output_tokens": 2,
+        "cached_tokens": 0,
+        "thoughts_tokens": 0,
+        "total_tokens": 3,
+    },
     "json": {"tags": ["x"], "nested": {"n": 1}},
 }
 OTHER_SHAPE = {**OK, "key": "c", "json": ["a", "list", "this", "time"]}
@@ -24,7 +43,7 @@ OTHER_SHAPE = {**OK, "key": "c", "json": ["a", "list", "this", "time"]}
 
 def test_parquet_keeps_fields_that_first_rows_lack(tmp_path, monkeypatch):
     monkeypatch.setattr(sinks, "PARQUET_BATCH", 1)  # a row group per row: the first decides nothing
-    with open_sink(str(tmp_path / "o.parquet"), "parquet") as sink:
+    with open_sink(str(tmp_path / "o.parquet"), "parquet", LAYOUT) as sink:
         for row in (ERROR, OK, OTHER_SHAPE):
             sink.write(row)
     rows = pq.read_table(tmp_path / "o.parquet").to_pylist()
@@ -35,7 +54,7 @@ def test_parquet_keeps_fields_that_first_rows_lack(tmp_path, monkeypatch):
 
 
 def test_csv_header_is_the_same_whatever_comes_first(tmp_path):
-    with open_sink(str(tmp_path / "o.csv"), "csv") as sink:
+    with open_sink(str(tmp_path / "o.csv"), "csv", LAYOUT) as sink:
         sink.write(ERROR)
         sink.write(OK)
     with open(tmp_path / "o.csv", newline="") as f:
@@ -47,7 +66,7 @@ def test_csv_header_is_the_same_whatever_comes_first(tmp_path):
 def test_a_failed_write_leaves_no_file(tmp_path):
     target = tmp_path / "o.jsonl"
     try:
-        with open_sink(str(target), "jsonl") as sink:
+        with open_sink(str(target), "jsonl", LAYOUT) as sink:
             sink.write(OK)
             raise RuntimeError("interrupted")
     except RuntimeError:

@@ -14,6 +14,8 @@ class Faults:
     job_fail_rate: float = 0.0  # share of jobs that end FAILED
     job_expire_rate: float = 0.0  # share of jobs that never run and end EXPIRED
     stay_pending_rate: float = 0.0  # share of jobs that stay PENDING until cancelled
+    prompt_block_rate: float = 0.0  # share of prompts blocked (promptFeedback.blockReason SAFETY)
+    safety_stop_rate: float = 0.0  # share of answers stopped with finishReason SAFETY
     rate_limit_rate: float = 0.0  # share of API calls answered 429 RESOURCE_EXHAUSTED
     unavailable_rate: float = 0.0  # share of API calls answered 503 UNAVAILABLE
     file_ttl: float = 48 * 3600.0  # emulator seconds a file lives (the service keeps files 48 h)

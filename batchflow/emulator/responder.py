@@ -85,6 +85,61 @@ def generate(
     prompt = "\n".join(t for c in request["contents"] for t in _texts(c))
     seed = hashlib.sha256(json.dumps([model, request], sort_keys=True).encode()).hexdigest()
     config = request.get("generationConfig") or {}
+    count = config.get("candidateCount", 1)
+    if not isinstance(count, int) or count < 1:
+        raise ApiError(400, "* GenerateContentRequest.generation_config.candidate_count: must be positive")
+    # The SDK passes thinkingConfig through as its own model dumps it: snake_case keys.
+    thinking = config.get("thinkingConfig") or config.get("thinking_config") or {}
+    budget = thinking.get("thinkingBudget", thinking.get("thinking_budget", -1))
+    thoughts = bool(thinking.get("includeThoughts") or thinking.get("include_thoughts")) and budget != 0
+    tools = [t for t in request.get("tools") or [] if isinstance(t, dict)]
+    call = _function_call(request, tools, prompt, seed)
+    candidates, output_count, thought_count = [], 0, 0
+    for index in range(count):
+        s = seed if index == 0 else hashlib.sha256(f"{seed}:{index}".encode()).hexdigest()
+        parts: list[dict[str, Any]] = []
+        finish = "STOP"
+        if thoughts:
+            thought = f"Thinking about the request ({s[:8]}): {' '.join(prompt.split()[:12])}"
+            if budget and budget > 0:
+                thought = thought[: budget * CHARS_PER_TOKEN]
+            parts.append({"text": thought, "thought": True})
+            thought_count += tokens(thought)
+        if call is not None:
+            parts.append({"functionCall": call})
+            output_count += tokens(json.dumps(call))
+        else:
+            text, finish = _text(prompt, s, config)
+            parts.append({"text": text})
+            output_count += tokens(text)
+        candidate: dict[str, Any] = {
+            "content": {"parts": parts, "role": "model"},
+            "finishReason": finish,
+            "index": index,
+        }
+        if any("googleSearch" in t or "google_search" in t for t in tools):
+            candidate["groundingMetadata"] = _grounding(prompt, s)
+        candidates.append(candidate)
+    prompt_count = prompt_tokens(request, part_tokens) + cached_tokens
+    usage = {
+        "promptTokenCount": prompt_count,
+        "candidatesTokenCount": output_count,
+        "totalTokenCount": prompt_count + output_count + thought_count,
+    }
+    if thought_count:
+        usage["thoughtsTokenCount"] = thought_count
+    if cached_tokens:
+        usage["cachedContentTokenCount"] = cached_tokens
+    return {
+        "candidates": candidates,
+        "usageMetadata": usage,
+        "modelVersion": model.removeprefix("models/"),
+        "responseId": seed[:22],
+    }
+
+
+def _text(prompt: str, seed: str, config: dict[str, Any]) -> tuple[str, str]:
+    """The answer's text and finish reason."""
     schema = config.get("responseJsonSchema") or config.get("responseSchema")
     if config.get("responseMimeType") == "application/json":
         value = fake_value(schema, seed) if schema else {"answer": _reply(prompt, seed)}
@@ -92,32 +147,49 @@ def generate(
     else:
         text = _reply(prompt, seed)
     limit = config.get("maxOutputTokens")
-    finish = "STOP"
     if isinstance(limit, int) and tokens(text) > limit:
-        text, finish = text[: limit * CHARS_PER_TOKEN], "MAX_TOKENS"
-    prompt_count = prompt_tokens(request, part_tokens) + cached_tokens
-    output_count = tokens(text)
-    candidate: dict[str, Any] = {
-        "content": {"parts": [{"text": text}], "role": "model"},
-        "finishReason": finish,
-        "index": 0,
-    }
-    tools = [t for t in request.get("tools") or [] if isinstance(t, dict)]
-    if any("googleSearch" in t or "google_search" in t for t in tools):
-        candidate["groundingMetadata"] = _grounding(prompt, seed)
-    usage = {
-        "promptTokenCount": prompt_count,
-        "candidatesTokenCount": output_count,
-        "totalTokenCount": prompt_count + output_count,
-    }
-    if cached_tokens:
-        usage["cachedContentTokenCount"] = cached_tokens
-    return {
-        "candidates": [candidate],
-        "usageMetadata": usage,
-        "modelVersion": model.removeprefix("models/"),
-        "responseId": seed[:22],
-    }
+        return text[: limit * CHARS_PER_TOKEN], "MAX_TOKENS"
+    return text, "STOP"
+
+
+def _function_call(
+    request: dict[str, Any], tools: list[dict[str, Any]], prompt: str, seed: str
+) -> dict[str, Any] | None:
+    """The call the model asks for, if any. Mode ANY always calls (an allowed function); AUTO
+    (the default) calls a declared function whose name the prompt mentions (`get_weather` or
+    "get weather"); NONE never. After a functionResponse the model answers in text."""
+    declarations = [
+        d
+        for t in tools
+        for d in t.get("functionDeclarations") or t.get("function_declarations") or []
+        if isinstance(d, dict) and d.get("name")
+    ]
+    last = request["contents"][-1] if request["contents"] else {}
+    if not declarations or any(
+        "functionResponse" in p or "function_response" in p
+        for p in last.get("parts") or []
+        if isinstance(p, dict)
+    ):
+        return None
+    config = (request.get("toolConfig") or request.get("tool_config") or {}).get(
+        "functionCallingConfig"
+    ) or {}
+    mode = str(config.get("mode") or "AUTO").upper()
+    allowed = config.get("allowedFunctionNames") or config.get("allowed_function_names")
+    if mode == "NONE":
+        return None
+    choices = [d for d in declarations if not allowed or d["name"] in allowed]
+    lowered = prompt.lower()
+    mentioned = [
+        d for d in choices if d["name"].lower() in lowered or d["name"].lower().replace("_", " ") in lowered
+    ]
+    chosen = (mentioned or (choices if mode == "ANY" else []) or [None])[0]
+    if chosen is None:
+        return None
+    schema = (
+        chosen.get("parameters") or chosen.get("parametersJsonSchema") or chosen.get("parameters_json_schema")
+    )
+    return {"name": chosen["name"], "args": fake_value(schema, seed) if schema else {}}
 
 
 def _grounding(prompt: str, seed: str) -> dict[str, Any]:

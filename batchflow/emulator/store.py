@@ -405,10 +405,33 @@ class Store:
                     "system_instruction, tools or tool_config.",
                 )
             cached_tokens = cache.tokens
+            if cache.tools:  # the cache's tools act on the request, as on the service
+                request = {**request, "tools": cache.tools}
         for content in request["contents"]:
             for part in content.get("parts") or []:
                 self._check_file_part(part)
-        return responder.generate(model, request, cached_tokens=cached_tokens, part_tokens=self.part_tokens)
+        response = responder.generate(
+            model, request, cached_tokens=cached_tokens, part_tokens=self.part_tokens
+        )
+        return self._safety(response)
+
+    def _safety(self, response: dict[str, Any]) -> dict[str, Any]:
+        """The safety faults, decided by the response (so by the request): blocked, or stopped."""
+        ident = response["responseId"]
+        ratings = [{"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True}]
+        if self.faults.hit(self.faults.prompt_block_rate, "block", ident):
+            usage = response["usageMetadata"]
+            prompt = usage["promptTokenCount"]
+            return {
+                "promptFeedback": {"blockReason": "SAFETY", "safetyRatings": ratings},
+                "usageMetadata": {"promptTokenCount": prompt, "totalTokenCount": prompt},
+                "modelVersion": response["modelVersion"],
+                "responseId": ident,
+            }
+        if self.faults.hit(self.faults.safety_stop_rate, "safety", ident):
+            for candidate in response["candidates"]:
+                candidate.update(content={"role": "model"}, finishReason="SAFETY", safetyRatings=ratings)
+        return response
 
     def _check_file_part(self, part: Any) -> None:
         """A part naming an uploaded file fails as the service does when the file is gone."""
