@@ -163,8 +163,10 @@ class Applier:
                             Action(Kind.SUBMIT, None, ""),
                             f"{s.resent_answered} answered requests changed: sent and paid again",
                         )
-                if state.records != s.requests:
-                    state.records = s.requests
+                if state.records != s.requests or state.scan_memo != s.memo:
+                    # Saved with the shards below (or alone): the next scan skips rendering
+                    # while nothing it read has changed.
+                    state.records, state.scan_memo = s.requests, s.memo
                     self.store.save(state)
                 for digest, ref in s.files.items():
                     state.blobs.setdefault(digest, Blob(path=ref.path, mime_type=ref.mime_type))
@@ -191,6 +193,9 @@ class Applier:
                     return outcome
                 fresh = self._scan(state, index, write=False)
                 if not fresh.new_shards:
+                    if state.scan_memo != fresh.memo:  # so the next poll need not render
+                        state.scan_memo = fresh.memo
+                        self.store.save(state)
                     break
             for action in plan(state, fresh, self.attempts, self.p.spec.output.uri):
                 if action.kind is Kind.OUTPUT:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +76,26 @@ def read_records(
                 hint = "; set source.csv.encoding (e.g. latin-1, cp1252, utf-16) to the file's encoding"
                 raise SourceError(f"not {dialect.encoding} text: {exc.reason}{hint}", uri=name) from None
             raise SourceError(f"not UTF-8 text: {exc.reason}", uri=name) from None
+
+
+def stamp(uri: str) -> list[list[Any]]:
+    """What tells, without reading them, whether the files matching `uri` changed: each one's
+    path and size, with its mtime and inode (local) or its generation / ETag (buckets)."""
+    try:
+        fs, path = fsspec.core.url_to_fs(uri)
+        paths = sorted(fs.glob(path)) if any(c in path for c in "*?[") else [path]
+        out = []
+        for p in paths:
+            info = fs.info(p)
+            if "://" in uri and not uri.startswith("file://"):
+                keys = ("size", "ETag", "LastModified", "generation", "md5Hash", "updated", "mtime")
+                out.append([p, *(str(info.get(k)) for k in keys)])
+            else:
+                st = os.stat(p)
+                out.append([p, st.st_size, st.st_mtime_ns, st.st_ino])
+        return out
+    except (OSError, ValueError) as exc:  # gone or unreadable: a full scan says what is wrong
+        return [[uri, "unreadable", str(exc)]]
 
 
 def peek_fields(

@@ -135,6 +135,17 @@ class CacheRecord(BaseModel):
     name: str | None = None  # cachedContents/...
 
 
+class ScanMemo(BaseModel):
+    """What the last full scan read and found: while its inputs and the state's results are the
+    same, the source need not be rendered again (a poll costs what the state says)."""
+
+    inputs: str  # sha256 of the spec as loaded, the source files' stamps and the named files'
+    results: str  # results_fingerprint of the state the scan saw
+    round: int
+    requests: int
+    digest: str
+
+
 class PipelineState(BaseModel):
     version: int = STATE_VERSION
     pipeline: str
@@ -146,6 +157,7 @@ class PipelineState(BaseModel):
     # Raised by `apply --retry-errors`: results and failed jobs of earlier rounds no longer
     # count as final, so their requests are sent again with a new set of attempts.
     retry_round: int = 0
+    scan_memo: ScanMemo | None = None
     updated_at: str = ""
 
 

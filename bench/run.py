@@ -82,8 +82,27 @@ def measure(side: str, folder: Path) -> tuple[float, float]:
     return elapsed, float(done.stdout)  # the child's own peak RSS, MB
 
 
+def poll(folder: Path) -> tuple[float, float]:
+    """A scan that renders everything, then one while nothing changed (what a poll pays)."""
+    from batchflow.loader import load_pipelines
+    from batchflow.reconcile import scan
+    from batchflow.state import LocalStore, PipelineState
+
+    (pipeline,) = load_pipelines([folder / "spec.yaml"])
+    store = LocalStore(folder / "poll-state")
+    state = PipelineState(pipeline="bench")
+    with contextlib.closing(store.index("bench")) as index:
+        start = time.perf_counter()
+        state.scan_memo = scan(pipeline, state, store, index, write=False).memo
+        full = time.perf_counter() - start
+        start = time.perf_counter()
+        scan(pipeline, state, store, index, write=False)
+        return full, time.perf_counter() - start
+
+
 def main() -> None:
     print(f"{'records':>8} {'batchflow s':>12} {'plain s':>8} {'ratio':>6} {'bf MB':>7} {'plain MB':>9}")
+    polls = []
     for n in SIZES:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
@@ -105,6 +124,11 @@ def main() -> None:
             print(
                 f"{n:>8} {bf_s:>12.2f} {plain_s:>8.2f} {bf_s / plain_s:>6.2f} {bf_mb:>7.0f} {plain_mb:>9.0f}"
             )
+            full, memo = poll(folder)
+            polls.append(f"{n:>8} {full:>12.2f} {memo:>10.4f}")
+    print("\nA poll while nothing changed (the source is not rendered again):")
+    print(f"{'records':>8} {'full scan s':>12} {'poll s':>10}")
+    print("\n".join(polls))
 
 
 if __name__ == "__main__":
