@@ -163,10 +163,8 @@ class Applier:
                             Action(Kind.SUBMIT, None, ""),
                             f"{s.resent_answered} answered requests changed: sent and paid again",
                         )
-                if state.records != s.requests or state.scan_memo != s.memo:
-                    # Saved with the shards below (or alone): the next scan skips rendering
-                    # while nothing it read has changed.
-                    state.records, state.scan_memo = s.requests, s.memo
+                if state.records != s.requests:
+                    state.records = s.requests
                     self.store.save(state)
                 for digest, ref in s.files.items():
                     state.blobs.setdefault(digest, Blob(path=ref.path, mime_type=ref.mime_type))
@@ -185,7 +183,10 @@ class Applier:
                     )
                     outcome.actions += 1
                     self._say(Action(Kind.SUBMIT, info.id, ""), f"new shard of {info.requests} requests")
-                if s.new_shards:
+                if s.new_shards or state.scan_memo != s.memo:
+                    # The memo is saved with the shards its scan found, never before them: a
+                    # memo that outlived a crash before they were saved would hide their requests.
+                    state.scan_memo = s.memo
                     self.store.save(state)
                 for shard in list(state.shards.values()):
                     self._advance(state, shard, outcome)
