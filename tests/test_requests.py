@@ -50,3 +50,91 @@ def test_same_record_same_hash_and_a_change_changes_it(tmp_path):
     (other,) = renderer.render(iter([Record("d", 1, {"a": 2})]))
     assert one.hash == again.hash != other.hash
     assert json.loads(one.line)["key"] == one.hash
+
+
+FAST_CASES = [
+    ("Tag {{ title }}: {{ item.name }}!", {"title": 'Ünïcødé "q" \\ \n\t\x01 😀', "item": {"name": 3.5}}),
+    ("{{ a }}", {"a": None}),
+    ("{{ a }}", {"a": True}),
+    ("{{ a }}", {"a": [1, {"b": 2}]}),
+    ("{{ a.b }}", {"a": {"b": {"c": 1}}}),
+    ("{{ a.items }}", {"a": {"items": "mine"}}),  # Jinja finds the dict method first
+    ("{{ a.b }}", {"a": "not a mapping"}),
+    ("{{- a -}}\n  x  \n", {"a": 1}),
+    ("{{ range }}", {"range": "a field, not the global"}),
+]
+
+
+@pytest.mark.parametrize(("template", "data"), FAST_CASES)
+def test_field_templates_render_as_jinja_does(tmp_path, template, data):
+    from batchflow.requests import _compiled, _Template, compile_template
+
+    fast = compile_template(template)
+    jinja = _Template(_compiled(template))
+    try:
+        expected = jinja.render(data)
+    except Exception as exc:  # noqa: BLE001 - whatever Jinja raises, the fast path raises too
+        with pytest.raises(type(exc)):
+            fast.render(data)
+        return
+    assert fast.render(data) == expected
+
+
+def test_missing_fields_fail_as_jinja_says(tmp_path):
+    from batchflow.requests import compile_template
+
+    template = compile_template("Say {{ word }} and {{ a.b }}")
+    renderer = _renderer(tmp_path, "{{ a }}")
+    renderer._prompt = template
+    for data, message in (
+        ({"a": {"b": 1}}, "'word' is undefined"),
+        ({"word": 1, "a": {}}, "has no attribute 'b'"),
+    ):
+        with pytest.raises(SourceError, match=message):
+            list(renderer.render(iter([Record("data.jsonl", 1, data)])))
+
+
+def test_request_lines_are_the_canonical_json_of_the_request(tmp_path):
+    """The body built from pieces is byte for byte canonical(request): hashes never change."""
+    from batchflow.requests import canonical
+
+    write(tmp_path / "pic.png", "png")
+    specs = {
+        "generate": """
+            request:
+              system: "You are {{ role }}."
+              prompt: "Describe {{ item.name }} — «{{ note }}»"
+              files: ["{{ image }}", "files/abc123"]
+              generation_config:
+                temperature: 0.2
+                response_mime_type: application/json
+                response_schema: {type: object, properties: {z: {type: string}, a: {type: number}}}
+              safety_settings: [{category: HARM_CATEGORY_HARASSMENT, threshold: BLOCK_NONE}]
+              labels: {team: x}
+            tools: [google_search]
+        """,
+        "embed": """
+            model: gemini-embedding-001
+            embed: {content: "{{ note }}", title: "{{ role }}", task_type: RETRIEVAL_DOCUMENT}
+        """,
+    }
+    data = {"role": 'a "tagger"\n', "item": {"name": "x\u2028y"}, "note": "\x00\x1f😀 \\", "image": "pic.png"}
+    for name, body in specs.items():
+        model = "gemini-embedding-001" if "embed" in name else "gemini-2.5-flash"
+        body = body.replace("            model: gemini-embedding-001\n", "")
+        spec = write(
+            tmp_path / f"{name}.yaml",
+            f"""
+            version: 1
+            name: {name}
+            model: {model}
+            source: {{uri: data.jsonl}}
+            output: {{uri: out.jsonl}}
+            """
+            + body,
+        )
+        write(tmp_path / "data.jsonl", json.dumps(data) + "\n")
+        (pipeline,) = load_pipelines([spec])
+        renderer = Renderer(pipeline)
+        record = Record("data.jsonl", 1, data)
+        assert renderer.body(record, "k") == canonical(renderer.request(record, "k")), name
