@@ -97,17 +97,17 @@ class RequestIndex:
             raise
         self.db.execute("COMMIT")
 
-    def add_shard(self, shard: str, hashes: Iterable[str]) -> None:
-        """Record a shard's requests; idempotent."""
+    def add_shard(self, shard: str, rows: Iterable[tuple[str, str | None]]) -> None:
+        """Record a shard's requests (hash, record key), the latest request of each record; idempotent."""
         with self._transaction():
-            self.db.executemany(
-                "INSERT OR IGNORE INTO shard_requests VALUES (?, ?)", ((h, shard) for h in hashes)
-            )
-
-    def add_keys(self, pairs: Iterable[tuple[str, str]]) -> None:
-        """Record (key, hash): the request now standing for each record."""
-        with self._transaction():
-            self.db.executemany("INSERT OR REPLACE INTO record_keys VALUES (?, ?)", pairs)
+            for chunk in chunks(rows):
+                self.db.executemany(
+                    "INSERT OR IGNORE INTO shard_requests VALUES (?, ?)", ((h, shard) for h, _ in chunk)
+                )
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO record_keys VALUES (?, ?)",
+                    ((k, h) for h, k in chunk if k is not None),
+                )
 
     def answered_before(self, pairs: list[tuple[str, str]]) -> int:
         """Of (key, hash) pairs, how many records had another request that was answered."""

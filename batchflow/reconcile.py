@@ -24,7 +24,7 @@ from .requests import (
     FileRef,
     Renderer,
 )
-from .shards import ShardInfo, build, record_keys, shard_keys
+from .shards import ShardInfo, build, shard_rows
 from .sources import CsvDialect, Record, read_records, stamp
 from .spec import LoadedPipeline
 from .state import JOB_ENDED, LocalStore, OutputRecord, PipelineState, ScanMemo, Shard, ShardStatus
@@ -255,7 +255,7 @@ def scan(
                         uri=r.record.uri,
                         line=r.record.line,
                     )
-                yield r.line, r.key
+                yield r.line, r.key, r.hash
             if progress is not None:
                 progress(count)
 
@@ -269,9 +269,7 @@ def scan(
         # Before the state names these shards: a crash in between leaves index rows for
         # shards the state does not know, which nothing reads; the reverse would resend them.
         for info in shards:
-            path = folder / f"{info.id}.jsonl"
-            index.add_shard(info.id, shard_keys(path))
-            index.add_keys(zip(record_keys(path), shard_keys(path), strict=True))
+            index.add_shard(info.id, shard_rows(folder / f"{info.id}.jsonl"))
     return Scan(
         requests=count,
         new_shards=shards,

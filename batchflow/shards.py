@@ -10,11 +10,11 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
-from .atomic import write_atomic
 from .errors import StateError
 
-KEYS_SUFFIX = ".keys"  # shards/<id>.keys: the record key of each line of shards/<id>.jsonl (JSON lines)
+KEYS_SUFFIX = ".keys"  # shards/<id>.keys: hash and record key of each line of shards/<id>.jsonl
 
 
 @dataclass(frozen=True)
@@ -27,8 +27,10 @@ class ShardInfo:
 class ShardBuilder:
     """Streams lines into shard files of at most `max_requests` lines.
 
-    With `folder=None` nothing is written: `plan` uses that to learn which
-    shards `apply` would make, with the same ids.
+    Beside each shard, `<id>.keys` lists each line's request hash and record key ("hash\tjson
+    key"): the index reads that small file instead of the shard, and it tells, on any machine,
+    which answered records changed (the service sees only hashes). With `folder=None` nothing
+    is written: `plan` uses that to learn which shards `apply` would make, with the same ids.
     """
 
     def __init__(
@@ -42,24 +44,23 @@ class ShardBuilder:
         self._reset()
 
     def _reset(self) -> None:
-        self._keys: list[str] = []  # the records' own keys, for the sidecar (one shard's worth)
         self._digest = hashlib.sha256()
         self._count = 0
         self._bytes = 0
-        self._file = None
-        self._tmp: str | None = None
+        self._files: list[tuple[IO[bytes], str]] = []  # (shard, keys) temporary files being written
 
-    def add(self, line: str, key: str) -> None:
+    def add(self, line: str, key: str, digest: str) -> None:
         data = (line + "\n").encode()
         if self._bytes + len(data) > self.max_bytes:
             self._seal()
-        if self.folder is not None and self._file is None:
+        if self.folder is not None and not self._files:
             self.folder.mkdir(parents=True, exist_ok=True)
-            fd, self._tmp = tempfile.mkstemp(dir=self.folder, prefix=".shard.", suffix=".tmp")
-            self._file = os.fdopen(fd, "wb")
-        if self._file is not None:
-            self._file.write(data)
-            self._keys.append(key)
+            for suffix in (".tmp", ".keys.tmp"):
+                fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".shard.", suffix=suffix)
+                self._files.append((os.fdopen(fd, "wb"), tmp))
+        if self._files:
+            self._files[0][0].write(data)
+            self._files[1][0].write(f"{digest}\t{json.dumps(key, ensure_ascii=False)}\n".encode())
         self._digest.update(data)
         self._count += 1
         self._bytes += len(data)
@@ -77,17 +78,15 @@ class ShardBuilder:
             n += 1
         self.taken.add(shard_id)
         info = ShardInfo(shard_id, self._count, self._bytes)
-        if self._file is not None:
-            # Beside the shard, not in it (the service sees only request hashes): which record
-            # each line is, so `plan` knows, on any machine, which answered records changed.
-            write_atomic(
-                self.folder / f"{info.id}{KEYS_SUFFIX}",
-                "".join(json.dumps(k) + "\n" for k in self._keys).encode(),
-            )
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            os.replace(self._tmp, self.folder / f"{info.id}.jsonl")
+        if self._files:
+            for f, _ in self._files:
+                f.flush()
+                os.fsync(f.fileno())
+                f.close()
+            (_, shard_tmp), (_, keys_tmp) = self._files
+            # The keys first: a shard is never without them.
+            os.replace(keys_tmp, self.folder / f"{info.id}{KEYS_SUFFIX}")
+            os.replace(shard_tmp, self.folder / f"{info.id}.jsonl")
         self.shards.append(info)
         self._reset()
 
@@ -96,35 +95,34 @@ class ShardBuilder:
         return self.shards
 
     def abort(self) -> None:
-        if self._file is not None:
-            self._file.close()
+        for f, tmp in self._files:
+            f.close()
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._tmp)
+                os.unlink(tmp)
         self._reset()
 
 
-def record_keys(shard_path: Path) -> Iterator[str]:
-    """The records' keys of a shard's lines, in order; none for shards made before batchflow 0.3."""
+def shard_rows(path: Path) -> Iterator[tuple[str, str | None]]:
+    """(request hash, record key) of each line of a shard, from its keys file; for a shard made
+    before there were keys files, the hashes from the shard itself and no keys."""
     try:
-        with open(shard_path.with_name(shard_path.stem + KEYS_SUFFIX), "rb") as f:
+        with open(path.with_name(path.stem + KEYS_SUFFIX), encoding="utf-8") as f:
             for line in f:
-                yield json.loads(line)
-    except FileNotFoundError:
+                digest, _, key = line.rstrip("\n").partition("\t")
+                yield digest, json.loads(key)
         return
-
-
-def shard_keys(path: Path) -> Iterator[str]:
-    """The request hashes (line keys) in a shard file."""
+    except FileNotFoundError:
+        pass
     try:
         with open(path, "rb") as f:
             for line in f:
-                yield json.loads(line)["key"]
+                yield json.loads(line)["key"], None
     except FileNotFoundError:
         raise StateError(f"shard file {path} is missing from the state store") from None
 
 
 def build(
-    lines: Iterable[tuple[str, str]],
+    lines: Iterable[tuple[str, str, str]],
     max_requests: int,
     max_bytes: int,
     folder: Path | None,
@@ -132,8 +130,8 @@ def build(
 ) -> list[ShardInfo]:
     builder = ShardBuilder(max_requests, max_bytes, folder, taken)
     try:
-        for line, key in lines:
-            builder.add(line, key)
+        for line, key, digest in lines:
+            builder.add(line, key, digest)
     except BaseException:
         builder.abort()
         raise

@@ -29,7 +29,7 @@ from .conditional import BucketObject, Conflict, LocalFile, Version
 from .errors import StateError
 from .index import RequestIndex
 from .lease import Held, acquire
-from .shards import KEYS_SUFFIX, record_keys, shard_keys
+from .shards import KEYS_SUFFIX, shard_rows
 
 STATE_VERSION = 1
 DEFAULT_LOCK_TTL = 300.0  # seconds; BATCHFLOW_LOCK_TTL
@@ -350,8 +350,6 @@ def rebuild_index(store: LocalStore, state: PipelineState) -> None:
     """The request index from the shard and result files the state names."""
     with contextlib.closing(store.index(state.pipeline)) as index:
         for shard in state.shards.values():
-            path = store.shard_path(state.pipeline, shard.id)
-            index.add_shard(shard.id, shard_keys(path))
-            index.add_keys(zip(record_keys(path), shard_keys(path), strict=False))
+            index.add_shard(shard.id, shard_rows(store.shard_path(state.pipeline, shard.id)))
             if shard.status is ShardStatus.DONE:
                 index.add_results(shard.id, store.result_path(state.pipeline, shard.id), shard.round)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from batchflow.reconcile import Kind, Scan, next_action, plan, results_fingerprint
-from batchflow.shards import KEYS_SUFFIX, ShardInfo, build, record_keys
+from batchflow.shards import KEYS_SUFFIX, ShardInfo, build, shard_rows
 from batchflow.state import OutputRecord, PipelineState, Shard, ShardStatus
 
 
@@ -65,7 +65,7 @@ def test_no_output_while_a_job_runs():
 
 
 def test_shard_ids_depend_only_on_content(tmp_path):
-    lines = [(f'{{"key": "{i}"}}', f"record-{i}") for i in range(5)]
+    lines = [(f'{{"key": "{i}"}}', f"record-{i}", f"h{i}") for i in range(5)]
     dry = build(iter(lines), 2, 10**9, None)
     written = build(iter(lines), 2, 10**9, tmp_path)
     assert dry == written
@@ -73,17 +73,17 @@ def test_shard_ids_depend_only_on_content(tmp_path):
     assert sorted(p.stem for p in tmp_path.glob("*.jsonl")) == sorted(s.id for s in dry)
     assert sorted(p.stem for p in tmp_path.glob("*" + KEYS_SUFFIX)) == sorted(s.id for s in dry)
     # Beside each shard, the records' own keys, line for line.
-    assert list(record_keys(tmp_path / f"{dry[0].id}.jsonl")) == ["record-0", "record-1"]
+    assert list(shard_rows(tmp_path / f"{dry[0].id}.jsonl")) == [("h0", "record-0"), ("h1", "record-1")]
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
 
 
 def test_shards_are_cut_by_bytes_too():
-    lines = [("x" * 99, "k")] * 5  # 100 bytes each with the newline
+    lines = [("x" * 99, "k", "h")] * 5  # 100 bytes each with the newline
     assert [s.requests for s in build(iter(lines), 100, 250, None)] == [2, 2, 1]
 
 
 def test_the_same_lines_sent_again_get_a_new_shard_id():
-    lines = [('{"key": "a"}', "a")]
+    lines = [('{"key": "a"}', "a", "h")]
     (first,) = build(iter(lines), 10, 10**9, None)
     (again,) = build(iter(lines), 10, 10**9, None, taken={first.id})
     assert again.id != first.id and again.requests == 1
