@@ -327,7 +327,8 @@ class Applier:
         name = display_name(self.p.name, shard)
         if shard.inline:
             text = self._resolve(
-                state, self.store.shard_path(self.p.name, shard.id).read_text(encoding="utf-8")
+                state,
+                self.store.fetch(self.store.shard_path(self.p.name, shard.id)).read_text(encoding="utf-8"),
             )
             lines = [json.loads(line) for line in text.splitlines()]
             return self.backend.create_inline(
@@ -358,7 +359,7 @@ class Applier:
 
     def _upload_shard(self, state: PipelineState, shard: Shard) -> str:
         """Upload a shard's input file, with the names of its files and cache filled in."""
-        path = self.store.shard_path(self.p.name, shard.id)
+        path = self.store.fetch(self.store.shard_path(self.p.name, shard.id))
         text = path.read_text(encoding="utf-8")
         if "batchflow://" not in text:
             return self.backend.upload(path, display_name(self.p.name, shard))
@@ -452,7 +453,7 @@ class Applier:
     def _write_output(self, state: PipelineState, s: Scan, action: Action) -> None:
         spec = self.p.spec
         failed = {sh.id: sh for sh in state.shards.values() if sh.status is ShardStatus.FAILED}
-        reader = ResultReader(lambda shard: self.store.result_path(self.p.name, shard))
+        reader = ResultReader(lambda shard: self.store.fetch(self.store.result_path(self.p.name, shard)))
         columns = spec.output.columns
         layout = Layout.of(spec)
         out_uri = self.p.resolve(spec.output.uri)

@@ -180,7 +180,14 @@ class LocalStore:
         return self.folder(pipeline) / "results" / f"{shard_id}.jsonl"
 
     def index(self, pipeline: str, *, readonly: bool = False) -> RequestIndex:
-        return RequestIndex(self.folder(pipeline) / "index.sqlite3", readonly=readonly)
+        return RequestIndex(self.index_path(pipeline), readonly=readonly)
+
+    def index_path(self, pipeline: str) -> Path:
+        return self.folder(pipeline) / "index.sqlite3"
+
+    def fetch(self, path: Path) -> Path:
+        """`path` (a shard, keys or result file of the store), present locally to be read."""
+        return path
 
     def load(self, pipeline: str) -> PipelineState:
         path = self.folder(pipeline) / "state.json"
@@ -239,11 +246,15 @@ class LocalStore:
 class RemoteStore(LocalStore):
     """A state store at a gs:// or s3:// URL, worked on through a local mirror.
 
-    The remote copy is the truth. Shard and result files never change once
+    The remote copy is the truth. Shard, keys and result files never change once
     written, so each is uploaded once, before the state document that names it;
-    state.json is written last. The request index is rebuilt locally from them
-    whenever the mirror's state differs from the remote one. The lock is an
-    object created only if absent (GCS generation and S3 conditional writes).
+    state.json is written last. Nothing is downloaded that the command does not
+    read: `sync` fetches state.json alone; a shard or result file is fetched the
+    first time it is read (`fetch`), and the request index the first time it is
+    queried, from the snapshot the last apply left beside the state
+    (`index/<sha256 of state.json>.sqlite3`) or, failing that, rebuilt from the
+    keys and result files. The lock is an object created only if absent (GCS
+    generation and S3 conditional writes).
     """
 
     def __init__(self, url: str, mirror: Path | None = None) -> None:
@@ -254,8 +265,10 @@ class RemoteStore(LocalStore):
             mirror = cache / "batchflow" / hashlib.sha256(self.url.encode()).hexdigest()[:16]
         super().__init__(mirror)
         self._held: set[str] = set()
-        self._remote_files: dict[str, set[str]] = {}  # pipeline -> "shards/x.jsonl", ... already uploaded
+        self._remote_files: dict[str, set[str]] = {}  # pipeline -> "shards/x.jsonl", ... in the bucket
         self._state_version: dict[str, Version | None] = {}  # of the remote state.json this holder read
+        self._saved: set[str] = set()  # pipelines whose state this holder wrote
+        self._synced: dict[str, str | None] = {}  # the snapshot name of the state last synced
 
     def _remote(self, pipeline: str, *parts: str) -> str:
         return "/".join([self.base, pipeline, *parts])
@@ -266,43 +279,55 @@ class RemoteStore(LocalStore):
         return super().load(pipeline)
 
     def sync(self, pipeline: str) -> None:
-        """Bring the mirror up to date with the remote copy."""
+        """Bring the mirror's state document up to date with the remote one."""
         folder = self.folder(pipeline)
-        present: set[str] = set()
-        for sub in ("shards", "results"):
-            try:
-                names = self.fs.ls(self._remote(pipeline, sub), detail=False)
-            except FileNotFoundError:
-                names = []
-            for full in names:
-                name = f"{sub}/{full.rsplit('/', 1)[-1]}"
-                present.add(name)
-                if not (folder / name).exists():
-                    with self.fs.open(full, "rb") as src, atomic_open(folder / name) as dst:
-                        shutil.copyfileobj(src, dst, 1 << 20)  # result files can be large: stream
-        self._remote_files[pipeline] = present
         found = self._state_object(pipeline).read()
         remote_state, self._state_version[pipeline] = found if found else (None, None)
         local_state = folder / "state.json"
         current = local_state.read_bytes() if local_state.exists() else None
         if remote_state != current:
             for stale in folder.glob("index.sqlite3*"):
-                stale.unlink()
+                stale.unlink()  # made again from the new state when first queried
             if remote_state is None:
                 local_state.unlink(missing_ok=True)
             else:
                 write_atomic(local_state, remote_state)
+        # What the remote state names is in the bucket: it was uploaded before the state.
+        self._remote_files[pipeline] = _named_files(super().load(pipeline))
+        self._synced[pipeline] = f"{self._state_digest(pipeline)}.sqlite3" if remote_state else None
+
+    def fetch(self, path: Path) -> Path:
+        if not path.exists():
+            relative = path.relative_to(self.root).as_posix()
+            with contextlib.suppress(FileNotFoundError):
+                with self.fs.open(f"{self.base}/{relative}", "rb") as src, atomic_open(path) as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)  # result files can be large: stream
+        return path
+
+    def index(self, pipeline: str, *, readonly: bool = False) -> RequestIndex:
+        return _LazyIndex(lambda: self._open_index(pipeline, readonly))  # type: ignore[return-value]
+
+    def _open_index(self, pipeline: str, readonly: bool) -> RequestIndex:
+        path = self.index_path(pipeline)
+        if not path.exists() and (self.folder(pipeline) / "state.json").exists():
+            snapshot = self._remote(pipeline, "index", f"{self._state_digest(pipeline)}.sqlite3")
+            try:
+                self.fs.get_file(snapshot, str(path.with_suffix(".part")))
+                os.replace(path.with_suffix(".part"), path)
+            except FileNotFoundError:
                 rebuild_index(self, super().load(pipeline))
+        return RequestIndex(path, readonly=readonly)
+
+    def _state_digest(self, pipeline: str) -> str:
+        return hashlib.sha256((self.folder(pipeline) / "state.json").read_bytes()).hexdigest()
 
     def save(self, state: PipelineState) -> None:
         folder = self.folder(state.pipeline)
         uploaded = self._remote_files.setdefault(state.pipeline, set())
-        for sub in ("shards", "results"):
-            for path in sorted(p for p in (folder / sub).glob("*") if p.suffix in (".jsonl", KEYS_SUFFIX)):
-                name = f"{sub}/{path.name}"
-                if name not in uploaded:
-                    self.fs.put_file(str(path), self._remote(state.pipeline, name))
-                    uploaded.add(name)
+        for name in sorted(_named_files(state) - uploaded):
+            if (folder / name).exists():  # (shards made before keys files have none)
+                self.fs.put_file(str(folder / name), self._remote(state.pipeline, name))
+            uploaded.add(name)
         super().save(state)
         # Fenced: written only over the state.json this holder read (or wrote) last, so a holder
         # that lost its lease to another apply cannot overwrite what that one wrote since.
@@ -316,6 +341,30 @@ class RemoteStore(LocalStore):
                 f"{state.pipeline!r} now; stopping without writing"
             ) from None
         self._state_version[state.pipeline] = new
+        self._saved.add(state.pipeline)
+
+    def _snapshot(self, pipeline: str) -> None:
+        """Leave the request index beside the state it matches, for the next runner; older
+        snapshots go. Named by the state's digest, so one that a newer state replaced is never
+        taken for the current one."""
+        if pipeline not in self._saved:
+            return
+        path, name = self.index_path(pipeline), f"{self._state_digest(pipeline)}.sqlite3"
+        try:
+            if path.exists():
+                self.fs.put_file(str(path), self._remote(pipeline, "index", name))
+            elif self._synced.get(pipeline):  # never opened, so unchanged: the same snapshot
+                self.fs.copy(
+                    self._remote(pipeline, "index", self._synced[pipeline]),
+                    self._remote(pipeline, "index", name),
+                )
+        except FileNotFoundError:
+            return  # no snapshot to carry over: the next runner rebuilds the index
+        with contextlib.suppress(FileNotFoundError):
+            for old in self.fs.ls(self._remote(pipeline, "index"), detail=False):
+                if not old.endswith("/" + name):
+                    with contextlib.suppress(FileNotFoundError):
+                        self.fs.rm_file(old)
 
     def _state_object(self, pipeline: str) -> BucketObject:
         return BucketObject(self.fs, self._remote(pipeline, "state.json"))
@@ -328,8 +377,10 @@ class RemoteStore(LocalStore):
         try:
             with super().lock(pipeline, say):
                 yield
+                self._snapshot(pipeline)  # still under the lease; the index is closed by now
         finally:
             self._held.discard(pipeline)
+            self._saved.discard(pipeline)
 
     def _locked(self, pipeline: str) -> None:
         self._held.add(pipeline)
@@ -341,15 +392,48 @@ class RemoteStore(LocalStore):
         super().forget(pipeline)
 
 
+class _LazyIndex:
+    """A RequestIndex opened on first use: a command that never queries it (status, a plan
+    that skips rendering, a lock) never downloads or rebuilds it."""
+
+    def __init__(self, open_index: Callable[[], RequestIndex]) -> None:
+        self._open = open_index
+        self._index: RequestIndex | None = None
+
+    def __getattr__(self, name: str):
+        if self._index is None:
+            self._index = self._open()
+        return getattr(self._index, name)
+
+    def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
+
+
+def _named_files(state: PipelineState) -> set[str]:
+    """The files of the store that a state document names: each shard with its keys, and the
+    results of each shard that has them."""
+    names = set()
+    for shard in state.shards.values():
+        names |= {f"shards/{shard.id}.jsonl", f"shards/{shard.id}{KEYS_SUFFIX}"}
+        if shard.status is ShardStatus.DONE:
+            names.add(f"results/{shard.id}.jsonl")
+    return names
+
+
 def open_store(location: str) -> LocalStore:
     """The state store at a folder or a gs:// / s3:// URL."""
     return RemoteStore(location) if "://" in location else LocalStore(location)
 
 
 def rebuild_index(store: LocalStore, state: PipelineState) -> None:
-    """The request index from the shard and result files the state names."""
-    with contextlib.closing(store.index(state.pipeline)) as index:
+    """The request index from the keys (or shard) and result files the state names."""
+    name = state.pipeline
+    with contextlib.closing(RequestIndex(store.index_path(name))) as index:
         for shard in state.shards.values():
-            index.add_shard(shard.id, shard_rows(store.shard_path(state.pipeline, shard.id)))
+            path = store.shard_path(name, shard.id)
+            if not store.fetch(path.with_name(path.stem + KEYS_SUFFIX)).exists():
+                store.fetch(path)  # made before keys files: the hashes are in the shard itself
+            index.add_shard(shard.id, shard_rows(path))
             if shard.status is ShardStatus.DONE:
-                index.add_results(shard.id, store.result_path(state.pipeline, shard.id), shard.round)
+                index.add_results(shard.id, store.fetch(store.result_path(name, shard.id)), shard.round)

@@ -135,9 +135,11 @@ if __name__ == "__main__":
     if len(sys.argv) == 1:
         main()
         import emulator_memory
+        import noop_plan
         import validate_many
 
         validate_many.main()
+        noop_plan.main()
         emulator_memory.main()
     elif len(sys.argv) == 3:
         {"batchflow": batchflow_side, "baseline": baseline_side}[sys.argv[1]](Path(sys.argv[2]))

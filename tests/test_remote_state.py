@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 
 import fsspec
@@ -129,3 +130,31 @@ def test_kill_9_with_a_remote_store_then_apply_elsewhere(
     assert len(jobs) == 3 and len({j.display_name for j in jobs}) == 3
     rows = [json.loads(x) for x in (tmp_path / "pipelines/out.jsonl").read_text().splitlines()]
     assert [r["key"] for r in rows] == [str(i) for i in range(5)]
+
+
+def test_a_new_runner_downloads_only_what_it_reads(cli, emulator_env, state_url, tmp_path, monkeypatch):
+    _project(tmp_path)
+    env = {"BATCHFLOW_STATE": state_url}
+    assert cli("apply", "--wait", env=env).code == 0
+    fs, base = fsspec.core.url_to_fs(state_url)
+    (snapshot,) = fs.ls(f"{base}/shared/index", detail=False)  # the index, beside the state it matches
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "runner-2"))
+
+    def downloaded(kind: str) -> list[str]:
+        folder = next((tmp_path / "runner-2").glob(f"batchflow/*/shared/{kind}"), None)
+        return sorted(p.name for p in folder.iterdir()) if folder else []
+
+    assert "3 done" in cli("status", env=env).out
+    assert "up to date" in cli("plan", env=env).out  # nothing it reads changed: no index needed
+    assert downloaded("results") == [] and downloaded("shards") == []
+    os.utime(tmp_path / "pipelines/data.jsonl")  # the source must be read again: the index is needed
+    assert "up to date" in cli("plan", env=env).out
+    assert downloaded("results") == [] and downloaded("shards") == []  # the snapshot, not a rebuild
+
+    (tmp_path / "pipelines/out.jsonl").unlink()  # writing the output reads every result
+    assert cli("apply", env=env).code == 0
+    assert len(downloaded("results")) == 3
+    assert len((tmp_path / "pipelines/out.jsonl").read_text().splitlines()) == 5
+    (now,) = fs.ls(f"{base}/shared/index", detail=False)  # the apply left one for its own state
+    assert now != snapshot
