@@ -230,6 +230,19 @@ def validate(
                 f"BATCHFLOW_VALIDATE_MAX_BYTES ({max_bytes:,} bytes), plan reads the rest"
             )
         out.print(f"{p.path}: {p.name}: valid ({note})")
+        _warn_unknown_model(p)
+
+
+def _warn_unknown_model(p: LoadedPipeline) -> None:
+    """A model name the service would not know is likely a typo; new models are not refused."""
+    import difflib
+
+    from .emulator.models import MODELS, find
+
+    if find(p.spec.model) is None:
+        close = difflib.get_close_matches(p.spec.model.removeprefix("models/"), list(MODELS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(MODELS)})"
+        err.print(f"{p.path}: warning: model: {p.spec.model!r} is not a model batchflow knows{hint}")
 
 
 def _source_problem(exc: SourceError) -> SpecError:

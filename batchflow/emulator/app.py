@@ -11,22 +11,20 @@ import asyncio
 import dataclasses
 import itertools
 import json
-import re
 import threading
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 
-from . import responder
+from . import models, responder
 from .errors import ApiError
 from .store import Store, rfc3339
 
 MAX_REQUEST_BYTES = 20 * 1024 * 1024  # the service's limit on one request, inline batches included
-_MODEL = re.compile(r"^(gemini|gemma|learnlm)-[a-z0-9.\-]+$|^(text-)?embedding-[a-z0-9.\-]+$")
 DEFAULT_PAGE_SIZE = 50
 
 
@@ -39,7 +37,8 @@ class Emulator:
         api = [
             Route("/files", self.list_files, methods=["GET"]),
             Route("/files/{rest}", self.file, methods=["GET", "DELETE"]),
-            Route("/models/{rest}", self.model_call, methods=["POST"]),
+            Route("/models", self.list_models, methods=["GET"]),
+            Route("/models/{rest}", self.model_call, methods=["GET", "POST"]),
             Route("/batches", self.list_batches, methods=["GET"]),
             Route("/batches/{rest}", self.batch, methods=["GET", "POST", "DELETE"]),
             Route("/cachedContents", self.caches, methods=["GET", "POST"]),
@@ -49,7 +48,7 @@ class Emulator:
             Route("/_emulator/clock", self.admin_clock, methods=["GET", "POST"]),
             Route("/_emulator/faults", self.admin_faults, methods=["GET", "POST"]),
         ]
-        for version in ("v1", "v1beta"):
+        for version in ("v1", "v1beta", "v1alpha"):
             routes += [
                 Route(f"/upload/{version}/files", self.upload, methods=["POST"]),
                 Route(f"/download/{version}/files/{{rest}}", self.file, methods=["GET"]),
@@ -183,17 +182,39 @@ class Emulator:
 
     # ------------------------------------------------------------ models
 
+    def list_models(self, request: Request) -> Response:
+        return self._page(
+            request, list(models.MODELS.items()), "models", lambda item: models.model_json(*item)
+        )
+
     async def model_call(self, request: Request) -> Response:
         model, _, verb = request.path_params["rest"].partition(":")
-        if not _MODEL.match(model):
+        version = request.url.path.split("/")[1]
+        found = models.find(model)
+        if request.method == "GET" and not verb:
+            if found is None:
+                raise ApiError(404, f"models/{model} is not found for API version {version}")
+            return JSONResponse(models.model_json(model.removeprefix("models/"), found[1]))
+        # Streaming and the batch verbs that the listings leave out are served where their kin are.
+        kin = {"streamGenerateContent": "generateContent", "batchEmbedContents": "embedContent"}
+        if found is None or kin.get(verb, verb) not in found[1].methods:
             raise ApiError(
                 404,
-                f"models/{model} is not found for API version v1beta, or is not supported for {verb}. "
+                f"models/{model} is not found for API version {version}, or is not supported for {verb}. "
                 "Call ListModels to see the list of available models and their supported methods.",
             )
         if int(request.headers.get("content-length") or 0) > MAX_REQUEST_BYTES:
             raise ApiError(400, f"Request payload size exceeds the limit: {MAX_REQUEST_BYTES} bytes.")
         body = await self._json(request)
+        if verb == "streamGenerateContent":
+            response = await run_in_threadpool(self.store.generate, f"models/{model}", body)
+            chunks = responder.stream_chunks(response)
+            if request.query_params.get("alt") != "sse":
+                return JSONResponse(chunks)
+            return StreamingResponse(
+                (f"data: {json.dumps(c, ensure_ascii=False)}\r\n\r\n" for c in chunks),
+                media_type="text/event-stream",
+            )
         # Off the event loop: a create counts the lines of a file of up to 2 GB.
         return JSONResponse(await run_in_threadpool(self._model_call, f"models/{model}", verb, body))
 
@@ -206,8 +227,7 @@ class Emulator:
         if verb == "generateContent" and not embedding:
             return self.store.generate(model, body)
         if verb == "countTokens":
-            request_body = body.get("generateContentRequest") or body
-            return {"totalTokens": responder.prompt_tokens(request_body)}
+            return self.store.count_tokens(model, body)
         if verb == "embedContent" and embedding:
             return responder.embed(body)
         if verb == "batchEmbedContents" and embedding:
@@ -257,7 +277,8 @@ class Emulator:
             return self._page(request, self.store.list_caches(), "cachedContents", self.store.cache_json)
         body = await self._json(request)
         model = str(body.get("model") or "")
-        if not _MODEL.match(model.removeprefix("models/")):
+        found = models.find(model)
+        if found is None or "createCachedContent" not in found[1].methods:
             raise ApiError(404, f"Model {model or '(none)'} is not found or does not support caching.")
         cache = self.store.create_cache(f"models/{model.removeprefix('models/')}", body)
         return JSONResponse(self.store.cache_json(cache))

@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from . import models
 from .errors import ApiError
 
 # Roughly what Gemini tokenizers give for English text.
@@ -39,24 +40,67 @@ PartTokens = Callable[[dict[str, Any]], int]
 
 
 def _part_tokens(part: dict[str, Any]) -> int:
+    data = part.get("inlineData") or part.get("inline_data")
+    if isinstance(data, dict) and str(data.get("mimeType") or data.get("mime_type") or "").startswith(
+        "text/"
+    ):
+        # Text sent inline counts by its content, as text does (base64: 3 bytes in 4 characters).
+        return math.ceil(len(str(data.get("data") or "")) * 3 / 4 / CHARS_PER_TOKEN)
     return PART_TOKENS
 
 
-def prompt_tokens(request: dict[str, Any], part_tokens: PartTokens = _part_tokens) -> int:
-    total = 0
+_MODALITIES = {"image": "IMAGE", "audio": "AUDIO", "video": "VIDEO", "application/pdf": "DOCUMENT"}
+
+
+def modality(part: dict[str, Any]) -> str:
+    """The modality the service reports a part under, from its MIME type."""
+    data = part.get("inlineData") or part.get("inline_data") or part.get("fileData") or part.get("file_data")
+    mime = str((data or {}).get("mimeType") or (data or {}).get("mime_type") or "")
+    return _MODALITIES.get(mime, _MODALITIES.get(mime.split("/")[0], "TEXT"))
+
+
+def prompt_details(request: dict[str, Any], part_tokens: PartTokens = _part_tokens) -> dict[str, int]:
+    """Input tokens by modality (system instruction included)."""
+    counts: dict[str, int] = {}
     for content in [request.get("systemInstruction"), *(request.get("contents") or [])]:
         if not isinstance(content, dict):
             continue
         for part in content.get("parts") or []:
             if isinstance(part, dict):
-                total += tokens(part["text"]) if isinstance(part.get("text"), str) else part_tokens(part)
-    return total
+                if isinstance(part.get("text"), str):
+                    kind, n = "TEXT", tokens(part["text"])
+                else:
+                    kind, n = modality(part), part_tokens(part)
+                counts[kind] = counts.get(kind, 0) + n
+    return counts
+
+
+def prompt_tokens(request: dict[str, Any], part_tokens: PartTokens = _part_tokens) -> int:
+    return sum(prompt_details(request, part_tokens).values())
+
+
+def details(counts: dict[str, int]) -> list[dict[str, Any]]:
+    """`promptTokensDetails` and its kin: one entry per modality, zero counts left out."""
+    return [{"modality": kind, "tokenCount": n} for kind, n in counts.items() if n]
 
 
 def validate_request(request: Any) -> None:
     """What the service checks before it runs a GenerateContentRequest."""
     if not isinstance(request, dict):
         raise ApiError(400, "request must be a JSON object")
+    config = request.get("generationConfig") or {}
+    if config.get("responseMimeType") == "text/x.enum":
+        schema = config.get("responseSchema") or config.get("responseJsonSchema") or {}
+        if not (isinstance(schema, dict) and isinstance(schema.get("enum"), list) and schema["enum"]):
+            field = "GenerateContentRequest.generation_config.response_schema"
+            raise ApiError(400, f"* {field}: text/x.enum needs an enum schema\n")
+    declared = any(
+        t.get("functionDeclarations") or t.get("function_declarations")
+        for t in request.get("tools") or []
+        if isinstance(t, dict)
+    )
+    if declared and config.get("responseMimeType") == "application/json":
+        raise ApiError(400, "Function calling with a response mime type: 'application/json' is unsupported")
     contents = request.get("contents")
     if not isinstance(contents, list) or not contents:
         raise ApiError(400, "* GenerateContentRequest.contents: contents is not specified")
@@ -74,7 +118,42 @@ def validate_request(request: Any) -> None:
 
 def min_cache_tokens(model: str) -> int:
     """Smallest content a context cache accepts (larger for Pro models)."""
-    return 4096 if "pro" in model else 1024
+    found = models.find(model)
+    return found[1].min_cache_tokens if found else 1024
+
+
+def stream_chunks(response: dict[str, Any]) -> list[dict[str, Any]]:
+    """A response as streamGenerateContent sends it: the text in a few deltas, usage with the
+    prompt count on every chunk and the final counts, with the finish reason, on the last."""
+    usage = response["usageMetadata"]
+    head = {k: v for k, v in response.items() if k in ("modelVersion", "responseId")}
+    early = {"promptTokenCount": usage["promptTokenCount"], "totalTokenCount": usage["promptTokenCount"]}
+    if "candidates" not in response:  # a blocked prompt: one chunk, its feedback
+        return [response]
+    candidate = response["candidates"][0]
+    parts = (candidate.get("content") or {}).get("parts") or []
+    pieces: list[list[dict[str, Any]]] = []
+    for part in parts:
+        text = part.get("text")
+        if text is None or part.get("thought"):
+            pieces.append([part])
+            continue
+        words = text.split(" ")
+        third = max(1, len(words) // 3)
+        for i in range(0, len(words), third):
+            chunk = " ".join(words[i : i + third]) + (" " if i + third < len(words) else "")
+            pieces.append([{"text": chunk}])
+    chunks = [
+        {
+            "candidates": [{"content": {"parts": p, "role": "model"}, "index": 0}],
+            "usageMetadata": early,
+            **head,
+        }
+        for p in pieces[:-1]
+    ]
+    last = {**candidate, "content": {"parts": pieces[-1] if pieces else [{"text": ""}], "role": "model"}}
+    chunks.append({"candidates": [last], "usageMetadata": usage, **head})
+    return chunks
 
 
 def generate(
@@ -120,12 +199,18 @@ def generate(
         if any("googleSearch" in t or "google_search" in t for t in tools):
             candidate["groundingMetadata"] = _grounding(prompt, s)
         candidates.append(candidate)
-    prompt_count = prompt_tokens(request, part_tokens) + cached_tokens
-    usage = {
+    prompt_counts = prompt_details(request, part_tokens)
+    prompt_count = sum(prompt_counts.values()) + cached_tokens
+    usage: dict[str, Any] = {
         "promptTokenCount": prompt_count,
         "candidatesTokenCount": output_count,
         "totalTokenCount": prompt_count + output_count + thought_count,
     }
+    if cached_tokens:  # cached tokens are text here (the cache's content), counted in the prompt too
+        prompt_counts["TEXT"] = prompt_counts.get("TEXT", 0) + cached_tokens
+        usage["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": cached_tokens}]
+    usage["promptTokensDetails"] = details(prompt_counts)
+    usage["candidatesTokensDetails"] = details({"TEXT": output_count})
     if thought_count:
         usage["thoughtsTokenCount"] = thought_count
     if cached_tokens:
@@ -141,6 +226,8 @@ def generate(
 def _text(prompt: str, seed: str, config: dict[str, Any]) -> tuple[str, str]:
     """The answer's text and finish reason."""
     schema = config.get("responseJsonSchema") or config.get("responseSchema")
+    if config.get("responseMimeType") == "text/x.enum":
+        return str(fake_value(schema, seed)), "STOP"  # validate_request saw to an enum schema
     if config.get("responseMimeType") == "application/json":
         value = fake_value(schema, seed) if schema else {"answer": _reply(prompt, seed)}
         text = json.dumps(value, ensure_ascii=False)

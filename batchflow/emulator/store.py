@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import responder
+from . import models, responder
 from .errors import ApiError
 from .faults import Faults
 
@@ -386,8 +386,18 @@ class Store:
     # ------------------------------------------------------------ answering
 
     def generate(self, model: str, request: Any) -> dict[str, Any]:
-        """generateContent, with what the service checks about caches and files."""
+        """generateContent, with what the service checks about limits, caches and files."""
         responder.validate_request(request)
+        found = models.find(model)
+        limit = found[1].output_tokens if found else None
+        wanted = (request.get("generationConfig") or {}).get("maxOutputTokens")
+        if limit and wanted is not None and not (isinstance(wanted, int) and 1 <= wanted <= limit):
+            raise ApiError(
+                400,
+                f"Unable to submit request because it has a maxOutputTokens value of {wanted} but the "
+                f"supported range is from 1 (inclusive) to {limit + 1} (exclusive). Update the value and "
+                "try again.",
+            )
         cached_tokens = 0
         name = request.get("cachedContent")
         if name:
@@ -447,11 +457,26 @@ class Store:
         return self.get_file(re.split(r"[^a-z0-9-]", uri.split("files/", 1)[1])[0])
 
     def part_tokens(self, part: dict[str, Any]) -> int:
-        """Uploaded text files count by their size; other files as an image does."""
+        """Uploaded text files count by their size; other parts as the responder counts them."""
         stored = self._part_file(part)
         if stored is not None and stored.mime_type.startswith("text/"):
             return math.ceil(stored.size / responder.CHARS_PER_TOKEN)
-        return responder.PART_TOKENS
+        return responder._part_tokens(part)
+
+    def count_tokens(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
+        """countTokens: the same counting as generateContent; a named cache's tokens included."""
+        request = body.get("generateContentRequest") or body
+        if not isinstance(request, dict) or not request.get("contents"):
+            raise ApiError(400, "contents are required")
+        counts = responder.prompt_details(request, self.part_tokens)
+        answer: dict[str, Any] = {"totalTokens": sum(counts.values())}
+        name = request.get("cachedContent")
+        if name:
+            cached = self.get_cache(str(name).removeprefix("cachedContents/")).tokens
+            answer.update(totalTokens=answer["totalTokens"] + cached, cachedContentTokenCount=cached)
+            answer["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": cached}]
+        answer["promptTokensDetails"] = responder.details(counts)
+        return answer
 
     # ------------------------------------------------------------ batches
 
