@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.error
 import urllib.request
 
 import pytest
@@ -176,3 +177,72 @@ def test_validate_warns_about_a_model_it_does_not_know(cli, tmp_path):
     )
     write(tmp_path / "p.yaml", spec.replace("MODEL", "gemini-2.5-flash-preview-09-2025"))
     assert cli("validate", "p.yaml").err == ""
+
+
+def test_a_prompt_over_the_input_limit(client, emulator):
+    """Refusals: prompt over the input limit (sync); in a batch, the same error on its line."""
+    huge = "word " * 850_000  # 4.25M characters: 1,062,500 tokens
+    with pytest.raises(errors.ClientError) as refused:
+        client.models.generate_content(model=MODEL, contents=huge)
+    assert "The input token count (1062500) exceeds the maximum number of tokens allowed (1048576)." in (
+        refused.value.message
+    )
+    job = client.batches.create(
+        model=MODEL,
+        src=[{"contents": [{"parts": [{"text": huge}]}]}, {"contents": [{"parts": [{"text": "hi"}]}]}],
+    )
+    emulator.store.clock.advance(3600)
+    done = client.batches.get(name=job.name)
+    first, second = done.dest.inlined_responses
+    assert first.error.code == 400 and "exceeds the maximum number of tokens" in first.error.message
+    assert second.response.text
+
+
+def test_parts_the_service_refuses(client):
+    """Refusals: empty part, empty inline data, an inline type it takes not, a non-Files-API URI."""
+    cases = {
+        "required oneof field 'data'": [{"text": ""}],
+        "inline data is empty": [{"inlineData": {"mimeType": "image/png", "data": ""}}],
+        "Unsupported MIME type: png": [{"inlineData": {"mimeType": "png", "data": "AAAA"}}],
+        "Invalid or unsupported file uri: gs://bucket/scones.jpg": [
+            {"fileData": {"fileUri": "gs://bucket/scones.jpg", "mimeType": "image/jpeg"}}
+        ],
+    }
+    for message, parts in cases.items():
+        with pytest.raises(errors.ClientError) as refused:
+            client.models.generate_content(model=MODEL, contents=[{"role": "user", "parts": parts}])
+        assert refused.value.code == 400 and message in refused.value.message, message
+
+
+def test_an_upload_of_a_refused_type(client, tmp_path):
+    """Refusals: unsupported MIME on upload, said at finalize."""
+    path = tmp_path / "letter.docx"
+    path.write_bytes(b"PK...")
+    docx = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+    with pytest.raises(errors.ClientError) as refused:
+        client.files.upload(file=str(path), config=types.UploadFileConfig(mime_type=docx))
+    assert refused.value.code == 400 and f"Unsupported MIME type: {docx}" in refused.value.message
+
+
+def test_generation_settings_by_model(client):
+    """Refusals: logprobs on 2.5, thinking budgets out of each model's range."""
+    with pytest.raises(errors.ClientError) as refused:
+        client.models.generate_content(
+            model=MODEL, contents="x", config=types.GenerateContentConfig(response_logprobs=True)
+        )
+    assert "Logprobs is not enabled for models/gemini-2.5-flash" in refused.value.message
+    assert client.models.generate_content(
+        model="gemini-2.0-flash", contents="x", config=types.GenerateContentConfig(response_logprobs=True)
+    ).text
+    for model, budget in (("gemini-2.5-flash", 30_000), ("gemini-2.5-pro", 0)):
+        config = types.GenerateContentConfig(thinking_config=types.ThinkingConfig(thinking_budget=budget))
+        with pytest.raises(errors.ClientError) as refused:
+            client.models.generate_content(model=model, contents="x", config=config)
+        assert f"The thinking budget ({budget}) is invalid." in refused.value.message
+
+
+def test_a_malformed_cache_name_is_a_bad_request(emulator):
+    body = {"contents": [{"parts": [{"text": "x"}]}], "cachedContent": "my cache"}
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        _http(f"{emulator.url}/v1beta/models/{MODEL}:generateContent", body)
+    assert refused.value.code == 400

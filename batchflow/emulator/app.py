@@ -126,6 +126,8 @@ class Emulator:
         upload = self.store.get_upload(upload_id)
         command = request.headers.get("x-goog-upload-command", "")
         offset = int(request.headers.get("x-goog-upload-offset", upload.received))
+        if "finalize" in command and not responder.supported_mime(upload.mime_type):
+            raise ApiError(400, f"Unsupported MIME type: {upload.mime_type}")  # as often as it is asked
         if offset != upload.received:
             raise ApiError(400, f"Upload offset {offset} does not match the {upload.received} bytes received")
         # Streamed to disk chunk by chunk: a 2 GB upload never sits in memory.

@@ -23,6 +23,8 @@ class Model:
     methods: tuple[str, ...]
     thinking: bool = False
     min_cache_tokens: int = 1024  # the smallest context cache it accepts
+    thinking_budget: tuple[int, int] = (0, 0)  # the budgets it accepts besides -1 (dynamic)
+    logprobs: bool = False  # responseLogprobs accepted (2.0 models)
 
     @property
     def embedding(self) -> bool:
@@ -30,13 +32,24 @@ class Model:
 
 
 MODELS = {
+    # Pro cannot turn thinking off: its budgets start at 128.
     "gemini-2.5-pro": Model(
-        "Gemini 2.5 Pro", 1_048_576, 65_536, GENERATE, thinking=True, min_cache_tokens=4096
+        "Gemini 2.5 Pro",
+        1_048_576,
+        65_536,
+        GENERATE,
+        True,
+        min_cache_tokens=4096,
+        thinking_budget=(128, 32_768),
     ),
-    "gemini-2.5-flash": Model("Gemini 2.5 Flash", 1_048_576, 65_536, GENERATE, thinking=True),
-    "gemini-2.5-flash-lite": Model("Gemini 2.5 Flash-Lite", 1_048_576, 65_536, GENERATE, thinking=True),
-    "gemini-2.0-flash": Model("Gemini 2.0 Flash", 1_048_576, 8_192, GENERATE),
-    "gemini-2.0-flash-lite": Model("Gemini 2.0 Flash-Lite", 1_048_576, 8_192, GENERATE),
+    "gemini-2.5-flash": Model(
+        "Gemini 2.5 Flash", 1_048_576, 65_536, GENERATE, True, thinking_budget=(0, 24_576)
+    ),
+    "gemini-2.5-flash-lite": Model(
+        "Gemini 2.5 Flash-Lite", 1_048_576, 65_536, GENERATE, True, thinking_budget=(0, 24_576)
+    ),
+    "gemini-2.0-flash": Model("Gemini 2.0 Flash", 1_048_576, 8_192, GENERATE, logprobs=True),
+    "gemini-2.0-flash-lite": Model("Gemini 2.0 Flash-Lite", 1_048_576, 8_192, GENERATE, logprobs=True),
     "gemini-embedding-001": Model("Gemini Embedding 001", 2_048, 1, EMBED),
 }
 

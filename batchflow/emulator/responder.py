@@ -114,6 +114,37 @@ def validate_request(request: Any) -> None:
                 400,
                 f"* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty.",
             )
+        for j, part in enumerate(content["parts"]):
+            _check_part(part, f"contents[{i}].parts[{j}]")
+
+
+# MIME types the service takes, besides image/*, audio/*, video/* and text/* ("jsonl" is what the
+# batch docs upload input files as).
+SUPPORTED_MIME = {"application/pdf", "application/json", "application/jsonl", "application/x-ndjson", "jsonl"}
+
+
+def supported_mime(mime: str) -> bool:
+    return mime in SUPPORTED_MIME or mime.split("/")[0] in ("image", "audio", "video", "text") and "/" in mime
+
+
+def _check_part(part: Any, where: str) -> None:
+    """A part the service would refuse: empty, an inline blob of a refused type or without data,
+    a file that is not a Files API file (the Developer API reads no gs:// or web URLs)."""
+    if not isinstance(part, dict) or not any(v not in (None, "", {}) for v in part.values()):
+        oneof = "required oneof field 'data' must have one initialized field"
+        raise ApiError(400, f"* GenerateContentRequest.{where}.data: {oneof}\n")
+    inline = part.get("inlineData") or part.get("inline_data")
+    if isinstance(inline, dict):
+        mime = str(inline.get("mimeType") or inline.get("mime_type") or "")
+        if not inline.get("data"):
+            raise ApiError(400, f"* GenerateContentRequest.{where}.inline_data.data: inline data is empty\n")
+        if not supported_mime(mime):
+            raise ApiError(400, f"Unsupported MIME type: {mime}")
+    data = part.get("fileData") or part.get("file_data")
+    if isinstance(data, dict):
+        uri = str(data.get("fileUri") or data.get("file_uri") or "")
+        if "/files/" not in uri and not uri.startswith("files/"):
+            raise ApiError(400, f"Invalid or unsupported file uri: {uri}")
 
 
 def min_cache_tokens(model: str) -> int:

@@ -149,6 +149,27 @@ class Job:
         return f"batches/{self.id}"
 
 
+def _check_limits(name: str, model: models.Model, request: dict[str, Any]) -> None:
+    """What the service refuses about a request's generation settings, by model."""
+    config = request.get("generationConfig") or {}
+    limit = model.output_tokens
+    wanted = config.get("maxOutputTokens")
+    if wanted is not None and not (isinstance(wanted, int) and 1 <= wanted <= limit):
+        raise ApiError(
+            400,
+            f"Unable to submit request because it has a maxOutputTokens value of {wanted} but the "
+            f"supported range is from 1 (inclusive) to {limit + 1} (exclusive). Update the value and "
+            "try again.",
+        )
+    if (config.get("responseLogprobs") or config.get("logprobs") is not None) and not model.logprobs:
+        raise ApiError(400, f"Logprobs is not enabled for {name}")
+    thinking = config.get("thinkingConfig") or config.get("thinking_config") or {}
+    budget = thinking.get("thinkingBudget", thinking.get("thinking_budget"))
+    low, high = model.thinking_budget
+    if model.thinking and isinstance(budget, int) and budget != -1 and not low <= budget <= high:
+        raise ApiError(400, f"The thinking budget ({budget}) is invalid.")
+
+
 class Store:
     def __init__(
         self, data_dir: Path | None = None, speed: float = 1.0, faults: Faults | None = None
@@ -389,18 +410,13 @@ class Store:
         """generateContent, with what the service checks about limits, caches and files."""
         responder.validate_request(request)
         found = models.find(model)
-        limit = found[1].output_tokens if found else None
-        wanted = (request.get("generationConfig") or {}).get("maxOutputTokens")
-        if limit and wanted is not None and not (isinstance(wanted, int) and 1 <= wanted <= limit):
-            raise ApiError(
-                400,
-                f"Unable to submit request because it has a maxOutputTokens value of {wanted} but the "
-                f"supported range is from 1 (inclusive) to {limit + 1} (exclusive). Update the value and "
-                "try again.",
-            )
+        if found is not None:
+            _check_limits(model, found[1], request)
         cached_tokens = 0
         name = request.get("cachedContent")
         if name:
+            if not re.fullmatch(r"cachedContents/[a-z0-9-]+", str(name)):
+                raise ApiError(400, f"Invalid CachedContent name: {name}")
             cache = self.get_cache(str(name).removeprefix("cachedContents/"))
             if cache.model != model:
                 raise ApiError(
@@ -417,6 +433,14 @@ class Store:
             cached_tokens = cache.tokens
             if cache.tools:  # the cache's tools act on the request, as on the service
                 request = {**request, "tools": cache.tools}
+        if found is not None:
+            counted = responder.prompt_tokens(request, self.part_tokens) + cached_tokens
+            if counted > found[1].input_tokens:
+                raise ApiError(
+                    400,
+                    f"The input token count ({counted}) exceeds the maximum number of tokens allowed "
+                    f"({found[1].input_tokens}).",
+                )
         for content in request["contents"]:
             for part in content.get("parts") or []:
                 self._check_file_part(part)
