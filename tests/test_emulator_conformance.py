@@ -246,3 +246,57 @@ def test_a_malformed_cache_name_is_a_bad_request(emulator):
     with pytest.raises(urllib.error.HTTPError) as refused:
         _http(f"{emulator.url}/v1beta/models/{MODEL}:generateContent", body)
     assert refused.value.code == 400
+
+
+def _png(width: int, height: int) -> bytes:
+    header = b"\x89PNG\r\n\x1a\n" + (13).to_bytes(4, "big") + b"IHDR"
+    return header + width.to_bytes(4, "big") + height.to_bytes(4, "big") + b"\x08\x02\x00\x00\x00"
+
+
+def _wav(seconds: int) -> bytes:
+    rate = 16_000 * 2  # bytes per second: 16 kHz, 16 bit, mono
+    data = b"\x00" * (rate * seconds)
+    fmt = (16).to_bytes(4, "little") + b"\x01\x00\x01\x00" + (16_000).to_bytes(4, "little")
+    fmt += rate.to_bytes(4, "little") + b"\x02\x00\x10\x00"
+    body = b"WAVE" + b"fmt " + fmt + b"data" + len(data).to_bytes(4, "little") + data
+    return b"RIFF" + len(body).to_bytes(4, "little") + body
+
+
+def _mp4(seconds: int) -> bytes:
+    mvhd = (
+        b"mvhd"
+        + b"\x00\x00\x00\x00"
+        + b"\x00" * 8
+        + (1000).to_bytes(4, "big")
+        + (seconds * 1000).to_bytes(4, "big")
+    )
+    return b"\x00\x00\x00\x18ftypisom" + b"\x00" * 12 + b"\x00\x00\x00\x6cmoov" + b"\x00\x00\x00\x64" + mvhd
+
+
+@pytest.mark.parametrize(
+    ("mime", "data", "expected"),
+    [
+        ("image/png", _png(100, 100), 258),  # both sides <= 384: one image
+        ("image/png", _png(960, 540), 1548),  # the docs' example: 6 tiles of 258
+        ("application/pdf", b"%PDF-1.4 /Type /Pages /Type /Page /Type /Page /Type /Page", 774),  # 3 pages
+        ("audio/wav", _wav(2), 64),  # 32 a second
+        ("video/mp4", _mp4(10), 3000),  # about 300 a second
+    ],
+)
+def test_media_counts_by_the_service_rules(client, tmp_path, mime, data, expected):
+    """Tokens per modality: images by tile, PDFs by page, audio and video by second, inline or uploaded."""
+    inline = client.models.count_tokens(
+        model=MODEL, contents=[types.Part.from_bytes(data=data, mime_type=mime)]
+    )
+    assert inline.total_tokens == expected
+    path = tmp_path / "media"
+    path.write_bytes(data)
+    uploaded = client.files.upload(file=str(path), config=types.UploadFileConfig(mime_type=mime))
+    part = types.Part.from_uri(file_uri=uploaded.uri, mime_type=mime)
+    answer = client.models.generate_content(model=MODEL, contents=[part])
+    kind = {"image": "IMAGE", "application": "DOCUMENT", "audio": "AUDIO", "video": "VIDEO"}[
+        mime.split("/")[0]
+    ]
+    assert {d.modality.value: d.token_count for d in answer.usage_metadata.prompt_tokens_details} == {
+        kind: expected
+    }

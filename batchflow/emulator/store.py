@@ -186,6 +186,7 @@ class Store:
         self.caches: dict[str, Cache] = {}
         self.lock = threading.RLock()
         self._job_locks: dict[str, threading.Lock] = {}
+        self._media_tokens: dict[str, int] = {}  # file id -> tokens (files never change)
         self.clock = Clock(speed, self._load())
 
     def close(self) -> None:
@@ -481,11 +482,19 @@ class Store:
         return self.get_file(re.split(r"[^a-z0-9-]", uri.split("files/", 1)[1])[0])
 
     def part_tokens(self, part: dict[str, Any]) -> int:
-        """Uploaded text files count by their size; other parts as the responder counts them."""
+        """Uploaded files count by their content (text by size, media by the service's rules),
+        once per file; inline parts as the responder counts them."""
         stored = self._part_file(part)
-        if stored is not None and stored.mime_type.startswith("text/"):
+        if stored is None:
+            return responder._part_tokens(part)
+        if stored.mime_type.startswith("text/"):
             return math.ceil(stored.size / responder.CHARS_PER_TOKEN)
-        return responder._part_tokens(part)
+        if stored.id not in self._media_tokens:
+            path = self.blob(stored.id)
+            with open(path, "rb") as f:
+                head = f.read(1 << 16)
+            self._media_tokens[stored.id] = responder.media_tokens(stored.mime_type, head, path.read_bytes)
+        return self._media_tokens[stored.id]
 
     def count_tokens(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
         """countTokens: the same counting as generateContent; a named cache's tokens included."""
