@@ -300,3 +300,40 @@ def test_media_counts_by_the_service_rules(client, tmp_path, mime, data, expecte
     assert {d.modality.value: d.token_count for d in answer.usage_metadata.prompt_tokens_details} == {
         kind: expected
     }
+
+
+def test_schemas_as_the_sdk_sends_them(client):
+    """Schemas: snake_case keywords, anyOf unions, nullable, propertyOrdering, enums, $defs/$ref."""
+    from pydantic import BaseModel
+
+    class Tag(BaseModel):
+        name: str
+        weight: float | None = None
+
+    class Answer(BaseModel):
+        kind: int | str
+        tags: list[Tag]
+        flag: bool
+
+    answer = client.models.generate_content(
+        model=MODEL,
+        contents="Tag it",
+        config=types.GenerateContentConfig(response_mime_type="application/json", response_schema=Answer),
+    )
+    parsed = Answer.model_validate_json(answer.text)  # the SDK's own schema, $defs and anyOf included
+    assert parsed.tags and isinstance(parsed.flag, bool)
+    ordered = client.models.generate_content(
+        model=MODEL,
+        contents="x",
+        config=types.GenerateContentConfig(
+            response_mime_type="application/json",
+            response_json_schema={
+                "type": "object",
+                "properties": {"b": {"type": "integer", "enum": [3, 5]}, "a": {"type": "string"}},
+                "property_ordering": ["a", "b"],
+                "required": ["a", "b"],
+            },
+        ),
+    )
+    value = json.loads(ordered.text)
+    assert list(value) == ["a", "b"] and value["b"] in (3, 5)

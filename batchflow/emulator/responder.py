@@ -358,9 +358,29 @@ def _reply(prompt: str, seed: str) -> str:
     return f"Emulated reply {seed[:8]} to a {len(words)}-word prompt: {head}"
 
 
+def camel_schema(schema: Any) -> Any:
+    """A schema with its keywords in camelCase: the SDK sends some in snake_case (`any_of`,
+    `property_ordering`, `max_items`...). Property names and enum values stay as they are."""
+    if isinstance(schema, list):
+        return [camel_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        name = key.split("_")[0] + "".join(w.title() for w in key.split("_")[1:]) if "_" in key else key
+        if name in ("properties", "$defs", "definitions") and isinstance(value, dict):
+            out[name] = {k: camel_schema(v) for k, v in value.items()}
+        elif name in ("enum", "required", "propertyOrdering", "const", "default", "example"):
+            out[name] = value
+        else:
+            out[name] = camel_schema(value)
+    return out
+
+
 def fake_value(schema: Any, seed: str, path: str = "$", root: Any = None) -> Any:
     """A value that satisfies `schema` (OpenAPI-style responseSchema or JSON Schema)."""
-    root = schema if root is None else root
+    if root is None:
+        schema = root = camel_schema(schema)
     if not isinstance(schema, dict):
         return _pick_word(seed, path)
     if "$ref" in schema and isinstance(schema["$ref"], str) and schema["$ref"].startswith("#/"):
