@@ -337,3 +337,17 @@ def test_schemas_as_the_sdk_sends_them(client):
     )
     value = json.loads(ordered.text)
     assert list(value) == ["a", "b"] and value["b"] in (3, 5)
+
+
+def test_unknown_request_fields_are_refused(emulator):
+    """Refusals: an unknown JSON field (a top-level `thinking_config`, say, from a hand-written line)."""
+    body = {"contents": [{"parts": [{"text": "x"}]}], "thinking_config": {"thinking_budget": 0}}
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        _http(f"{emulator.url}/v1beta/models/{MODEL}:generateContent", body)
+    error = json.loads(refused.value.read())["error"]
+    assert (
+        error["message"]
+        == 'Invalid JSON payload received. Unknown name "thinking_config": Cannot find field.'
+    )
+    proto_names = {"contents": [{"parts": [{"text": "x"}]}], "generation_config": {"temperature": 0}}
+    assert _http(f"{emulator.url}/v1beta/models/{MODEL}:generateContent", proto_names)["candidates"]

@@ -93,10 +93,31 @@ def details(counts: dict[str, int]) -> list[dict[str, Any]]:
     return [{"modality": kind, "tokenCount": n} for kind, n in counts.items() if n]
 
 
+# GenerateContentRequest's fields, in either JSON spelling the service reads (proto names too).
+_REQUEST_FIELDS = {
+    spelling
+    for name in (
+        "model",
+        "contents",
+        "tools",
+        "tool_config",
+        "safety_settings",
+        "system_instruction",
+        "generation_config",
+        "cached_content",
+        "labels",
+    )
+    for spelling in (name, name.split("_")[0] + "".join(w.title() for w in name.split("_")[1:]))
+}
+
+
 def validate_request(request: Any) -> None:
     """What the service checks before it runs a GenerateContentRequest."""
     if not isinstance(request, dict):
         raise ApiError(400, "request must be a JSON object")
+    for name in request:
+        if name not in _REQUEST_FIELDS:
+            raise ApiError(400, f'Invalid JSON payload received. Unknown name "{name}": Cannot find field.')
     config = request.get("generationConfig") or {}
     if config.get("responseMimeType") == "text/x.enum":
         schema = config.get("responseSchema") or config.get("responseJsonSchema") or {}
