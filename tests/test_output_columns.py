@@ -100,8 +100,8 @@ def test_finish_reasons_and_the_error_policy(cli, emulator, emulator_env, tmp_pa
     assert rows[0]["finish_reason"] == "SAFETY" and rows[0]["error"]["status"] == "FINISH_REASON"
 
 
-@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
-def test_candidates_thoughts_and_the_whole_response(cli, emulator_env, tmp_path, fmt):
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_candidates_and_thoughts(cli, emulator_env, tmp_path, fmt):
     body = """
     request:
       prompt: "Say {{ city }}"
@@ -111,20 +111,19 @@ def test_candidates_thoughts_and_the_whole_response(cli, emulator_env, tmp_path,
     row = rows[0]
     candidates = _value(row, "candidates")
     assert len(candidates) == 2 and candidates[0]["text"] == row["text"] != candidates[1]["text"]
-    assert row["thoughts"].startswith("Thinking about") and row["usage"]["thoughts_tokens"] > 0
+    thoughts_tokens = int(row["usage_thoughts_tokens"]) if fmt == "csv" else row["usage"]["thoughts_tokens"]
+    assert row["thoughts"].startswith("Thinking about") and thoughts_tokens > 0
     assert row["thoughts"] not in row["text"]
 
 
-def test_include_response(cli, emulator_env, tmp_path):
-    write(
-        tmp_path / "pipelines/cols.yaml",
-        BASE
-        + '    request: {prompt: "Say {{ city }}"}\n    output: {uri: out.parquet, include_response: true}\n',
-    )
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_include_response(cli, emulator_env, tmp_path, fmt):
+    output = f"    output: {{uri: out.{fmt}, include_response: true}}\n"
+    write(tmp_path / "pipelines/cols.yaml", BASE + '    request: {prompt: "Say {{ city }}"}\n' + output)
     write(tmp_path / "pipelines/data.jsonl", '{"id": 1, "city": "Rome"}\n')
     assert cli("apply", "--wait").code == 0
-    (row,) = _read(tmp_path / "pipelines/out.parquet")
-    assert json.loads(row["response"])["candidates"][0]["content"]["parts"][0]["text"] == row["text"]
+    (row,) = _read(tmp_path / f"pipelines/out.{fmt}")
+    assert _value(row, "response")["candidates"][0]["content"]["parts"][0]["text"] == row["text"]
 
 
 def test_structured_output_is_a_struct_in_parquet(cli, emulator_env, tmp_path):
