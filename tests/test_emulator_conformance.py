@@ -234,7 +234,11 @@ def test_generation_settings_by_model(client):
     assert client.models.generate_content(
         model="gemini-2.0-flash", contents="x", config=types.GenerateContentConfig(response_logprobs=True)
     ).text
-    for model, budget in (("gemini-2.5-flash", 30_000), ("gemini-2.5-pro", 0)):
+    for model, budget in (
+        ("gemini-2.5-flash", 30_000),
+        ("gemini-2.5-pro", 0),
+        ("gemini-2.5-flash-lite", 100),
+    ):
         config = types.GenerateContentConfig(thinking_config=types.ThinkingConfig(thinking_budget=budget))
         with pytest.raises(errors.ClientError) as refused:
             client.models.generate_content(model=model, contents="x", config=config)

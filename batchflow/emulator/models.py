@@ -23,7 +23,8 @@ class Model:
     methods: tuple[str, ...]
     thinking: bool = False
     min_cache_tokens: int = 1024  # the smallest context cache it accepts
-    thinking_budget: tuple[int, int] = (0, 0)  # the budgets it accepts besides -1 (dynamic)
+    thinking_budget: tuple[int, int] = (0, 0)  # the budgets it accepts besides -1 (dynamic) and 0
+    thinking_off: bool = True  # whether a budget of 0 turns thinking off (2.5 Pro's cannot)
     logprobs: bool = False  # responseLogprobs accepted (2.0 models)
 
     @property
@@ -41,12 +42,13 @@ MODELS = {
         True,
         min_cache_tokens=4096,
         thinking_budget=(128, 32_768),
+        thinking_off=False,
     ),
     "gemini-2.5-flash": Model(
-        "Gemini 2.5 Flash", 1_048_576, 65_536, GENERATE, True, thinking_budget=(0, 24_576)
+        "Gemini 2.5 Flash", 1_048_576, 65_536, GENERATE, True, thinking_budget=(1, 24_576)
     ),
     "gemini-2.5-flash-lite": Model(
-        "Gemini 2.5 Flash-Lite", 1_048_576, 65_536, GENERATE, True, thinking_budget=(0, 24_576)
+        "Gemini 2.5 Flash-Lite", 1_048_576, 65_536, GENERATE, True, thinking_budget=(512, 24_576)
     ),
     "gemini-2.0-flash": Model("Gemini 2.0 Flash", 1_048_576, 8_192, GENERATE, logprobs=True),
     "gemini-2.0-flash-lite": Model("Gemini 2.0 Flash-Lite", 1_048_576, 8_192, GENERATE, logprobs=True),

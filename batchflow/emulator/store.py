@@ -166,8 +166,10 @@ def _check_limits(name: str, model: models.Model, request: dict[str, Any]) -> No
     thinking = config.get("thinkingConfig") or config.get("thinking_config") or {}
     budget = thinking.get("thinkingBudget", thinking.get("thinking_budget"))
     low, high = model.thinking_budget
-    if model.thinking and isinstance(budget, int) and budget != -1 and not low <= budget <= high:
-        raise ApiError(400, f"The thinking budget ({budget}) is invalid.")
+    if model.thinking and isinstance(budget, int):
+        allowed = budget == -1 or (budget == 0 and model.thinking_off) or low <= budget <= high
+        if not allowed:
+            raise ApiError(400, f"The thinking budget ({budget}) is invalid.")
 
 
 class Store:
