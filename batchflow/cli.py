@@ -722,6 +722,13 @@ def emulator(
         str,
         typer.Option(help="Injected faults, e.g. 'line_error_rate=0.1,job_fail_rate=0.2,seed=7'."),
     ] = "",
+    gcs_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            envvar="STORAGE_EMULATOR_HOST",
+            help="Cloud Storage the Vertex AI batch jobs read and write, e.g. a fake-gcs-server URL.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the local Gemini API emulator (prints `listening on URL` when ready)."""
     from .emulator import Faults, serve
@@ -730,7 +737,15 @@ def emulator(
         parsed = Faults.parse(faults)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--faults") from None
-    serve(host=host, port=port, api_key=api_key, speed=speed, data_dir=data_dir, faults=parsed)
+    serve(
+        host=host,
+        port=port,
+        api_key=api_key,
+        speed=speed,
+        data_dir=data_dir,
+        faults=parsed,
+        gcs_endpoint=gcs_endpoint,
+    )
 
 
 def run(argv: list[str] | None = None) -> int:

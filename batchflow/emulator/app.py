@@ -23,6 +23,7 @@ from starlette.routing import Mount, Route
 from . import models, responder
 from .errors import ApiError
 from .store import Store, rfc3339
+from .vertex import VertexRoutes
 
 MAX_REQUEST_BYTES = 20 * 1024 * 1024  # the service's limit on one request, inline batches included
 DEFAULT_PAGE_SIZE = 50
@@ -47,6 +48,7 @@ class Emulator:
         routes = [
             Route("/_emulator/clock", self.admin_clock, methods=["GET", "POST"]),
             Route("/_emulator/faults", self.admin_faults, methods=["GET", "POST"]),
+            *VertexRoutes(self).mounts(),  # before /v1, which would take /v1/projects/... too
         ]
         for version in ("v1", "v1beta", "v1alpha"):
             routes += [
@@ -77,6 +79,11 @@ class Emulator:
             raise ApiError(503, "The service is currently unavailable.")
 
     def _auth(self, request: Request) -> None:
+        if "/projects/" in request.url.path:  # Vertex: an OAuth bearer token (any, here)
+            if not request.headers.get("authorization", "").startswith("Bearer "):
+                message = "Request is missing required authentication credential."
+                raise ApiError(401, message, "UNAUTHENTICATED")
+            return
         key = request.headers.get("x-goog-api-key") or request.query_params.get("key")
         if not key:
             raise ApiError(
@@ -256,10 +263,13 @@ class Emulator:
     # ------------------------------------------------------------ batches
 
     def list_batches(self, request: Request) -> Response:
-        return self._page(request, self.store.list_jobs(), "operations", self.store.job_json)
+        jobs = [j for j in self.store.list_jobs() if j.vertex is None]
+        return self._page(request, jobs, "operations", self.store.job_json)
 
     def batch(self, request: Request) -> Response:
         job_id, _, verb = request.path_params["rest"].partition(":")
+        if self.store.get_job(job_id).vertex is not None:  # not a Developer API batch
+            raise ApiError(404, f"Batch batches/{job_id} not found")
         if request.method == "POST" and verb == "cancel":
             self.store.cancel_job(job_id)
             return JSONResponse({})
@@ -353,7 +363,7 @@ def _is_api_call(scope) -> bool:
     path: str = scope["path"]
     if path.startswith("/upload/"):
         return b"upload_id=" not in scope.get("query_string", b"")
-    return path.startswith(("/v1/", "/v1beta/", "/download/"))
+    return path.startswith(("/v1/", "/v1beta/", "/v1beta1/", "/v1alpha/", "/download/"))
 
 
 async def _error(request: Request, exc: Exception) -> Response:

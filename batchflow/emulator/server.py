@@ -45,9 +45,10 @@ def serve(
     speed: float = 1.0,
     data_dir: Path | None = None,
     faults: Faults | None = None,
+    gcs_endpoint: str | None = None,
 ) -> None:
     """Serve until interrupted; print `listening on URL` once requests are accepted."""
-    store = Store(data_dir, speed=speed, faults=faults)
+    store = Store(data_dir, speed=speed, faults=faults, gcs_endpoint=gcs_endpoint)
     sock = _bind(host, port)
     url = _url(sock)
 
@@ -81,8 +82,9 @@ class EmulatorServer:
         speed: float = 1.0,
         data_dir: Path | None = None,
         faults: Faults | None = None,
+        gcs_endpoint: str | None = None,
     ) -> None:
-        self.store = Store(data_dir, speed=speed, faults=faults)
+        self.store = Store(data_dir, speed=speed, faults=faults, gcs_endpoint=gcs_endpoint)
         self.emulator = Emulator(self.store, api_key=api_key)
         self._sock = _bind(host, port)
         self.url = _url(self._sock)

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import models, responder
+from . import models, responder, vertex
 from .errors import ApiError
 from .faults import Faults
 
@@ -143,6 +143,7 @@ class Job:
     succeeded: int = 0
     failed: int = 0
     tokens: int = 0  # estimated input tokens, held against the enqueued-token quota
+    vertex: dict[str, Any] | None = None  # a Vertex batch prediction job: project, location, configs
 
     @property
     def name(self) -> str:
@@ -174,8 +175,14 @@ def _check_limits(name: str, model: models.Model, request: dict[str, Any]) -> No
 
 class Store:
     def __init__(
-        self, data_dir: Path | None = None, speed: float = 1.0, faults: Faults | None = None
+        self,
+        data_dir: Path | None = None,
+        speed: float = 1.0,
+        faults: Faults | None = None,
+        gcs_endpoint: str | None = None,
     ) -> None:
+        self.gcs_endpoint = gcs_endpoint  # Cloud Storage of the Vertex side (see vertex.py)
+        self.gcs = None
         self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="batchflow-emulator-")
         self.persistent = data_dir is not None
         self.root = Path(data_dir) if data_dir else Path(self._tmp.name)
@@ -522,11 +529,16 @@ class Store:
         display_name: str | None,
         input_file: str | None,
         inline: list[dict[str, Any]] | None,
+        *,
+        vertex: dict[str, Any] | None = None,
+        job_id: str | None = None,
     ) -> Job:
         count = size = 0
-        if input_file is not None:
-            stored = self.get_file(input_file.removeprefix("files/"))
-            with open(self.blob(stored.id), "rb") as f:
+        if input_file is not None or vertex is not None:
+            path = (
+                vertex["input"] if vertex else self.blob(self.get_file(input_file.removeprefix("files/")).id)
+            )
+            with open(path, "rb") as f:
                 for line in f:
                     if line.strip():
                         count, size = count + 1, size + len(line)
@@ -550,7 +562,7 @@ class Store:
                 )
             seq = max((j.seq for j in self.jobs.values()), default=0) + 1
             job = Job(
-                new_id(),
+                job_id or new_id(),
                 model,
                 kind,
                 display_name,
@@ -561,6 +573,7 @@ class Store:
                 seq,
                 updated=now,
                 tokens=tokens,
+                vertex=vertex,
             )
             self.jobs[job.id] = job
         self.save()
@@ -642,6 +655,9 @@ class Store:
 
     def _run(self, job: Job, limit: int | None = None) -> None:
         """Answer the job's requests (the first `limit` of them) and store the results."""
+        if job.vertex is not None:
+            vertex.run(self, job, limit)
+            return
         if job.inline is not None:
             job.inline_responses = [
                 self._answer(job, item.get("request"), item.get("metadata"), n)
