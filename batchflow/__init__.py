@@ -19,6 +19,7 @@ _os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 from .apply import Outcome, apply_all
 from .errors import (
     BatchflowError,
+    BudgetError,
     LockedError,
     OutputError,
     RemoteError,
@@ -28,6 +29,7 @@ from .errors import (
     StateError,
 )
 from .loader import load_pipelines
+from .pricing import PriceTable, load_prices
 from .project import Project, Stores
 from .reconcile import Action, Kind, plan, scan
 from .settings import Settings
@@ -47,6 +49,7 @@ def __getattr__(name: str):
 __all__ = [
     "Action",
     "BatchflowError",
+    "BudgetError",
     "GeminiBackend",
     "Kind",
     "LoadedPipeline",
@@ -56,6 +59,7 @@ __all__ = [
     "OutputError",
     "Pipeline",
     "PipelineState",
+    "PriceTable",
     "Project",
     "RemoteError",
     "Settings",
@@ -66,6 +70,7 @@ __all__ = [
     "Stores",
     "apply_all",
     "load_pipelines",
+    "load_prices",
     "plan",
     "scan",
 ]
