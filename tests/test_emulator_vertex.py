@@ -90,3 +90,16 @@ def test_what_vertex_refuses(vertex, gcs_bucket):
     with pytest.raises(errors.ClientError) as no_destination:
         vertex.batches.create(model="gemini-2.5-flash", src=f"gs://{gcs_bucket}/folder/")
     assert no_destination.value.code == 400
+
+
+def test_generate_and_count_on_vertex(vertex):
+    answer = vertex.models.generate_content(model="gemini-2.5-flash", contents="Why is the sky blue?")
+    assert answer.text.startswith("Emulated reply") and answer.usage_metadata.prompt_token_count == 5
+    assert (
+        vertex.models.count_tokens(model="gemini-2.5-flash", contents="Why is the sky blue?").total_tokens
+        == 5
+    )
+    chunks = list(
+        vertex.models.generate_content_stream(model="gemini-2.5-flash", contents="Why is the sky blue?")
+    )
+    assert "".join(c.text for c in chunks) == answer.text

@@ -183,6 +183,8 @@ class VertexRoutes:
         routes = [
             Route("/batchPredictionJobs", self.collection, methods=["GET", "POST"]),
             Route("/batchPredictionJobs/{rest}", self.item, methods=["GET", "POST", "DELETE"]),
+            # generateContent, streamGenerateContent and countTokens: the Developer API's answers.
+            Route("/publishers/google/models/{rest}", self.emulator.model_call, methods=["POST"]),
         ]
         return [Mount(f"/{v}/projects/{{project}}/locations/{{location}}", routes=routes) for v in VERSIONS]
 
