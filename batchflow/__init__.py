@@ -3,7 +3,7 @@
 The library behind the `batchflow` command:
 
     pipelines = load_pipelines([Path("pipelines")])
-    outcomes = apply_all(pipelines, Stores(), GeminiBackend(Settings()), report=print, wait=True)
+    outcomes = apply_all(pipelines, stores := Stores(), Backends(Settings(), stores), report=print, wait=True)
     failed = [o for o in outcomes if o.failed]  # beyond the errors policy: `apply` exits 3
 """
 
@@ -17,6 +17,7 @@ import os as _os
 _os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 from .apply import Outcome, apply_all
+from .backends import Backends
 from .errors import (
     BatchflowError,
     BudgetError,
@@ -48,6 +49,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "Action",
+    "Backends",
     "BatchflowError",
     "BudgetError",
     "GeminiBackend",

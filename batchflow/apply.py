@@ -504,7 +504,7 @@ class Applier:
 def apply_all(
     pipelines: list[LoadedPipeline],
     stores: Stores,
-    backend: GeminiBackend,
+    backends: Callable[[LoadedPipeline], GeminiBackend],
     report: Report,
     *,
     wait: bool = False,
@@ -538,7 +538,7 @@ def apply_all(
                 applier = Applier(
                     p,
                     stores.checked(p),
-                    backend,
+                    backends(p),
                     report,
                     allow_shrink=allow_shrink,
                     retry_errors=retry_errors and p.name not in retried,

@@ -55,6 +55,8 @@ def _problems(spec: Pipeline, file: Path) -> Iterator[tuple[Loc, str]]:
         yield ("request", "system"), "with a cache, the system instruction goes in cache.system"
     if spec.cache is not None and not (spec.cache.system or spec.cache.contents or spec.cache.files):
         yield ("cache",), "a cache needs system, contents or files"
+    if spec.backend == "vertex":
+        yield from _vertex_problems(spec)
 
     for loc, uri in _uris(spec):
         scheme = uri.split("://", 1)[0] if "://" in uri else None
@@ -123,6 +125,35 @@ def _problems(spec: Pipeline, file: Path) -> Iterator[tuple[Loc, str]]:
     for loc, path in _local_files(spec):
         if not (base / path).is_file():
             yield loc, f"file not found: {path}"
+
+
+def _vertex_problems(spec: Pipeline) -> Iterator[tuple[Loc, str]]:
+    """What Vertex AI batch prediction cannot do (../shared/vertex-batch-protocol.md)."""
+    if spec.cache is not None:
+        yield (
+            ("cache",),
+            (
+                "the vertex backend takes no context cache in batch prediction; put the shared context "
+                "in the requests (Vertex caches repeated prefixes implicitly)"
+            ),
+        )
+    if spec.embed is not None:
+        yield ("embed",), "the vertex backend runs no embedding batches here yet; use backend: gemini"
+    if spec.batch.inline_below:
+        yield (
+            ("batch", "inline_below"),
+            "the vertex backend sends every job as a file: leave inline_below at 0",
+        )
+    if spec.batch.max_requests > 200_000:
+        yield ("batch", "max_requests"), "Vertex AI takes at most 200,000 requests a job"
+    if spec.batch.staging is not None and not spec.batch.staging.startswith("gs://"):
+        yield ("batch", "staging"), "the staging prefix must be a gs:// URL"
+    for i, ref in enumerate(spec.request.files if spec.request else []):
+        if ref.startswith("files/"):
+            yield (
+                ("request", "files", i),
+                "Files API names do not exist on Vertex AI; name a local or gs:// file",
+            )
 
 
 def _resolve(base: Path, uri: str) -> str:

@@ -330,11 +330,12 @@ def plan_cmd(
 def _make_plan(pipelines, settings: Settings, options: dict[str, bool], *, max_usd=None, count_tokens=False):
     """The plan of each pipeline; one that cannot be planned is reported and carries its error."""
     from . import review
+    from .backends import Backends
     from .pricing import load_prices
 
     prices = load_prices(settings.prices)
     stores = Stores(settings.state)
-    backend = None
+    backends = Backends(settings, stores)  # only --count-tokens makes a client
     planned = []
     for p in pipelines:
         try:
@@ -348,11 +349,7 @@ def _make_plan(pipelines, settings: Settings, options: dict[str, bool], *, max_u
             actions = plan(st, desired, p.spec.retry.attempts, p.spec.output.uri)
             pp = review.pipeline_plan(p, actions, desired, st, prices, max_usd)
             if count_tokens and pp.estimate and desired.sample:
-                if backend is None:
-                    from .backends.gemini import GeminiBackend
-
-                    backend = GeminiBackend(settings)
-                review.count_sample(pp, p, desired.sample, backend, prices, max_usd)
+                review.count_sample(pp, p, desired.sample, backends(p), prices, max_usd)
         except (BatchflowError, OSError) as exc:  # this pipeline cannot be planned; the others can
             _pipeline_error(p, str(exc))
             pp = review.PipelinePlan(pipeline=p.name, spec=str(p.path), error=str(exc))
@@ -395,7 +392,7 @@ def apply_cmd(
 ) -> None:
     """Take every action that can be taken now; with --wait, until done. Given a plan saved by
     `plan --out FILE`, apply exactly that plan, refusing if anything changed since."""
-    from .backends.gemini import GeminiBackend
+    from .backends import Backends
     from .pricing import load_prices
     from .progress import reporter_for
 
@@ -412,7 +409,7 @@ def apply_cmd(
             return
     else:
         pipelines, broken = _load_targets(paths, target)
-    backend = GeminiBackend(settings)
+    backends = Backends(settings, _stores(settings))
 
     def report(pipeline: str, action: Action, message: str) -> None:
         out.print(
@@ -437,7 +434,7 @@ def apply_cmd(
     outcomes = apply_all(
         pipelines,
         _stores(settings),
-        backend,
+        backends,
         report,
         wait=wait,
         allow_shrink=allow_shrink,
@@ -507,11 +504,11 @@ def _check_saved_plan(saved, settings: Settings, max_usd: float | None) -> list[
 @command()
 def cancel(paths: Paths = None, state: StateOpt = None) -> None:
     """Cancel the running jobs of the pipelines; a later apply sends what they did not finish."""
-    from .backends.gemini import GeminiBackend
+    from .backends import Backends
     from .teardown import cancel as cancel_jobs
 
     settings = _settings(state)
-    count = cancel_jobs(_load(paths), _stores(settings), GeminiBackend(settings), _say)
+    count = cancel_jobs(_load(paths), _stores(settings), Backends(settings, _stores(settings)), _say)
     out.print(f"{count} job(s) cancelled" if count else "no running jobs")
 
 
@@ -522,14 +519,14 @@ def destroy(
     yes: Yes = False,
 ) -> None:
     """Delete the jobs, files and caches the pipelines made, and their state (outputs are kept)."""
-    from .backends.gemini import GeminiBackend
+    from .backends import Backends
     from .teardown import destroy as destroy_all
 
     settings = _settings(state)
     pipelines = _load(paths)
     names = ", ".join(p.name for p in pipelines)
     _confirm(yes, f"destroy {names}", f"Delete the jobs, files, caches and state of {names}?")
-    destroy_all(pipelines, _stores(settings), GeminiBackend(settings), _say)
+    destroy_all(pipelines, _stores(settings), Backends(settings, _stores(settings)), _say)
 
 
 @command()

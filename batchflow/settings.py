@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,6 +49,19 @@ class Settings(BaseSettings):
         30.0,
         gt=0,
         description="Longest wait between polls of running jobs with `apply --wait`, seconds.",
+    )
+    backend: Literal["gemini", "vertex"] = Field(
+        "gemini", description="Where jobs run: the Gemini Developer API, or Vertex AI batch prediction."
+    )
+    vertex_project: str | None = Field(
+        None,
+        validation_alias=AliasChoices("BATCHFLOW_VERTEX_PROJECT", "GOOGLE_CLOUD_PROJECT"),
+        description="Google Cloud project of the Vertex AI backend.",
+    )
+    vertex_location: str = Field(
+        "us-central1",
+        validation_alias=AliasChoices("BATCHFLOW_VERTEX_LOCATION", "GOOGLE_CLOUD_LOCATION"),
+        description="Region of the Vertex AI backend.",
     )
     prices: Path | None = Field(
         None,

@@ -224,6 +224,11 @@ class Batch(_Model):
         description="Jobs of this pipeline at work at once; further shards wait and start as jobs "
         "finish. Default: no limit.",
     )
+    staging: str | None = Field(
+        None,
+        description="Vertex AI backend: a gs:// prefix for input shards and job outputs; default: "
+        "staging/ beside a gs:// state store.",
+    )
     pending_timeout: Duration = Field(
         36 * 3600.0,
         ge=1,
@@ -314,6 +319,9 @@ class Pipeline(_Model):
         description="Gemini model, e.g. gemini-2.5-flash or gemini-embedding-001.",
     )
     labels: dict[str, str] = Field({}, description="Free-form labels, shown by `status`.")
+    backend: Literal["gemini", "vertex"] | None = Field(
+        None, description="Where jobs run, overriding BATCHFLOW_BACKEND: gemini (Developer API) or vertex."
+    )
     state: str | None = Field(None, description="State store for this pipeline, overriding --state.")
     source: Source
     request: Request | None = Field(None, description="Generation requests (or `embed`).")

@@ -15,12 +15,15 @@ if TYPE_CHECKING:
 Say = Callable[[str, str], None]
 
 
-def cancel(pipelines: list[LoadedPipeline], stores: Stores, backend: GeminiBackend, say: Say) -> int:
+Backends = Callable[[LoadedPipeline], "GeminiBackend"]
+
+
+def cancel(pipelines: list[LoadedPipeline], stores: Stores, backends: Backends, say: Say) -> int:
     """Ask the service to cancel every running job; returns how many. The next apply collects
     what the cancelled jobs finished and sends the rest again."""
     count = 0
     for p in pipelines:
-        own = stores.of(p)
+        own, backend = stores.of(p), backends(p)
         with own.lock(p.name):
             state = own.load(p.name)
             for shard in state.shards.values():
@@ -31,11 +34,11 @@ def cancel(pipelines: list[LoadedPipeline], stores: Stores, backend: GeminiBacke
     return count
 
 
-def destroy(pipelines: list[LoadedPipeline], stores: Stores, backend: GeminiBackend, say: Say) -> None:
+def destroy(pipelines: list[LoadedPipeline], stores: Stores, backends: Backends, say: Say) -> None:
     """Cancel and delete the pipeline's jobs, delete its files and cache on the service, then
     forget its state. Outputs are kept: they are the user's, not the pipeline's."""
     for p in pipelines:
-        own = stores.of(p)
+        own, backend = stores.of(p), backends(p)
         with own.lock(p.name):
             state = own.load(p.name)
             for shard in state.shards.values():

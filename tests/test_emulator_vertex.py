@@ -103,3 +103,70 @@ def test_generate_and_count_on_vertex(vertex):
         vertex.models.generate_content_stream(model="gemini-2.5-flash", contents="Why is the sky blue?")
     )
     assert "".join(c.text for c in chunks) == answer.text
+
+
+def test_a_pipeline_runs_on_the_vertex_backend(
+    cli, emulator, emulator_env, gcs_endpoint, gcs_bucket, tmp_path
+):
+    """The same pipeline, `backend: vertex`: shards staged in Cloud Storage, results joined by
+    the hash the requests carry in their labels."""
+    from conftest import write
+
+    emulator.store.gcs_endpoint, emulator.store.gcs = gcs_endpoint, None
+    write(
+        tmp_path / "pipelines/v.yaml",
+        f"""
+        version: 1
+        name: v
+        model: gemini-2.5-flash
+        backend: vertex
+        source: {{uri: data.jsonl, key: "{{{{ id }}}}"}}
+        request: {{prompt: "Say {{{{ word }}}}"}}
+        batch: {{max_requests: 2, staging: "gs://{gcs_bucket}/staging"}}
+        output: {{uri: out.jsonl}}
+        """,
+    )
+    write(
+        tmp_path / "pipelines/data.jsonl",
+        "".join(json.dumps({"id": i, "word": f"w{i}"}) + "\n" for i in range(5)),
+    )
+    result = cli("apply", "--wait", env={"BATCHFLOW_VERTEX_PROJECT": "my-project"})
+    assert result.code == 0, result.out + result.err
+    assert "projects/my-project/locations/us-central1/batchPredictionJobs/" in result.out
+    rows = [json.loads(x) for x in (tmp_path / "pipelines/out.jsonl").read_text().splitlines()]
+    assert [r["key"] for r in rows] == ["0", "1", "2", "3", "4"]
+    assert all("w" + r["key"] in r["text"] and "error" not in r for r in rows)
+    fs = gcsfs.GCSFileSystem(endpoint_url=gcs_endpoint, token="anon", project="test")
+    staged = fs.ls(f"{gcs_bucket}/staging", detail=False)
+    assert sum(name.endswith(".jsonl") for name in staged) == 3  # one input file a shard
+    assert (
+        cli("apply", env={"BATCHFLOW_VERTEX_PROJECT": "my-project"}).out.strip()
+        == "v: up to date, nothing to do"
+    )
+
+
+def test_validate_names_what_vertex_cannot_do(cli, tmp_path):
+    from conftest import write
+
+    write(tmp_path / "data.jsonl", '{"q": "hi"}\n')
+    write(tmp_path / "style.md", "house style " * 10)
+    write(
+        tmp_path / "p.yaml",
+        """
+        version: 1
+        name: p
+        model: gemini-2.5-flash
+        backend: vertex
+        source: {uri: data.jsonl}
+        request: {prompt: "{{ q }}", files: [files/abc123]}
+        cache: {files: [style.md]}
+        batch: {inline_below: 1MB, staging: /tmp/here}
+        output: {uri: out.jsonl}
+        """,
+    )
+    result = cli("validate", "p.yaml")
+    assert result.code == 1
+    assert "cache: the vertex backend takes no context cache in batch prediction" in result.err
+    assert "batch.inline_below: the vertex backend sends every job as a file" in result.err
+    assert "batch.staging: the staging prefix must be a gs:// URL" in result.err
+    assert "request.files[0]: Files API names do not exist on Vertex AI" in result.err

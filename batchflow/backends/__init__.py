@@ -1,1 +1,52 @@
-"""Backends: the services that run batch jobs. Only the Gemini Developer API for now."""
+"""Backends: the services that run batch jobs, the Gemini Developer API (gemini.py) and Vertex AI
+batch prediction (vertex.py), behind one interface; the reconciler never learns which it drives."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..errors import SpecError
+
+if TYPE_CHECKING:
+    from ..project import Stores
+    from ..settings import Settings
+    from ..spec import LoadedPipeline
+
+
+class Backends:
+    """The backend of each pipeline: its spec's `backend`, else BATCHFLOW_BACKEND; one client
+    per kind and staging prefix, made when first needed (the SDK is slow to import)."""
+
+    def __init__(self, settings: Settings, stores: Stores) -> None:
+        self.settings = settings
+        self.stores = stores
+        self._made: dict[tuple[str, str | None], Any] = {}
+
+    def __call__(self, pipeline: LoadedPipeline):
+        kind = pipeline.spec.backend or self.settings.backend
+        staging = staging_of(pipeline, self.stores) if kind == "vertex" else None
+        if (kind, staging) not in self._made:
+            if kind == "vertex":
+                from .vertex import VertexBackend
+
+                self._made[kind, staging] = VertexBackend(self.settings, staging)
+            else:
+                from .gemini import GeminiBackend
+
+                self._made[kind, staging] = GeminiBackend(self.settings)
+        return self._made[kind, staging]
+
+
+def staging_of(pipeline: LoadedPipeline, stores: Stores) -> str:
+    """Where a Vertex pipeline's shards and outputs live: batch.staging, else beside its state."""
+    if pipeline.spec.batch.staging:
+        return pipeline.spec.batch.staging.rstrip("/")
+    location = stores.location(pipeline)
+    if location.startswith("gs://"):
+        return f"{location.rstrip('/')}/staging"
+    raise SpecError(
+        "the vertex backend needs a gs:// prefix for shards and outputs: set batch.staging, "
+        "or keep the state in a gs:// bucket",
+        file=str(pipeline.path),
+        field="batch.staging",
+    )

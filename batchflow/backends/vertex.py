@@ -1,0 +1,165 @@
+"""Vertex AI batch prediction through the google-genai SDK (`vertexai=True`).
+
+The same interface as the Developer API backend, over Cloud Storage instead of the Files
+API: shards are written to the staging prefix, jobs read them from there and write their
+results beside them. Output rows echo their request but not its line's key, so each request
+carries its hash in `labels` (see ../shared/vertex-batch-protocol.md) and results join on it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import fsspec
+from google import genai
+from google.genai import types
+
+from ..atomic import atomic_open
+from ..errors import RemoteError
+from ..settings import Settings
+from ..state import ErrorInfo
+from .gemini import _NO_RETRY, Job, _present, _remote
+
+KEY_LABEL = "batchflow-key"  # the request hash, carried through the job in the request's labels
+# Vertex states the Developer API lacks, as the reconciler should see them.
+_STATES = {"JOB_STATE_PARTIALLY_SUCCEEDED": "JOB_STATE_SUCCEEDED", "JOB_STATE_QUEUED": "JOB_STATE_PENDING"}
+
+
+class VertexBackend:
+    def __init__(self, settings: Settings, staging: str) -> None:
+        if not settings.vertex_project:
+            raise RemoteError("backend vertex: set BATCHFLOW_VERTEX_PROJECT (or GOOGLE_CLOUD_PROJECT)")
+        self.staging = staging.rstrip("/")
+        self.base_url = (
+            settings.api_base_url or f"https://{settings.vertex_location}-aiplatform.googleapis.com"
+        )
+        self.placeholder_key = False
+        options = types.HttpOptions(base_url=settings.api_base_url) if settings.api_base_url else None
+        credentials = None
+        if settings.api_base_url:  # an emulator: no Google credentials, a placeholder token
+            from google.oauth2.credentials import Credentials
+
+            credentials = Credentials(token="batchflow-emulator")
+        self.client = genai.Client(
+            vertexai=True,
+            project=settings.vertex_project,
+            location=settings.vertex_location,
+            credentials=credentials,
+            http_options=options,
+        )
+        self.fs, _ = fsspec.core.url_to_fs(self.staging)
+
+    # ------------------------------------------------------------ inputs
+
+    def upload(self, path: Path, display_name: str) -> str:
+        """Write a shard to the staging prefix, each request carrying its hash in its labels."""
+        target = f"{self.staging}/{display_name}.jsonl"
+        with open(path, encoding="utf-8") as src, self.fs.open(target, "w", encoding="utf-8") as dst:
+            for line in src:
+                row = json.loads(line)
+                request = row["request"]
+                request["labels"] = {**request.get("labels", {}), KEY_LABEL: row["key"]}
+                dst.write(json.dumps({"request": request}, ensure_ascii=False) + "\n")
+        return target
+
+    def upload_file(self, path: Path, mime_type: str, display_name: str) -> tuple[str, str]:
+        """A file that requests name, copied to the staging prefix once; its gs:// URI is its name."""
+        target = f"{self.staging}/files/{display_name}{Path(path).suffix}"
+        self.fs.put_file(str(path), target)
+        return target, target
+
+    def file_exists(self, name: str) -> bool:
+        return self.fs.exists(name)
+
+    def delete_file(self, name: str) -> None:
+        if self.fs.exists(name):
+            self.fs.rm(name, recursive=True)
+
+    # ------------------------------------------------------------ jobs
+
+    @_remote
+    def create(self, model: str, file_name: str, display_name: str, *, embed: bool = False) -> Job:
+        config = types.CreateBatchJobConfig(
+            display_name=display_name, dest=f"{self.staging}/out/{display_name}/", http_options=_NO_RETRY
+        )
+        return _job(self.client.batches.create(model=model, src=file_name, config=config))
+
+    @_remote
+    def get(self, name: str) -> Job:
+        return _job(self.client.batches.get(name=name))
+
+    @_remote
+    def find(self, display_name: str) -> Job | None:
+        for job in self.client.batches.list(config=types.ListBatchJobsConfig(page_size=100)):
+            if job.display_name == display_name:
+                return _job(job)
+        return None
+
+    @_remote
+    def cancel(self, name: str) -> None:
+        self.client.batches.cancel(name=name)
+
+    @_remote
+    def delete_job(self, name: str) -> None:
+        _present(lambda: self.client.batches.delete(name=name))
+
+    def stats(self, name: str) -> tuple[int, int] | None:
+        return None  # Vertex reports completion stats only once a job ends
+
+    @_remote
+    def count_tokens(self, model: str, contents: list[dict]) -> int:
+        contents = [types.Content.model_validate(c) for c in contents]
+        return self.client.models.count_tokens(model=model, contents=contents).total_tokens or 0
+
+    def download(self, folder: str, destination: Path) -> None:
+        """The job's output rows as result lines (`{"key", "response"}` or `{"key", "error"}`)."""
+        with atomic_open(destination) as out:
+            for path in sorted(self.fs.glob(f"{folder.rstrip('/')}/predictions*.jsonl")):
+                with self.fs.open(path, encoding="utf-8") as rows:
+                    for raw in rows:
+                        if raw.strip():
+                            out.write(
+                                json.dumps(_result(json.loads(raw)), ensure_ascii=False).encode() + b"\n"
+                            )
+
+    # ------------------------------------------------------------ what Vertex batch does not take
+
+    def create_inline(self, model, requests, display_name):  # refused by validate before this
+        raise RemoteError("backend vertex: batch jobs read files only (set batch.inline_below to 0)")
+
+    def download_inline(self, name, destination):
+        raise RemoteError("backend vertex: batch jobs have no inline results")
+
+    def create_cache(self, model, body, ttl, display_name):
+        raise RemoteError("backend vertex: batch prediction takes no context cache")
+
+    keep_cache = find_cache = delete_cache = create_cache
+
+
+def _job(job: types.BatchJob) -> Job:
+    state = job.state.name if job.state is not None else "JOB_STATE_UNSPECIFIED"
+    folder = job.output_info.gcs_output_directory if job.output_info is not None else None
+    error = ErrorInfo.of(job.error.code, job.error.message) if job.error is not None else None
+    return Job(
+        name=job.name,
+        display_name=job.display_name,
+        state=_STATES.get(state, state),
+        result_file=folder,
+        error=error,
+    )
+
+
+def _result(row: dict) -> dict:
+    """A Vertex output row as a result line: keyed by the hash in its request's labels; a failed
+    row's status string ("Bad Request: {json}") as the error, as the service said it."""
+    key = ((row.get("request") or {}).get("labels") or {}).get(KEY_LABEL)
+    status = row.get("status") or ""
+    if not status:
+        return {"key": key, "response": row.get("response") or {}}
+    _, _, detail = status.partition(": ")
+    try:
+        error = json.loads(detail)["error"]
+    except (ValueError, KeyError, TypeError):
+        error = {"code": None, "message": status}
+    return {"key": key, "error": {k: error.get(k) for k in ("code", "status", "message")}}
