@@ -170,3 +170,35 @@ def test_validate_names_what_vertex_cannot_do(cli, tmp_path):
     assert "batch.inline_below: the vertex backend sends every job as a file" in result.err
     assert "batch.staging: the staging prefix must be a gs:// URL" in result.err
     assert "request.files[0]: Files API names do not exist on Vertex AI" in result.err
+
+
+@pytest.mark.parametrize("kill_after_lines", [1, 2, 3, 5, 7])
+def test_kill_9_on_the_vertex_backend_then_apply_again(
+    kill_after_lines, vertex, emulator, emulator_env, gcs_bucket, tmp_path
+):
+    """A run killed anywhere on the Vertex backend is finished by the next, one job per shard."""
+    import os
+
+    from conftest import apply_again, kill_apply, write
+
+    write(
+        tmp_path / "pipelines/v.yaml",
+        f"""
+        version: 1
+        name: v
+        model: gemini-2.5-flash
+        backend: vertex
+        source: {{uri: data.jsonl, key: "{{{{ id }}}}"}}
+        request: {{prompt: "Say {{{{ id }}}}"}}
+        batch: {{max_requests: 2, staging: "gs://{gcs_bucket}/staging"}}
+        output: {{uri: out.jsonl}}
+        """,
+    )
+    write(tmp_path / "pipelines/data.jsonl", "".join(json.dumps({"id": i}) + "\n" for i in range(5)))
+    env = {**os.environ, **emulator_env, "BATCHFLOW_VERTEX_PROJECT": "my-project"}
+    kill_apply(env, kill_after_lines)
+    apply_again(env)
+    jobs = list(vertex.batches.list())
+    assert len(jobs) == 3 and len({j.display_name for j in jobs}) == 3
+    rows = [json.loads(x) for x in (tmp_path / "pipelines/out.jsonl").read_text().splitlines()]
+    assert [r["key"] for r in rows] == ["0", "1", "2", "3", "4"] and all("error" not in r for r in rows)
