@@ -103,6 +103,11 @@ def test_generate_and_count_on_vertex(vertex):
         vertex.models.generate_content_stream(model="gemini-2.5-flash", contents="Why is the sky blue?")
     )
     assert "".join(c.text for c in chunks) == answer.text
+    from google.genai import types
+
+    # Vertex reads gs:// files where the Developer API takes only its own Files API.
+    image = types.Part.from_uri(file_uri="gs://bucket/cat.png", mime_type="image/png")
+    assert vertex.models.generate_content(model="gemini-2.5-flash", contents=[image, "Describe it"]).text
 
 
 def test_a_pipeline_runs_on_the_vertex_backend(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import itertools
 import json
 import threading
@@ -215,8 +216,11 @@ class Emulator:
         if int(request.headers.get("content-length") or 0) > MAX_REQUEST_BYTES:
             raise ApiError(400, f"Request payload size exceeds the limit: {MAX_REQUEST_BYTES} bytes.")
         body = await self._json(request)
+        vertex = "/projects/" in request.url.path
         if verb == "streamGenerateContent":
-            response = await run_in_threadpool(self.store.generate, f"models/{model}", body)
+            response = await run_in_threadpool(
+                functools.partial(self.store.generate, f"models/{model}", body, vertex=vertex)
+            )
             chunks = responder.stream_chunks(response)
             if request.query_params.get("alt") != "sse":
                 return JSONResponse(chunks)
@@ -225,16 +229,19 @@ class Emulator:
                 media_type="text/event-stream",
             )
         # Off the event loop: a create counts the lines of a file of up to 2 GB.
-        return JSONResponse(await run_in_threadpool(self._model_call, f"models/{model}", verb, body))
+        call = functools.partial(self._model_call, f"models/{model}", verb, body, vertex=vertex)
+        return JSONResponse(await run_in_threadpool(call))
 
-    def _model_call(self, model: str, verb: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _model_call(
+        self, model: str, verb: str, body: dict[str, Any], *, vertex: bool = False
+    ) -> dict[str, Any]:
         embedding = "embedding" in model
         if verb == "batchGenerateContent" and not embedding:
             return self._create_batch(model, "generate", body)
         if verb == "asyncBatchEmbedContent" and embedding:
             return self._create_batch(model, "embed", body)
         if verb == "generateContent" and not embedding:
-            return self.store.generate(model, body)
+            return self.store.generate(model, body, vertex=vertex)
         if verb == "countTokens":
             return self.store.count_tokens(model, body)
         if verb == "embedContent" and embedding:

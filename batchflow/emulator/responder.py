@@ -111,7 +111,7 @@ _REQUEST_FIELDS = {
 }
 
 
-def validate_request(request: Any) -> None:
+def validate_request(request: Any, *, vertex: bool = False) -> None:
     """What the service checks before it runs a GenerateContentRequest."""
     if not isinstance(request, dict):
         raise ApiError(400, "request must be a JSON object")
@@ -145,7 +145,7 @@ def validate_request(request: Any) -> None:
                 f"* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty.",
             )
         for j, part in enumerate(content["parts"]):
-            _check_part(part, f"contents[{i}].parts[{j}]")
+            _check_part(part, f"contents[{i}].parts[{j}]", vertex)
 
 
 # MIME types the service refuses (office documents, archives), and the bare words it refuses
@@ -157,7 +157,7 @@ def supported_mime(mime: str) -> bool:
     return mime == "jsonl" or ("/" in mime and not mime.startswith(REFUSED_MIME))
 
 
-def _check_part(part: Any, where: str) -> None:
+def _check_part(part: Any, where: str, vertex: bool = False) -> None:
     """A part the service would refuse: empty, an inline blob of a refused type or without data,
     a file that is not a Files API file (the Developer API reads no gs:// or web URLs)."""
     if not isinstance(part, dict) or not any(v not in (None, "", {}) for v in part.values()):
@@ -173,7 +173,8 @@ def _check_part(part: Any, where: str) -> None:
     data = part.get("fileData") or part.get("file_data")
     if isinstance(data, dict):
         uri = str(data.get("fileUri") or data.get("file_uri") or "")
-        if "/files/" not in uri and not uri.startswith("files/"):
+        # Vertex reads Cloud Storage; the Developer API only its own Files API.
+        if not (vertex and uri.startswith("gs://")) and "/files/" not in uri and not uri.startswith("files/"):
             raise ApiError(400, f"Invalid or unsupported file uri: {uri}")
 
 
@@ -218,10 +219,15 @@ def stream_chunks(response: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def generate(
-    model: str, request: dict[str, Any], cached_tokens: int = 0, part_tokens: PartTokens = _part_tokens
+    model: str,
+    request: dict[str, Any],
+    cached_tokens: int = 0,
+    part_tokens: PartTokens = _part_tokens,
+    *,
+    vertex: bool = False,
 ) -> dict[str, Any]:
     """A GenerateContentResponse for `request`; `cached_tokens` come from its cachedContent."""
-    validate_request(request)
+    validate_request(request, vertex=vertex)
     prompt = "\n".join(t for c in request["contents"] for t in _texts(c))
     seed = hashlib.sha256(json.dumps([model, request], sort_keys=True).encode()).hexdigest()
     config = request.get("generationConfig") or {}

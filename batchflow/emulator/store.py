@@ -416,9 +416,9 @@ class Store:
 
     # ------------------------------------------------------------ answering
 
-    def generate(self, model: str, request: Any) -> dict[str, Any]:
+    def generate(self, model: str, request: Any, *, vertex: bool = False) -> dict[str, Any]:
         """generateContent, with what the service checks about limits, caches and files."""
-        responder.validate_request(request)
+        responder.validate_request(request, vertex=vertex)
         found = models.find(model)
         if found is not None:
             _check_limits(model, found[1], request)
@@ -455,7 +455,7 @@ class Store:
             for part in content.get("parts") or []:
                 self._check_file_part(part)
         response = responder.generate(
-            model, request, cached_tokens=cached_tokens, part_tokens=self.part_tokens
+            model, request, cached_tokens=cached_tokens, part_tokens=self.part_tokens, vertex=vertex
         )
         return self._safety(response)
 
@@ -712,7 +712,7 @@ class Store:
             if job.kind == "embed":
                 response = responder.embed(request)
             else:
-                response = self.generate(job.model, request)
+                response = self.generate(job.model, request, vertex=job.vertex is not None)
             answer: dict[str, Any] = {"response": response}
             job.succeeded += 1
         except ApiError as exc:
