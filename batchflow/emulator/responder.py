@@ -229,7 +229,10 @@ def generate(
     """A GenerateContentResponse for `request`; `cached_tokens` come from its cachedContent."""
     validate_request(request, vertex=vertex)
     prompt = "\n".join(t for c in request["contents"] for t in _texts(c))
-    seed = hashlib.sha256(json.dumps([model, request], sort_keys=True).encode()).hexdigest()
+    # Labels are for billing reports; they change nothing in an answer (and the Vertex backend
+    # adds one to carry each request's hash).
+    asked = {k: v for k, v in request.items() if k != "labels"}
+    seed = hashlib.sha256(json.dumps([model, asked], sort_keys=True).encode()).hexdigest()
     config = request.get("generationConfig") or {}
     count = config.get("candidateCount", 1)
     if not isinstance(count, int) or count < 1:
