@@ -79,7 +79,42 @@ def _remote(call: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-class GeminiBackend:
+class SdkBatches:
+    """The batch calls both surfaces of the SDK make alike; `_read` turns a job into ours."""
+
+    client: genai.Client
+
+    def _read(self, job: types.BatchJob) -> Job:
+        return _job(job)
+
+    @_remote
+    def get(self, name: str) -> Job:
+        return self._read(self.client.batches.get(name=name))
+
+    @_remote
+    def find(self, display_name: str) -> Job | None:
+        """The newest job with this display name, if any."""
+        for job in self.client.batches.list(config=types.ListBatchJobsConfig(page_size=100)):
+            if job.display_name == display_name:
+                return self._read(job)
+        return None
+
+    @_remote
+    def cancel(self, name: str) -> None:
+        self.client.batches.cancel(name=name)
+
+    @_remote
+    def delete_job(self, name: str) -> None:
+        _present(lambda: self.client.batches.delete(name=name))  # already gone is as good
+
+    @_remote
+    def count_tokens(self, model: str, contents: list[dict]) -> int:
+        """Input tokens of `contents` (REST form), as the API counts them."""
+        contents = [types.Content.model_validate(c) for c in contents]
+        return self.client.models.count_tokens(model=model, contents=contents).total_tokens or 0
+
+
+class GeminiBackend(SdkBatches):
     """Upload, create, poll and download batch jobs."""
 
     def __init__(self, settings: Settings) -> None:
@@ -194,13 +229,10 @@ class GeminiBackend:
                     line["response"] = item.response.model_dump(mode="json", by_alias=True, exclude_none=True)
                 f.write(json.dumps(line, ensure_ascii=False).encode() + b"\n")
 
-    @_remote
-    def get(self, name: str) -> Job:
-        return self._with_error(_job(self.client.batches.get(name=name)))
-
-    def _with_error(self, job: Job) -> Job:
+    def _read(self, batch_job: types.BatchJob) -> Job:
         """A failed job with the service's reason. The SDK drops the operation's `error` in
         Developer mode (see the protocol notes), so it is read from the raw answer."""
+        job = _job(batch_job)
         if job.state != "JOB_STATE_FAILED" or job.error is not None:
             return job
         try:
@@ -226,30 +258,8 @@ class GeminiBackend:
         return total - int(stats.get("pendingRequestCount") or 0), total
 
     @_remote
-    def count_tokens(self, model: str, contents: list[dict]) -> int:
-        """Input tokens of `contents` (REST form), as the API counts them."""
-        contents = [types.Content.model_validate(c) for c in contents]
-        return self.client.models.count_tokens(model=model, contents=contents).total_tokens or 0
-
-    @_remote
-    def cancel(self, name: str) -> None:
-        self.client.batches.cancel(name=name)
-
-    @_remote
-    def delete_job(self, name: str) -> None:
-        _present(lambda: self.client.batches.delete(name=name))  # already gone is as good
-
-    @_remote
     def delete_file(self, name: str) -> None:
         _present(lambda: self.client.files.delete(name=name))
-
-    @_remote
-    def find(self, display_name: str) -> Job | None:
-        """The newest job with this display name, if any."""
-        for job in self.client.batches.list(config=types.ListBatchJobsConfig(page_size=100)):
-            if job.display_name == display_name:
-                return self._with_error(_job(job))
-        return None
 
     @_remote
     def download(self, file_name: str, destination: Path) -> None:

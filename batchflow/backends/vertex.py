@@ -19,14 +19,14 @@ from ..atomic import atomic_open
 from ..errors import RemoteError
 from ..settings import Settings
 from ..state import ErrorInfo
-from .gemini import _NO_RETRY, Job, _present, _remote
+from .gemini import _NO_RETRY, Job, SdkBatches, _remote
 
 KEY_LABEL = "batchflow-key"  # the request hash, carried through the job in the request's labels
 # Vertex states the Developer API lacks, as the reconciler should see them.
 _STATES = {"JOB_STATE_PARTIALLY_SUCCEEDED": "JOB_STATE_SUCCEEDED", "JOB_STATE_QUEUED": "JOB_STATE_PENDING"}
 
 
-class VertexBackend:
+class VertexBackend(SdkBatches):
     def __init__(self, settings: Settings, staging: str) -> None:
         if not settings.vertex_project:
             raise RemoteError("backend vertex: set BATCHFLOW_VERTEX_PROJECT (or GOOGLE_CLOUD_PROJECT)")
@@ -83,34 +83,13 @@ class VertexBackend:
         config = types.CreateBatchJobConfig(
             display_name=display_name, dest=f"{self.staging}/out/{display_name}/", http_options=_NO_RETRY
         )
-        return _job(self.client.batches.create(model=model, src=file_name, config=config))
-
-    @_remote
-    def get(self, name: str) -> Job:
-        return _job(self.client.batches.get(name=name))
-
-    @_remote
-    def find(self, display_name: str) -> Job | None:
-        for job in self.client.batches.list(config=types.ListBatchJobsConfig(page_size=100)):
-            if job.display_name == display_name:
-                return _job(job)
-        return None
-
-    @_remote
-    def cancel(self, name: str) -> None:
-        self.client.batches.cancel(name=name)
-
-    @_remote
-    def delete_job(self, name: str) -> None:
-        _present(lambda: self.client.batches.delete(name=name))
+        return self._read(self.client.batches.create(model=model, src=file_name, config=config))
 
     def stats(self, name: str) -> tuple[int, int] | None:
         return None  # Vertex reports completion stats only once a job ends
 
-    @_remote
-    def count_tokens(self, model: str, contents: list[dict]) -> int:
-        contents = [types.Content.model_validate(c) for c in contents]
-        return self.client.models.count_tokens(model=model, contents=contents).total_tokens or 0
+    def _read(self, job: types.BatchJob) -> Job:
+        return _job(job)
 
     def download(self, folder: str, destination: Path) -> None:
         """The job's output rows as result lines (`{"key", "response"}` or `{"key", "error"}`)."""
