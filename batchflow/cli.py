@@ -409,7 +409,8 @@ def apply_cmd(
             return
     else:
         pipelines, broken = _load_targets(paths, target)
-    backends = Backends(settings, _stores(settings))
+    stores = _stores(settings)
+    backends = Backends(settings, stores)
 
     def report(pipeline: str, action: Action, message: str) -> None:
         out.print(
@@ -433,7 +434,7 @@ def apply_cmd(
 
     outcomes = apply_all(
         pipelines,
-        _stores(settings),
+        stores,
         backends,
         report,
         wait=wait,
@@ -508,7 +509,8 @@ def cancel(paths: Paths = None, state: StateOpt = None) -> None:
     from .teardown import cancel as cancel_jobs
 
     settings = _settings(state)
-    count = cancel_jobs(_load(paths), _stores(settings), Backends(settings, _stores(settings)), _say)
+    stores = _stores(settings)
+    count = cancel_jobs(_load(paths), stores, Backends(settings, stores), _say)
     out.print(f"{count} job(s) cancelled" if count else "no running jobs")
 
 
@@ -526,7 +528,8 @@ def destroy(
     pipelines = _load(paths)
     names = ", ".join(p.name for p in pipelines)
     _confirm(yes, f"destroy {names}", f"Delete the jobs, files, caches and state of {names}?")
-    destroy_all(pipelines, _stores(settings), Backends(settings, _stores(settings)), _say)
+    stores = _stores(settings)
+    destroy_all(pipelines, stores, Backends(settings, stores), _say)
 
 
 @command()
