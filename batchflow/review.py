@@ -116,9 +116,14 @@ def estimate(p: LoadedPipeline, scan: Scan, state: PipelineState, prices: PriceT
     )
 
 
+def budget_limit(p: LoadedPipeline, max_usd: float | None) -> float | None:
+    """The budget of a run: --max-usd, else the spec's budget.max_usd."""
+    return max_usd if max_usd is not None else (p.spec.budget.max_usd if p.spec.budget else None)
+
+
 def budget_breach(p: LoadedPipeline, est: Estimate | None, max_usd: float | None) -> str | None:
     """Why an apply must not send these requests: over the budget, or a cost it cannot know."""
-    limit = max_usd if max_usd is not None else (p.spec.budget.max_usd if p.spec.budget else None)
+    limit = budget_limit(p, max_usd)
     if limit is None or est is None:
         return None
     if est.usd is None:
@@ -150,7 +155,7 @@ def pipeline_plan(
         ],
         estimate=est,
         resent_answered=scan.resent_answered,
-        budget_usd=max_usd if max_usd is not None else (p.spec.budget.max_usd if p.spec.budget else None),
+        budget_usd=budget_limit(p, max_usd),
         over_budget=budget_breach(p, est, max_usd),
         failed=policy_breach(p, state.output),
         fingerprint=fingerprint(p, scan, state),
