@@ -93,6 +93,12 @@ def details(counts: dict[str, int]) -> list[dict[str, Any]]:
     return [{"modality": kind, "tokenCount": n} for kind, n in counts.items() if n]
 
 
+def _camel(name: str) -> str:
+    """A proto field name in the JSON spelling: `tool_config` -> `toolConfig`."""
+    head, *rest = name.split("_")
+    return head + "".join(w.title() for w in rest)
+
+
 # GenerateContentRequest's fields, in either JSON spelling the service reads (proto names too).
 _REQUEST_FIELDS = {
     spelling
@@ -107,7 +113,7 @@ _REQUEST_FIELDS = {
         "cached_content",
         "labels",
     )
-    for spelling in (name, name.split("_")[0] + "".join(w.title() for w in name.split("_")[1:]))
+    for spelling in (name, _camel(name))
 }
 
 
@@ -397,7 +403,7 @@ def camel_schema(schema: Any) -> Any:
         return schema
     out: dict[str, Any] = {}
     for key, value in schema.items():
-        name = key.split("_")[0] + "".join(w.title() for w in key.split("_")[1:]) if "_" in key else key
+        name = _camel(key)
         if name in ("properties", "$defs", "definitions") and isinstance(value, dict):
             out[name] = {k: camel_schema(v) for k, v in value.items()}
         elif name in ("enum", "required", "propertyOrdering", "const", "default", "example"):
