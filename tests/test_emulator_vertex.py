@@ -110,14 +110,10 @@ def test_generate_and_count_on_vertex(vertex):
     assert vertex.models.generate_content(model="gemini-2.5-flash", contents=[image, "Describe it"]).text
 
 
-def test_a_pipeline_runs_on_the_vertex_backend(
-    cli, emulator, emulator_env, gcs_endpoint, gcs_bucket, tmp_path
-):
-    """The same pipeline, `backend: vertex`: shards staged in Cloud Storage, results joined by
-    the hash the requests carry in their labels."""
+def _vertex_pipeline(tmp_path, bucket: str) -> None:
+    """Five records in three shards of a pipeline on the Vertex backend, staged in `bucket`."""
     from conftest import write
 
-    emulator.store.gcs_endpoint, emulator.store.gcs = gcs_endpoint, None
     write(
         tmp_path / "pipelines/v.yaml",
         f"""
@@ -127,14 +123,21 @@ def test_a_pipeline_runs_on_the_vertex_backend(
         backend: vertex
         source: {{uri: data.jsonl, key: "{{{{ id }}}}"}}
         request: {{prompt: "Say {{{{ word }}}}"}}
-        batch: {{max_requests: 2, staging: "gs://{gcs_bucket}/staging"}}
+        batch: {{max_requests: 2, staging: "gs://{bucket}/staging"}}
         output: {{uri: out.jsonl}}
         """,
     )
-    write(
-        tmp_path / "pipelines/data.jsonl",
-        "".join(json.dumps({"id": i, "word": f"w{i}"}) + "\n" for i in range(5)),
-    )
+    rows = "".join(json.dumps({"id": i, "word": f"w{i}"}) + "\n" for i in range(5))
+    write(tmp_path / "pipelines/data.jsonl", rows)
+
+
+def test_a_pipeline_runs_on_the_vertex_backend(
+    cli, emulator, emulator_env, gcs_endpoint, gcs_bucket, tmp_path
+):
+    """The same pipeline, `backend: vertex`: shards staged in Cloud Storage, results joined by
+    the hash the requests carry in their labels."""
+    emulator.store.gcs_endpoint, emulator.store.gcs = gcs_endpoint, None
+    _vertex_pipeline(tmp_path, gcs_bucket)
     result = cli("apply", "--wait", env={"BATCHFLOW_VERTEX_PROJECT": "my-project"})
     assert result.code == 0, result.out + result.err
     assert "projects/my-project/locations/us-central1/batchPredictionJobs/" in result.out
@@ -184,22 +187,9 @@ def test_kill_9_on_the_vertex_backend_then_apply_again(
     """A run killed anywhere on the Vertex backend is finished by the next, one job per shard."""
     import os
 
-    from conftest import apply_again, kill_apply, write
+    from conftest import apply_again, kill_apply
 
-    write(
-        tmp_path / "pipelines/v.yaml",
-        f"""
-        version: 1
-        name: v
-        model: gemini-2.5-flash
-        backend: vertex
-        source: {{uri: data.jsonl, key: "{{{{ id }}}}"}}
-        request: {{prompt: "Say {{{{ id }}}}"}}
-        batch: {{max_requests: 2, staging: "gs://{gcs_bucket}/staging"}}
-        output: {{uri: out.jsonl}}
-        """,
-    )
-    write(tmp_path / "pipelines/data.jsonl", "".join(json.dumps({"id": i}) + "\n" for i in range(5)))
+    _vertex_pipeline(tmp_path, gcs_bucket)
     env = {**os.environ, **emulator_env, "BATCHFLOW_VERTEX_PROJECT": "my-project"}
     kill_apply(env, kill_after_lines)
     apply_again(env)
