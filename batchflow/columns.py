@@ -66,6 +66,7 @@ def _pa():
 
 
 USAGE_FIELDS = ("prompt_tokens", "output_tokens", "cached_tokens", "thoughts_tokens", "total_tokens")
+ERROR_FIELDS = ("code", "status", "message")
 
 COLUMNS = [
     Column(
@@ -151,13 +152,13 @@ COLUMNS = [
         "(status `BLOCKED`), or the answer ended for a reason in `errors.finish_reasons` "
         "(status `FINISH_REASON`); empty otherwise",
         lambda s: True,
-        lambda s: _pa().struct(
-            [("code", _pa().int64()), ("status", _pa().string()), ("message", _pa().string())]
-        ),
+        lambda s: _pa().struct([(k, _pa().int64() if k == "code" else _pa().string()) for k in ERROR_FIELDS]),
     ),
 ]
 # Written as JSON text in CSV and Parquet, whatever they hold.
 JSON_TEXT = {"response"}
+# Spread over one CSV column per field (`usage_prompt_tokens`, `error_code`...).
+CSV_SPREAD = {"usage": USAGE_FIELDS, "error": ERROR_FIELDS}
 
 
 def columns_for(spec: Pipeline) -> list[Column]:
@@ -178,9 +179,7 @@ def result_fields(result: dict[str, Any], spec: Pipeline) -> dict[str, Any]:
     """The output fields of one result line of the Batch API (only those with a value)."""
     if "error" in result:
         err = result["error"] or {}
-        return {
-            "error": {"code": err.get("code"), "status": err.get("status"), "message": err.get("message")}
-        }
+        return {"error": {k: err.get(k) for k in ERROR_FIELDS}}
     response = result.get("response") or {}
     out: dict[str, Any] = {}
     if spec.output.include_response:

@@ -16,7 +16,7 @@ from typing import IO, Any
 import fsspec
 
 from .atomic import atomic_open
-from .columns import JSON_TEXT, USAGE_FIELDS, Column, columns_for, fits
+from .columns import CSV_SPREAD, JSON_TEXT, Column, columns_for, fits
 from .errors import OutputError
 from .spec import Pipeline
 
@@ -58,12 +58,7 @@ class Layout:
     def csv_header(self) -> list[str]:
         names = ["key", *self.kept]
         for c in self.columns:
-            if c.name == "usage":
-                names += [f"usage_{k}" for k in USAGE_FIELDS]
-            elif c.name == "error":
-                names += ["error_code", "error_status", "error_message"]
-            else:
-                names.append(c.name)
+            names += [f"{c.name}_{k}" for k in CSV_SPREAD[c.name]] if c.name in CSV_SPREAD else [c.name]
         return names
 
 
@@ -164,7 +159,7 @@ PARQUET_BATCH = 10_000
 def _flatten(row: dict[str, Any]) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in row.items():
-        if isinstance(value, dict) and key in ("usage", "error"):
+        if isinstance(value, dict) and key in CSV_SPREAD:
             for sub, v in value.items():
                 flat[f"{key}_{sub}"] = v
         elif isinstance(value, dict | list):

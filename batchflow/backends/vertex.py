@@ -16,6 +16,7 @@ from google import genai
 from google.genai import types
 
 from ..atomic import atomic_open
+from ..columns import ERROR_FIELDS
 from ..errors import RemoteError
 from ..settings import Settings
 from ..state import ErrorInfo
@@ -141,4 +142,4 @@ def _result(row: dict) -> dict:
         error = json.loads(detail)["error"]
     except (ValueError, KeyError, TypeError):
         error = {"code": None, "message": status}
-    return {"key": key, "error": {k: error.get(k) for k in ("code", "status", "message")}}
+    return {"key": key, "error": {k: error.get(k) for k in ERROR_FIELDS}}
