@@ -18,6 +18,7 @@ import secrets
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -667,28 +668,10 @@ class Store:
         out_id = f"batch-{job.id}"
         digest = hashlib.sha256()
         size = 0
-        with (
-            open(self.blob(job.input_file.removeprefix("files/")), "rb") as src,
-            open(self.blob(out_id), "wb") as dst,
-        ):
-            n = 0
-            for raw in src:
-                if not raw.strip():
-                    continue
-                n += 1
-                if limit is not None and n > limit:
-                    break
-                try:
-                    line = json.loads(raw)
-                    key, request = line.get("key"), line.get("request")
-                except (ValueError, AttributeError):
-                    key, request = None, None
-                if request is None:
-                    answer = ApiError(400, f"Line {n}: invalid JSON or missing 'request'").body()
-                    job.failed += 1
-                else:
-                    answer = self._answer(job, request, None, n)
-                out = json.dumps({"key": key, **answer}, ensure_ascii=False).encode() + b"\n"
+        with open(self.blob(out_id), "wb") as dst:
+            path = self.blob(job.input_file.removeprefix("files/"))
+            for line, _, answer in self.answer_lines(job, path, limit):
+                out = json.dumps({"key": line.get("key"), **answer}, ensure_ascii=False).encode() + b"\n"
                 dst.write(out)
                 digest.update(out)
                 size += len(out)
@@ -704,6 +687,30 @@ class Store:
         with self.lock:
             self.files[out_id] = stored
         job.output_file = stored.name
+
+    def answer_lines(
+        self, job: Job, path: Path, limit: int | None
+    ) -> Iterator[tuple[dict[str, Any], Any, dict[str, Any]]]:
+        """(line, its request, the answer) for the first `limit` lines of a batch input file; a
+        line without a request is answered with the service's per-line error."""
+        with open(path, "rb") as src:
+            n = 0
+            for raw in src:
+                if not raw.strip():
+                    continue
+                n += 1
+                if limit is not None and n > limit:
+                    return
+                try:
+                    line = json.loads(raw)
+                    request = line.get("request")
+                except (ValueError, AttributeError):
+                    line, request = {}, None
+                if not isinstance(request, dict):
+                    job.failed += 1
+                    yield line, request, ApiError(400, f"Line {n}: invalid JSON or missing 'request'").body()
+                else:
+                    yield line, request, self._answer(job, request, None, n)
 
     def _answer(self, job: Job, request: Any, metadata: Any, n: int) -> dict[str, Any]:
         try:

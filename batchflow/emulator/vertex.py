@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -108,20 +109,8 @@ def run(store: Store, job: Job, limit: int | None) -> None:
     in the shape Vertex writes: a status string, the time, the request echoed, the response."""
     prefix = job.vertex["outputConfig"]["gcsDestination"]["outputUriPrefix"].rstrip("/")
     folder = f"{prefix}/prediction-model-{_stamp(job.created, 6)}"
-    lines = []
-    with open(job.vertex["input"], "rb") as src:
-        for n, raw in enumerate(src, 1):
-            if limit is not None and n > limit:
-                break
-            try:
-                request = json.loads(raw).get("request")
-            except (ValueError, AttributeError):
-                request = None
-            if not isinstance(request, dict):
-                answer = ApiError(400, "Each line must hold a request.").body()
-                job.failed += 1
-            else:
-                answer = store._answer(job, request, None, n)
+    with gcs(store).open(f"{folder}/predictions.jsonl", "wb") as out:
+        for _, request, answer in store.answer_lines(job, Path(job.vertex["input"]), limit):
             error = answer.get("error")
             row = {
                 "status": "" if error is None else f"Bad Request: {json.dumps({'error': error})}",
@@ -129,10 +118,7 @@ def run(store: Store, job: Job, limit: int | None) -> None:
                 "request": request,
                 "response": answer.get("response") or {},
             }
-            lines.append(json.dumps(row, ensure_ascii=False))
-    fs = gcs(store)
-    with fs.open(f"{folder}/predictions.jsonl", "wb") as out:
-        out.write(("\n".join(lines) + ("\n" if lines else "")).encode())
+            out.write(json.dumps(row, ensure_ascii=False).encode() + b"\n")
     job.vertex["outputDirectory"] = folder
 
 
