@@ -5,7 +5,7 @@ Layout of a store (default `.batchflow/`):
     <pipeline>/state.json          the PipelineState document, replaced atomically
     <pipeline>/lock                held by the apply that is acting on the pipeline
     <pipeline>/shards/<id>.jsonl   batch input files, content-addressed
-    <pipeline>/shards/<id>.keys    the record key of each of its lines (re-billing in `plan`)
+    <pipeline>/shards/<id>.keys    the hash and record key of each of its lines (index, re-billing)
     <pipeline>/results/<id>.jsonl  result files downloaded from the service
     <pipeline>/index.sqlite3       which shard holds each request, where its result is
 """

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from .project import Stores
 from .spec import LoadedPipeline
-from .state import ShardStatus
+from .state import JOB_ENDED, ShardStatus
 
 if TYPE_CHECKING:
     from .backends.gemini import GeminiBackend
@@ -27,7 +27,7 @@ def cancel(pipelines: list[LoadedPipeline], stores: Stores, backends: Backends, 
         with own.lock(p.name):
             state = own.load(p.name)
             for shard in state.shards.values():
-                if shard.status is ShardStatus.SUBMITTED and shard.job_state not in _DONE:
+                if shard.status is ShardStatus.SUBMITTED and shard.job_state not in JOB_ENDED:
                     backend.cancel(shard.job_name)
                     say(p.name, f"cancelled {shard.job_name}")
                     count += 1
@@ -43,7 +43,7 @@ def destroy(pipelines: list[LoadedPipeline], stores: Stores, backends: Backends,
             state = own.load(p.name)
             for shard in state.shards.values():
                 if shard.job_name:
-                    if shard.job_state not in _DONE:
+                    if shard.job_state not in JOB_ENDED:
                         backend.cancel(shard.job_name)
                     backend.delete_job(shard.job_name)
                     say(p.name, f"deleted job {shard.job_name}")
@@ -60,6 +60,3 @@ def destroy(pipelines: list[LoadedPipeline], stores: Stores, backends: Backends,
                 say(p.name, f"deleted cache {state.cache.name}")
         own.forget(p.name)
         say(p.name, "removed its state")
-
-
-_DONE = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
