@@ -178,7 +178,7 @@ class Applier:
                         round=state.retry_round,
                         requests=info.requests,
                         bytes=info.bytes,
-                        inline=info.bytes < self.p.spec.batch.inline_below,
+                        inline=self.backend.takes_inline and info.bytes < self.p.spec.batch.inline_below,
                         updated_at=now(),
                     )
                     outcome.actions += 1

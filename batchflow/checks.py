@@ -25,12 +25,13 @@ from .yamlsource import Document, Loc, dotted
 _OPENAPI_TYPES = {"STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT", "NULL"}
 
 
-def check(doc: Document, spec: Pipeline, file: Path) -> list[SpecError]:
-    errors = [doc.error(loc, message, prefer_key=True) for loc, message in _problems(spec, file)]
+def check(doc: Document, spec: Pipeline, file: Path, backend: str = "gemini") -> list[SpecError]:
+    """What the models cannot catch, on the backend the pipeline runs on."""
+    errors = [doc.error(loc, message, prefer_key=True) for loc, message in _problems(spec, file, backend)]
     return errors + _templates(doc, spec, file)
 
 
-def _problems(spec: Pipeline, file: Path) -> Iterator[tuple[Loc, str]]:
+def _problems(spec: Pipeline, file: Path, backend: str) -> Iterator[tuple[Loc, str]]:
     base = file.parent
     if spec.request is None and spec.embed is None:
         yield (), "set `request` (generation) or `embed` (embeddings)"
@@ -55,7 +56,7 @@ def _problems(spec: Pipeline, file: Path) -> Iterator[tuple[Loc, str]]:
         yield ("request", "system"), "with a cache, the system instruction goes in cache.system"
     if spec.cache is not None and not (spec.cache.system or spec.cache.contents or spec.cache.files):
         yield ("cache",), "a cache needs system, contents or files"
-    if spec.backend == "vertex":
+    if backend == "vertex":
         yield from _vertex_problems(spec)
 
     for loc, uri in _uris(spec):
@@ -133,16 +134,10 @@ def _vertex_problems(spec: Pipeline) -> Iterator[tuple[Loc, str]]:
         yield (
             ("cache",),
             (
-                "the vertex backend takes no context cache in batch prediction; put the shared context "
-                "in the requests (Vertex caches repeated prefixes implicitly)"
+                "the vertex backend takes no context cache in batch prediction: move cache.system to "
+                "request.system and cache.files to request.files (Vertex caches repeated prefixes "
+                "implicitly)"
             ),
-        )
-    if spec.embed is not None:
-        yield ("embed",), "the vertex backend runs no embedding batches here yet; use backend: gemini"
-    if spec.batch.inline_below:
-        yield (
-            ("batch", "inline_below"),
-            "the vertex backend sends every job as a file: leave inline_below at 0",
         )
     if spec.batch.max_requests > 200_000:
         yield ("batch", "max_requests"), "Vertex AI takes at most 200,000 requests a job"

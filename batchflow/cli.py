@@ -140,13 +140,13 @@ def _stores(settings: Settings) -> Stores:
 
 
 def _load(paths: list[Path] | None) -> list[LoadedPipeline]:
-    return load_pipelines(paths or default_paths(Path.cwd()))
+    return load_pipelines(paths or default_paths(Path.cwd()), _settings().backend)
 
 
 def _load_targets(paths: list[Path] | None, targets: list[str] | None) -> tuple[list[LoadedPipeline], int]:
     """The pipelines plan and apply work on: every one that loads (the problems of the others
     are printed and counted, and the run goes on without them), or only the `--target` ones."""
-    pipelines, problems = load_each(paths or default_paths(Path.cwd()))
+    pipelines, problems = load_each(paths or default_paths(Path.cwd()), _settings().backend)
     for problem in problems:
         err.print(str(problem))
     if targets:
@@ -491,7 +491,7 @@ def _check_saved_plan(saved, settings: Settings, max_usd: float | None) -> list[
     from . import review
 
     problems = [f"{pp.pipeline}: it could not be planned ({pp.error})" for pp in saved.pipelines if pp.error]
-    pipelines = load_pipelines([Path(pp.spec) for pp in saved.pipelines if not pp.error])
+    pipelines = load_pipelines([Path(pp.spec) for pp in saved.pipelines if not pp.error], _settings().backend)
     now_plan = _make_plan(pipelines, settings, saved.options, max_usd=max_usd)
     current = {pp.pipeline: pp for pp in now_plan.pipelines}
     for pp in saved.pipelines:

@@ -35,22 +35,23 @@ def find_spec_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-def load_pipelines(paths: list[Path]) -> list[LoadedPipeline]:
-    """Load every pipeline under `paths`; raise SpecErrors listing every problem found."""
-    loaded, errors = load_each(paths)
+def load_pipelines(paths: list[Path], backend: str = "gemini") -> list[LoadedPipeline]:
+    """Load every pipeline under `paths`; raise SpecErrors listing every problem found.
+    `backend` is the one a spec without `backend:` runs on (BATCHFLOW_BACKEND)."""
+    loaded, errors = load_each(paths, backend)
     if errors:
         raise SpecErrors(errors)
     return loaded
 
 
-def load_each(paths: list[Path]) -> tuple[list[LoadedPipeline], list[SpecError]]:
+def load_each(paths: list[Path], backend: str = "gemini") -> tuple[list[LoadedPipeline], list[SpecError]]:
     """Every pipeline that loads, and the problems of those that do not (plan and apply go on
     with the good ones)."""
     errors: list[SpecError] = []
     loaded: list[LoadedPipeline] = []
     for file in find_spec_files(paths):
         try:
-            loaded.extend(load_file(file))
+            loaded.extend(load_file(file, backend))
         except SpecErrors as exc:
             errors.extend(exc.errors)
         except SpecError as exc:
@@ -71,7 +72,7 @@ def load_each(paths: list[Path]) -> tuple[list[LoadedPipeline], list[SpecError]]
     return [p for p in loaded if p.name not in duplicated], errors
 
 
-def load_file(file: Path) -> list[LoadedPipeline]:
+def load_file(file: Path, backend: str = "gemini") -> list[LoadedPipeline]:
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -84,7 +85,11 @@ def load_file(file: Path) -> list[LoadedPipeline]:
     for doc in docs:
         try:
             mark = doc.mark(("name",))
-            out.append(LoadedPipeline(spec=_validate(doc, file), path=file, line=mark.line if mark else None))
+            out.append(
+                LoadedPipeline(
+                    spec=_validate(doc, file, backend), path=file, line=mark.line if mark else None
+                )
+            )
         except SpecErrors as exc:
             errors.extend(exc.errors)
     if errors:
@@ -92,7 +97,7 @@ def load_file(file: Path) -> list[LoadedPipeline]:
     return out
 
 
-def _validate(doc: Document, file: Path) -> Pipeline:
+def _validate(doc: Document, file: Path, backend: str) -> Pipeline:
     if not isinstance(doc.data, dict):
         raise SpecErrors([doc.error((), "a pipeline spec must be a mapping of fields")])
     errors: list[SpecError] = []
@@ -116,7 +121,7 @@ def _validate(doc: Document, file: Path) -> Pipeline:
     except ValidationError as exc:
         errors.extend(_to_spec_errors(exc, doc))
         raise SpecErrors(errors) from None
-    errors += checks.check(doc, spec, file)
+    errors += checks.check(doc, spec, file, spec.backend or backend)
     if errors:
         raise SpecErrors(errors)
     return spec

@@ -117,6 +117,8 @@ class SdkBatches:
 class GeminiBackend(SdkBatches):
     """Upload, create, poll and download batch jobs."""
 
+    takes_inline = True  # small jobs may travel in the create call (batch.inline_below)
+
     def __init__(self, settings: Settings) -> None:
         self.base_url = (
             settings.api_base_url or os.environ.get("GOOGLE_GEMINI_BASE_URL") or "the default endpoint"

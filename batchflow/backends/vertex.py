@@ -4,6 +4,8 @@ The same interface as the Developer API backend, over Cloud Storage instead of t
 API: shards are written to the staging prefix, jobs read them from there and write their
 results beside them. Output rows echo their request but not its line's key, so each request
 carries its hash in `labels` (see ../shared/vertex-batch-protocol.md) and results join on it.
+Embedding requests have no labels: their lines take Vertex's embedding shape, whose `key` the
+docs name for mapping outputs back to inputs.
 """
 
 from __future__ import annotations
@@ -23,11 +25,15 @@ from ..state import ErrorInfo
 from .gemini import _NO_RETRY, Job, SdkBatches, _remote
 
 KEY_LABEL = "batchflow-key"  # the request hash, carried through the job in the request's labels
+# The Developer API's embedding options, as Vertex's `embed_content_config` names them.
+_EMBED_OPTIONS = {"taskType": "task_type", "outputDimensionality": "output_dimensionality", "title": "title"}
 # Vertex states the Developer API lacks, as the reconciler should see them.
 _STATES = {"JOB_STATE_PARTIALLY_SUCCEEDED": "JOB_STATE_SUCCEEDED", "JOB_STATE_QUEUED": "JOB_STATE_PENDING"}
 
 
 class VertexBackend(SdkBatches):
+    takes_inline = False  # batch prediction reads Cloud Storage only: inline_below means nothing here
+
     def __init__(self, settings: Settings, staging: str) -> None:
         if not settings.vertex_project:
             raise RemoteError("backend vertex: set BATCHFLOW_VERTEX_PROJECT (or GOOGLE_CLOUD_PROJECT)")
@@ -58,10 +64,7 @@ class VertexBackend(SdkBatches):
         target = f"{self.staging}/{display_name}.jsonl"
         with open(path, encoding="utf-8") as src, self.fs.open(target, "w", encoding="utf-8") as dst:
             for line in src:
-                row = json.loads(line)
-                request = row["request"]
-                request["labels"] = {**request.get("labels", {}), KEY_LABEL: row["key"]}
-                dst.write(json.dumps({"request": request}, ensure_ascii=False) + "\n")
+                dst.write(json.dumps(_line(json.loads(line)), ensure_ascii=False) + "\n")
         return target
 
     def upload_file(self, path: Path, mime_type: str, display_name: str) -> tuple[str, str]:
@@ -105,12 +108,6 @@ class VertexBackend(SdkBatches):
 
     # ------------------------------------------------------------ what Vertex batch does not take
 
-    def create_inline(self, model, requests, display_name):  # refused by validate before this
-        raise RemoteError("backend vertex: batch jobs read files only (set batch.inline_below to 0)")
-
-    def download_inline(self, name, destination):
-        raise RemoteError("backend vertex: batch jobs have no inline results")
-
     def create_cache(self, model, body, ttl, display_name):
         raise RemoteError("backend vertex: batch prediction takes no context cache")
 
@@ -130,13 +127,30 @@ def _job(job: types.BatchJob) -> Job:
     )
 
 
+def _line(row: dict) -> dict:
+    """A shard line (`{"key", "request"}`, the Developer API's) as a Vertex input line."""
+    request = row["request"]
+    if "content" in request:  # an embedding: {"key", "request": {"content", "embed_content_config"}}
+        config = {_EMBED_OPTIONS[k]: request.pop(k) for k in list(request) if k in _EMBED_OPTIONS}
+        return {
+            "key": row["key"],
+            "request": {**request, **({"embed_content_config": config} if config else {})},
+        }
+    request["labels"] = {**request.get("labels", {}), KEY_LABEL: row["key"]}
+    return {"request": request}
+
+
 def _result(row: dict) -> dict:
-    """A Vertex output row as a result line: keyed by the hash in its request's labels; a failed
-    row's status string ("Bad Request: {json}") as the error, as the service said it."""
-    key = ((row.get("request") or {}).get("labels") or {}).get(KEY_LABEL)
+    """A Vertex output row as a result line: keyed by the hash in its request's labels (or the
+    embedding line's key); a failed row's status string ("Bad Request: {json}") as the error,
+    as the service said it."""
+    key = ((row.get("request") or {}).get("labels") or {}).get(KEY_LABEL) or row.get("key")
     status = row.get("status") or ""
     if not status:
-        return {"key": key, "response": row.get("response") or {}}
+        response = row.get("response") or {}
+        if row.get("predictions"):  # the text-embedding models' older shape
+            response = {"embedding": {"values": row["predictions"][0]["embeddings"]["values"]}}
+        return {"key": key, "response": response}
     _, _, detail = status.partition(": ")
     try:
         error = json.loads(detail)["error"]

@@ -231,14 +231,27 @@ def generate(
     part_tokens: PartTokens = _part_tokens,
     *,
     vertex: bool = False,
+    file_content: Callable[[str], str] = str,
 ) -> dict[str, Any]:
-    """A GenerateContentResponse for `request`; `cached_tokens` come from its cachedContent."""
+    """A GenerateContentResponse for `request`; `cached_tokens` come from its cachedContent.
+    The answer follows what the model is shown: a file by its content (`file_content` gives a
+    digest of it from its URI), not by where it is stored."""
     validate_request(request, vertex=vertex)
     prompt = "\n".join(t for c in request["contents"] for t in _texts(c))
     # Labels are for billing reports; they change nothing in an answer (and the Vertex backend
     # adds one to carry each request's hash).
     asked = {k: v for k, v in request.items() if k != "labels"}
-    seed = hashlib.sha256(json.dumps([model, asked], sort_keys=True).encode()).hexdigest()
+    asked["contents"] = [
+        {
+            **content,
+            "parts": [
+                {"file": file_content(_file_uri(part))} if _file_uri(part) else part
+                for part in content.get("parts") or []
+            ],
+        }
+        for content in request["contents"]
+    ]
+    seed = hashlib.sha256(json.dumps([model, _canonical(asked)], sort_keys=True).encode()).hexdigest()
     config = request.get("generationConfig") or {}
     count = config.get("candidateCount", 1)
     if not isinstance(count, int) or count < 1:
@@ -371,10 +384,12 @@ EMBEDDING_SIZE = 3072  # gemini-embedding-001's default dimensionality
 
 
 def embed(request: Any) -> dict[str, Any]:
-    """An EmbedContentResponse: a deterministic unit vector of the asked size."""
+    """An EmbedContentResponse: a deterministic unit vector of the asked size. Vertex batch lines
+    carry the options in `embed_content_config`, the Developer API's beside `content`."""
     if not isinstance(request, dict) or not isinstance(request.get("content"), dict):
         raise ApiError(400, "* EmbedContentRequest.content: content is not specified")
-    size = request.get("outputDimensionality") or request.get("output_dimensionality") or EMBEDDING_SIZE
+    options = {**request, **(request.get("embed_content_config") or request.get("embedContentConfig") or {})}
+    size = options.get("outputDimensionality") or options.get("output_dimensionality") or EMBEDDING_SIZE
     if not isinstance(size, int) or not 1 <= size <= EMBEDDING_SIZE:
         raise ApiError(400, f"outputDimensionality must be between 1 and {EMBEDDING_SIZE}")
     text = "\n".join(_texts(request["content"]))
@@ -386,6 +401,24 @@ def embed(request: Any) -> dict[str, Any]:
     values = [int.from_bytes(stream[i * 4 : i * 4 + 4], "big") / 2**31 - 1 for i in range(size)]
     norm = math.sqrt(sum(v * v for v in values)) or 1.0
     return {"embedding": {"values": [round(v / norm, 6) for v in values]}}
+
+
+def _canonical(value: Any) -> Any:
+    """A request as asked, not as spelled: the SDK's inline requests add empty fields and write
+    schema types in capitals, which must not change the answer."""
+    if isinstance(value, dict):
+        out = {k: _canonical(v) for k, v in value.items() if v not in ({}, [], None)}
+        if isinstance(out.get("type"), str):
+            out["type"] = out["type"].lower()
+        return out
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def _file_uri(part: Any) -> str | None:
+    data = (part.get("fileData") or part.get("file_data")) if isinstance(part, dict) else None
+    return (data.get("fileUri") or data.get("file_uri")) if isinstance(data, dict) else None
 
 
 def _reply(prompt: str, seed: str) -> str:

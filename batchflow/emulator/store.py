@@ -197,6 +197,7 @@ class Store:
         self.lock = threading.RLock()
         self._job_locks: dict[str, threading.Lock] = {}
         self._media_tokens: dict[str, int] = {}  # file id -> tokens (files never change)
+        self._digests: dict[str, str] = {}  # file URI -> sha256 of its content
         self.clock = Clock(speed, self._load())
 
     def close(self) -> None:
@@ -456,7 +457,12 @@ class Store:
             for part in content.get("parts") or []:
                 self._check_file_part(part)
         response = responder.generate(
-            model, request, cached_tokens=cached_tokens, part_tokens=self.part_tokens, vertex=vertex
+            model,
+            request,
+            cached_tokens=cached_tokens,
+            part_tokens=self.part_tokens,
+            vertex=vertex,
+            file_content=self.file_digest,
         )
         return self._safety(response)
 
@@ -487,13 +493,17 @@ class Store:
             return None
         data = part.get("fileData") or part.get("file_data") or {}
         uri = data.get("fileUri") or data.get("file_uri") or ""
-        if "/files/" not in uri and not uri.startswith("files/"):
+        if uri.startswith("gs://") or ("/files/" not in uri and not uri.startswith("files/")):
             return None
         return self.get_file(re.split(r"[^a-z0-9-]", uri.split("files/", 1)[1])[0])
 
     def part_tokens(self, part: dict[str, Any]) -> int:
         """Uploaded files count by their content (text by size, media by the service's rules),
         once per file; inline parts as the responder counts them."""
+        data = (part.get("fileData") or part.get("file_data") or {}) if isinstance(part, dict) else {}
+        uri = data.get("fileUri") or data.get("file_uri") or ""
+        if uri.startswith("gs://"):  # only the Vertex side lets these through
+            return self._gcs_tokens(uri, data.get("mimeType") or data.get("mime_type") or "")
         stored = self._part_file(part)
         if stored is None:
             return responder._part_tokens(part)
@@ -505,6 +515,36 @@ class Store:
                 head = f.read(1 << 16)
             self._media_tokens[stored.id] = responder.media_tokens(stored.mime_type, head, path.read_bytes)
         return self._media_tokens[stored.id]
+
+    def file_digest(self, uri: str) -> str:
+        """The sha256 of the file a request names (an upload or a Cloud Storage object), so that
+        an answer does not depend on where the file was put; the URI itself for anything else."""
+        if uri not in self._digests:
+            if uri.startswith("gs://"):
+                content = vertex.gcs(self).cat(uri)
+            else:
+                stored = self._part_file({"fileData": {"fileUri": uri}})
+                if stored is None:
+                    return uri
+                content = self.blob(stored.id).read_bytes()
+            self._digests[uri] = hashlib.sha256(content).hexdigest()
+        return self._digests[uri]
+
+    def _gcs_tokens(self, uri: str, mime: str) -> int:
+        """A Cloud Storage object named by a Vertex request, counted like an uploaded file."""
+        if uri not in self._media_tokens:
+            fs = vertex.gcs(self)
+            try:
+                size = fs.size(uri)
+                with fs.open(uri, "rb") as f:
+                    head = f.read(1 << 16)
+            except FileNotFoundError:
+                raise ApiError(400, f"Cannot fetch content from the provided URL: {uri}") from None
+            if mime.startswith("text/"):
+                self._media_tokens[uri] = math.ceil(size / responder.CHARS_PER_TOKEN)
+            else:
+                self._media_tokens[uri] = responder.media_tokens(mime, head, lambda: fs.cat(uri))
+        return self._media_tokens[uri]
 
     def count_tokens(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
         """countTokens: the same counting as generateContent; a named cache's tokens included."""

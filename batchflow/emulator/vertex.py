@@ -62,7 +62,7 @@ def create(store: Store, project: str, location: str, body: dict[str, Any]) -> J
     model = str(body.get("model") or "")
     short = model.removeprefix("publishers/google/models/").removeprefix("models/")
     found = models.find(short)
-    if found is None or found[1].embedding:
+    if found is None:
         raise ApiError(404, f"Publisher Model `{model}` is not found or not supported for batch prediction.")
     source = (body.get("inputConfig") or {}).get("gcsSource") or {}
     uris = source.get("uris") or []
@@ -87,7 +87,7 @@ def create(store: Store, project: str, location: str, body: dict[str, Any]) -> J
         raise ApiError(400, f"Failed to read the input: {exc}") from None
     job = store.create_job(
         f"models/{found[0]}",
-        "vertex",
+        "embed" if found[1].embedding else "generate",
         body.get("displayName"),
         None,
         None,
@@ -106,13 +106,16 @@ def create(store: Store, project: str, location: str, body: dict[str, Any]) -> J
 
 def run(store: Store, job: Job, limit: int | None) -> None:
     """Answer the job's rows (the first `limit`) into `<prefix>/prediction-model-<created>/predictions.jsonl`,
-    in the shape Vertex writes: a status string, the time, the request echoed, the response."""
+    in the shape Vertex writes: a status string, the time, the request echoed, the response.
+    Embedding rows also echo their line's `key`, which the docs name for mapping outputs back to
+    inputs (the rest of their shape is unconfirmed: they follow the generate rows)."""
     prefix = job.vertex["outputConfig"]["gcsDestination"]["outputUriPrefix"].rstrip("/")
     folder = f"{prefix}/prediction-model-{_stamp(job.created, 6)}"
     with gcs(store).open(f"{folder}/predictions.jsonl", "wb") as out:
-        for _, request, answer in store.answer_lines(job, Path(job.vertex["input"]), limit):
+        for line, request, answer in store.answer_lines(job, Path(job.vertex["input"]), limit):
             error = answer.get("error")
             row = {
+                **({"key": line["key"]} if job.kind == "embed" and "key" in line else {}),
                 "status": "" if error is None else f"Bad Request: {json.dumps({'error': error})}",
                 "processed_time": _stamp(store.clock.now()).replace("Z", "+00:00"),
                 "request": request,
