@@ -387,12 +387,15 @@ class Applier:
             if blob is None:
                 raise StateError(f"{self.p.name}: no record of file {digest[:12]}; run apply again")
             if blob.name is None or not self.backend.file_exists(blob.name):
-                with _local_copy(blob.path) as local:
-                    blob.name, blob.uri = self.backend.upload_file(
-                        local, blob.mime_type, f"batchflow-{digest[:16]}"
-                    )
+                if self.backend.reads_in_place(blob.path):
+                    blob.name = blob.uri = blob.path
+                else:
+                    with _local_copy(blob.path) as local:
+                        blob.name, blob.uri = self.backend.upload_file(
+                            local, blob.mime_type, f"batchflow-{digest[:16]}"
+                        )
+                    self._say(Action(Kind.UPLOAD, None, ""), f"uploaded {blob.path} as {blob.name}")
                 self.store.save(state)
-                self._say(Action(Kind.UPLOAD, None, ""), f"uploaded {blob.path} as {blob.name}")
             names[FILE_PLACEHOLDER + digest] = blob.uri
         return names
 

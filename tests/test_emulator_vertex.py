@@ -103,10 +103,10 @@ def test_generate_and_count_on_vertex(vertex, gcs_endpoint, gcs_bucket):
         vertex.models.generate_content_stream(model="gemini-2.5-flash", contents="Why is the sky blue?")
     )
     assert "".join(c.text for c in chunks) == answer.text
-    from google.genai import types
-
     # Vertex reads gs:// files where the Developer API takes only its own Files API.
     from pathlib import Path
+
+    from google.genai import types
 
     photo = Path(__file__).resolve().parent.parent / "pipelines/examples/data/images/red.png"
     fs = gcsfs.GCSFileSystem(endpoint_url=gcs_endpoint, token="anon", project="test")
@@ -264,3 +264,183 @@ def test_every_example_gives_the_same_outputs_on_both_backends(
     assert result.code == 0, result.out + result.err
     assert "batchPredictionJobs" in result.out
     assert outputs() == on_gemini
+
+
+def test_vertex_caches_serve_generate_content_but_not_batch_prediction(
+    vertex, client, emulator, gcs_endpoint, gcs_bucket
+):
+    """cachedContents under the project and location, as the SDK speaks them with vertexai=True;
+    the docs say batch prediction takes no explicit cache, so its rows naming one fail."""
+    from google.genai import types
+
+    emulator.store.clock.set_speed(1)  # a cache lives 600 s of the emulator's clock
+    guide = "Our house style is short and warm. " * 300  # about 2,600 tokens: over Vertex's 2,048
+    config = types.CreateCachedContentConfig(
+        contents=[types.Content(role="user", parts=[types.Part(text=guide)])],
+        system_instruction="You answer in the house style.",
+        display_name="style",
+        ttl="600s",
+    )
+    cache = vertex.caches.create(model="gemini-2.5-flash", config=config)
+    assert cache.name.startswith("projects/my-project/locations/us-central1/cachedContents/")
+    assert cache.name.rsplit("/", 1)[1].isdigit()
+    assert (
+        cache.model == "projects/my-project/locations/us-central1/publishers/google/models/gemini-2.5-flash"
+    )
+    assert [c.name for c in vertex.caches.list()] == [cache.name]
+    assert list(client.caches.list()) == []  # the Developer API sees its own caches only
+    with pytest.raises(errors.ClientError, match="too small"):
+        vertex.caches.create(
+            model="gemini-2.5-flash",
+            config={"contents": [{"role": "user", "parts": [{"text": "short"}]}]},
+        )
+
+    answer = vertex.models.generate_content(
+        model="gemini-2.5-flash", contents="Hello", config={"cached_content": cache.name.rsplit("/", 1)[1]}
+    )
+    assert (
+        answer.usage_metadata.cached_content_token_count
+        == vertex.caches.get(name=cache.name).usage_metadata.total_token_count
+    )
+
+    before = vertex.caches.get(name=cache.name).expire_time
+    emulator.store.clock.advance(60)
+    assert vertex.caches.update(name=cache.name, config={"ttl": "600s"}).expire_time > before
+
+    fs = gcsfs.GCSFileSystem(endpoint_url=gcs_endpoint, token="anon", project="test")
+    line = {
+        "request": {"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "cachedContent": cache.name}
+    }
+    fs.pipe(f"{gcs_bucket}/in.jsonl", (json.dumps(line) + "\n").encode())
+    job = vertex.batches.create(
+        model="gemini-2.5-flash", src=f"gs://{gcs_bucket}/in.jsonl", config={"dest": f"gs://{gcs_bucket}/out"}
+    )
+    emulator.store.clock.advance(3600 * 2)
+    done = vertex.batches.get(name=job.name)
+    (row,) = [
+        json.loads(x)
+        for x in fs.cat(f"{done.output_info.gcs_output_directory}/predictions.jsonl").splitlines()
+    ]
+    assert "cachedContent" in row["status"] and "not supported in batch prediction" in row["status"]
+
+
+def test_gs_files_are_read_where_they_are_and_local_ones_staged_once(
+    cli, emulator, emulator_env, gcs_endpoint, gcs_bucket, tmp_path
+):
+    """On Vertex a request's gs:// file is named in place; a local file is copied to the staging
+    prefix once, however many requests name it."""
+    from pathlib import Path
+
+    from conftest import write
+
+    emulator.store.gcs_endpoint, emulator.store.gcs = gcs_endpoint, None
+    fs = gcsfs.GCSFileSystem(endpoint_url=gcs_endpoint, token="anon", project="test")
+    images = Path(__file__).resolve().parent.parent / "pipelines/examples/data/images"
+    fs.pipe(f"{gcs_bucket}/photos/red.png", (images / "red.png").read_bytes())
+    write(tmp_path / "pipelines/blue.png", "")
+    (tmp_path / "pipelines/blue.png").write_bytes((images / "blue.png").read_bytes())
+    write(
+        tmp_path / "pipelines/v.yaml",
+        f"""
+        version: 1
+        name: v
+        model: gemini-2.5-flash
+        backend: vertex
+        source: {{uri: data.jsonl, key: "{{{{ id }}}}"}}
+        request: {{prompt: "Describe it", files: ["{{{{ image }}}}"]}}
+        batch: {{staging: "gs://{gcs_bucket}/staging"}}
+        output: {{uri: out.jsonl}}
+        """,
+    )
+    rows = [("a", f"gs://{gcs_bucket}/photos/red.png"), ("b", "blue.png"), ("c", "blue.png")]
+    write(
+        tmp_path / "pipelines/data.jsonl", "".join(json.dumps({"id": k, "image": i}) + "\n" for k, i in rows)
+    )
+    result = cli("apply", "--wait", env={"BATCHFLOW_VERTEX_PROJECT": "my-project"})
+    assert result.code == 0, result.out + result.err
+    out = [json.loads(x) for x in (tmp_path / "pipelines/out.jsonl").read_text().splitlines()]
+    assert [r["key"] for r in out] == ["a", "b", "c"] and all(r["text"] for r in out)
+    assert result.out.count("blue.png as gs://") == 1 and "red.png as" not in result.out
+    assert len(fs.ls(f"{gcs_bucket}/staging/files")) == 1
+    (shard,) = [p for p in fs.ls(f"{gcs_bucket}/staging", detail=False) if p.endswith(".jsonl")]
+    assert f"gs://{gcs_bucket}/photos/red.png" in fs.cat(shard).decode()
+
+
+def test_two_runners_racing_on_the_vertex_backend_make_one_job_a_shard(
+    vertex, emulator, emulator_env, gcs_bucket, tmp_path
+):
+    """Two CI runners (own caches, one gs:// state) start `apply --wait` at once: the lock lets
+    one work while the other waits, and no shard gets a second job."""
+    import os
+    import subprocess
+    import sys
+
+    _vertex_pipeline(tmp_path, gcs_bucket)
+    env = {
+        **os.environ,
+        **emulator_env,
+        "BATCHFLOW_VERTEX_PROJECT": "my-project",
+        "BATCHFLOW_STATE": f"gs://{gcs_bucket}/state",
+    }
+    runners = [
+        subprocess.Popen(
+            [sys.executable, "-m", "batchflow", "apply", "--wait"],
+            env={**env, "XDG_CACHE_HOME": str(tmp_path / f"runner-{n}")},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for n in range(2)
+    ]
+    said = [r.communicate(timeout=120)[0] for r in runners]
+    assert [r.returncode for r in runners] == [0, 0], said
+    jobs = list(vertex.batches.list())
+    assert len(jobs) == 3 and len({j.display_name for j in jobs}) == 3
+    rows = [json.loads(x) for x in (tmp_path / "pipelines/out.jsonl").read_text().splitlines()]
+    assert [r["key"] for r in rows] == ["0", "1", "2", "3", "4"] and all("error" not in r for r in rows)
+
+
+def test_a_vertex_job_created_but_not_recorded_is_adopted(
+    cli, vertex, emulator, emulator_env, gcs_bucket, tmp_path
+):
+    """The window between the create and the state write, on Vertex: the next apply finds the
+    job by its display name instead of paying for a second one."""
+    from batchflow.state import LocalStore, ShardStatus
+
+    _vertex_pipeline(tmp_path, gcs_bucket)
+    emulator.store.clock.set_speed(1)
+    env = {"BATCHFLOW_VERTEX_PROJECT": "my-project"}
+    assert cli("apply", env=env).code == 0
+    store = LocalStore(emulator_env["BATCHFLOW_STATE"])
+    state = store.load("v")
+    for shard in state.shards.values():  # rewound to just before each create's answer was saved
+        shard.status, shard.job_name, shard.job_state = ShardStatus.CREATING, None, None
+    store.save(state)
+    emulator.store.clock.advance(3600)
+    result = cli("apply", "--wait", env=env)
+    assert result.code == 0, result.out + result.err
+    assert result.out.count("adopted") == 3
+    assert len(list(vertex.batches.list())) == 3
+    assert len((tmp_path / "pipelines/out.jsonl").read_text().splitlines()) == 5
+
+
+@pytest.mark.parametrize(
+    ("vertex_state", "seen_as"),
+    [
+        ("JOB_STATE_PARTIALLY_SUCCEEDED", "JOB_STATE_SUCCEEDED"),
+        ("JOB_STATE_QUEUED", "JOB_STATE_PENDING"),
+        ("JOB_STATE_PAUSED", "JOB_STATE_RUNNING"),
+        ("JOB_STATE_UPDATING", "JOB_STATE_RUNNING"),
+        ("JOB_STATE_CANCELLING", "JOB_STATE_RUNNING"),
+        ("JOB_STATE_EXPIRED", "JOB_STATE_EXPIRED"),
+        ("JOB_STATE_CANCELLED", "JOB_STATE_CANCELLED"),
+    ],
+)
+def test_each_vertex_job_state_is_mapped_deliberately(vertex_state, seen_as):
+    from google.genai import types
+
+    from batchflow.backends.vertex import _job
+
+    job = _job(types.BatchJob(name="projects/p/locations/l/batchPredictionJobs/1", state=vertex_state))
+    assert job.state == seen_as
+    assert job.done == (seen_as in ("JOB_STATE_SUCCEEDED", "JOB_STATE_EXPIRED", "JOB_STATE_CANCELLED"))

@@ -119,6 +119,9 @@ class GeminiBackend(SdkBatches):
 
     takes_inline = True  # small jobs may travel in the create call (batch.inline_below)
 
+    def reads_in_place(self, path: str) -> bool:
+        return False  # requests name Files API uploads only
+
     def __init__(self, settings: Settings) -> None:
         self.base_url = (
             settings.api_base_url or os.environ.get("GOOGLE_GEMINI_BASE_URL") or "the default endpoint"

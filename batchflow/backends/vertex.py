@@ -27,8 +27,18 @@ from .gemini import _NO_RETRY, Job, SdkBatches, _remote
 KEY_LABEL = "batchflow-key"  # the request hash, carried through the job in the request's labels
 # The Developer API's embedding options, as Vertex's `embed_content_config` names them.
 _EMBED_OPTIONS = {"taskType": "task_type", "outputDimensionality": "output_dimensionality", "title": "title"}
-# Vertex states the Developer API lacks, as the reconciler should see them.
-_STATES = {"JOB_STATE_PARTIALLY_SUCCEEDED": "JOB_STATE_SUCCEEDED", "JOB_STATE_QUEUED": "JOB_STATE_PENDING"}
+# Vertex states the Developer API lacks, as the reconciler should see them. The SDK's `done` is
+# False for PARTIALLY_SUCCEEDED and PAUSED, so the mapping, not `done`, decides.
+_STATES = {
+    # Ended with some rows failed: those rows carry their status, like a Developer result file.
+    "JOB_STATE_PARTIALLY_SUCCEEDED": "JOB_STATE_SUCCEEDED",
+    # Waiting for capacity: PENDING, so batch.pending_timeout applies.
+    "JOB_STATE_QUEUED": "JOB_STATE_PENDING",
+    # Neither ended nor waiting for capacity: polled on, as a running job is.
+    "JOB_STATE_PAUSED": "JOB_STATE_RUNNING",
+    "JOB_STATE_UPDATING": "JOB_STATE_RUNNING",
+    "JOB_STATE_CANCELLING": "JOB_STATE_RUNNING",
+}  # SUCCEEDED, FAILED, CANCELLED, EXPIRED (queued over 72 hours), PENDING, RUNNING: as they are
 
 
 class VertexBackend(SdkBatches):
@@ -72,6 +82,10 @@ class VertexBackend(SdkBatches):
         target = f"{self.staging}/files/{display_name}{Path(path).suffix}"
         self.fs.put_file(str(path), target)
         return target, target
+
+    def reads_in_place(self, path: str) -> bool:
+        """A gs:// file is named where it is: the job reads it there, nothing is copied."""
+        return path.startswith("gs://")
 
     def file_exists(self, name: str) -> bool:
         return self.fs.exists(name)

@@ -77,6 +77,9 @@ def parse_duration(text: str) -> float:
     return float(match.group(1))
 
 
+VERTEX_MIN_CACHE_TOKENS = 2_048
+
+
 def new_id() -> str:
     return secrets.token_hex(6)
 
@@ -118,10 +121,11 @@ class Cache:
     tokens: int
     system: dict[str, Any] | None = None
     tools: list[Any] | None = None
+    scope: str | None = None  # "projects/P/locations/L" for a Vertex AI cache
 
     @property
     def name(self) -> str:
-        return f"cachedContents/{self.id}"
+        return f"{self.scope}/cachedContents/{self.id}" if self.scope else f"cachedContents/{self.id}"
 
 
 @dataclass
@@ -329,13 +333,15 @@ class Store:
 
     # ------------------------------------------------------------ caches
 
-    def create_cache(self, model: str, body: dict[str, Any]) -> Cache:
+    def create_cache(self, model: str, body: dict[str, Any], scope: str | None = None) -> Cache:
+        """A context cache; `scope` ("projects/P/locations/L") makes it a Vertex AI one, with a
+        numeric id and Vertex's minimum of 2,048 tokens (docs D8)."""
         contents = body.get("contents") or []
         system = body.get("systemInstruction") or body.get("system_instruction")
         tokens = responder.prompt_tokens(
             {"contents": contents, "systemInstruction": system}, self.part_tokens
         )
-        minimum = responder.min_cache_tokens(model)
+        minimum = VERTEX_MIN_CACHE_TOKENS if scope else responder.min_cache_tokens(model)
         if tokens < minimum:
             raise ApiError(
                 400,
@@ -343,7 +349,7 @@ class Store:
             )
         now = self.clock.now()
         cache = Cache(
-            new_id(),
+            vertex.numeric_id() if scope else new_id(),
             model,
             body.get("displayName"),
             now,
@@ -352,6 +358,7 @@ class Store:
             tokens,
             system,
             body.get("tools"),
+            scope,
         )
         with self.lock:
             self.caches[cache.id] = cache
@@ -375,8 +382,22 @@ class Store:
             raise ApiError(403, f"CachedContent not found (or permission denied): cachedContents/{cache_id}")
         return cache
 
-    def list_caches(self) -> list[Cache]:
-        return self._live(self.caches, self.get_cache)
+    def named_cache(self, name: str) -> Cache:
+        """The cache a request names: `cachedContents/ID`, or on Vertex its full name."""
+        scope, _, cache_id = str(name).rpartition("cachedContents/")
+        if (
+            scope
+            and not re.fullmatch(r"projects/[^/]+/locations/[^/]+/", scope)
+            or not re.fullmatch(r"[a-z0-9-]+", cache_id)
+        ):
+            raise ApiError(400, f"Invalid CachedContent name: {name}")
+        cache = self.get_cache(cache_id)
+        if cache.scope != (scope.rstrip("/") or None):
+            raise ApiError(403, f"CachedContent not found (or permission denied): {name}")
+        return cache
+
+    def list_caches(self, scope: str | None = None) -> list[Cache]:
+        return [c for c in self._live(self.caches, self.get_cache) if c.scope == scope]
 
     def _live(self, items: dict[str, Any], get) -> list:
         """Items not yet expired (getting an expired one removes it), newest first."""
@@ -406,9 +427,12 @@ class Store:
 
     @staticmethod
     def cache_json(cache: Cache) -> dict[str, Any]:
+        model = cache.model
+        if cache.scope:
+            model = f"{cache.scope}/publishers/google/models/{model.removeprefix('models/')}"
         return {
             "name": cache.name,
-            "model": cache.model,
+            "model": model,
             **({"displayName": cache.display_name} if cache.display_name else {}),
             "createTime": rfc3339(cache.created),
             "updateTime": rfc3339(cache.updated),
@@ -427,9 +451,7 @@ class Store:
         cached_tokens = 0
         name = request.get("cachedContent")
         if name:
-            if not re.fullmatch(r"cachedContents/[a-z0-9-]+", str(name)):
-                raise ApiError(400, f"Invalid CachedContent name: {name}")
-            cache = self.get_cache(str(name).removeprefix("cachedContents/"))
+            cache = self.named_cache(name)
             if cache.model != model:
                 raise ApiError(
                     400,
@@ -555,7 +577,7 @@ class Store:
         answer: dict[str, Any] = {"totalTokens": sum(counts.values())}
         name = request.get("cachedContent")
         if name:
-            cached = self.get_cache(str(name).removeprefix("cachedContents/")).tokens
+            cached = self.named_cache(name).tokens
             answer.update(totalTokens=answer["totalTokens"] + cached, cachedContentTokenCount=cached)
             answer["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": cached}]
         answer["promptTokensDetails"] = responder.details(counts)
@@ -756,6 +778,11 @@ class Store:
         try:
             if self.faults.hit(self.faults.line_error_rate, "line", job.seq, n):
                 raise ApiError(500, "An internal error has occurred. Please retry or report.")
+            if job.vertex is not None and request.get("cachedContent"):
+                # The docs say batch prediction takes no explicit cache (D1); the wording is ours.
+                raise ApiError(
+                    400, "Explicit context caches (cachedContent) are not supported in batch prediction."
+                )
             if job.kind == "embed":
                 response = responder.embed(request)
             else:

@@ -51,6 +51,11 @@ def gcs(store: Store):
     return store.gcs
 
 
+def numeric_id() -> str:
+    """Vertex AI's resource ids: 19 digits (the SDK takes numeric job ids only)."""
+    return str(10**18 + secrets.randbelow(9 * 10**18))
+
+
 def _stamp(ts: float, digits: int = 3) -> str:
     text = datetime.fromtimestamp(ts, UTC).isoformat(
         timespec="milliseconds" if digits == 3 else "microseconds"
@@ -73,7 +78,7 @@ def create(store: Store, project: str, location: str, body: dict[str, Any]) -> J
         raise ApiError(400, "outputConfig is required.")
     fs = gcs(store)
     paths = [p for uri in uris for p in (sorted(fs.glob(uri)) if "*" in uri else [uri])]
-    job_id = str(10**18 + secrets.randbelow(9 * 10**18))  # 19 digits: the SDK takes numeric ids only
+    job_id = numeric_id()
     local = store.root / "vertex" / f"{job_id}.jsonl"
     local.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -172,10 +177,42 @@ class VertexRoutes:
         routes = [
             Route("/batchPredictionJobs", self.collection, methods=["GET", "POST"]),
             Route("/batchPredictionJobs/{rest}", self.item, methods=["GET", "POST", "DELETE"]),
+            Route("/cachedContents", self.caches, methods=["GET", "POST"]),
+            Route("/cachedContents/{rest}", self.cache, methods=["GET", "PATCH", "DELETE"]),
             # generateContent, streamGenerateContent and countTokens: the Developer API's answers.
             Route("/publishers/google/models/{rest}", self.emulator.model_call, methods=["POST"]),
         ]
         return [Mount(f"/{v}/projects/{{project}}/locations/{{location}}", routes=routes) for v in VERSIONS]
+
+    @staticmethod
+    def _scope(request: Request) -> str:
+        return f"projects/{request.path_params['project']}/locations/{request.path_params['location']}"
+
+    async def caches(self, request: Request) -> Response:
+        """cachedContents of one project and location: usable by generateContent, refused by
+        batch prediction (docs D1)."""
+        scope = self._scope(request)
+        if request.method == "GET":
+            caches = self.store.list_caches(scope)
+            return self.emulator._page(request, caches, "cachedContents", self.store.cache_json)
+        body = await self.emulator._json(request)
+        model = str(body.get("model") or "").rpartition("/models/")[2] or str(body.get("model") or "")
+        found = models.find(model)
+        if found is None or "createCachedContent" not in found[1].methods:
+            raise ApiError(
+                404, f"Publisher Model `{body.get('model')}` is not found or does not support caching."
+            )
+        cache = self.store.create_cache(f"models/{found[0]}", body, scope)
+        return JSONResponse(self.store.cache_json(cache))
+
+    async def cache(self, request: Request) -> Response:
+        cache = self.store.named_cache(f"{self._scope(request)}/cachedContents/{request.path_params['rest']}")
+        if request.method == "DELETE":
+            self.store.delete_cache(cache.id)
+            return JSONResponse({})
+        if request.method == "PATCH":
+            cache = self.store.update_cache(cache.id, await self.emulator._json(request))
+        return JSONResponse(self.store.cache_json(cache))
 
     def _jobs(self, request: Request) -> list[Job]:
         p, loc = request.path_params["project"], request.path_params["location"]
