@@ -159,7 +159,8 @@ def _load_targets(paths: list[Path] | None, targets: list[str] | None) -> tuple[
 
 
 def _pipeline_error(pipeline: LoadedPipeline, message: str) -> None:
-    err.print(f"{pipeline.name}: error: {message} ({pipeline.path})")
+    where = "" if str(pipeline.path) in message else f" ({pipeline.path})"  # named once
+    err.print(f"{pipeline.name}: error: {message}{where}")
 
 
 def _version(value: bool) -> None:

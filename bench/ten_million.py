@@ -1,0 +1,143 @@
+"""Ten million records through `apply --wait` on the emulator (issue "Scale", goal 3).
+
+Generates BENCH_BIG_RECORDS records (default 10,000,000: about 1.2 GB of JSONL), then runs
+each phase as its own `batchflow` process against `batchflow emulator`, reporting wall time,
+throughput and the process's peak RSS:
+
+1. `apply` without --wait: read, render, hash, shard, index, upload, create the jobs;
+2. `apply --wait`: poll until every job is done, download the results, write the output;
+3. the output written again from the results on disk, no API calls: JSONL, then Parquet
+   (the spec's output changes; nothing is sent again), beside a plain script that reads the
+   same result files and writes the same JSONL rows (its baseline).
+
+Everything lives in a temporary folder under BENCH_DIR (default the system's); it needs about
+8 GB of disk for ten million records.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RECORDS = int(os.environ.get("BENCH_BIG_RECORDS", 10_000_000))
+SPEC = """
+version: 1
+name: big
+model: gemini-2.5-flash
+source: {{uri: data.jsonl, key: "{{{{ sku }}}}"}}
+request:
+  prompt: "Tag this product. Title: {{{{ title }}}} Description: {{{{ description }}}}"
+batch: {{max_requests: 100000, max_bytes: 1GB}}
+output: {{uri: {output}, columns: [title]}}
+"""
+
+
+def _generate(path: Path, n: int) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            description = f"A sturdy thing that does what it says, model {i % 97}."
+            f.write(f'{{"sku": "S{i}", "title": "Product {i}", "description": "{description}"}}\n')
+
+
+def _run(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one batchflow command, run in its own process."""
+    code = (
+        "import resource, sys\n"
+        "from batchflow.cli import main\n"
+        "try:\n    main()\n"
+        "finally:\n"
+        "    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, file=sys.stderr)\n"
+    )
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], env=env, cwd=cwd, capture_output=True, text=True
+    )
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"batchflow {' '.join(args)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    return elapsed, float(done.stderr.strip().splitlines()[-1])
+
+
+def _plain_join(folder: Path, out: Path) -> tuple[float, float]:
+    """The baseline for the output join: a script that reads the result files and writes one
+    JSONL row per result line (key and text), with no ordering by source and no index."""
+    code = f"""
+import json, resource, sys
+from pathlib import Path
+with open({str(out)!r}, "w", encoding="utf-8") as out:
+    for path in sorted(Path({str(folder)!r}).rglob("results/*.jsonl")):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                r = json.loads(line)
+                text = r["response"]["candidates"][0]["content"]["parts"][0]["text"]
+                out.write(json.dumps({{"key": r["key"], "text": text}}, ensure_ascii=False) + "\\n")
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, file=sys.stderr)
+"""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return time.perf_counter() - start, float(done.stderr.strip().splitlines()[-1])
+
+
+def main() -> None:
+    n = RECORDS
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
+        folder = Path(tmp)
+        start = time.perf_counter()
+        _generate(folder / "data.jsonl", n)
+        size_mb = (folder / "data.jsonl").stat().st_size / 1024**2
+        print(
+            f"\n{n:,} records, {size_mb:,.0f} MB of JSONL (generated in {time.perf_counter() - start:.0f} s)"
+        )
+        (folder / "spec.yaml").write_text(SPEC.format(output="out.jsonl"))
+        emulator = subprocess.Popen(
+            [sys.executable, "-m", "batchflow", "emulator", "--port", "0", "--speed", "1000000"],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "TMPDIR": tmp},
+        )
+        try:
+            url = emulator.stdout.readline().strip().removeprefix("listening on ")
+            env = {
+                **os.environ,
+                "BATCHFLOW_API_BASE_URL": url,
+                "BATCHFLOW_STATE": str(folder / "state"),
+                "BATCHFLOW_POLL_INTERVAL": "1",
+                "CI": "true",
+            }
+            rows = []
+            prepare_s, prepare_mb = _run(["apply", "spec.yaml"], env, folder)
+            rows.append(("prepare, upload, create (apply)", prepare_s, n / prepare_s, prepare_mb))
+            wait_s, wait_mb = _run(["apply", "--wait", "spec.yaml"], env, folder)
+            rows.append(("wait, download, write JSONL (apply --wait)", wait_s, n / wait_s, wait_mb))
+            assert sum(1 for _ in open(folder / "out.jsonl", "rb")) == n
+            (folder / "out.jsonl").unlink()
+            jsonl_s, jsonl_mb = _run(["apply", "spec.yaml"], env, folder)
+            rows.append(("output join, JSONL (apply, no API calls)", jsonl_s, n / jsonl_s, jsonl_mb))
+            (folder / "spec.yaml").write_text(SPEC.format(output="out.parquet"))
+            parquet_s, parquet_mb = _run(["apply", "spec.yaml"], env, folder)
+            rows.append(("output join, Parquet (apply, no API calls)", parquet_s, n / parquet_s, parquet_mb))
+            plain_s, plain_mb = _plain_join(folder / "state", folder / "plain.jsonl")
+            rows.append(("baseline: plain script, result files to JSONL", plain_s, n / plain_s, plain_mb))
+            emulator_mb = peak_rss_mb(emulator.pid)
+        finally:
+            emulator.terminate()
+            emulator.wait()
+        print(f"{'phase':<48} {'s':>8} {'rows/s':>10} {'peak MB':>8}")
+        for name, seconds, rate, mb in rows:
+            print(f"{name:<48} {seconds:>8.1f} {rate:>10,.0f} {mb:>8.0f}")
+        print(f"JSONL join / plain script: {jsonl_s / plain_s:.2f}x; emulator peak RSS {emulator_mb:.0f} MB")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+if __name__ == "__main__":
+    main()
