@@ -141,6 +141,8 @@ def _vertex_problems(spec: Pipeline) -> Iterator[tuple[Loc, str]]:
         )
     if spec.batch.max_requests > 200_000:
         yield ("batch", "max_requests"), "Vertex AI takes at most 200,000 requests a job"
+    if spec.batch.max_bytes > 1_000_000_000:
+        yield ("batch", "max_bytes"), "Vertex AI takes at most 1 GB of input a job"
     if spec.batch.staging is not None and not spec.batch.staging.startswith("gs://"):
         yield ("batch", "staging"), "the staging prefix must be a gs:// URL"
     for i, ref in enumerate(spec.request.files if spec.request else []):

@@ -177,7 +177,7 @@ def test_validate_names_what_vertex_cannot_do(cli, tmp_path):
         source: {uri: data.jsonl}
         request: {prompt: "{{ q }}", files: [files/abc123]}
         cache: {files: [style.md]}
-        batch: {inline_below: 1MB, staging: /tmp/here}
+        batch: {inline_below: 1MB, staging: /tmp/here, max_bytes: 2GB}
         output: {uri: out.jsonl}
         """,
     )
@@ -186,6 +186,7 @@ def test_validate_names_what_vertex_cannot_do(cli, tmp_path):
     assert "cache: the vertex backend takes no context cache in batch prediction" in result.err
     assert "inline_below" not in result.err  # on Vertex every job is a file: it means nothing there
     assert "batch.staging: the staging prefix must be a gs:// URL" in result.err
+    assert "batch.max_bytes: Vertex AI takes at most 1 GB of input a job" in result.err
     assert "request.files[0]: Files API names do not exist on Vertex AI" in result.err
 
 
