@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 from jinja2 import TemplateSyntaxError, meta, nodes
 
 from .errors import SourceError, SpecError
@@ -104,6 +103,8 @@ def _problems(spec: Pipeline, file: Path, backend: str) -> Iterator[tuple[Loc, s
             for where, message in _openapi_problems(gen.response_schema, ()):
                 yield loc + ("response_schema",) + where, message
         if gen.response_json_schema is not None:
+            import jsonschema  # here: most specs have no schema, and it is slow to import
+
             try:
                 jsonschema.validators.validator_for(gen.response_json_schema).check_schema(
                     gen.response_json_schema
@@ -116,6 +117,8 @@ def _problems(spec: Pipeline, file: Path, backend: str) -> Iterator[tuple[Loc, s
     for n, tool in enumerate(spec.tools):
         for m, fn in enumerate(getattr(tool, "functions", [])):
             if fn.parameters is not None:
+                import jsonschema
+
                 try:
                     jsonschema.Draft202012Validator.check_schema(fn.parameters)
                 except jsonschema.SchemaError as exc:

@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 JobStats = tuple[int, int]  # requests done, requests in all
 
@@ -94,6 +93,8 @@ class LiveReporter(Reporter):
     """A live bar per source being rendered and per job at work, cleared when done."""
 
     def __init__(self, console: Console) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
         self.bars = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
