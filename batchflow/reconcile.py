@@ -19,12 +19,13 @@ import fsspec
 from . import __version__
 from .errors import SourceError
 from .index import RequestIndex, chunks
+from .parallel import render_source
 from .pricing import estimate_line
 from .requests import (
     FileRef,
     Renderer,
 )
-from .shards import ShardInfo, build, shard_rows
+from .shards import ShardInfo, build
 from .sources import CsvDialect, Record, read_records, stamp
 from .spec import LoadedPipeline
 from .state import JOB_ENDED, LocalStore, OutputRecord, PipelineState, ScanMemo, Shard, ShardStatus
@@ -231,7 +232,7 @@ def scan(
 
     def new_lines():
         nonlocal count, tokens, resent
-        for chunk in chunks(renderer.render(records(pipeline))):
+        for chunk in chunks(render_source(pipeline, renderer, records(pipeline))):
             earlier = index.first_seen([(r.key, r.record.uri, r.record.line) for r in chunk])
             if earlier is not None:
                 key, uri, line = earlier
@@ -260,16 +261,19 @@ def scan(
                 progress(count)
 
     folder = store.folder(pipeline.name) / "shards" if write else None
+    # Each shard is indexed once written, before the state names it: a crash in between
+    # leaves index rows for shards the state does not know, which nothing reads; the reverse
+    # would resend them.
     shards = build(
-        new_lines(), spec.batch.max_requests, spec.batch.max_bytes, folder, taken=set(state.shards)
+        new_lines(),
+        spec.batch.max_requests,
+        spec.batch.max_bytes,
+        folder,
+        taken=set(state.shards),
+        on_seal=(lambda info, rows: index.add_shard(info.id, rows)) if write else None,
     )
     if count == 0:
         raise empty_source(pipeline)
-    if write:
-        # Before the state names these shards: a crash in between leaves index rows for
-        # shards the state does not know, which nothing reads; the reverse would resend them.
-        for info in shards:
-            index.add_shard(info.id, shard_rows(folder / f"{info.id}.jsonl"))
     return Scan(
         requests=count,
         new_shards=shards,

@@ -353,9 +353,10 @@ class Renderer:
                 fields["systemInstruction"] = '{"parts":[{"text":' + _string(system) + "}]}"
         return "{" + ",".join(f"{_string(k)}:{fields[k]}" for k in sorted(fields)) + "}"
 
-    def render(self, records: Iterator[Record]) -> Iterator[Rendered]:
+    def render(self, records: Iterator[Record], start: int = 0) -> Iterator[Rendered]:
+        """Each record as its request; `start` is the position of the first in the source."""
         model = self.pipeline.spec.model
-        for position, record in enumerate(records):
+        for position, record in enumerate(records, start):
             if self._key is None:
                 key = content_key(record.data)
             else:

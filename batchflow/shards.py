@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -34,12 +34,18 @@ class ShardBuilder:
     """
 
     def __init__(
-        self, max_requests: int, max_bytes: int, folder: Path | None = None, taken: set[str] | None = None
+        self,
+        max_requests: int,
+        max_bytes: int,
+        folder: Path | None = None,
+        taken: set[str] | None = None,
+        on_seal: Callable[[ShardInfo, list[tuple[str, str]]], None] | None = None,
     ) -> None:
         self.max_requests = max_requests
         self.max_bytes = max_bytes
         self.folder = folder
         self.taken = set(taken or ())
+        self.on_seal = on_seal  # told each shard written, with its (hash, key) rows
         self.shards: list[ShardInfo] = []
         self._reset()
 
@@ -48,6 +54,7 @@ class ShardBuilder:
         self._count = 0
         self._bytes = 0
         self._files: list[tuple[IO[bytes], str]] = []  # (shard, keys) temporary files being written
+        self._rows: list[tuple[str, str]] = []  # (hash, key) of its lines, for on_seal
 
     def add(self, line: str, key: str, digest: str) -> None:
         data = (line + "\n").encode()
@@ -61,6 +68,8 @@ class ShardBuilder:
         if self._files:
             self._files[0][0].write(data)
             self._files[1][0].write(f"{digest}\t{json.dumps(key, ensure_ascii=False)}\n".encode())
+            if self.on_seal is not None:
+                self._rows.append((digest, key))
         self._digest.update(data)
         self._count += 1
         self._bytes += len(data)
@@ -87,6 +96,8 @@ class ShardBuilder:
             # The keys first: a shard is never without them.
             os.replace(keys_tmp, self.folder / f"{info.id}{KEYS_SUFFIX}")
             os.replace(shard_tmp, self.folder / f"{info.id}.jsonl")
+            if self.on_seal is not None:
+                self.on_seal(info, self._rows)
         self.shards.append(info)
         self._reset()
 
@@ -127,8 +138,9 @@ def build(
     max_bytes: int,
     folder: Path | None,
     taken: set[str] | None = None,
+    on_seal: Callable[[ShardInfo, list[tuple[str, str]]], None] | None = None,
 ) -> list[ShardInfo]:
-    builder = ShardBuilder(max_requests, max_bytes, folder, taken)
+    builder = ShardBuilder(max_requests, max_bytes, folder, taken, on_seal)
     try:
         for line, key, digest in lines:
             builder.add(line, key, digest)

@@ -113,16 +113,20 @@ def peek_fields(
 
 def _jsonl(text: io.TextIOBase, uri: str) -> Iterator[Record]:
     for n, line in enumerate(text, 1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            # Its own "line 1 column 5 (char 4)" counts within this line: say the column only.
-            raise SourceError(f"invalid JSON at column {exc.colno}: {exc.msg}", uri=uri, line=n) from None
-        if not isinstance(data, dict):
-            raise SourceError("each line must be a JSON object", uri=uri, line=n)
-        yield Record(uri, n, data)
+        if line.strip():
+            yield jsonl_record(line, uri, n)
+
+
+def jsonl_record(line: str, uri: str, n: int) -> Record:
+    """The record on line `n` of a JSONL file (not a blank one)."""
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError as exc:
+        # Its own "line 1 column 5 (char 4)" counts within this line: say the column only.
+        raise SourceError(f"invalid JSON at column {exc.colno}: {exc.msg}", uri=uri, line=n) from None
+    if not isinstance(data, dict):
+        raise SourceError("each line must be a JSON object", uri=uri, line=n)
+    return Record(uri, n, data)
 
 
 def _csv(text: io.TextIOBase, uri: str, dialect: CsvDialect) -> Iterator[Record]:

@@ -1,0 +1,114 @@
+"""A large local JSONL source is rendered by worker processes (parallel.py): what comes out
+must be byte for byte what the serial render gives, errors included."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import write
+
+from batchflow.errors import SourceError
+from batchflow.loader import load_pipelines
+from batchflow.parallel import BATCH_LINES
+from batchflow.reconcile import scan
+from batchflow.state import LocalStore, PipelineState
+
+SPEC = """
+version: 1
+name: p
+model: gemini-2.5-flash
+source: {uri: "data/*.jsonl", key: "{{ id }}"}
+request:
+  system: You describe things.
+  prompt: "Describe {{ name }} ({{ id }})"
+  files: ["{{ image }}"]
+batch: {max_requests: 1500}
+output: {uri: out.jsonl}
+"""
+
+
+def _project(tmp_path: Path, n: int = 2 * BATCH_LINES + 700) -> Path:
+    write(tmp_path / "p.yaml", SPEC)
+    (tmp_path / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"a" * 64)
+    (tmp_path / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"b" * 64)
+    half = n // 2
+    for name, ids in (("1.jsonl", range(half)), ("2.jsonl", range(half, n))):
+        lines = []
+        for i in ids:
+            lines.append(
+                json.dumps({"id": f"r{i}", "name": f"thing {i} ünïcode", "image": "ab"[i % 2] + ".png"})
+            )
+            if i % 997 == 0:
+                lines.append("   ")  # blank lines count as lines, and hold no record
+        write(tmp_path / "data" / name, "\n".join(lines) + "\n")
+    return tmp_path / "p.yaml"
+
+
+def _scan(spec: Path, folder: Path, monkeypatch, parallel: bool):
+    monkeypatch.setenv("BATCHFLOW_PARALLEL_MIN_BYTES", "0" if parallel else str(10**15))
+    (pipeline,) = load_pipelines([spec])
+    shutil.rmtree(folder, ignore_errors=True)
+    store = LocalStore(folder)
+    with contextlib.closing(store.index("p")) as index:
+        return scan(pipeline, PipelineState(pipeline="p"), store, index, write=True), folder / "p" / "shards"
+
+
+def test_a_parallel_prepare_writes_the_same_shards_as_a_serial_one(tmp_path, monkeypatch):
+    spec = _project(tmp_path)
+    serial, serial_shards = _scan(spec, tmp_path / "serial", monkeypatch, parallel=False)
+    parallel, parallel_shards = _scan(spec, tmp_path / "parallel", monkeypatch, parallel=True)
+    assert [s.id for s in parallel.new_shards] == [s.id for s in serial.new_shards]
+    assert len(serial.new_shards) == 4
+    assert (parallel.requests, parallel.digest) == (serial.requests, serial.digest)
+    assert (parallel.new_tokens, parallel.sample) == (serial.new_tokens, serial.sample)
+    assert list(parallel.files.items()) == list(serial.files.items()) and len(serial.files) == 2
+    names = sorted(p.name for p in serial_shards.iterdir())
+    assert names == sorted(p.name for p in parallel_shards.iterdir())
+    for name in names:  # shards and their keys files
+        assert (parallel_shards / name).read_bytes() == (serial_shards / name).read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"id": "r1", "name": "x", "image": "a.png"', "invalid JSON at column"),
+        ('["not", "an", "object"]', "each line must be a JSON object"),
+        ('{"id": "r0", "name": "x", "image": "a.png"}', "duplicate key"),
+        ('{"id": "", "name": "x", "image": "a.png"}', "source.key renders to an empty key"),
+        ('{"id": "z", "image": "a.png"}', "request.prompt"),
+    ],
+)
+def test_errors_of_a_parallel_prepare_are_those_of_a_serial_one(tmp_path, monkeypatch, line, message):
+    """A bad record deep in the second file: the same message, file and line either way."""
+    spec = _project(tmp_path)
+    second = tmp_path / "data/2.jsonl"
+    lines = second.read_text().splitlines()
+    lines.insert(1500, line)
+    second.write_text("\n".join(lines) + "\n")
+    said = []
+    for parallel in (False, True):
+        with pytest.raises(SourceError) as raised:
+            _scan(spec, tmp_path / "state", monkeypatch, parallel=parallel)
+        said.append(str(raised.value))
+    assert said[0] == said[1] and message in said[0], said
+
+
+def test_the_command_prepares_in_parallel(cli, emulator_env, tmp_path, monkeypatch):
+    """`python -m batchflow` starts its workers without running the command again in them."""
+    _project(tmp_path)
+    serial = cli("plan", "p.yaml", env={"BATCHFLOW_PARALLEL_MIN_BYTES": str(10**15)})
+    done = subprocess.run(
+        [sys.executable, "-m", "batchflow", "plan", "p.yaml"],
+        env={**__import__("os").environ, "BATCHFLOW_PARALLEL_MIN_BYTES": "0"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == serial.out and "4 to submit" in done.stdout
