@@ -52,7 +52,8 @@ def destroy(pipelines: list[LoadedPipeline], stores: Stores, backends: Backends,
                         backend.delete_file(name)
                         say(p.name, f"deleted file {name}")
             for blob in state.blobs.values():
-                if blob.name:
+                # A file read where it is (gs:// on Vertex) is the user's, not a copy of ours.
+                if blob.name and not backend.reads_in_place(blob.path):
                     backend.delete_file(blob.name)
                     say(p.name, f"deleted file {blob.name} ({blob.path})")
             if state.cache is not None and state.cache.name:

@@ -136,11 +136,13 @@ if __name__ == "__main__":
         main()
         import emulator_memory
         import noop_plan
+        import ten_million
         import validate_many
 
         validate_many.main()
         noop_plan.main()
         emulator_memory.main()
+        ten_million.main()  # the longest by far: BENCH_BIG_RECORDS=1000000 for a quicker look
     elif len(sys.argv) == 3:
         {"batchflow": batchflow_side, "baseline": baseline_side}[sys.argv[1]](Path(sys.argv[2]))
         print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

@@ -445,3 +445,51 @@ def test_each_vertex_job_state_is_mapped_deliberately(vertex_state, seen_as):
     job = _job(types.BatchJob(name="projects/p/locations/l/batchPredictionJobs/1", state=vertex_state))
     assert job.state == seen_as
     assert job.done == (seen_as in ("JOB_STATE_SUCCEEDED", "JOB_STATE_EXPIRED", "JOB_STATE_CANCELLED"))
+
+
+def test_status_cancel_and_destroy_on_the_vertex_backend(
+    cli, vertex, emulator, emulator_env, gcs_endpoint, gcs_bucket, tmp_path
+):
+    """The same commands, the same behaviour: status shows the jobs, cancel stops them, destroy
+    deletes jobs and staged files, but never a user's gs:// file that requests read in place."""
+    from pathlib import Path
+
+    from conftest import write
+
+    fs = gcsfs.GCSFileSystem(endpoint_url=gcs_endpoint, token="anon", project="test")
+    images = Path(__file__).resolve().parent.parent / "pipelines/examples/data/images"
+    fs.pipe(f"{gcs_bucket}/photos/red.png", (images / "red.png").read_bytes())
+    (tmp_path / "pipelines").mkdir()
+    (tmp_path / "pipelines/blue.png").write_bytes((images / "blue.png").read_bytes())
+    write(
+        tmp_path / "pipelines/v.yaml",
+        f"""
+        version: 1
+        name: v
+        model: gemini-2.5-flash
+        backend: vertex
+        source: {{uri: data.jsonl, key: "{{{{ id }}}}"}}
+        request: {{prompt: "Describe it", files: ["{{{{ image }}}}"]}}
+        batch: {{max_requests: 1, staging: "gs://{gcs_bucket}/staging"}}
+        output: {{uri: out.jsonl}}
+        """,
+    )
+    rows = [("a", f"gs://{gcs_bucket}/photos/red.png"), ("b", "blue.png")]
+    write(
+        tmp_path / "pipelines/data.jsonl", "".join(json.dumps({"id": k, "image": i}) + "\n" for k, i in rows)
+    )
+    env = {"BATCHFLOW_VERTEX_PROJECT": "my-project"}
+    emulator.store.clock.set_speed(1)
+    assert cli("apply", env=env).code == 0
+    status = cli("status", env=env)
+    assert status.code == 0 and status.out.count("batchPredictionJobs/") == 2, status.out
+    result = cli("cancel", env=env)
+    assert result.code == 0 and "2 job(s) cancelled" in result.out, result.out + result.err
+    emulator.store.clock.set_speed(3600)
+    assert {j.state for j in vertex.batches.list()} <= {"JOB_STATE_CANCELLING", "JOB_STATE_CANCELLED"}
+    result = cli("destroy", "--yes", env=env)
+    assert result.code == 0, result.out + result.err
+    assert list(vertex.batches.list()) == []
+    assert fs.exists(f"{gcs_bucket}/photos/red.png")  # the user's file, read in place, stays
+    assert not fs.exists(f"{gcs_bucket}/staging/files") or fs.ls(f"{gcs_bucket}/staging/files") == []
+    assert [p for p in fs.ls(f"{gcs_bucket}/staging", detail=False) if p.endswith(".jsonl")] == []

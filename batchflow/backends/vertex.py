@@ -11,6 +11,7 @@ docs name for mapping outputs back to inputs.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import fsspec
@@ -102,6 +103,27 @@ class VertexBackend(SdkBatches):
             display_name=display_name, dest=f"{self.staging}/out/{display_name}/", http_options=_NO_RETRY
         )
         return self._read(self.client.batches.create(model=model, src=file_name, config=config))
+
+    def cancel(self, name: str) -> None:
+        """Cancel a job; one that ended meanwhile needs none (Vertex answers 400 to that)."""
+        try:
+            super().cancel(name)
+        except RemoteError as exc:
+            if exc.code != 400 or not self.get(name).done:
+                raise
+
+    def delete_job(self, name: str) -> None:
+        """Delete a job; one still stopping after a cancel is waited for (a minute at most),
+        as Vertex deletes only finished jobs."""
+        deadline = time.monotonic() + 60
+        try:
+            while not self.get(name).done and time.monotonic() < deadline:
+                time.sleep(1)
+        except RemoteError as exc:
+            if exc.code in (403, 404):
+                return  # already gone is as good
+            raise
+        super().delete_job(name)
 
     def stats(self, name: str) -> tuple[int, int] | None:
         return None  # Vertex reports completion stats only once a job ends
