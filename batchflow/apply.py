@@ -47,6 +47,7 @@ from .review import budget_breach, estimate
 from .sinks import Layout, ResultReader, check_writable, open_sink, output_format
 from .spec import LoadedPipeline
 from .state import (
+    ANSWERED,
     Blob,
     CacheRecord,
     ErrorInfo,
@@ -303,6 +304,11 @@ class Applier:
                         self.backend.download(shard.result_file, path)
                     else:  # cancelled before it answered anything
                         write_atomic(path, b"")
+                    if shard.job_state not in ANSWERED and path.stat().st_size == 0:
+                        # A failed job that answered nothing: retried as a failed one.
+                        self._save(state, shard, status=ShardStatus.FAILED)
+                        self._say(action, f"{state_word(shard.job_state)}, nothing answered")
+                        return
                     usage = self.index.add_results(shard.id, path, shard.round)
                     self._save(state, shard, status=ShardStatus.DONE, usage=usage)
                     self._say(action, f"saved to {path}")
@@ -447,8 +453,11 @@ class Applier:
             "quota_refused_at": None,
             **extra,
         }
-        if job.done and job.state not in ("JOB_STATE_SUCCEEDED", "JOB_STATE_CANCELLED"):
-            changes.update(status=ShardStatus.FAILED, error=job.error)
+        if job.done and job.state not in ANSWERED:
+            # A failed job that left answers (Vertex exports the rows it finished) is
+            # downloaded like a cancelled one: those answers are paid for already.
+            status = ShardStatus.SUBMITTED if job.result_file else ShardStatus.FAILED
+            changes.update(status=status, error=job.error)
         else:
             changes["status"] = ShardStatus.SUBMITTED
         self._save(state, shard, **changes)

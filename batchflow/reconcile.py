@@ -28,7 +28,7 @@ from .requests import (
 from .shards import ShardInfo, build
 from .sources import CsvDialect, Record, read_records, stamp
 from .spec import LoadedPipeline
-from .state import JOB_ENDED, LocalStore, OutputRecord, PipelineState, ScanMemo, Shard, ShardStatus
+from .state import ANSWERED, JOB_ENDED, LocalStore, OutputRecord, PipelineState, ScanMemo, Shard, ShardStatus
 
 # Bumped when the columns batchflow writes change, so existing outputs are written again.
 OUTPUT_LAYOUT = 2
@@ -93,9 +93,12 @@ def next_action(shard: Shard, attempts: int) -> Action | None:
             return Action(Kind.CREATE, shard.id, "create batch job")
         case s.CREATING:
             return Action(Kind.ADOPT, shard.id, "find the job an interrupted run created, or create it")
-        # A cancelled job keeps the results of the requests it finished; the rest are sent
-        # again by the next scan, as requests without an answer.
-        case s.SUBMITTED if shard.job_state in ("JOB_STATE_SUCCEEDED", "JOB_STATE_CANCELLED"):
+        # A cancelled job keeps the results of the requests it finished, and so does a failed
+        # one that left them (Vertex); the rest are sent again by the next scan, as requests
+        # without an answer.
+        case s.SUBMITTED if shard.job_state in ANSWERED or (
+            shard.job_state in JOB_ENDED and shard.result_file
+        ):
             return Action(Kind.DOWNLOAD, shard.id, f"download results of {shard.job_name}")
         case s.SUBMITTED:
             return Action(Kind.POLL, shard.id, f"poll {shard.job_name} ({state_word(shard.job_state)})")

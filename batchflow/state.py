@@ -35,6 +35,8 @@ STATE_VERSION = 1
 DEFAULT_LOCK_TTL = 300.0  # seconds; BATCHFLOW_LOCK_TTL
 # Job states after which a job does nothing more (the SDK's names).
 JOB_ENDED = frozenset({"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"})
+# Ended jobs whose results are downloaded whatever they hold (a cancelled one keeps its answers).
+ANSWERED = frozenset({"JOB_STATE_SUCCEEDED", "JOB_STATE_CANCELLED"})
 
 
 def now() -> str:

@@ -493,3 +493,43 @@ def test_status_cancel_and_destroy_on_the_vertex_backend(
     assert fs.exists(f"{gcs_bucket}/photos/red.png")  # the user's file, read in place, stays
     assert not fs.exists(f"{gcs_bucket}/staging/files") or fs.ls(f"{gcs_bucket}/staging/files") == []
     assert [p for p in fs.ls(f"{gcs_bucket}/staging", detail=False) if p.endswith(".jsonl")] == []
+
+
+def test_a_failed_vertex_job_keeps_the_rows_it_finished(
+    cli, vertex, emulator, emulator_env, gcs_bucket, tmp_path
+):
+    """Vertex exports what a failed job finished, and those answers are paid for: they are
+    kept, and only the rest is sent again. A job that answered nothing is retried as before."""
+    import httpx2 as httpx
+    from conftest import write
+
+    write(
+        tmp_path / "pipelines/v.yaml",
+        f"""
+        version: 1
+        name: v
+        model: gemini-2.5-flash
+        backend: vertex
+        source: {{uri: data.jsonl, key: "{{{{ id }}}}"}}
+        request: {{prompt: "Say {{{{ id }}}}"}}
+        batch: {{staging: "gs://{gcs_bucket}/staging"}}
+        retry: {{attempts: 2}}
+        output: {{uri: out.jsonl}}
+        """,
+    )
+    write(tmp_path / "pipelines/data.jsonl", "".join(json.dumps({"id": i}) + "\n" for i in range(4)))
+    httpx.post(f"{emulator.url}/_emulator/faults", json={"job_fail_rate": 1.0}).raise_for_status()
+    result = cli("apply", "--wait", env={"BATCHFLOW_VERTEX_PROJECT": "my-project"})
+    assert result.code == 3, result.out + result.err  # one request never answered: over the policy
+    # Every job fails after half of its rows: 4 requests, then the 2 unanswered, then the last
+    # one (alone, it answers nothing) and its one retry. Nothing answered is sent again.
+    sent = sorted(
+        (int(j.completion_stats.successful_count or 0) for j in vertex.batches.list()), reverse=True
+    )
+    assert sorted(
+        emulator.store.get_job(j.name.rsplit("/", 1)[1]).request_count for j in vertex.batches.list()
+    ) == [1, 1, 2, 4]
+    assert sent == [2, 1, 0, 0]
+    rows = [json.loads(x) for x in (tmp_path / "pipelines/out.jsonl").read_text().splitlines()]
+    assert [r["key"] for r in rows] == ["0", "1", "2", "3"]
+    assert sum("error" in r for r in rows) == 1 and sum("text" in r for r in rows) == 3

@@ -703,6 +703,8 @@ class Store:
                 pass
             elif now >= end:
                 if self.faults.hit(self.faults.job_fail_rate, "fail", job.seq):
+                    if job.vertex is not None:  # Vertex exports the rows it finished: here, half
+                        self._run(job, limit=job.request_count // 2)
                     self._end(job, "BATCH_STATE_FAILED", end)
                 else:
                     self._run(job)
