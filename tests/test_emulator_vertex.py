@@ -325,20 +325,16 @@ def test_vertex_caches_serve_generate_content_but_not_batch_prediction(
     assert "cachedContent" in row["status"] and "not supported in batch prediction" in row["status"]
 
 
-def test_gs_files_are_read_where_they_are_and_local_ones_staged_once(
-    cli, emulator, emulator_env, gcs_endpoint, gcs_bucket, tmp_path
-):
-    """On Vertex a request's gs:// file is named in place; a local file is copied to the staging
-    prefix once, however many requests name it."""
+def _images_pipeline(tmp_path, fs, bucket: str, keys: list[str], batch: str) -> None:
+    """A Vertex pipeline of requests naming an image each: the first a gs:// object in `bucket`
+    (read in place), the others one local file (copied to staging)."""
     from pathlib import Path
 
     from conftest import write
 
-    emulator.store.gcs_endpoint, emulator.store.gcs = gcs_endpoint, None
-    fs = gcsfs.GCSFileSystem(endpoint_url=gcs_endpoint, token="anon", project="test")
     images = Path(__file__).resolve().parent.parent / "pipelines/examples/data/images"
-    fs.pipe(f"{gcs_bucket}/photos/red.png", (images / "red.png").read_bytes())
-    write(tmp_path / "pipelines/blue.png", "")
+    fs.pipe(f"{bucket}/photos/red.png", (images / "red.png").read_bytes())
+    (tmp_path / "pipelines").mkdir(exist_ok=True)
     (tmp_path / "pipelines/blue.png").write_bytes((images / "blue.png").read_bytes())
     write(
         tmp_path / "pipelines/v.yaml",
@@ -349,14 +345,25 @@ def test_gs_files_are_read_where_they_are_and_local_ones_staged_once(
         backend: vertex
         source: {{uri: data.jsonl, key: "{{{{ id }}}}"}}
         request: {{prompt: "Describe it", files: ["{{{{ image }}}}"]}}
-        batch: {{staging: "gs://{gcs_bucket}/staging"}}
+        batch: {{{batch}, staging: "gs://{bucket}/staging"}}
         output: {{uri: out.jsonl}}
-        """,
+        """.replace("{, ", "{"),
     )
-    rows = [("a", f"gs://{gcs_bucket}/photos/red.png"), ("b", "blue.png"), ("c", "blue.png")]
+    images_of = [f"gs://{bucket}/photos/red.png"] + ["blue.png"] * (len(keys) - 1)
     write(
-        tmp_path / "pipelines/data.jsonl", "".join(json.dumps({"id": k, "image": i}) + "\n" for k, i in rows)
+        tmp_path / "pipelines/data.jsonl",
+        "".join(json.dumps({"id": k, "image": i}) + "\n" for k, i in zip(keys, images_of, strict=True)),
     )
+
+
+def test_gs_files_are_read_where_they_are_and_local_ones_staged_once(
+    cli, emulator, emulator_env, gcs_endpoint, gcs_bucket, tmp_path
+):
+    """On Vertex a request's gs:// file is named in place; a local file is copied to the staging
+    prefix once, however many requests name it."""
+    emulator.store.gcs_endpoint, emulator.store.gcs = gcs_endpoint, None
+    fs = gcsfs.GCSFileSystem(endpoint_url=gcs_endpoint, token="anon", project="test")
+    _images_pipeline(tmp_path, fs, gcs_bucket, ["a", "b", "c"], batch="")
     result = cli("apply", "--wait", env={"BATCHFLOW_VERTEX_PROJECT": "my-project"})
     assert result.code == 0, result.out + result.err
     out = [json.loads(x) for x in (tmp_path / "pipelines/out.jsonl").read_text().splitlines()]
@@ -452,32 +459,8 @@ def test_status_cancel_and_destroy_on_the_vertex_backend(
 ):
     """The same commands, the same behaviour: status shows the jobs, cancel stops them, destroy
     deletes jobs and staged files, but never a user's gs:// file that requests read in place."""
-    from pathlib import Path
-
-    from conftest import write
-
     fs = gcsfs.GCSFileSystem(endpoint_url=gcs_endpoint, token="anon", project="test")
-    images = Path(__file__).resolve().parent.parent / "pipelines/examples/data/images"
-    fs.pipe(f"{gcs_bucket}/photos/red.png", (images / "red.png").read_bytes())
-    (tmp_path / "pipelines").mkdir()
-    (tmp_path / "pipelines/blue.png").write_bytes((images / "blue.png").read_bytes())
-    write(
-        tmp_path / "pipelines/v.yaml",
-        f"""
-        version: 1
-        name: v
-        model: gemini-2.5-flash
-        backend: vertex
-        source: {{uri: data.jsonl, key: "{{{{ id }}}}"}}
-        request: {{prompt: "Describe it", files: ["{{{{ image }}}}"]}}
-        batch: {{max_requests: 1, staging: "gs://{gcs_bucket}/staging"}}
-        output: {{uri: out.jsonl}}
-        """,
-    )
-    rows = [("a", f"gs://{gcs_bucket}/photos/red.png"), ("b", "blue.png")]
-    write(
-        tmp_path / "pipelines/data.jsonl", "".join(json.dumps({"id": k, "image": i}) + "\n" for k, i in rows)
-    )
+    _images_pipeline(tmp_path, fs, gcs_bucket, ["a", "b"], batch="max_requests: 1")
     env = {"BATCHFLOW_VERTEX_PROJECT": "my-project"}
     emulator.store.clock.set_speed(1)
     assert cli("apply", env=env).code == 0
