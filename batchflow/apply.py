@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING
 import fsspec
 
 from .atomic import write_atomic
-from .columns import result_fields
+from .columns import ResultFields
 from .errors import BatchflowError, BudgetError, OutputError, RemoteError, StateError
 from .index import chunks
+from .parallel import render_source
 from .pricing import PriceTable, load_prices
 from .progress import Reporter
 from .project import Stores
@@ -465,7 +466,10 @@ class Applier:
     def _write_output(self, state: PipelineState, s: Scan, action: Action) -> None:
         spec = self.p.spec
         failed = {sh.id: sh for sh in state.shards.values() if sh.status is ShardStatus.FAILED}
-        reader = ResultReader(lambda shard: self.store.fetch(self.store.result_path(self.p.name, shard)))
+        fields = ResultFields(spec)
+        reader = ResultReader(
+            lambda shard: self.store.fetch(self.store.result_path(self.p.name, shard)), exact=fields.verbatim
+        )
         columns = spec.output.columns
         layout = Layout.of(spec)
         out_uri = self.p.resolve(spec.output.uri)
@@ -481,14 +485,15 @@ class Applier:
                     if spec.errors.uri
                     else out
                 )
-                for chunk in chunks(Renderer(self.p).render(records(self.p))):
+                rendered = render_source(self.p, Renderer(self.p), records(self.p), keep=tuple(columns))
+                for chunk in chunks(rendered):
                     hashes = [r.hash for r in chunk]
                     found = self.index.results(hashes)
                     lost = self.index.shards_of([h for h in hashes if h not in found], set(failed))
                     for r in chunk:
                         row = {"key": r.key, **{c: r.record.data.get(c) for c in columns}}
                         if r.hash in found:
-                            row.update(result_fields(reader.get(*found[r.hash]), spec))
+                            row.update(fields(reader.get(*found[r.hash])))
                         else:
                             row["error"] = _job_error(failed.get(lost.get(r.hash, "")))
                         if "error" in row:

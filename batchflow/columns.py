@@ -177,78 +177,100 @@ def reference_table() -> str:
 
 def result_fields(result: dict[str, Any], spec: Pipeline) -> dict[str, Any]:
     """The output fields of one result line of the Batch API (only those with a value)."""
-    if "error" in result:
-        err = result["error"] or {}
-        return {"error": {k: err.get(k) for k in ERROR_FIELDS}}
-    response = result.get("response") or {}
-    out: dict[str, Any] = {}
-    if spec.output.include_response:
-        out["response"] = response
-    if spec.embed is not None:
-        out["embedding"] = (response.get("embedding") or {}).get("values", [])
-        return _ordered(out)
+    return ResultFields(spec)(result)
+
+
+class ResultFields:
+    """`result_fields` for one spec, with what the spec asks for worked out once: the output
+    join calls it for every row."""
+
+    def __init__(self, spec: Pipeline) -> None:
+        self.response = spec.output.include_response
+        self.embed = spec.embed is not None
+        self.structured = _structured(spec)
+        self.functions = _functions(spec)
+        self.grounded = _grounded(spec)
+        self.thoughts = _thoughts(spec)
+        self.candidates = _candidates(spec)
+        self.finish_reasons = frozenset(spec.errors.finish_reasons)
+        # Columns that hold the service's JSON as it came, numbers and all.
+        self.verbatim = self.response or self.functions
+
+    def __call__(self, result: dict[str, Any]) -> dict[str, Any]:
+        # Fields go in in the order of COLUMNS, as CSV and Parquet have them.
+        if "error" in result:
+            err = result["error"] or {}
+            return {"error": {k: err.get(k) for k in ERROR_FIELDS}}
+        response = result.get("response") or {}
+        if self.embed:
+            out = {"response": response} if self.response else {}
+            out["embedding"] = (response.get("embedding") or {}).get("values", [])
+            return out
+        candidates = response.get("candidates") or []
+        feedback = response.get("promptFeedback") or {}
+        if not candidates and feedback.get("blockReason"):
+            out = {"usage": _usage(response)}
+            if self.response:
+                out["response"] = response
+            why = feedback.get("blockReasonMessage")
+            message = f"the prompt was blocked: {feedback['blockReason']}" + (f" ({why})" if why else "")
+            out["error"] = {"code": None, "status": "BLOCKED", "message": message}
+            return out
+        first = candidates[0] if candidates else {}
+        parts = (first.get("content") or {}).get("parts") or []
+        text = "".join(p.get("text", "") for p in parts if not p.get("thought"))
+        out = {"text": text, "finish_reason": first.get("finishReason"), "usage": _usage(response)}
+        if self.structured:
+            with contextlib.suppress(ValueError):
+                out["json"] = json.loads(text)
+        if self.functions:
+            out["function_calls"] = [
+                {"name": p["functionCall"].get("name"), "args": p["functionCall"].get("args") or {}}
+                for p in parts
+                if isinstance(p.get("functionCall"), dict)
+            ]
+        if self.grounded:
+            meta = first.get("groundingMetadata") or {}
+            sources = [
+                {"uri": src.get("uri"), "title": src.get("title")}
+                for chunk in meta.get("groundingChunks") or []
+                if (src := chunk.get("web") or chunk.get("retrievedContext"))
+            ]
+            out["grounding"] = {"queries": meta.get("webSearchQueries") or [], "sources": sources}
+        if self.thoughts:
+            out["thoughts"] = "".join(p.get("text", "") for p in parts if p.get("thought"))
+        if self.candidates:
+            out["candidates"] = [
+                {
+                    "text": "".join(
+                        p.get("text", "")
+                        for p in (c.get("content") or {}).get("parts") or []
+                        if not p.get("thought")
+                    ),
+                    "finish_reason": c.get("finishReason"),
+                }
+                for c in candidates
+            ]
+        if self.response:
+            out["response"] = response
+        if out["finish_reason"] in self.finish_reasons:
+            out["error"] = {
+                "code": None,
+                "status": "FINISH_REASON",
+                "message": f"the answer ended with {out['finish_reason']} (errors.finish_reasons)",
+            }
+        return out
+
+
+def _usage(response: dict[str, Any]) -> dict[str, int]:
     usage = response.get("usageMetadata") or {}
-    out["usage"] = {
+    return {
         "prompt_tokens": usage.get("promptTokenCount", 0),
         "output_tokens": usage.get("candidatesTokenCount", 0),
         "cached_tokens": usage.get("cachedContentTokenCount", 0),
         "thoughts_tokens": usage.get("thoughtsTokenCount", 0),
         "total_tokens": usage.get("totalTokenCount", 0),
     }
-    candidates = response.get("candidates") or []
-    feedback = response.get("promptFeedback") or {}
-    if not candidates and feedback.get("blockReason"):
-        why = feedback.get("blockReasonMessage")
-        message = f"the prompt was blocked: {feedback['blockReason']}" + (f" ({why})" if why else "")
-        out["error"] = {"code": None, "status": "BLOCKED", "message": message}
-        return _ordered(out)
-    first = candidates[0] if candidates else {}
-    parts = (first.get("content") or {}).get("parts") or []
-    out["text"] = "".join(p.get("text", "") for p in parts if not p.get("thought"))
-    out["finish_reason"] = first.get("finishReason")
-    if _structured(spec):
-        with contextlib.suppress(ValueError):
-            out["json"] = json.loads(out["text"])
-    if _functions(spec):
-        out["function_calls"] = [
-            {"name": p["functionCall"].get("name"), "args": p["functionCall"].get("args") or {}}
-            for p in parts
-            if isinstance(p.get("functionCall"), dict)
-        ]
-    if _grounded(spec):
-        meta = first.get("groundingMetadata") or {}
-        sources = [
-            {"uri": src.get("uri"), "title": src.get("title")}
-            for chunk in meta.get("groundingChunks") or []
-            if (src := chunk.get("web") or chunk.get("retrievedContext"))
-        ]
-        out["grounding"] = {"queries": meta.get("webSearchQueries") or [], "sources": sources}
-    if _thoughts(spec):
-        out["thoughts"] = "".join(p.get("text", "") for p in parts if p.get("thought"))
-    if _candidates(spec):
-        out["candidates"] = [
-            {
-                "text": "".join(
-                    p.get("text", "")
-                    for p in (c.get("content") or {}).get("parts") or []
-                    if not p.get("thought")
-                ),
-                "finish_reason": c.get("finishReason"),
-            }
-            for c in candidates
-        ]
-    if out["finish_reason"] in spec.errors.finish_reasons:
-        out["error"] = {
-            "code": None,
-            "status": "FINISH_REASON",
-            "message": f"the answer ended with {out['finish_reason']} (errors.finish_reasons)",
-        }
-    return _ordered(out)
-
-
-def _ordered(fields: dict[str, Any]) -> dict[str, Any]:
-    """In the order of COLUMNS, as CSV and Parquet have them."""
-    return {c.name: fields[c.name] for c in COLUMNS if c.name in fields}
 
 
 # ---------------------------------------------------------------- Parquet types of structured output

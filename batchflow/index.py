@@ -14,6 +14,8 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import orjson
+
 CHUNK = 500  # hashes per query (SQLite's default limit on parameters is far above)
 # Per-request errors worth another try; others (400 and the like) would fail the same way again.
 RETRYABLE_CODES = {None, 408, 429, 500, 502, 503, 504}
@@ -132,7 +134,7 @@ class RequestIndex:
             with open(path, "rb") as f:
                 for line in f:
                     if line.strip():
-                        result = json.loads(line)
+                        result = parse_result(line)
                         if first:
                             self._add_result(result, shard, offset, round)
                         counts = (result.get("response") or {}).get("usageMetadata") or {}
@@ -205,6 +207,16 @@ class RequestIndex:
             (*hashes, *among),
         )
         return dict(rows)
+
+
+def parse_result(line: bytes) -> dict:
+    """One line of a result file, parsed by orjson: several times faster than json, and the
+    same dicts, but for integers past 64 bits, which it reads as floats. Callers that pass the
+    service's JSON through untouched (`response`, function call arguments) use json instead."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(line)  # NaN and the like, which json takes
 
 
 def chunks(items: Iterable, size: int = CHUNK) -> Iterator[list]:

@@ -28,16 +28,21 @@ BATCH_LINES = 2_000
 
 
 def render_source(
-    pipeline: LoadedPipeline, renderer: Renderer, records: Iterator[Record]
+    pipeline: LoadedPipeline,
+    renderer: Renderer,
+    records: Iterator[Record],
+    keep: tuple[str, ...] | None = None,
 ) -> Iterator[Rendered]:
     """`renderer.render(records)`, on several processes when the source is worth it. The
-    Rendered records of the parallel path carry their place (uri, line) but not their data:
-    for scans, which need no more."""
+    Rendered records of the parallel path carry their place (uri, line) and, of their data,
+    only the fields in `keep`. With `keep` (the output join) they carry no request line: the
+    join needs keys, hashes and kept columns only, and lines are most of what would cross
+    between processes."""
     files = _parallel_files(pipeline)
     workers = min((os.cpu_count() or 1) - 1, 8)
     if files is None or workers < 1:
         return renderer.render(records)
-    return _render_parallel(pipeline, renderer, files, workers)
+    return _render_parallel(pipeline, renderer, files, workers, keep)
 
 
 def _min_bytes() -> int:
@@ -92,7 +97,11 @@ def _batches(paths: list[str]) -> Iterator[tuple[str, int, list[tuple[int, str]]
 
 
 def _render_parallel(
-    pipeline: LoadedPipeline, renderer: Renderer, paths: list[str], workers: int
+    pipeline: LoadedPipeline,
+    renderer: Renderer,
+    paths: list[str],
+    workers: int,
+    keep: tuple[str, ...] | None,
 ) -> Iterator[Rendered]:
     # spawn: the workers share nothing with this process's threads (gcsfs, SQLite).
     context = multiprocessing.get_context("spawn")
@@ -102,7 +111,7 @@ def _render_parallel(
         try:
             try:
                 for batch in _batches(paths):
-                    pending.append(pool.submit(_render_batch, *batch))
+                    pending.append(pool.submit(_render_batch, *batch, keep))
                     if len(pending) >= 2 * workers + 2:  # bounded: memory does not grow with the source
                         yield from _collect(pending.popleft().result(), renderer)
             except SourceError as exc:  # raised after the records read before it, as serially
@@ -119,8 +128,8 @@ def _render_parallel(
 def _collect(answer: tuple[str, list[tuple], dict[str, FileRef], tuple | None], renderer: Renderer):
     path, rendered, seen, error = answer
     renderer.files.seen.update(seen)
-    for key, digest, line, n in rendered:
-        yield Rendered(key=key, hash=digest, line=line, record=Record(path, n, {}))
+    for key, digest, line, n, data in rendered:
+        yield Rendered(key=key, hash=digest, line=line, record=Record(path, n, data))
     if error is not None:
         message, uri, line = error
         raise SourceError(message, uri=uri, line=line)
@@ -137,19 +146,22 @@ def _start(pipeline: LoadedPipeline) -> None:
 
 
 def _render_batch(
-    path: str, position: int, lines: list[tuple[int, str]]
-) -> tuple[str, list[tuple[str, str, str, int]], dict[str, FileRef], tuple | None]:
+    path: str, position: int, lines: list[tuple[int, str]], keep: tuple[str, ...] | None
+) -> tuple[str, list[tuple[str, str, str, int, dict]], dict[str, FileRef], tuple | None]:
     """Parse and render a batch as the serial path does (sources._jsonl, Renderer.render): the
     rendered records up to the first error, the files they named, and that error."""
     renderer = _renderer
     assert renderer is not None
     before = set(renderer.files.seen)
-    out: list[tuple[str, str, str, int]] = []
+    out: list[tuple[str, str, str, int, dict]] = []
     error = None
     try:
         records = (jsonl_record(line, path, n) for n, line in lines)
-        for rendered in renderer.render(records, start=position):
-            out.append((rendered.key, rendered.hash, rendered.line, rendered.record.line))
+        for r in renderer.render(records, start=position):
+            if keep is None:
+                out.append((r.key, r.hash, r.line, r.record.line, {}))
+            else:
+                out.append((r.key, r.hash, "", r.record.line, {c: r.record.data.get(c) for c in keep}))
     except SourceError as exc:
         error = (exc.message, exc.uri, exc.line)
     seen = {d: ref for d, ref in renderer.files.seen.items() if d not in before}

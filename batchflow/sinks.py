@@ -18,14 +18,17 @@ import fsspec
 from .atomic import atomic_open
 from .columns import CSV_SPREAD, JSON_TEXT, Column, columns_for, fits
 from .errors import OutputError
+from .index import parse_result
 from .spec import Pipeline
 
 
 class ResultReader:
     """Reads result lines by (shard, byte offset), keeping one file open at a time."""
 
-    def __init__(self, path_of: Callable[[str], Path]) -> None:
+    def __init__(self, path_of: Callable[[str], Path], *, exact: bool = False) -> None:
+        """`exact`: parse with json, for outputs that carry the service's JSON as it came."""
         self.path_of = path_of
+        self._loads = json.loads if exact else parse_result
         self._shard: str | None = None
         self._file: IO[bytes] | None = None
 
@@ -34,7 +37,7 @@ class ResultReader:
             self.close()
             self._file, self._shard = open(self.path_of(shard), "rb"), shard
         self._file.seek(offset)
-        return json.loads(self._file.readline())
+        return self._loads(self._file.readline())
 
     def close(self) -> None:
         if self._file is not None:
@@ -78,11 +81,13 @@ class Sink:
         self._parquet = None
         self._types: dict[str, Any] = {}
         self._batch: list[dict[str, Any]] = []
+        # json.dumps(row, ensure_ascii=False) without building an encoder for every row.
+        self._encode = json.JSONEncoder(ensure_ascii=False).encode
 
     def write(self, row: dict[str, Any]) -> None:
         self.count += 1
         if self.format == "jsonl":
-            self._file.write(json.dumps(row, ensure_ascii=False).encode() + b"\n")
+            self._file.write(self._encode(row).encode() + b"\n")
         elif self.format == "csv":
             if self._csv is None:
                 self._text = io.TextIOWrapper(self._file, encoding="utf-8", newline="", write_through=True)

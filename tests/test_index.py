@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 
 from batchflow.index import RequestIndex
@@ -47,3 +48,11 @@ def test_an_index_of_batchflow_0_1_is_read_and_upgraded(tmp_path):
     index = RequestIndex(path)
     assert index.covered(["h"], set(), attempts=3, round=1) == set()
     index.close()
+
+
+def test_result_lines_are_read_as_json_reads_them():
+    from batchflow.index import parse_result
+
+    assert parse_result(b'{"key": "a", "n": 18446744073709551615}\n')["n"] == 2**64 - 1
+    assert math.isnan(parse_result(b'{"key": "a", "x": NaN}')["x"])
+    assert parse_result('{"key": "é"}'.encode())["key"] == "é"

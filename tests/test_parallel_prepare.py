@@ -112,3 +112,17 @@ def test_the_command_prepares_in_parallel(cli, emulator_env, tmp_path, monkeypat
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == serial.out and "4 to submit" in done.stdout
+
+
+def test_a_parallel_output_join_writes_the_same_rows_as_a_serial_one(cli, emulator_env, tmp_path):
+    """The output join renders on workers too (keys, hashes and kept columns come back)."""
+    spec = _project(tmp_path)
+    spec.write_text(SPEC.replace("{uri: out.jsonl}", "{uri: out.jsonl, columns: [name, image]}"))
+    serial_env = {"BATCHFLOW_PARALLEL_MIN_BYTES": str(10**15)}
+    assert cli("apply", "--wait", "p.yaml", env=serial_env).code == 0
+    serial = (tmp_path / "out.jsonl").read_bytes()
+    (tmp_path / "out.jsonl").unlink()
+    done = cli("apply", "p.yaml", env={"BATCHFLOW_PARALLEL_MIN_BYTES": "0"})
+    assert done.code == 0 and "output" in done.out, done.out
+    assert (tmp_path / "out.jsonl").read_bytes() == serial
+    assert b'"name": "thing 7 \xc3\xbcn\xc3\xafcode", "image": "b.png"' in serial
