@@ -20,10 +20,8 @@ from typing import TYPE_CHECKING
 import fsspec
 
 from .atomic import write_atomic
-from .columns import ResultFields
 from .errors import BatchflowError, BudgetError, OutputError, RemoteError, StateError
-from .index import chunks
-from .parallel import render_source
+from .parallel import join_source
 from .pricing import PriceTable, load_prices
 from .progress import Reporter
 from .project import Stores
@@ -41,23 +39,22 @@ from .reconcile import (
     records,
     results_fingerprint,
     scan,
-    state_word,
 )
-from .requests import CACHE_PLACEHOLDER, FILE_PLACEHOLDER, Renderer, cache_digest, canonical, resolve_line
+from .requests import CACHE_PLACEHOLDER, FILE_PLACEHOLDER, cache_digest, canonical, resolve_line
 from .review import budget_breach, estimate
-from .sinks import Layout, ResultReader, check_writable, open_sink, output_format
+from .sinks import Layout, check_writable, open_sink, output_format
 from .spec import LoadedPipeline
 from .state import (
     ANSWERED,
     Blob,
     CacheRecord,
-    ErrorInfo,
     LocalStore,
     OutputRecord,
     PipelineState,
     Shard,
     ShardStatus,
     now,
+    state_word,
 )
 
 if TYPE_CHECKING:  # the SDK is imported only by commands that call the API
@@ -82,16 +79,6 @@ def _local_copy(path: str) -> Iterator[Path]:
 Report = Callable[[str, Action, str], None]
 FAILED_KEYS_KEPT = 10  # error rows' keys named in the state, for `status`
 _PROBED: set[str] = set()  # bucket URIs this process found writable
-
-
-def _job_error(shard: Shard | None) -> dict:
-    """The error row of a request whose job failed for good: the service's code, status and message."""
-    if shard is None:
-        return {"code": None, "status": None, "message": "no result"}
-    error = shard.error or ErrorInfo()
-    why = f"job {shard.job_name} ended {state_word(shard.job_state)}"
-    message = f"{error.message} ({why})" if error.message else why
-    return {"code": error.code, "status": error.status, "message": message}
 
 
 @dataclass
@@ -466,41 +453,33 @@ class Applier:
     def _write_output(self, state: PipelineState, s: Scan, action: Action) -> None:
         spec = self.p.spec
         failed = {sh.id: sh for sh in state.shards.values() if sh.status is ShardStatus.FAILED}
-        fields = ResultFields(spec)
-        reader = ResultReader(
-            lambda shard: self.store.fetch(self.store.result_path(self.p.name, shard)), exact=fields.verbatim
-        )
-        columns = spec.output.columns
         layout = Layout.of(spec)
         out_uri = self.p.resolve(spec.output.uri)
+        out_format = output_format(out_uri, spec.output.format)
         errors, failed_keys = 0, []
         try:
             with contextlib.ExitStack() as stack:
-                stack.callback(reader.close)
-                out = stack.enter_context(
-                    open_sink(out_uri, output_format(out_uri, spec.output.format), layout)
-                )
+                out = stack.enter_context(open_sink(out_uri, out_format, layout))
                 err = (
                     stack.enter_context(open_sink(self.p.resolve(spec.errors.uri), "jsonl", layout))
                     if spec.errors.uri
                     else out
                 )
-                rendered = render_source(self.p, Renderer(self.p), records(self.p), keep=tuple(columns))
-                for chunk in chunks(rendered):
-                    hashes = [r.hash for r in chunk]
-                    found = self.index.results(hashes)
-                    lost = self.index.shards_of([h for h in hashes if h not in found], set(failed))
-                    for r in chunk:
-                        row = {"key": r.key, **{c: r.record.data.get(c) for c in columns}}
-                        if r.hash in found:
-                            row.update(fields(reader.get(*found[r.hash])))
-                        else:
-                            row["error"] = _job_error(failed.get(lost.get(r.hash, "")))
-                        if "error" in row:
-                            errors += 1
-                            if len(failed_keys) < FAILED_KEYS_KEPT:
-                                failed_keys.append(r.key)
-                        (err if "error" in row else out).write(row)
+                rows = join_source(
+                    self.p,
+                    records(self.p),
+                    self.index,
+                    lambda shard: self.store.fetch(self.store.result_path(self.p.name, shard)),
+                    failed,
+                    encode_out=out.format == "jsonl",
+                    encode_err=err.format == "jsonl",
+                )
+                for is_error, key, row in rows:
+                    if is_error:
+                        errors += 1
+                        if len(failed_keys) < FAILED_KEYS_KEPT:
+                            failed_keys.append(key)
+                    (err if is_error else out).write(row)
                 count = out.count + (err.count if err is not out else 0)
         except OSError as exc:  # a full disk, a folder made read-only since the check
             raise OutputError(f"{out_uri}: cannot write the output: {exc}") from None

@@ -40,6 +40,7 @@ class RequestIndex:
     """Opened read-only (`plan`) it never writes; a missing file is then an empty index."""
 
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = path
         if readonly and not path.exists():
             self.db = sqlite3.connect(":memory:", isolation_level=None)
         elif readonly:
@@ -196,6 +197,10 @@ class RequestIndex:
         marks = ",".join("?" * len(hashes))
         rows = self.db.execute(f"SELECT hash, shard, offset FROM results WHERE hash IN ({marks})", hashes)
         return {h: (shard, offset) for h, shard, offset in rows}
+
+    def result_shards(self) -> list[str]:
+        """The shards whose result files hold a latest result."""
+        return [shard for (shard,) in self.db.execute("SELECT DISTINCT shard FROM results")]
 
     def shards_of(self, hashes: list[str], among: set[str]) -> dict[str, str]:
         """For each hash, one shard of `among` that holds it."""

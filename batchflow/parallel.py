@@ -1,5 +1,7 @@
 """Rendering on several cores: a large local JSONL source is cut into batches of lines, which
-worker processes parse and render while this process indexes and shards what comes back.
+worker processes parse and render while this process indexes and shards what comes back; for
+the output join, the workers also join each record to its result and encode its row, and this
+process only writes.
 
 Batches come back in the order they went out, so request hashes, shard ids and the order of
 everything downstream are those of a serial render (tests hold the two byte for byte). Each
@@ -14,13 +16,18 @@ import collections
 import io
 import multiprocessing
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import SourceError
-from .requests import FileRef, Rendered, Renderer
+from .index import RequestIndex
+from .join import JoinedRow, Joiner
+from .requests import Rendered, Renderer
 from .sources import Record, infer_format, jsonl_record
 from .spec import LoadedPipeline
+from .state import Shard
 
 # Below this much source, starting workers costs more than it saves.
 MIN_BYTES = 32 * 1024 * 1024
@@ -28,21 +35,45 @@ BATCH_LINES = 2_000
 
 
 def render_source(
-    pipeline: LoadedPipeline,
-    renderer: Renderer,
-    records: Iterator[Record],
-    keep: tuple[str, ...] | None = None,
+    pipeline: LoadedPipeline, renderer: Renderer, records: Iterator[Record]
 ) -> Iterator[Rendered]:
     """`renderer.render(records)`, on several processes when the source is worth it. The
-    Rendered records of the parallel path carry their place (uri, line) and, of their data,
-    only the fields in `keep`. With `keep` (the output join) they carry no request line: the
-    join needs keys, hashes and kept columns only, and lines are most of what would cross
-    between processes."""
+    Rendered records of the parallel path carry their place (uri, line) but not their data:
+    for scans, which need no more."""
     files = _parallel_files(pipeline)
-    workers = min((os.cpu_count() or 1) - 1, 8)
+    workers = min((os.cpu_count() or 1) - 1, 8)  # this process has the indexing to do
     if files is None or workers < 1:
         return renderer.render(records)
-    return _render_parallel(pipeline, renderer, files, workers, keep)
+    return _in_order(pipeline, None, files, workers, lambda answer: _collect(answer, renderer))
+
+
+def join_source(
+    pipeline: LoadedPipeline,
+    records: Iterator[Record],
+    index: RequestIndex,
+    result_path: Callable[[str], Path],
+    failed: dict[str, Shard],
+    *,
+    encode_out: bool,
+    encode_err: bool,
+) -> Iterator[JoinedRow]:
+    """The output's rows, in the source's order (join.Joiner), on several processes when the
+    source is worth it. Those read the index and the result files themselves: every result
+    file a row may need is fetched first."""
+    files = _parallel_files(pipeline)
+    workers = min(os.cpu_count() or 1, 8)  # this process only writes
+    if files is None or workers < 2:
+        joiner = Joiner(
+            pipeline.spec, index, result_path, failed, encode_out=encode_out, encode_err=encode_err
+        )
+        try:
+            yield from joiner.rows(Renderer(pipeline).render(records))
+        finally:
+            joiner.close()
+        return
+    paths = {shard: str(result_path(shard)) for shard in index.result_shards()}
+    setup = _JoinSetup(str(index.path), paths, failed, encode_out, encode_err)
+    yield from _in_order(pipeline, setup, files, workers, _rows)
 
 
 def _min_bytes() -> int:
@@ -96,28 +127,31 @@ def _batches(paths: list[str]) -> Iterator[tuple[str, int, list[tuple[int, str]]
                 position += len(batch)
 
 
-def _render_parallel(
+def _in_order(
     pipeline: LoadedPipeline,
-    renderer: Renderer,
+    join: _JoinSetup | None,
     paths: list[str],
     workers: int,
-    keep: tuple[str, ...] | None,
-) -> Iterator[Rendered]:
+    collect: Callable[[tuple], Iterator],
+) -> Iterator:
+    """Batches of the source's lines through the workers (_do_batch), and what each gives back
+    through `collect`, in the source's order."""
     # spawn: the workers share nothing with this process's threads (gcsfs, SQLite).
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start, initargs=(pipeline,)) as pool:
+    initargs = (pipeline, join)
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start, initargs=initargs) as pool:
         pending: collections.deque[Future] = collections.deque()
         unreadable = None
         try:
             try:
                 for batch in _batches(paths):
-                    pending.append(pool.submit(_render_batch, *batch, keep))
+                    pending.append(pool.submit(_do_batch, *batch))
                     if len(pending) >= 2 * workers + 2:  # bounded: memory does not grow with the source
-                        yield from _collect(pending.popleft().result(), renderer)
+                        yield from collect(pending.popleft().result())
             except SourceError as exc:  # raised after the records read before it, as serially
                 unreadable = exc
             while pending:
-                yield from _collect(pending.popleft().result(), renderer)
+                yield from collect(pending.popleft().result())
             if unreadable is not None:
                 raise unreadable
         finally:
@@ -125,44 +159,73 @@ def _render_parallel(
                 future.cancel()
 
 
-def _collect(answer: tuple[str, list[tuple], dict[str, FileRef], tuple | None], renderer: Renderer):
+def _collect(answer: tuple, renderer: Renderer) -> Iterator[Rendered]:
     path, rendered, seen, error = answer
     renderer.files.seen.update(seen)
-    for key, digest, line, n, data in rendered:
-        yield Rendered(key=key, hash=digest, line=line, record=Record(path, n, data))
+    for key, digest, line, n in rendered:
+        yield Rendered(key=key, hash=digest, line=line, record=Record(path, n, {}))
+    _raise(error)
+
+
+def _rows(answer: tuple) -> Iterator[JoinedRow]:
+    _, rows, _, error = answer
+    yield from rows
+    _raise(error)
+
+
+def _raise(error: tuple | None) -> None:
     if error is not None:
         message, uri, line = error
         raise SourceError(message, uri=uri, line=line)
 
 
+@dataclass(frozen=True)
+class _JoinSetup:
+    """What a worker needs to join: the index (read only), result files, failed shards."""
+
+    index: str
+    results: dict[str, str]
+    failed: dict[str, Shard]
+    encode_out: bool
+    encode_err: bool
+
+
 # ---------------------------------------------------------------- in the workers
 
 _renderer: Renderer | None = None
+_joiner: Joiner | None = None
 
 
-def _start(pipeline: LoadedPipeline) -> None:
-    global _renderer
+def _start(pipeline: LoadedPipeline, join: _JoinSetup | None) -> None:
+    global _renderer, _joiner
     _renderer = Renderer(pipeline)
+    if join is not None:
+        index = RequestIndex(Path(join.index), readonly=True)
+        _joiner = Joiner(
+            pipeline.spec,
+            index,
+            lambda shard: Path(join.results[shard]),
+            join.failed,
+            encode_out=join.encode_out,
+            encode_err=join.encode_err,
+        )
 
 
-def _render_batch(
-    path: str, position: int, lines: list[tuple[int, str]], keep: tuple[str, ...] | None
-) -> tuple[str, list[tuple[str, str, str, int, dict]], dict[str, FileRef], tuple | None]:
-    """Parse and render a batch as the serial path does (sources._jsonl, Renderer.render): the
-    rendered records up to the first error, the files they named, and that error."""
+def _do_batch(path: str, position: int, lines: list[tuple[int, str]]) -> tuple[str, list, dict, tuple | None]:
+    """Parse and render a batch as the serial path does (sources._jsonl, Renderer.render), up
+    to the first error; returns the rendered records (scans) or their joined rows (the output
+    join), the files they named, and that error."""
     renderer = _renderer
     assert renderer is not None
     before = set(renderer.files.seen)
-    out: list[tuple[str, str, str, int, dict]] = []
+    rendered: list[Rendered] = []
     error = None
     try:
         records = (jsonl_record(line, path, n) for n, line in lines)
-        for r in renderer.render(records, start=position):
-            if keep is None:
-                out.append((r.key, r.hash, r.line, r.record.line, {}))
-            else:
-                out.append((r.key, r.hash, "", r.record.line, {c: r.record.data.get(c) for c in keep}))
+        rendered.extend(renderer.render(records, start=position))
     except SourceError as exc:
         error = (exc.message, exc.uri, exc.line)
     seen = {d: ref for d, ref in renderer.files.seen.items() if d not in before}
-    return path, out, seen, error
+    if _joiner is not None:
+        return path, list(_joiner.rows(iter(rendered))), seen, error
+    return path, [(r.key, r.hash, r.line, r.record.line) for r in rendered], seen, error

@@ -28,7 +28,17 @@ from .requests import (
 from .shards import ShardInfo, build
 from .sources import CsvDialect, Record, read_records, stamp
 from .spec import LoadedPipeline
-from .state import ANSWERED, JOB_ENDED, LocalStore, OutputRecord, PipelineState, ScanMemo, Shard, ShardStatus
+from .state import (
+    ANSWERED,
+    JOB_ENDED,
+    LocalStore,
+    OutputRecord,
+    PipelineState,
+    ScanMemo,
+    Shard,
+    ShardStatus,
+    state_word,
+)
 
 # Bumped when the columns batchflow writes change, so existing outputs are written again.
 OUTPUT_LAYOUT = 2
@@ -120,10 +130,6 @@ def is_live(shard: Shard, attempts: int, round: int) -> bool:
     if shard.status is ShardStatus.DONE:
         return False
     return not (shard.status is ShardStatus.FAILED and shard.attempt >= attempts and shard.round < round)
-
-
-def state_word(job_state: str | None) -> str:
-    return (job_state or "unknown").removeprefix("JOB_STATE_").lower()
 
 
 def policy_breach(pipeline: LoadedPipeline, output: OutputRecord | None) -> str | None:

@@ -8,7 +8,7 @@ import io
 import json
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -18,31 +18,8 @@ import fsspec
 from .atomic import atomic_open
 from .columns import CSV_SPREAD, JSON_TEXT, Column, columns_for, fits
 from .errors import OutputError
-from .index import parse_result
+from .join import encode_jsonl
 from .spec import Pipeline
-
-
-class ResultReader:
-    """Reads result lines by (shard, byte offset), keeping one file open at a time."""
-
-    def __init__(self, path_of: Callable[[str], Path], *, exact: bool = False) -> None:
-        """`exact`: parse with json, for outputs that carry the service's JSON as it came."""
-        self.path_of = path_of
-        self._loads = json.loads if exact else parse_result
-        self._shard: str | None = None
-        self._file: IO[bytes] | None = None
-
-    def get(self, shard: str, offset: int) -> dict[str, Any]:
-        if shard != self._shard:
-            self.close()
-            self._file, self._shard = open(self.path_of(shard), "rb"), shard
-        self._file.seek(offset)
-        return self._loads(self._file.readline())
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-        self._file, self._shard = None, None
 
 
 @dataclass(frozen=True)
@@ -84,10 +61,11 @@ class Sink:
         # json.dumps(row, ensure_ascii=False) without building an encoder for every row.
         self._encode = json.JSONEncoder(ensure_ascii=False).encode
 
-    def write(self, row: dict[str, Any]) -> None:
+    def write(self, row: dict[str, Any] | bytes) -> None:
+        """One row: a dict, or for JSONL its line as join.encode_jsonl gives it."""
         self.count += 1
         if self.format == "jsonl":
-            self._file.write(self._encode(row).encode() + b"\n")
+            self._file.write(row if isinstance(row, bytes) else encode_jsonl(row, self._encode))
         elif self.format == "csv":
             if self._csv is None:
                 self._text = io.TextIOWrapper(self._file, encoding="utf-8", newline="", write_through=True)

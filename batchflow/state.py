@@ -43,6 +43,11 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def state_word(job_state: str | None) -> str:
+    """A job state as a word: JOB_STATE_SUCCEEDED is "succeeded"."""
+    return (job_state or "unknown").removeprefix("JOB_STATE_").lower()
+
+
 class ShardStatus(StrEnum):
     PREPARED = "prepared"  # input file written locally
     UPLOADED = "uploaded"  # input file uploaded; no job yet

@@ -22,10 +22,10 @@ import pytest
 from conftest import kill_apply, write
 
 from batchflow.columns import result_fields
+from batchflow.join import ResultReader
 from batchflow.loader import load_pipelines
 from batchflow.reconcile import records
 from batchflow.requests import Renderer
-from batchflow.sinks import ResultReader
 from batchflow.state import LocalStore
 
 RECORDS = 6

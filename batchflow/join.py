@@ -1,0 +1,103 @@
+"""The output join: each rendered record's row, from its result line or from the error that
+left it without one. The same Joiner runs in this process (small sources) or in the workers of
+parallel.py (large ones), so both give the same rows."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from .columns import ResultFields
+from .index import RequestIndex, chunks, parse_result
+from .requests import Rendered
+from .spec import Pipeline
+from .state import ErrorInfo, Shard, state_word
+
+# (is an error row, record key, the row: a dict, or JSONL bytes when encoded)
+JoinedRow = tuple[bool, str, "dict[str, Any] | bytes"]
+
+
+class ResultReader:
+    """Reads result lines by (shard, byte offset), keeping one file open at a time."""
+
+    def __init__(self, path_of: Callable[[str], Path], *, exact: bool = False) -> None:
+        """`exact`: parse with json, for outputs that carry the service's JSON as it came."""
+        self.path_of = path_of
+        self._loads = json.loads if exact else parse_result
+        self._shard: str | None = None
+        self._file: IO[bytes] | None = None
+
+    def get(self, shard: str, offset: int) -> dict[str, Any]:
+        if shard != self._shard:
+            self.close()
+            self._file, self._shard = open(self.path_of(shard), "rb"), shard
+        self._file.seek(offset)
+        return self._loads(self._file.readline())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        self._file, self._shard = None, None
+
+
+class Joiner:
+    """Rows for chunks of rendered records. `failed` holds the shards whose jobs failed for
+    good: their requests' rows say why. `encode_out` / `encode_err`: give rows as JSONL bytes,
+    for a JSONL output / errors file (workers encode, so this process only writes)."""
+
+    def __init__(
+        self,
+        spec: Pipeline,
+        index: RequestIndex,
+        path_of: Callable[[str], Path],
+        failed: dict[str, Shard],
+        *,
+        encode_out: bool = False,
+        encode_err: bool = False,
+    ) -> None:
+        self.fields = ResultFields(spec)
+        self.reader = ResultReader(path_of, exact=self.fields.verbatim)
+        self.columns = tuple(spec.output.columns)
+        self.index = index
+        self.failed = failed
+        self.encode = {False: encode_out, True: encode_err}
+        self._encoder = json.JSONEncoder(ensure_ascii=False).encode
+
+    def rows(self, rendered: Iterator[Rendered]) -> Iterator[JoinedRow]:
+        for chunk in chunks(rendered):
+            yield from self.join(chunk)
+
+    def join(self, chunk: list[Rendered]) -> list[JoinedRow]:
+        hashes = [r.hash for r in chunk]
+        found = self.index.results(hashes)
+        lost = self.index.shards_of([h for h in hashes if h not in found], set(self.failed))
+        out: list[JoinedRow] = []
+        for r in chunk:
+            row = {"key": r.key, **{c: r.record.data.get(c) for c in self.columns}}
+            if r.hash in found:
+                row.update(self.fields(self.reader.get(*found[r.hash])))
+            else:
+                row["error"] = job_error(self.failed.get(lost.get(r.hash, "")))
+            is_error = "error" in row
+            out.append((is_error, r.key, encode_jsonl(row, self._encoder) if self.encode[is_error] else row))
+        return out
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+def encode_jsonl(row: dict[str, Any], encoder: Callable[[Any], str] | None = None) -> bytes:
+    """One JSONL output line: json.dumps(row, ensure_ascii=False) and a newline."""
+    return (encoder or json.JSONEncoder(ensure_ascii=False).encode)(row).encode() + b"\n"
+
+
+def job_error(shard: Shard | None) -> dict:
+    """The error row of a request whose job failed for good: the service's code, status and message."""
+    if shard is None:
+        return {"code": None, "status": None, "message": "no result"}
+    error = shard.error or ErrorInfo()
+    why = f"job {shard.job_name} ended {state_word(shard.job_state)}"
+    message = f"{error.message} ({why})" if error.message else why
+    return {"code": error.code, "status": error.status, "message": message}
