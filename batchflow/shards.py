@@ -14,6 +14,8 @@ from typing import IO
 
 from .errors import StateError
 
+# json.dumps(key, ensure_ascii=False) for a str, without json.dumps's cost per call.
+_json_string = json.encoder.encode_basestring
 KEYS_SUFFIX = ".keys"  # shards/<id>.keys: hash and record key of each line of shards/<id>.jsonl
 
 
@@ -67,7 +69,7 @@ class ShardBuilder:
                 self._files.append((os.fdopen(fd, "wb"), tmp))
         if self._files:
             self._files[0][0].write(data)
-            self._files[1][0].write(f"{digest}\t{json.dumps(key, ensure_ascii=False)}\n".encode())
+            self._files[1][0].write(f"{digest}\t{_json_string(key)}\n".encode())
             if self.on_seal is not None:
                 self._rows.append((digest, key))
         self._digest.update(data)

@@ -5,7 +5,7 @@ One runner drives the pipeline to the end with its state in gs:// (fake-gcs-serv
 has, runs `status`, `plan` and `apply` (which takes the lock and finds nothing to do). Each
 command is timed in its own process, and the second runner's cache is checked for result
 files after each: there must be none. Answers are made big (8 candidates, long words in the
-prompt, which the emulator echoes) so that BENCH_REMOTE_RECORDS records (default 100,000)
+prompt, which the emulator echoes) so that BENCH_REMOTE_RECORDS records (default 110,000)
 give about 1 GB of result files.
 """
 
@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-RECORDS = int(os.environ.get("BENCH_REMOTE_RECORDS", 100_000))
+RECORDS = int(os.environ.get("BENCH_REMOTE_RECORDS", 110_000))
 SPEC = """
 version: 1
 name: remote
