@@ -77,15 +77,16 @@ class RequestIndex:
             if key in local:
                 return local[key]
             local[key] = (key, uri, line)
+        before = self.db.total_changes
+        self.db.executemany("INSERT OR IGNORE INTO temp.seen_keys VALUES (?, ?, ?)", sorted(keys))
+        if self.db.total_changes - before == len(keys):
+            return None  # every key new: the common case costs one statement
         marks = ",".join("?" * len(keys))
         rows = self.db.execute(
             f"SELECT key, uri, line FROM temp.seen_keys WHERE key IN ({marks})", list(local)
         )
         seen = {key: (key, uri, line) for key, uri, line in rows}
-        if seen:
-            return next(seen[k] for k in local if k in seen)
-        self.db.executemany("INSERT INTO temp.seen_keys VALUES (?, ?, ?)", keys)
-        return None
+        return next(seen[k] for k in local if seen[k] != local[k])
 
     def close(self) -> None:
         self.db.close()
@@ -116,7 +117,7 @@ class RequestIndex:
 
     def answered_before(self, pairs: list[tuple[str, str]]) -> int:
         """Of (key, hash) pairs, how many records had another request that was answered."""
-        if not self._keys or not pairs:
+        if not self._keys or not pairs or self._no_results():
             return 0
         marks = ",".join("?" * len(pairs))
         rows = self.db.execute(
@@ -175,14 +176,16 @@ class RequestIndex:
         """Of `hashes`, those that need no new job: in a `live` shard, or answered for good
         (a success; in retry round `round`, a permanent error or `attempts` retryable ones)."""
         marks = ",".join("?" * len(hashes))
-        found = {
-            h
-            for (h,) in self.db.execute(
-                f"SELECT hash FROM results WHERE hash IN ({marks}) AND (state = 'ok' OR "
-                f"({self._round} >= ? AND (state = 'error' OR tries >= ?)))",
-                (*hashes, round, attempts),
+        found: set[str] = set()
+        if not self._no_results():
+            found.update(
+                h
+                for (h,) in self.db.execute(
+                    f"SELECT hash FROM results WHERE hash IN ({marks}) AND (state = 'ok' OR "
+                    f"({self._round} >= ? AND (state = 'error' OR tries >= ?)))",
+                    (*hashes, round, attempts),
+                )
             )
-        }
         if live:
             shards = ",".join("?" * len(live))
             found.update(
@@ -193,6 +196,10 @@ class RequestIndex:
                 )
             )
         return found
+
+    def _no_results(self) -> bool:
+        """A new pipeline's scan asks nothing of an empty results table (one cheap query)."""
+        return self.db.execute("SELECT 1 FROM results LIMIT 1").fetchone() is None
 
     def results(self, hashes: list[str]) -> dict[str, tuple[str, int]]:
         """Where each hash's latest result line is: (shard, byte offset)."""

@@ -56,3 +56,15 @@ def test_result_lines_are_read_as_json_reads_them():
     assert parse_result(b'{"key": "a", "n": 18446744073709551615}\n')["n"] == 2**64 - 1
     assert math.isnan(parse_result(b'{"key": "a", "x": NaN}')["x"])
     assert parse_result('{"key": "é"}'.encode())["key"] == "é"
+
+
+def test_a_key_seen_in_an_earlier_chunk_is_named_where_it_was_first_seen(tmp_path):
+    index = RequestIndex(tmp_path / "index.sqlite3")
+    assert index.first_seen([("b", "x.jsonl", 1), ("a", "x.jsonl", 2)]) is None
+    assert index.first_seen([("c", "x.jsonl", 3), ("a", "y.jsonl", 9)]) == ("a", "x.jsonl", 2)
+    index.forget_keys()  # a new scan: nothing seen yet
+    assert index.first_seen([("a", "y.jsonl", 9), ("d", "y.jsonl", 10), ("a", "y.jsonl", 11)]) == (
+        "a",
+        "y.jsonl",
+        9,
+    )
