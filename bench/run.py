@@ -136,12 +136,14 @@ if __name__ == "__main__":
         main()
         import emulator_memory
         import noop_plan
+        import remote_state
         import ten_million
         import validate_many
 
         validate_many.main()
         noop_plan.main()
         emulator_memory.main()
+        remote_state.main()
         ten_million.main()  # the longest by far: BENCH_BIG_RECORDS=1000000 for a quicker look
     elif len(sys.argv) == 3:
         {"batchflow": batchflow_side, "baseline": baseline_side}[sys.argv[1]](Path(sys.argv[2]))
