@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx2 as httpx
 import pytest
 from conftest import write
 
@@ -126,3 +127,24 @@ def test_a_parallel_output_join_writes_the_same_rows_as_a_serial_one(cli, emulat
     assert done.code == 0 and "output" in done.out, done.out
     assert (tmp_path / "out.jsonl").read_bytes() == serial
     assert b'"name": "thing 7 \xc3\xbcn\xc3\xafcode", "image": "b.png"' in serial
+
+
+def test_error_rows_of_a_parallel_join_are_those_of_a_serial_one(cli, emulator, emulator_env, tmp_path):
+    """Failed jobs, cut answers and a separate errors file: the workers' rows are the serial ones."""
+    spec = _project(tmp_path)
+    spec.write_text(
+        SPEC.replace(
+            "output: {uri: out.jsonl}",
+            "output: {uri: out.csv, columns: [name]}\n"
+            "errors: {uri: errors.jsonl, max_rate: 1.0}\nretry: {attempts: 1}",
+        )
+    )
+    faults = {"job_fail_rate": 0.5, "safety_stop_rate": 0.2, "seed": 3}
+    httpx.post(f"{emulator.url}/_emulator/faults", json=faults).raise_for_status()
+    assert cli("apply", "--wait", "p.yaml", env={"BATCHFLOW_PARALLEL_MIN_BYTES": str(10**15)}).code == 0
+    serial = [(tmp_path / name).read_bytes() for name in ("out.csv", "errors.jsonl")]
+    assert b"job " in serial[1] and b"FINISH_REASON" in serial[1]  # both kinds of error row
+    for name in ("out.csv", "errors.jsonl"):
+        (tmp_path / name).unlink()
+    assert cli("apply", "p.yaml", env={"BATCHFLOW_PARALLEL_MIN_BYTES": "0"}).code == 0
+    assert [(tmp_path / name).read_bytes() for name in ("out.csv", "errors.jsonl")] == serial
