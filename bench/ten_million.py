@@ -2,7 +2,7 @@
 
 Generates BENCH_BIG_RECORDS records (default 10,000,000: about 1.2 GB of JSONL), then runs
 each phase as its own `batchflow` process against `batchflow emulator`, reporting wall time,
-throughput and the process's peak RSS:
+throughput and peak RSS (the command's process, and its largest worker's when it has workers):
 
 1. `apply` without --wait: read, render, hash, shard, index, upload, create the jobs (the
    emulator's clock stands nearly still meanwhile, so no job ends during this phase);
@@ -46,14 +46,17 @@ def _generate(path: Path, n: int) -> None:
             f.write(f'{{"sku": "S{i}", "title": "Product {i}", "description": "{description}"}}\n')
 
 
-def _run(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one batchflow command, run in its own process."""
+def _run(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, str]:
+    """Wall seconds and peak RSS (MB) of one batchflow command, run in its own process: its
+    own, and its largest worker's when it had workers ("main + worker")."""
     code = (
         "import resource, sys\n"
         "from batchflow.cli import main\n"
         "try:\n    main()\n"
         "finally:\n"
-        "    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, file=sys.stderr)\n"
+        "    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "    worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
+        "    print(f'{own:.0f}' + (f' + {worker:.0f}' if worker > 20 else ''), file=sys.stderr)\n"
     )
     start = time.perf_counter()
     done = subprocess.run(
@@ -62,10 +65,10 @@ def _run(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"batchflow {' '.join(args)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-    return elapsed, float(done.stderr.strip().splitlines()[-1])
+    return elapsed, done.stderr.strip().splitlines()[-1]
 
 
-def _plain_join(folder: Path, out: Path) -> tuple[float, float]:
+def _plain_join(folder: Path, out: Path) -> tuple[float, str]:
     """The baseline for the output join: a script that reads the result files and writes one
     JSONL row per result line (key and text), with no ordering by source and no index."""
     code = f"""
@@ -82,7 +85,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, file=sys.stderr
 """
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return time.perf_counter() - start, float(done.stderr.strip().splitlines()[-1])
+    return time.perf_counter() - start, f"{float(done.stderr.strip().splitlines()[-1]):.0f}"
 
 
 def main() -> None:
@@ -133,9 +136,9 @@ def main() -> None:
         finally:
             emulator.terminate()
             emulator.wait()
-        print(f"{'phase':<48} {'s':>8} {'rows/s':>10} {'peak MB':>8}")
+        print(f"{'phase':<48} {'s':>8} {'rows/s':>10} {'peak MB':>10}")
         for name, seconds, rate, mb in rows:
-            print(f"{name:<48} {seconds:>8.1f} {rate:>10,.0f} {mb:>8.0f}")
+            print(f"{name:<48} {seconds:>8.1f} {rate:>10,.0f} {mb:>10}")
         print(f"JSONL join / plain script: {jsonl_s / plain_s:.2f}x; emulator peak RSS {emulator_mb:.0f} MB")
 
 
