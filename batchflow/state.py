@@ -28,6 +28,7 @@ from .atomic import atomic_open, write_atomic
 from .conditional import BucketObject, Conflict, LocalFile, Version
 from .errors import StateError
 from .index import RequestIndex
+from .lazy import Lazy
 from .lease import Held, acquire
 from .shards import KEYS_SUFFIX, shard_rows
 
@@ -312,7 +313,9 @@ class RemoteStore(LocalStore):
         return path
 
     def index(self, pipeline: str, *, readonly: bool = False) -> RequestIndex:
-        return _LazyIndex(lambda: self._open_index(pipeline, readonly))  # type: ignore[return-value]
+        # Opened on first use: a command that never queries it (status, a plan that skips
+        # rendering, a lock) never downloads or rebuilds it.
+        return Lazy(lambda: self._open_index(pipeline, readonly))  # type: ignore[return-value]
 
     def _open_index(self, pipeline: str, readonly: bool) -> RequestIndex:
         path = self.index_path(pipeline)
@@ -397,24 +400,6 @@ class RemoteStore(LocalStore):
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm(self._remote(pipeline), recursive=True)
         super().forget(pipeline)
-
-
-class _LazyIndex:
-    """A RequestIndex opened on first use: a command that never queries it (status, a plan
-    that skips rendering, a lock) never downloads or rebuilds it."""
-
-    def __init__(self, open_index: Callable[[], RequestIndex]) -> None:
-        self._open = open_index
-        self._index: RequestIndex | None = None
-
-    def __getattr__(self, name: str):
-        if self._index is None:
-            self._index = self._open()
-        return getattr(self._index, name)
-
-    def close(self) -> None:
-        if self._index is not None:
-            self._index.close()
 
 
 def _named_files(state: PipelineState) -> set[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SpecError
+from ..lazy import Lazy
 
 if TYPE_CHECKING:
     from ..project import Stores
@@ -25,7 +26,9 @@ class Backends:
     def __call__(self, pipeline: LoadedPipeline):
         kind = pipeline.spec.backend or self.settings.backend
         staging = staging_of(pipeline, self.stores) if kind == "vertex" else None
-        return _Lazy(lambda: self._make(kind, staging))
+        # Made on first use: an apply that finds nothing to do (a finished pipeline, a poll
+        # answered by the state) never imports the SDK, which costs most of a second.
+        return Lazy(lambda: self._make(kind, staging))
 
     def _make(self, kind: str, staging: str | None):
         if (kind, staging) not in self._made:
@@ -38,20 +41,6 @@ class Backends:
 
                 self._made[kind, staging] = GeminiBackend(self.settings)
         return self._made[kind, staging]
-
-
-class _Lazy:
-    """A backend made on first use: an apply that finds nothing to do (a finished pipeline, a
-    poll answered by the state) never imports the SDK, which costs most of a second."""
-
-    def __init__(self, make) -> None:
-        self._make = make
-        self._backend = None
-
-    def __getattr__(self, name: str):
-        if self._backend is None:
-            self._backend = self._make()
-        return getattr(self._backend, name)
 
 
 def staging_of(pipeline: LoadedPipeline, stores: Stores) -> str:
