@@ -63,7 +63,6 @@ class Joiner:
         self.index = index
         self.failed = failed
         self.encode = {False: encode_out, True: encode_err}
-        self._encoder = json.JSONEncoder(ensure_ascii=False).encode
 
     def rows(self, rendered: Iterator[Rendered]) -> Iterator[JoinedRow]:
         for chunk in chunks(rendered):
@@ -81,16 +80,20 @@ class Joiner:
             else:
                 row["error"] = job_error(self.failed.get(lost.get(r.hash, "")))
             is_error = "error" in row
-            out.append((is_error, r.key, encode_jsonl(row, self._encoder) if self.encode[is_error] else row))
+            out.append((is_error, r.key, encode_jsonl(row) if self.encode[is_error] else row))
         return out
 
     def close(self) -> None:
         self.reader.close()
 
 
-def encode_jsonl(row: dict[str, Any], encoder: Callable[[Any], str] | None = None) -> bytes:
+# json.dumps(row, ensure_ascii=False) without building an encoder for every row.
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def encode_jsonl(row: dict[str, Any]) -> bytes:
     """One JSONL output line: json.dumps(row, ensure_ascii=False) and a newline."""
-    return (encoder or json.JSONEncoder(ensure_ascii=False).encode)(row).encode() + b"\n"
+    return _encode(row).encode() + b"\n"
 
 
 def job_error(shard: Shard | None) -> dict:

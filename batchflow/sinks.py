@@ -58,14 +58,12 @@ class Sink:
         self._parquet = None
         self._types: dict[str, Any] = {}
         self._batch: list[dict[str, Any]] = []
-        # json.dumps(row, ensure_ascii=False) without building an encoder for every row.
-        self._encode = json.JSONEncoder(ensure_ascii=False).encode
 
     def write(self, row: dict[str, Any] | bytes) -> None:
         """One row: a dict, or for JSONL its line as join.encode_jsonl gives it."""
         self.count += 1
         if self.format == "jsonl":
-            self._file.write(row if isinstance(row, bytes) else encode_jsonl(row, self._encode))
+            self._file.write(row if isinstance(row, bytes) else encode_jsonl(row))
         elif self.format == "csv":
             if self._csv is None:
                 self._text = io.TextIOWrapper(self._file, encoding="utf-8", newline="", write_through=True)
