@@ -12,12 +12,11 @@ give about 1 GB of result files.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
+
+from ten_million import run_batchflow, start_emulator
 
 RECORDS = int(os.environ.get("BENCH_REMOTE_RECORDS", 110_000))
 SPEC = """
@@ -46,16 +45,6 @@ def _drain(stream) -> None:
         pass
 
 
-def _timed(args: list[str], env: dict[str, str], cwd: Path) -> float:
-    start = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "batchflow", *args], env=env, cwd=cwd, capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"batchflow {' '.join(args)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-    return time.perf_counter() - start
-
-
 def main() -> None:
     os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")  # see offline-cloud-testing
     import gcsfs
@@ -68,16 +57,10 @@ def main() -> None:
         gcs = FakeGCSServer()
         gcs.start()  # sets STORAGE_EMULATOR_HOST for this process and its children
         threading.Thread(target=_drain, args=(gcs._process.stderr,), daemon=True).start()
-        emulator = subprocess.Popen(
-            [sys.executable, "-m", "batchflow", "emulator", "--port", "0", "--speed", "100000"],
-            stdout=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "TMPDIR": tmp},
-        )
+        emulator, url = start_emulator("100000", tmp)
         try:
             fs = gcsfs.GCSFileSystem(endpoint_url=gcs.url, token="anon", project="bench")
             fs.mkdir("bench-state")
-            url = emulator.stdout.readline().strip().removeprefix("listening on ")
             env = {
                 **os.environ,
                 "BATCHFLOW_API_BASE_URL": url,
@@ -86,7 +69,7 @@ def main() -> None:
                 "CI": "true",
                 "XDG_CACHE_HOME": str(folder / "runner-1"),
             }
-            first = _timed(["apply", "--wait", "spec.yaml"], env, folder)
+            first, _ = run_batchflow(["apply", "--wait", "spec.yaml"], env, folder)
             results = fs.du("bench-state/st/remote/results")
             env["XDG_CACHE_HOME"] = str(folder / "runner-2")
             rows = []
@@ -95,7 +78,7 @@ def main() -> None:
                 ("plan", ["plan", "spec.yaml"]),
                 ("apply (lock, plan, nothing to do)", ["apply", "spec.yaml"]),
             ):
-                seconds = _timed(args, env, folder)
+                seconds, _ = run_batchflow(args, env, folder)
                 fetched = list((folder / "runner-2").glob("batchflow/*/remote/results/*"))
                 rows.append((name, seconds, len(fetched)))
         finally:

@@ -46,7 +46,7 @@ def _generate(path: Path, n: int) -> None:
             f.write(f'{{"sku": "S{i}", "title": "Product {i}", "description": "{description}"}}\n')
 
 
-def _run(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, str]:
+def run_batchflow(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, str]:
     """Wall seconds and peak RSS (MB) of one batchflow command, run in its own process: its
     own, and its largest worker's when it had workers ("main + worker")."""
     code = (
@@ -66,6 +66,17 @@ def _run(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, str]:
     if done.returncode != 0:
         raise SystemExit(f"batchflow {' '.join(args)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
     return elapsed, done.stderr.strip().splitlines()[-1]
+
+
+def start_emulator(speed: str, folder: str) -> tuple[subprocess.Popen, str]:
+    """`batchflow emulator` on a free port, its files under `folder`; the process and its URL."""
+    emulator = subprocess.Popen(
+        [sys.executable, "-m", "batchflow", "emulator", "--port", "0", "--speed", speed],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": folder},
+    )
+    return emulator, emulator.stdout.readline().strip().removeprefix("listening on ")
 
 
 def _plain_join(folder: Path, out: Path) -> tuple[float, str]:
@@ -99,14 +110,8 @@ def main() -> None:
             f"\n{n:,} records, {size_mb:,.0f} MB of JSONL (generated in {time.perf_counter() - start:.0f} s)"
         )
         (folder / "spec.yaml").write_text(SPEC.format(output="out.jsonl"))
-        emulator = subprocess.Popen(
-            [sys.executable, "-m", "batchflow", "emulator", "--port", "0", "--speed", "0.001"],
-            stdout=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "TMPDIR": tmp},
-        )
+        emulator, url = start_emulator("0.001", tmp)
         try:
-            url = emulator.stdout.readline().strip().removeprefix("listening on ")
             env = {
                 **os.environ,
                 "BATCHFLOW_API_BASE_URL": url,
@@ -115,20 +120,20 @@ def main() -> None:
                 "CI": "true",
             }
             rows = []
-            prepare_s, prepare_mb = _run(["apply", "spec.yaml"], env, folder)
+            prepare_s, prepare_mb = run_batchflow(["apply", "spec.yaml"], env, folder)
             rows.append(("prepare, upload, create (apply)", prepare_s, n / prepare_s, prepare_mb))
             clock = urllib.request.Request(
                 f"{url}/_emulator/clock", data=b'{"advance": 86400, "speed": 1000}', method="POST"
             )
             urllib.request.urlopen(clock).close()
-            wait_s, wait_mb = _run(["apply", "--wait", "spec.yaml"], env, folder)
+            wait_s, wait_mb = run_batchflow(["apply", "--wait", "spec.yaml"], env, folder)
             rows.append(("answer, download, write JSONL (apply --wait)", wait_s, n / wait_s, wait_mb))
             assert sum(1 for _ in open(folder / "out.jsonl", "rb")) == n
             (folder / "out.jsonl").unlink()
-            jsonl_s, jsonl_mb = _run(["apply", "spec.yaml"], env, folder)
+            jsonl_s, jsonl_mb = run_batchflow(["apply", "spec.yaml"], env, folder)
             rows.append(("output join, JSONL (apply, no API calls)", jsonl_s, n / jsonl_s, jsonl_mb))
             (folder / "spec.yaml").write_text(SPEC.format(output="out.parquet"))
-            parquet_s, parquet_mb = _run(["apply", "spec.yaml"], env, folder)
+            parquet_s, parquet_mb = run_batchflow(["apply", "spec.yaml"], env, folder)
             rows.append(("output join, Parquet (apply, no API calls)", parquet_s, n / parquet_s, parquet_mb))
             plain_s, plain_mb = _plain_join(folder / "state", folder / "plain.jsonl")
             rows.append(("baseline: plain script, result files to JSONL", plain_s, n / plain_s, plain_mb))
