@@ -27,7 +27,10 @@ schema: install
 	$(BIN)/batchflow schema --output schemas/pipeline.schema.json
 	$(BIN)/python -m batchflow.reference README.md
 
+# Compiled first, as pip compiles an installed package: start-up is then measured as users
+# have it, also where PYTHONDONTWRITEBYTECODE keeps Python from caching what it compiles.
 bench: install
+	$(BIN)/python -m compileall -q batchflow
 	$(BIN)/python bench/run.py
 
 clean:

@@ -9,6 +9,7 @@ one query per chunk, not one per record.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -40,30 +41,38 @@ class RequestIndex:
     """Opened read-only (`plan`) it never writes; a missing file is then an empty index."""
 
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
-        self.path = path
+        self.path, self.readonly = path, readonly
+
+    @functools.cached_property
+    def db(self) -> sqlite3.Connection:
+        """Connected on first use: a plan or poll that finds its scan memoized never reads the
+        index, and opening it is most of the work such a plan does for a small pipeline."""
+        path, readonly = self.path, self.readonly
         if readonly and not path.exists():
-            self.db = sqlite3.connect(":memory:", isolation_level=None)
+            db = sqlite3.connect(":memory:", isolation_level=None)
         elif readonly:
-            self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(path, isolation_level=None)  # explicit transactions below
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
+            db = sqlite3.connect(path, isolation_level=None)  # explicit transactions below
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
         if not readonly or not path.exists():
-            self.db.executescript(_SCHEMA)
-        columns = {row[1] for row in self.db.execute("PRAGMA table_info(results)")}
-        if "round" not in columns and not readonly:  # an index written by batchflow 0.1
-            self.db.execute("ALTER TABLE results ADD COLUMN round INTEGER NOT NULL DEFAULT 0")
-        # Read-only (plan) on such an index: every result is of round 0.
-        self._round = "round" if "round" in columns or not readonly else "0"
-        self._keys = bool(
-            self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'record_keys'").fetchone()
-        )
+            db.executescript(_SCHEMA)
+        if not readonly and "round" not in _columns(db, "results"):  # an index written by batchflow 0.1
+            db.execute("ALTER TABLE results ADD COLUMN round INTEGER NOT NULL DEFAULT 0")
         # Keys seen by the current scan: duplicates are an error, found without a set in memory.
-        self.db.execute(
-            "CREATE TEMP TABLE seen_keys (key TEXT PRIMARY KEY, uri TEXT, line INTEGER) WITHOUT ROWID"
-        )
+        db.execute("CREATE TEMP TABLE seen_keys (key TEXT PRIMARY KEY, uri TEXT, line INTEGER) WITHOUT ROWID")
+        return db
+
+    @functools.cached_property
+    def _round(self) -> str:
+        # Read-only (plan) on an index of batchflow 0.1: every result is of round 0.
+        return "round" if "round" in _columns(self.db, "results") else "0"
+
+    @functools.cached_property
+    def _keys(self) -> bool:
+        return bool(self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'record_keys'").fetchone())
 
     def forget_keys(self) -> None:
         """Start a new scan of the source."""
@@ -89,7 +98,8 @@ class RequestIndex:
         return next(seen[k] for k in local if seen[k] != local[k])
 
     def close(self) -> None:
-        self.db.close()
+        if "db" in self.__dict__:
+            self.db.close()
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -221,6 +231,10 @@ class RequestIndex:
             (*hashes, *among),
         )
         return dict(rows)
+
+
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
 
 
 def parse_result(line: bytes) -> dict:

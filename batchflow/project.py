@@ -91,6 +91,7 @@ class Stores:
         self.explicit = _resolve(Path.cwd(), explicit) if explicit else None
         self.lock_ttl, self.lock_timeout = lock_ttl, lock_timeout
         self._open: dict[str, LocalStore] = {}
+        self._project_states: dict[Path, str | None] = {}
 
     def location(self, pipeline: LoadedPipeline) -> str:
         if pipeline.spec.state is not None:
@@ -98,10 +99,16 @@ class Stores:
         if self.explicit is not None:
             return self.explicit
         spec_folder = pipeline.path.resolve().parent
-        found = find_project(spec_folder)
-        if found is not None and found[1].state is not None:
-            return _resolve(found[0].parent, found[1].state)
-        return str(spec_folder / DEFAULT_STATE)
+        return self._project_state(spec_folder) or str(spec_folder / DEFAULT_STATE)
+
+    def _project_state(self, spec_folder: Path) -> str | None:
+        """The `state:` of the project file above `spec_folder`, read once per folder: every
+        pipeline of a project asks for it."""
+        if spec_folder not in self._project_states:
+            found = find_project(spec_folder)
+            state = found[1].state if found is not None else None
+            self._project_states[spec_folder] = _resolve(found[0].parent, state) if state else None
+        return self._project_states[spec_folder]
 
     def of(self, pipeline: LoadedPipeline) -> LocalStore:
         location = self.location(pipeline)
@@ -134,9 +141,8 @@ class Stores:
         spec_folder = pipeline.path.resolve().parent
         folders = [Path.cwd(), spec_folder, *spec_folder.parents]
         stores = [f / DEFAULT_STATE for f in folders]
-        found = find_project(spec_folder)
-        if found is not None and found[1].state is not None:
-            stores.append(Path(_resolve(found[0].parent, found[1].state)))
+        if project_state := self._project_state(spec_folder):
+            stores.append(Path(project_state))
         if self.explicit is not None:
             stores.append(Path(self.explicit))
         return list(dict.fromkeys(s.resolve() for s in stores if "://" not in str(s)))
