@@ -87,7 +87,8 @@ class RequestIndex:
                 return local[key]
             local[key] = (key, uri, line)
         before = self.db.total_changes
-        self.db.executemany("INSERT OR IGNORE INTO temp.seen_keys VALUES (?, ?, ?)", sorted(keys))
+        with self._transaction():  # else each row is a transaction of its own: half the cost
+            self.db.executemany("INSERT OR IGNORE INTO temp.seen_keys VALUES (?, ?, ?)", sorted(keys))
         if self.db.total_changes - before == len(keys):
             return None  # every key new: the common case costs one statement
         marks = ",".join("?" * len(keys))

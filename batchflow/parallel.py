@@ -41,10 +41,9 @@ def render_source(
     Rendered records of the parallel path carry their place (uri, line) but not their data:
     for scans, which need no more."""
     files = _parallel_files(pipeline)
-    workers = min((os.cpu_count() or 1) - 1, 8)  # this process has the indexing to do
-    if files is None or workers < 1:
+    if files is None or _workers() < 2:
         return renderer.render(records)
-    return _in_order(pipeline, None, files, workers, lambda answer: _collect(answer, renderer))
+    return _in_order(pipeline, None, files, _workers(), lambda answer: _collect(answer, renderer))
 
 
 def join_source(
@@ -61,8 +60,7 @@ def join_source(
     source is worth it. Those read the index and the result files themselves: every result
     file a row may need is fetched first."""
     files = _parallel_files(pipeline)
-    workers = min(os.cpu_count() or 1, 8)  # this process only writes
-    if files is None or workers < 2:
+    if files is None or _workers() < 2:
         joiner = Joiner(
             pipeline.spec, index, result_path, failed, encode_out=encode_out, encode_err=encode_err
         )
@@ -73,7 +71,13 @@ def join_source(
         return
     paths = {shard: str(result_path(shard)) for shard in index.result_shards()}
     setup = _JoinSetup(str(index.path), paths, failed, encode_out, encode_err)
-    yield from _in_order(pipeline, setup, files, workers, _rows)
+    yield from _in_order(pipeline, setup, files, _workers(), _rows)
+
+
+def _workers() -> int:
+    """One a core, up to 8. In a scan this process indexes too, yet with a worker fewer it
+    waited for them a third of the time (and a single worker is not worth its start)."""
+    return min(os.cpu_count() or 1, 8)
 
 
 def _min_bytes() -> int:

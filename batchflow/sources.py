@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import fsspec
+import orjson
 
 from .errors import SourceError
 
@@ -120,13 +121,34 @@ def _jsonl(text: io.TextIOBase, uri: str) -> Iterator[Record]:
 def jsonl_record(line: str, uri: str, n: int) -> Record:
     """The record on line `n` of a JSONL file (not a blank one)."""
     try:
-        data = json.loads(line)
+        data = _parse(line)
     except json.JSONDecodeError as exc:
         # Its own "line 1 column 5 (char 4)" counts within this line: say the column only.
         raise SourceError(f"invalid JSON at column {exc.colno}: {exc.msg}", uri=uri, line=n) from None
     if not isinstance(data, dict):
         raise SourceError("each line must be a JSON object", uri=uri, line=n)
     return Record(uri, n, data)
+
+
+def _parse(line: str) -> Any:
+    """json.loads(line), by orjson (five times faster) wherever it reads the line exactly as json
+    does. What orjson refuses and json reads (NaN, Infinity, lone surrogates) goes to json, and so
+    does every error, which keeps json's message."""
+    try:
+        data = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(line)
+    return data if type(data) is not dict or _exact(data) else json.loads(line)  # not a dict: refused
+
+
+def _exact(value: dict | list) -> bool:
+    """False if a number may be an integer beyond 64 bits, which orjson reads as a float (one
+    that renders differently); what is left to json then is rare."""
+    for v in value.values() if type(value) is dict else value:
+        kind = type(v)
+        if (kind is float and abs(v) >= 9.2e18) or ((kind is dict or kind is list) and not _exact(v)):
+            return False
+    return True
 
 
 def _csv(text: io.TextIOBase, uri: str, dialect: CsvDialect) -> Iterator[Record]:

@@ -138,3 +138,28 @@ def test_request_lines_are_the_canonical_json_of_the_request(tmp_path):
         renderer = Renderer(pipeline)
         record = Record("data.jsonl", 1, data)
         assert renderer.body(record, "k") == canonical(renderer.request(record, "k")), name
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"n": 18446744073709551616, "s": "x"}',  # beyond 64 bits: orjson would read a float
+        '{"deep": [1, {"n": -9223372036854775809}]}',
+        '{"n": NaN, "m": Infinity}',  # json reads them, orjson does not
+        '{"s": "\\ud800"}',  # a lone surrogate
+        '{"f": 1e19, "g": 0.30000000000000004, "i": 9223372036854775807}',
+        '{"a": 1, "b": 2, "a": 3}',  # the last wins, in the first's place
+    ],
+)
+def test_records_are_read_exactly_as_json_reads_them(line):
+    from batchflow.sources import jsonl_record
+
+    data = jsonl_record(line, "data.jsonl", 1).data
+    assert repr(data) == repr(json.loads(line)) and list(data) == list(json.loads(line))
+
+
+def test_a_bad_line_keeps_jsons_message():
+    from batchflow.sources import jsonl_record
+
+    with pytest.raises(SourceError, match=r"invalid JSON at column 9: Extra data"):
+        jsonl_record('{"x": 1}garbage', "data.jsonl", 7)
