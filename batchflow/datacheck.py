@@ -49,7 +49,7 @@ def check_records(pipeline: LoadedPipeline, max_bytes: int) -> RecordCheck:
     count = 0
     for r in renderer.render(records(pipeline)):
         if r.key in keys:
-            raise duplicate_error(pipeline, r.key, keys[r.key], r.record)
+            raise duplicate_error(pipeline, r.key, keys[r.key], r.record.uri, r.record.line)
         keys[r.key] = (r.record.uri, r.record.line)
         count += 1
         if limit is not None and count >= limit:

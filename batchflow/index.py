@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -249,11 +250,6 @@ def parse_result(line: bytes) -> dict:
 
 
 def chunks(items: Iterable, size: int = CHUNK) -> Iterator[list]:
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
+    it = iter(items)
+    while batch := list(itertools.islice(it, size)):  # islice: no Python step per item
         yield batch

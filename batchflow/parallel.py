@@ -24,6 +24,7 @@ from pathlib import Path
 from .errors import SourceError
 from .index import RequestIndex
 from .join import JoinedRow, Joiner
+from .pricing import estimate_line
 from .requests import Rendered, Renderer
 from .sources import Record, infer_format, jsonl_record
 from .spec import LoadedPipeline
@@ -34,16 +35,25 @@ MIN_BYTES = 32 * 1024 * 1024
 BATCH_LINES = 2_000
 
 
+# One request as a scan needs it: (record key, request hash, batch input line, source uri,
+# line number, estimated input tokens). Plain tuples: made on the workers, they cross and
+# arrive as they are, where objects would be built again for each record.
+ScanRow = tuple[str, str, str, str, int, int]
+
+
 def render_source(
     pipeline: LoadedPipeline, renderer: Renderer, records: Iterator[Record]
-) -> Iterator[Rendered]:
-    """`renderer.render(records)`, on several processes when the source is worth it. The
-    Rendered records of the parallel path carry their place (uri, line) but not their data:
-    for scans, which need no more."""
+) -> Iterator[ScanRow]:
+    """The source's requests (`renderer.render(records)`) as a scan needs them, on several
+    processes when the source is worth it."""
     files = _parallel_files(pipeline)
     if files is None or _workers() < 2:
-        return renderer.render(records)
+        return map(scan_row, renderer.render(records))
     return _in_order(pipeline, None, files, _workers(), lambda answer: _collect(answer, renderer))
+
+
+def scan_row(r: Rendered) -> ScanRow:
+    return (r.key, r.hash, r.line, r.record.uri, r.record.line, estimate_line(r.line))
 
 
 def join_source(
@@ -163,11 +173,10 @@ def _in_order(
                 future.cancel()
 
 
-def _collect(answer: tuple, renderer: Renderer) -> Iterator[Rendered]:
-    path, rendered, seen, error = answer
+def _collect(answer: tuple, renderer: Renderer) -> Iterator[ScanRow]:
+    _, rows, seen, error = answer
     renderer.files.seen.update(seen)
-    for key, digest, line, n in rendered:
-        yield Rendered(key=key, hash=digest, line=line, record=Record(path, n, {}))
+    yield from rows
     _raise(error)
 
 
@@ -232,4 +241,4 @@ def _do_batch(path: str, position: int, lines: list[tuple[int, str]]) -> tuple[s
     seen = {d: ref for d, ref in renderer.files.seen.items() if d not in before}
     if _joiner is not None:
         return path, list(_joiner.rows(iter(rendered))), seen, error
-    return path, [(r.key, r.hash, r.line, r.record.line) for r in rendered], seen, error
+    return path, [scan_row(r) for r in rendered], seen, error

@@ -20,7 +20,6 @@ from . import __version__
 from .errors import SourceError
 from .index import RequestIndex, chunks
 from .parallel import render_source
-from .pricing import estimate_line
 from .requests import (
     FileRef,
     Renderer,
@@ -242,30 +241,29 @@ def scan(
     def new_lines():
         nonlocal count, tokens, resent
         for chunk in chunks(render_source(pipeline, renderer, records(pipeline))):
-            earlier = index.first_seen([(r.key, r.record.uri, r.record.line) for r in chunk])
+            earlier = index.first_seen([(key, uri, n) for key, _, _, uri, n, _ in chunk])
             if earlier is not None:
                 key, uri, line = earlier
-                again = next(
-                    r for r in chunk if r.key == key and (r.record.uri, r.record.line) != (uri, line)
-                )
-                raise duplicate_error(pipeline, key, (uri, line), again.record)
-            covered = index.covered([r.hash for r in chunk], live, spec.retry.attempts, round)
-            resent += index.answered_before([(r.key, r.hash) for r in chunk if r.hash not in covered])
-            for r in chunk:
-                count += 1
-                digest.update(r.hash.encode())
-                if r.hash in covered:
+                again = next(r for r in chunk if r[0] == key and (r[3], r[4]) != (uri, line))
+                raise duplicate_error(pipeline, key, (uri, line), again[3], again[4])
+            hashes = [r[1] for r in chunk]
+            covered = index.covered(hashes, live, spec.retry.attempts, round)
+            resent += index.answered_before([(r[0], r[1]) for r in chunk if r[1] not in covered])
+            count += len(chunk)
+            digest.update("".join(hashes).encode())  # as one update per hash, in one call
+            for key, hash, line, uri, n, estimate in chunk:
+                if hash in covered:
                     continue
-                tokens += estimate_line(r.line)
+                tokens += estimate
                 if len(sample) < SAMPLE_LINES:
-                    sample.append(r.line)
-                if len(r.line) + 1 > spec.batch.max_bytes:
+                    sample.append(line)
+                if len(line) + 1 > spec.batch.max_bytes:
                     raise SourceError(
-                        f"record {r.key!r}: its request is {len(r.line) + 1} bytes, over batch.max_bytes",
-                        uri=r.record.uri,
-                        line=r.record.line,
+                        f"record {key!r}: its request is {len(line) + 1} bytes, over batch.max_bytes",
+                        uri=uri,
+                        line=n,
                     )
-                yield r.line, r.key, r.hash
+                yield line, key, hash
             if progress is not None:
                 progress(count)
 
@@ -313,14 +311,16 @@ def inputs_fingerprint(pipeline: LoadedPipeline, state: PipelineState) -> str:
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
 
 
-def duplicate_error(pipeline: LoadedPipeline, key: str, first: tuple[str, int], again: Record) -> SourceError:
-    """The error for record `again`, whose key was seen first at `first` (uri, line)."""
-    where = f"line {first[1]}" if first[0] == again.uri else f"{first[0]}:{first[1]}"
+def duplicate_error(
+    pipeline: LoadedPipeline, key: str, first: tuple[str, int], uri: str, line: int
+) -> SourceError:
+    """The error for the record at `uri`:`line`, whose key was seen first at `first` (uri, line)."""
+    where = f"line {first[1]}" if first[0] == uri else f"{first[0]}:{first[1]}"
     if pipeline.spec.source.key is None:
         message = f"this record is an exact copy of the one at {where}; remove it, or set source.key"
     else:
         message = f"duplicate key {key!r}, also at {where} (source.key must be unique)"
-    return SourceError(message, uri=again.uri, line=again.line)
+    return SourceError(message, uri=uri, line=line)
 
 
 def output_uris(pipeline: LoadedPipeline) -> list[str]:
