@@ -62,6 +62,9 @@ FAST_CASES = [
     ("{{ a.b }}", {"a": "not a mapping"}),
     ("{{- a -}}\n  x  \n", {"a": 1}),
     ("{{ range }}", {"range": "a field, not the global"}),
+    ("{ {{ a }} }} {{ b }}{0}{}", {"a": "{b}", "b": 2.0}),  # braces around and in fields
+    ("{{ a }} and {{ b }}", {"a": 1}),  # a field missing: Jinja says so
+    ("{{ a }}", {"a": {"x": "{y}"}}),
 ]
 
 
@@ -112,6 +115,9 @@ def test_request_lines_are_the_canonical_json_of_the_request(tmp_path):
               safety_settings: [{category: HARM_CATEGORY_HARASSMENT, threshold: BLOCK_NONE}]
               labels: {team: x}
             tools: [google_search]
+        """,
+        "constant-system": """
+            request: {system: "You tag \\"things\\" — «always».", prompt: "{{ note }}"}
         """,
         "embed": """
             model: gemini-embedding-001
