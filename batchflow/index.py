@@ -47,7 +47,7 @@ class RequestIndex:
     @functools.cached_property
     def db(self) -> sqlite3.Connection:
         """Connected on first use: a plan or poll that finds its scan memoized never reads the
-        index, and opening it is most of the work such a plan does for a small pipeline."""
+        index, and opening it was the largest part of such a plan of a small pipeline."""
         path, readonly = self.path, self.readonly
         if readonly and not path.exists():
             db = sqlite3.connect(":memory:", isolation_level=None)

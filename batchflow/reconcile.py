@@ -251,8 +251,8 @@ def scan(
             resent += index.answered_before([(r[0], r[1]) for r in chunk if r[1] not in covered])
             count += len(chunk)
             digest.update("".join(hashes).encode())  # as one update per hash, in one call
-            for key, hash, line, uri, n, estimate in chunk:
-                if hash in covered:
+            for key, request_hash, line, uri, n, estimate in chunk:
+                if request_hash in covered:
                     continue
                 tokens += estimate
                 if len(sample) < SAMPLE_LINES:
@@ -263,7 +263,7 @@ def scan(
                         uri=uri,
                         line=n,
                     )
-                yield line, key, hash
+                yield line, key, request_hash
             if progress is not None:
                 progress(count)
 

@@ -68,3 +68,15 @@ def test_a_key_seen_in_an_earlier_chunk_is_named_where_it_was_first_seen(tmp_pat
         "y.jsonl",
         9,
     )
+
+
+def test_an_index_is_opened_on_first_use_only(tmp_path):
+    """A memoized plan never queries its index: opening one costs more than the plan's own work."""
+    path = tmp_path / "p" / "index.sqlite3"
+    unused = RequestIndex(path)
+    unused.close()
+    assert not path.parent.exists()
+    used = RequestIndex(path)
+    used.forget_keys()
+    used.close()
+    assert path.exists()
