@@ -265,7 +265,6 @@ class Renderer:
         self.cache: dict[str, Any] | None = None
         self._fixed_json: dict[str, str] | None = None
         self._order: list[tuple[str, str]] | None = None  # (field, its JSON name and colon), sorted
-        self._system = None
         if spec.embed is not None:
             self._content = self._compile(spec.embed.content, "embed.content")
             self._title = self._compile(spec.embed.title, "embed.title")
@@ -280,6 +279,9 @@ class Renderer:
             return
         request = spec.request
         self._system = self._compile(request.system, "request.system")
+        if isinstance(self._system, _Constant):  # the same for every record
+            self._fixed["systemInstruction"] = {"parts": [{"text": self._system.text}]}
+            self._system = None
         self._prompt = self._compile(request.prompt, "request.prompt")
         self._files = [self._compile(f, f"request.files[{i}]") for i, f in enumerate(request.files)]
         if request.generation_config:
@@ -342,8 +344,6 @@ class Renderer:
         template changes are serialized once, per record only the rendered texts are encoded."""
         if self._fixed_json is None:
             self._fixed_json = {k: canonical(v) for k, v in self._fixed.items()}
-            if isinstance(self._system, _Constant):  # the same for every record
-                self._fixed_json["systemInstruction"] = canonical({"parts": [{"text": self._system.text}]})
         fields = dict(self._fixed_json)
         if self.pipeline.spec.embed is not None:
             text = self._render(self._content, record, "embed.content", key)
@@ -363,7 +363,7 @@ class Renderer:
                             f"record {key!r}: request.files[{i}]: {exc}", uri=record.uri, line=record.line
                         ) from None
             fields["contents"] = '[{"parts":[' + ",".join(parts) + '],"role":"user"}]'
-            if self._system is not None and "systemInstruction" not in fields:
+            if self._system is not None:
                 system = self._render(self._system, record, "request.system", key)
                 fields["systemInstruction"] = '{"parts":[{"text":' + _string(system) + "}]}"
         if self._order is None:  # every record has the same fields
