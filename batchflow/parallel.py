@@ -49,7 +49,7 @@ def render_source(
     files = _parallel_files(pipeline)
     if files is None or _workers() < 2:
         return map(scan_row, renderer.render(records))
-    return _in_order(pipeline, None, files, _workers(), lambda answer: _collect(answer, renderer))
+    return _in_order(pipeline, None, files, lambda answer: _collect(answer, renderer))
 
 
 def scan_row(r: Rendered) -> ScanRow:
@@ -81,7 +81,7 @@ def join_source(
         return
     paths = {shard: str(result_path(shard)) for shard in index.result_shards()}
     setup = _JoinSetup(str(index.path), paths, failed, encode_out, encode_err)
-    yield from _in_order(pipeline, setup, files, _workers(), _rows)
+    yield from _in_order(pipeline, setup, files, _rows)
 
 
 def _workers() -> int:
@@ -145,11 +145,11 @@ def _in_order(
     pipeline: LoadedPipeline,
     join: _JoinSetup | None,
     paths: list[str],
-    workers: int,
     collect: Callable[[tuple], Iterator],
 ) -> Iterator:
     """Batches of the source's lines through the workers (_do_batch), and what each gives back
     through `collect`, in the source's order."""
+    workers = _workers()
     # spawn: the workers share nothing with this process's threads (gcsfs, SQLite).
     context = multiprocessing.get_context("spawn")
     initargs = (pipeline, join)
