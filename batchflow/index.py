@@ -13,7 +13,7 @@ import functools
 import itertools
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import orjson
@@ -43,6 +43,7 @@ class RequestIndex:
 
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path, self.readonly = path, readonly
+        self._files: dict[str, int] = {}  # the files of the scan's source, numbered (first_seen)
 
     @functools.cached_property
     def db(self) -> sqlite3.Connection:
@@ -63,7 +64,9 @@ class RequestIndex:
         if not readonly and "round" not in _columns(db, "results"):  # an index written by batchflow 0.1
             db.execute("ALTER TABLE results ADD COLUMN round INTEGER NOT NULL DEFAULT 0")
         # Keys seen by the current scan: duplicates are an error, found without a set in memory.
-        db.execute("CREATE TEMP TABLE seen_keys (key TEXT PRIMARY KEY, uri TEXT, line INTEGER) WITHOUT ROWID")
+        db.execute(
+            "CREATE TEMP TABLE seen_keys (key TEXT PRIMARY KEY, file INTEGER, line INTEGER) WITHOUT ROWID"
+        )
         return db
 
     @functools.cached_property
@@ -78,26 +81,31 @@ class RequestIndex:
     def forget_keys(self) -> None:
         """Start a new scan of the source."""
         self.db.execute("DELETE FROM temp.seen_keys")
+        self._files.clear()
 
     def first_seen(self, keys: list[tuple[str, str, int]]) -> tuple[str, str, int] | None:
         """Record the (key, uri, line) of each record; for the first key seen before (in this
         scan), return where it was seen first."""
-        local: dict[str, tuple[str, str, int]] = {}
-        for key, uri, line in keys:
-            if key in local:
-                return local[key]
-            local[key] = (key, uri, line)
+        if len({key for key, _, _ in keys}) < len(keys):  # a key twice in this very chunk
+            local: dict[str, tuple[str, str, int]] = {}
+            for key, uri, line in keys:
+                if key in local:
+                    return local[key]
+                local[key] = (key, uri, line)
+        files = self._files  # rows hold the file's number: binding a long uri per row costs
+        rows = sorted((key, files.setdefault(uri, len(files)), line) for key, uri, line in keys)
         before = self.db.total_changes
         with self._transaction():  # else each row is a transaction of its own: half the cost
-            self.db.executemany("INSERT OR IGNORE INTO temp.seen_keys VALUES (?, ?, ?)", sorted(keys))
+            self.db.executemany("INSERT OR IGNORE INTO temp.seen_keys VALUES (?, ?, ?)", rows)
         if self.db.total_changes - before == len(keys):
             return None  # every key new: the common case costs one statement
         marks = ",".join("?" * len(keys))
-        rows = self.db.execute(
-            f"SELECT key, uri, line FROM temp.seen_keys WHERE key IN ({marks})", list(local)
+        found = self.db.execute(
+            f"SELECT key, file, line FROM temp.seen_keys WHERE key IN ({marks})", [k for k, _, _ in keys]
         )
-        seen = {key: (key, uri, line) for key, uri, line in rows}
-        return next(seen[k] for k in local if seen[k] != local[k])
+        uris = list(files)
+        seen = {key: (key, uris[file], line) for key, file, line in found}
+        return next(seen[key] for key, uri, line in keys if seen[key] != (key, uri, line))
 
     def close(self) -> None:
         if "db" in self.__dict__:
@@ -184,7 +192,7 @@ class RequestIndex:
                 (digest, shard, offset, state, round),
             )
 
-    def covered(self, hashes: list[str], live: set[str], attempts: int, round: int = 0) -> set[str]:
+    def covered(self, hashes: Sequence[str], live: set[str], attempts: int, round: int = 0) -> set[str]:
         """Of `hashes`, those that need no new job: in a `live` shard, or answered for good
         (a success; in retry round `round`, a permanent error or `attempts` retryable ones)."""
         marks = ",".join("?" * len(hashes))

@@ -238,32 +238,36 @@ def scan(
     count = tokens = resent = 0
     sample: list[str] = []
 
-    def new_lines():
+    def new_requests():
+        """In chunks, as columns: the lines, keys and hashes of the requests no shard or answer
+        covers yet. Per chunk, not per record: each step is then one call into C."""
         nonlocal count, tokens, resent
         for chunk in chunks(render_source(pipeline, renderer, records(pipeline))):
-            earlier = index.first_seen([(key, uri, n) for key, _, _, uri, n, _ in chunk])
+            keys, hashes, lines, uris, numbers, estimates = zip(*chunk, strict=True)
+            earlier = index.first_seen(list(zip(keys, uris, numbers, strict=True)))
             if earlier is not None:
                 key, uri, line = earlier
                 again = next(r for r in chunk if r[0] == key and (r[3], r[4]) != (uri, line))
                 raise duplicate_error(pipeline, key, (uri, line), again[3], again[4])
-            hashes = [r[1] for r in chunk]
-            covered = index.covered(hashes, live, spec.retry.attempts, round)
-            resent += index.answered_before([(r[0], r[1]) for r in chunk if r[1] not in covered])
             count += len(chunk)
             digest.update("".join(hashes).encode())  # as one update per hash, in one call
-            for key, request_hash, line, uri, n, estimate in chunk:
-                if request_hash in covered:
+            covered = index.covered(hashes, live, spec.retry.attempts, round)
+            if covered:
+                chunk = [r for r in chunk if r[1] not in covered]
+                if not chunk:
                     continue
-                tokens += estimate
-                if len(sample) < SAMPLE_LINES:
-                    sample.append(line)
-                if len(line) + 1 > spec.batch.max_bytes:
-                    raise SourceError(
-                        f"record {key!r}: its request is {len(line) + 1} bytes, over batch.max_bytes",
-                        uri=uri,
-                        line=n,
-                    )
-                yield line, key, request_hash
+                keys, hashes, lines, uris, numbers, estimates = zip(*chunk, strict=True)
+            resent += index.answered_before(list(zip(keys, hashes, strict=True)))
+            tokens += sum(estimates)
+            sample.extend(lines[: SAMPLE_LINES - len(sample)])
+            if max(map(len, lines)) + 1 > spec.batch.max_bytes:
+                key, _, line, uri, n, _ = next(r for r in chunk if len(r[2]) + 1 > spec.batch.max_bytes)
+                raise SourceError(
+                    f"record {key!r}: its request is {len(line) + 1} bytes, over batch.max_bytes",
+                    uri=uri,
+                    line=n,
+                )
+            yield lines, keys, hashes
             if progress is not None:
                 progress(count)
 
@@ -272,7 +276,7 @@ def scan(
     # leaves index rows for shards the state does not know, which nothing reads; the reverse
     # would resend them.
     shards = build(
-        new_lines(),
+        new_requests(),
         spec.batch.max_requests,
         spec.batch.max_bytes,
         folder,

@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -78,6 +78,30 @@ class ShardBuilder:
         if self._count >= self.max_requests:
             self._seal()
 
+    def add_many(self, lines: Sequence[str], keys: Sequence[str], digests: Sequence[str]) -> None:
+        """add() of each line, with one write and one digest update for a run of lines that
+        all go into the shard being built (the common case); at the shard's end, one by one."""
+        if not lines:
+            return
+        data = ("\n".join(lines) + "\n").encode()
+        if (
+            self._count + len(lines) >= self.max_requests
+            or self._bytes + len(data) > self.max_bytes
+            or (self.folder is not None and not self._files)
+        ):
+            for line, key, digest in zip(lines, keys, digests, strict=True):
+                self.add(line, key, digest)
+            return
+        if self._files:
+            self._files[0][0].write(data)
+            keys_text = "".join([f"{d}\t{_json_string(k)}\n" for d, k in zip(digests, keys, strict=True)])
+            self._files[1][0].write(keys_text.encode())
+            if self.on_seal is not None:
+                self._rows.extend(zip(digests, keys, strict=True))
+        self._digest.update(data)
+        self._count += len(lines)
+        self._bytes += len(data)
+
     def _seal(self) -> None:
         if self._count == 0:
             return
@@ -135,17 +159,18 @@ def shard_rows(path: Path) -> Iterator[tuple[str, str | None]]:
 
 
 def build(
-    lines: Iterable[tuple[str, str, str]],
+    requests: Iterable[tuple[Sequence[str], Sequence[str], Sequence[str]]],
     max_requests: int,
     max_bytes: int,
     folder: Path | None,
     taken: set[str] | None = None,
     on_seal: Callable[[ShardInfo, list[tuple[str, str]]], None] | None = None,
 ) -> list[ShardInfo]:
+    """Shards of `requests`, chunks of (lines, record keys, request hashes)."""
     builder = ShardBuilder(max_requests, max_bytes, folder, taken, on_seal)
     try:
-        for line, key, digest in lines:
-            builder.add(line, key, digest)
+        for lines, keys, digests in requests:
+            builder.add_many(lines, keys, digests)
     except BaseException:
         builder.abort()
         raise
