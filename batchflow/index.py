@@ -8,12 +8,13 @@ one query per chunk, not one per record.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import itertools
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import orjson
@@ -134,6 +135,29 @@ class RequestIndex:
                 "INSERT OR REPLACE INTO record_keys VALUES (?, ?)",
                 sorted((k, h) for h, k in rows if k is not None),
             )
+
+    @contextlib.contextmanager
+    def adding_shards(self) -> Iterator[Callable[[str, list[tuple[str, str]]], None]]:
+        """add_shard, on a thread and a connection of its own: SQLite's inserts (most of the
+        cost of writing a prepare's shards) run beside the scan instead of inside it. One
+        shard at a time is in flight, so memory stays bounded; every shard given is indexed
+        when the block ends, and an error in indexing one is raised here."""
+        writer = RequestIndex(self.path)
+        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="batchflow-index")
+        pending: list[concurrent.futures.Future] = []
+
+        def add(shard: str, rows: list[tuple[str, str]]) -> None:
+            if pending:
+                pending.pop().result()
+            pending.append(pool.submit(writer.add_shard, shard, rows))
+
+        try:
+            yield add
+            if pending:
+                pending.pop().result()
+        finally:
+            pool.submit(writer.close).result()  # the connection is the thread's: closed there
+            pool.shutdown()
 
     def answered_before(self, pairs: list[tuple[str, str]]) -> int:
         """Of (key, hash) pairs, how many records had another request that was answered."""

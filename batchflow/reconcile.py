@@ -7,6 +7,7 @@ the state. `apply.py` takes the actions.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Callable, Iterator
@@ -275,14 +276,15 @@ def scan(
     # Each shard is indexed once written, before the state names it: a crash in between
     # leaves index rows for shards the state does not know, which nothing reads; the reverse
     # would resend them.
-    shards = build(
-        new_requests(),
-        spec.batch.max_requests,
-        spec.batch.max_bytes,
-        folder,
-        taken=set(state.shards),
-        on_seal=(lambda info, rows: index.add_shard(info.id, rows)) if write else None,
-    )
+    with index.adding_shards() if write else contextlib.nullcontext() as add_shard:
+        shards = build(
+            new_requests(),
+            spec.batch.max_requests,
+            spec.batch.max_bytes,
+            folder,
+            taken=set(state.shards),
+            on_seal=(lambda info, rows: add_shard(info.id, rows)) if write else None,
+        )
     if count == 0:
         raise empty_source(pipeline)
     return Scan(

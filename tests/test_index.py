@@ -6,6 +6,8 @@ import json
 import math
 import sqlite3
 
+import pytest
+
 from batchflow.index import RequestIndex
 
 
@@ -80,3 +82,22 @@ def test_an_index_is_opened_on_first_use_only(tmp_path):
     used.forget_keys()
     used.close()
     assert path.exists()
+
+
+def test_shards_added_aside_are_all_indexed_when_the_block_ends(tmp_path):
+    index = RequestIndex(tmp_path / "index.sqlite3")
+    with index.adding_shards() as add:
+        for n in range(5):
+            add(f"s{n}", [(f"h{n}-{i}", f"k{n}-{i}") for i in range(1000)])
+        index.first_seen([("k", "x.jsonl", 1)])  # the scan goes on meanwhile, on its own connection
+    assert index.shards_of([f"h{n}-999" for n in range(5)], {f"s{n}" for n in range(5)}) == {
+        f"h{n}-999": f"s{n}" for n in range(5)
+    }
+
+
+def test_an_error_indexing_a_shard_aside_is_raised_to_the_scan(tmp_path):
+    index = RequestIndex(tmp_path / "index.sqlite3")
+    with pytest.raises(ValueError), index.adding_shards() as add:
+        add("s0", [("h", "k", "too many")])
+        add("s1", [("h1", "k1")])
+    assert index.shards_of(["h1"], {"s1"}) == {}  # the shard after the bad one was not indexed either
