@@ -244,7 +244,7 @@ def scan(
         covers yet. Per chunk, not per record: each step is then one call into C."""
         nonlocal count, tokens, resent
         for chunk in chunks(render_source(pipeline, renderer, records(pipeline))):
-            keys, hashes, lines, uris, numbers, estimates = zip(*chunk, strict=True)
+            keys, hashes, _, uris, numbers, _ = zip(*chunk, strict=True)
             earlier = index.first_seen(list(zip(keys, uris, numbers, strict=True)))
             if earlier is not None:
                 key, uri, line = earlier
@@ -253,22 +253,20 @@ def scan(
             count += len(chunk)
             digest.update("".join(hashes).encode())  # as one update per hash, in one call
             covered = index.covered(hashes, live, spec.retry.attempts, round)
-            if covered:
-                chunk = [r for r in chunk if r[1] not in covered]
-                if not chunk:
-                    continue
-                keys, hashes, lines, uris, numbers, estimates = zip(*chunk, strict=True)
-            resent += index.answered_before(list(zip(keys, hashes, strict=True)))
-            tokens += sum(estimates)
-            sample.extend(lines[: SAMPLE_LINES - len(sample)])
-            if max(map(len, lines)) + 1 > spec.batch.max_bytes:
-                key, _, line, uri, n, _ = next(r for r in chunk if len(r[2]) + 1 > spec.batch.max_bytes)
-                raise SourceError(
-                    f"record {key!r}: its request is {len(line) + 1} bytes, over batch.max_bytes",
-                    uri=uri,
-                    line=n,
-                )
-            yield lines, keys, hashes
+            new = [r for r in chunk if r[1] not in covered] if covered else chunk
+            if new:
+                keys, hashes, lines, _, _, estimates = zip(*new, strict=True)
+                resent += index.answered_before(list(zip(keys, hashes, strict=True)))
+                tokens += sum(estimates)
+                sample.extend(lines[: SAMPLE_LINES - len(sample)])
+                if max(map(len, lines)) + 1 > spec.batch.max_bytes:
+                    key, _, line, uri, n, _ = next(r for r in new if len(r[2]) + 1 > spec.batch.max_bytes)
+                    raise SourceError(
+                        f"record {key!r}: its request is {len(line) + 1} bytes, over batch.max_bytes",
+                        uri=uri,
+                        line=n,
+                    )
+                yield lines, keys, hashes
             if progress is not None:
                 progress(count)
 

@@ -148,3 +148,22 @@ def test_error_rows_of_a_parallel_join_are_those_of_a_serial_one(cli, emulator, 
         (tmp_path / name).unlink()
     assert cli("apply", "p.yaml", env={"BATCHFLOW_PARALLEL_MIN_BYTES": "0"}).code == 0
     assert [(tmp_path / name).read_bytes() for name in ("out.csv", "errors.jsonl")] == serial
+
+
+def test_a_scan_whose_requests_are_all_covered_still_tells_its_progress(tmp_path, monkeypatch):
+    from batchflow.state import Shard, ShardStatus
+
+    spec = _project(tmp_path)
+    first, _ = _scan(spec, tmp_path / "state", monkeypatch, parallel=False)
+    (pipeline,) = load_pipelines([spec])
+    state = PipelineState(pipeline="p")
+    for info in first.new_shards:
+        state.shards[info.id] = Shard(
+            id=info.id, requests=info.requests, bytes=info.bytes, status=ShardStatus.SUBMITTED
+        )
+    told: list[int] = []
+    store = LocalStore(tmp_path / "state")
+    with contextlib.closing(store.index("p")) as index:
+        again = scan(pipeline, state, store, index, write=True, progress=told.append)
+    assert again.new_shards == [] and again.requests == first.requests
+    assert len(told) > 1 and told[-1] == first.requests  # every chunk, though none had new requests
