@@ -15,7 +15,9 @@ from __future__ import annotations
 import collections
 import io
 import multiprocessing
+import multiprocessing.connection
 import os
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -220,6 +222,7 @@ _joiner: Joiner | None = None
 
 def _start(pipeline: LoadedPipeline, join: _JoinSetup | None) -> None:
     global _renderer, _joiner
+    threading.Thread(target=_exit_with_parent, daemon=True).start()
     _renderer = Renderer(pipeline)
     if join is not None:
         index = RequestIndex(Path(join.index), readonly=True)
@@ -231,6 +234,15 @@ def _start(pipeline: LoadedPipeline, join: _JoinSetup | None) -> None:
             encode_out=join.encode_out,
             encode_err=join.encode_err,
         )
+
+
+def _exit_with_parent() -> None:
+    """The pool's pipes never tell a worker that batchflow was killed (each worker holds their
+    write ends too), so without this a kill -9 would leave its workers waiting for good."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
 
 
 def _do_batch(path: str, position: int, lines: list[tuple[int, str]]) -> tuple[str, list, dict, tuple | None]:

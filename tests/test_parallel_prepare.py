@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx2 as httpx
@@ -167,3 +169,32 @@ def test_a_scan_whose_requests_are_all_covered_still_tells_its_progress(tmp_path
         again = scan(pipeline, state, store, index, write=True, progress=told.append)
     assert again.new_shards == [] and again.requests == first.requests
     assert len(told) > 1 and told[-1] == first.requests  # every chunk, though none had new requests
+
+
+def _marked(mark: str) -> list[int]:
+    """Processes whose environment holds `mark` (batchflow, its fork server, its workers)."""
+    pids = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        with contextlib.suppress(OSError):
+            if mark.encode() in environ.read_bytes():
+                pids.append(int(environ.parent.name))
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds processes through /proc")
+def test_a_killed_scan_leaves_no_worker_behind(tmp_path):
+    spec = _project(tmp_path, n=60_000)
+    mark = f"BATCHFLOW_TEST_MARK={tmp_path.name}"
+    env = {**os.environ, "BATCHFLOW_PARALLEL_MIN_BYTES": "0", "BATCHFLOW_TEST_MARK": tmp_path.name}
+    command = [sys.executable, "-m", "batchflow", "plan", str(spec)]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while len(_marked(mark)) < 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # batchflow and at least two more: its workers are at work
+    assert proc.poll() is None, "the plan ended before it could be killed; give it more records"
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while _marked(mark) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _marked(mark) == []
