@@ -32,8 +32,9 @@ from .sources import Record, infer_format, jsonl_record
 from .spec import LoadedPipeline
 from .state import Shard
 
-# Below this much source, starting workers costs more than it saves.
-MIN_BYTES = 32 * 1024 * 1024
+# Below this much source, starting workers costs more than it saves: on 2 cores, a prepare of
+# 13.5 MB took as long either way, of 18 MB a fifth less on workers, of 9 MB a fifth more.
+MIN_BYTES = 16 * 1024 * 1024
 BATCH_LINES = 2_000
 
 
