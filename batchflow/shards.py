@@ -19,6 +19,10 @@ _json_string = json.encoder.encode_basestring
 KEYS_SUFFIX = ".keys"  # shards/<id>.keys: hash and record key of each line of shards/<id>.jsonl
 
 
+def _keys_line(digest: str, key: str) -> str:
+    return f"{digest}\t{_json_string(key)}\n"
+
+
 @dataclass(frozen=True)
 class ShardInfo:
     id: str  # sha256 of the file's bytes (first 32 hex digits)
@@ -69,7 +73,7 @@ class ShardBuilder:
                 self._files.append((os.fdopen(fd, "wb"), tmp))
         if self._files:
             self._files[0][0].write(data)
-            self._files[1][0].write(f"{digest}\t{_json_string(key)}\n".encode())
+            self._files[1][0].write(_keys_line(digest, key).encode())
             if self.on_seal is not None:
                 self._rows.append((digest, key))
         self._digest.update(data)
@@ -83,24 +87,20 @@ class ShardBuilder:
         all go into the shard being built (the common case); at the shard's end, one by one."""
         if not lines:
             return
-        data = ("\n".join(lines) + "\n").encode()
-        if (
-            self._count + len(lines) >= self.max_requests
-            or self._bytes + len(data) > self.max_bytes
-            or (self.folder is not None and not self._files)
-        ):
-            for line, key, digest in zip(lines, keys, digests, strict=True):
-                self.add(line, key, digest)
-            return
-        if self._files:
-            self._files[0][0].write(data)
-            keys_text = "".join([f"{d}\t{_json_string(k)}\n" for d, k in zip(digests, keys, strict=True)])
-            self._files[1][0].write(keys_text.encode())
-            if self.on_seal is not None:
-                self._rows.extend(zip(digests, keys, strict=True))
-        self._digest.update(data)
-        self._count += len(lines)
-        self._bytes += len(data)
+        if self._count + len(lines) < self.max_requests and (self.folder is None or self._files):
+            data = ("\n".join(lines) + "\n").encode()
+            if self._bytes + len(data) <= self.max_bytes:
+                if self._files:
+                    self._files[0][0].write(data)
+                    self._files[1][0].write("".join(map(_keys_line, digests, keys)).encode())
+                    if self.on_seal is not None:
+                        self._rows.extend(zip(digests, keys, strict=True))
+                self._digest.update(data)
+                self._count += len(lines)
+                self._bytes += len(data)
+                return
+        for line, key, digest in zip(lines, keys, digests, strict=True):
+            self.add(line, key, digest)
 
     def _seal(self) -> None:
         if self._count == 0:
