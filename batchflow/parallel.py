@@ -50,7 +50,7 @@ def render_source(
     """The source's requests (`renderer.render(records)`) as a scan needs them, on several
     processes when the source is worth it."""
     files = _parallel_files(pipeline)
-    if files is None or _workers() < 2:
+    if files is None:
         return map(scan_row, renderer.render(records))
     return _in_order(pipeline, None, files, lambda answer: _collect(answer, renderer))
 
@@ -73,7 +73,7 @@ def join_source(
     source is worth it. Those read the index and the result files themselves: every result
     file a row may need is fetched first."""
     files = _parallel_files(pipeline)
-    if files is None or _workers() < 2:
+    if files is None:
         joiner = Joiner(
             pipeline.spec, index, result_path, failed, encode_out=encode_out, encode_err=encode_err
         )
@@ -98,9 +98,12 @@ def _min_bytes() -> int:
 
 
 def _parallel_files(pipeline: LoadedPipeline) -> list[str] | None:
-    """The source's files, when all of them are local, uncompressed JSONL, and big enough."""
+    """The source's files, when they are worth workers: all local, uncompressed JSONL, big
+    enough, and there are cores to share them."""
     import fsspec
 
+    if _workers() < 2:
+        return None
     source = pipeline.spec.source
     uri = pipeline.resolve(source.uri)
     if "://" in uri or (source.format or infer_format(uri)) != "jsonl":
