@@ -123,8 +123,11 @@ def jsonl_record(line: str, uri: str, n: int) -> Record:
     try:
         data = _parse(line)
     except json.JSONDecodeError as exc:
-        # Its own "line 1 column 5 (char 4)" counts within this line: say the column only.
-        raise SourceError(f"invalid JSON at column {exc.colno}: {exc.msg}", uri=uri, line=n) from None
+        # Its own "line 1 column 5 (char 4)" counts within this line: say the column only. A
+        # record cut short fails past its end, which json counts from the line's newline on
+        # (line 2, column 1): the column is then the one after the record's last character.
+        column = min(exc.pos, len(line.rstrip("\r\n"))) + 1
+        raise SourceError(f"invalid JSON at column {column}: {exc.msg}", uri=uri, line=n) from None
     if not isinstance(data, dict):
         raise SourceError("each line must be a JSON object", uri=uri, line=n)
     return Record(uri, n, data)

@@ -169,3 +169,11 @@ def test_a_bad_line_keeps_jsons_message():
 
     with pytest.raises(SourceError, match=r"invalid JSON at column 9: Extra data"):
         jsonl_record('{"x": 1}garbage', "data.jsonl", 7)
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", ""])
+def test_a_record_cut_short_is_placed_after_its_last_character(ending):
+    from batchflow.sources import jsonl_record
+
+    with pytest.raises(SourceError, match=r"invalid JSON at column 16: Expecting ',' delimiter"):
+        jsonl_record('{"sku": "S3000"' + ending, "data.jsonl", 3001)
