@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING
 
 import fsspec
 
+from . import order
 from .atomic import write_atomic
-from .errors import BatchflowError, BudgetError, OutputError, RemoteError, StateError
+from .errors import BatchflowError, BudgetError, OutputError, RemoteError, SourceError, StateError
 from .parallel import join_source
 from .pricing import PriceTable, load_prices
 from .progress import Reporter
@@ -31,6 +32,7 @@ from .reconcile import (
     Scan,
     check_shrink,
     display_name,
+    inputs_fingerprint,
     next_action,
     occupies_slot,
     output_uris,
@@ -208,7 +210,7 @@ class Applier:
             self.progress.render(self.p.name, count, state.records)
 
         try:
-            return scan(self.p, state, self.store, index, write=write, progress=rendered)
+            return scan(self.p, state, self.store, index, write=write, keep_order=True, progress=rendered)
         finally:
             self.progress.render(self.p.name, 0, None, finished=True)
 
@@ -450,6 +452,13 @@ class Applier:
             changes["status"] = ShardStatus.SUBMITTED
         self._save(state, shard, **changes)
 
+    def _order(self, state: PipelineState, s: Scan) -> Path | None:
+        """The scan's order file, if the inputs are still those it was made of: the join then
+        takes each record's key and hash from it instead of rendering it again."""
+        if s.memo is None or inputs_fingerprint(self.p, state) != s.memo.inputs:
+            return None
+        return order.find(self.store.folder(self.p.name), s.memo.inputs)
+
     def _write_output(self, state: PipelineState, s: Scan, action: Action) -> None:
         spec = self.p.spec
         failed = {sh.id: sh for sh in state.shards.values() if sh.status is ShardStatus.FAILED}
@@ -471,6 +480,7 @@ class Applier:
                     self.index,
                     lambda shard: self.store.fetch(self.store.result_path(self.p.name, shard)),
                     failed,
+                    self._order(state, s),
                     encode_out=out.format == "jsonl",
                     encode_err=err.format == "jsonl",
                 )
@@ -481,6 +491,12 @@ class Applier:
                             failed_keys.append(key)
                     (err if is_error else out).write(row)
                 count = out.count + (err.count if err is not out else 0)
+        except order.StaleOrder as exc:
+            exc.path.unlink(missing_ok=True)  # the next apply renders the source instead
+            raise SourceError(
+                "the source changed while the output was being written; run apply again",
+                uri=self.p.resolve(spec.source.uri),
+            ) from None
         except OSError as exc:  # a full disk, a folder made read-only since the check
             raise OutputError(f"{out_uri}: cannot write the output: {exc}") from None
         state.output = OutputRecord(

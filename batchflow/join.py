@@ -17,6 +17,12 @@ from .state import ErrorInfo, Shard, state_word
 
 # (is an error row, record key, the row: a dict, or JSONL bytes when encoded)
 JoinedRow = tuple[bool, str, "dict[str, Any] | bytes"]
+# A record as the join needs it: (key, request hash, the record's data)
+Keyed = tuple[str, str, dict[str, Any]]
+
+
+def keyed(rendered: Iterator[Rendered]) -> Iterator[Keyed]:
+    return ((r.key, r.hash, r.record.data) for r in rendered)
 
 
 class ResultReader:
@@ -64,23 +70,23 @@ class Joiner:
         self.failed = failed
         self.encode = {False: encode_out, True: encode_err}
 
-    def rows(self, rendered: Iterator[Rendered]) -> Iterator[JoinedRow]:
-        for chunk in chunks(rendered):
+    def rows(self, records: Iterator[Keyed]) -> Iterator[JoinedRow]:
+        for chunk in chunks(records):
             yield from self.join(chunk)
 
-    def join(self, chunk: list[Rendered]) -> list[JoinedRow]:
-        hashes = [r.hash for r in chunk]
+    def join(self, chunk: list[Keyed]) -> list[JoinedRow]:
+        hashes = [digest for _, digest, _ in chunk]
         found = self.index.results(hashes)
         lost = self.index.shards_of([h for h in hashes if h not in found], set(self.failed))
         out: list[JoinedRow] = []
-        for r in chunk:
-            row = {"key": r.key, **{c: r.record.data.get(c) for c in self.columns}}
-            if r.hash in found:
-                row.update(self.fields(self.reader.get(*found[r.hash])))
+        for key, digest, data in chunk:
+            row = {"key": key, **{c: data.get(c) for c in self.columns}}
+            if digest in found:
+                row.update(self.fields(self.reader.get(*found[digest])))
             else:
-                row["error"] = job_error(self.failed.get(lost.get(r.hash, "")))
+                row["error"] = job_error(self.failed.get(lost.get(digest, "")))
             is_error = "error" in row
-            out.append((is_error, r.key, encode_jsonl(row) if self.encode[is_error] else row))
+            out.append((is_error, key, encode_jsonl(row) if self.encode[is_error] else row))
         return out
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import io
+import itertools
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -23,9 +24,10 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import order
 from .errors import SourceError
 from .index import RequestIndex
-from .join import JoinedRow, Joiner
+from .join import JoinedRow, Joiner, Keyed, keyed
 from .pricing import estimate_line
 from .requests import Rendered, Renderer
 from .sources import Record, infer_format, jsonl_record
@@ -65,26 +67,42 @@ def join_source(
     index: RequestIndex,
     result_path: Callable[[str], Path],
     failed: dict[str, Shard],
+    scan_order: Path | None,
     *,
     encode_out: bool,
     encode_err: bool,
 ) -> Iterator[JoinedRow]:
     """The output's rows, in the source's order (join.Joiner), on several processes when the
     source is worth it. Those read the index and the result files themselves: every result
-    file a row may need is fetched first."""
+    file a row may need is fetched first. Keys and hashes come from `scan_order` (order.py)
+    when given, the source being then read only for its records' kept columns; else each
+    record is rendered again."""
     files = _parallel_files(pipeline)
     if files is None:
         joiner = Joiner(
             pipeline.spec, index, result_path, failed, encode_out=encode_out, encode_err=encode_err
         )
+        if scan_order is None:
+            ordered = keyed(Renderer(pipeline).render(records))
+        else:
+            ordered = _with_order(records, scan_order)
         try:
-            yield from joiner.rows(Renderer(pipeline).render(records))
+            yield from joiner.rows(ordered)
         finally:
             joiner.close()
         return
     paths = {shard: str(result_path(shard)) for shard in index.result_shards()}
     setup = _JoinSetup(str(index.path), paths, failed, encode_out, encode_err)
-    yield from _in_order(pipeline, setup, files, _rows)
+    cursor = order.Cursor(scan_order) if scan_order is not None else None
+    yield from _in_order(pipeline, setup, files, _rows, cursor)
+
+
+def _with_order(records: Iterator[Record], scan_order: Path) -> Iterator[Keyed]:
+    pairs = (pair for keys, hashes in order.chunks(scan_order) for pair in zip(keys, hashes, strict=True))
+    for record, pair in itertools.zip_longest(records, pairs):
+        if record is None or pair is None:
+            raise order.StaleOrder(scan_order)
+        yield pair[0], pair[1], record.data
 
 
 def _workers() -> int:
@@ -152,9 +170,11 @@ def _in_order(
     join: _JoinSetup | None,
     paths: list[str],
     collect: Callable[[tuple], Iterator],
+    cursor: order.Cursor | None = None,
 ) -> Iterator:
     """Batches of the source's lines through the workers (_do_batch), and what each gives back
-    through `collect`, in the source's order."""
+    through `collect`, in the source's order; with a `cursor`, each batch goes with its
+    records' keys and hashes."""
     workers = _workers()
     initargs = (pipeline, join)
     with ProcessPoolExecutor(workers, mp_context=_context(), initializer=_start, initargs=initargs) as pool:
@@ -163,9 +183,14 @@ def _in_order(
         try:
             try:
                 for batch in _batches(paths):
-                    pending.append(pool.submit(_do_batch, *batch))
+                    keyed_by = () if cursor is None else (cursor.take(len(batch[2])),)
+                    if keyed_by and len(keyed_by[0][0]) < len(batch[2]):
+                        raise order.StaleOrder(cursor.path)
+                    pending.append(pool.submit(_do_batch, *batch, *keyed_by))
                     if len(pending) >= 2 * workers + 2:  # bounded: memory does not grow with the source
                         yield from collect(pending.popleft().result())
+                if cursor is not None and not cursor.done():
+                    raise order.StaleOrder(cursor.path)
             except SourceError as exc:  # raised after the records read before it, as serially
                 unreadable = exc
             while pending:
@@ -249,10 +274,15 @@ def _exit_with_parent() -> None:
         os._exit(1)
 
 
-def _do_batch(path: str, position: int, lines: list[tuple[int, str]]) -> tuple[str, list, dict, tuple | None]:
+def _do_batch(
+    path: str, position: int, lines: list[tuple[int, str]], keyed_by: tuple[list, list] | None = None
+) -> tuple[str, list, dict, tuple | None]:
     """Parse and render a batch as the serial path does (sources._jsonl, Renderer.render), up
     to the first error; returns the rendered records (scans) or their joined rows (the output
-    join), the files they named, and that error."""
+    join), the files they named, and that error. With `keyed_by`, the batch's keys and hashes
+    from the scan's order file, the join renders nothing."""
+    if keyed_by is not None:
+        return _join_keyed(path, lines, keyed_by)
     renderer = _renderer
     assert renderer is not None
     before = set(renderer.files.seen)
@@ -265,5 +295,22 @@ def _do_batch(path: str, position: int, lines: list[tuple[int, str]]) -> tuple[s
         error = (exc.message, exc.uri, exc.line)
     seen = {d: ref for d, ref in renderer.files.seen.items() if d not in before}
     if _joiner is not None:
-        return path, list(_joiner.rows(iter(rendered))), seen, error
+        return path, list(_joiner.rows(keyed(rendered))), seen, error
     return path, [scan_row(r) for r in rendered], seen, error
+
+
+def _join_keyed(path: str, lines: list[tuple[int, str]], keyed_by: tuple[list, list]) -> tuple:
+    """The joined rows of a batch whose keys and hashes are known: its lines are parsed only
+    for the columns the output keeps."""
+    assert _joiner is not None
+    keys, hashes = keyed_by
+    data: list[dict] = []
+    error = None
+    if _joiner.columns:
+        try:
+            data.extend(jsonl_record(line, path, n).data for n, line in lines)
+        except SourceError as exc:
+            error = (exc.message, exc.uri, exc.line)
+    else:
+        data = [{}] * len(lines)
+    return path, list(_joiner.rows(zip(keys, hashes, data, strict=False))), {}, error

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import fsspec
 
-from . import __version__
+from . import __version__, order
 from .errors import SourceError
 from .index import RequestIndex, chunks
 from .parallel import render_source
@@ -209,6 +209,7 @@ def scan(
     index: RequestIndex,
     *,
     write: bool,
+    keep_order: bool = False,
     retry_errors: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> Scan:
@@ -216,6 +217,8 @@ def scan(
 
     With write=True the shard files are written into the store and recorded
     in the index (apply); with write=False only their ids are computed (plan).
+    keep_order: a full scan keeps its records' keys and hashes (order.py) for
+    the scans and output join of the same inputs (apply).
     retry_errors: as if the retry round were raised (`plan --retry-errors`).
     progress: told the number of records rendered so far, chunk by chunk.
     """
@@ -232,6 +235,17 @@ def scan(
             memo=memo,
         )
     live = {sh.id for sh in state.shards.values() if is_live(sh, pipeline.spec.retry.attempts, round)}
+    folder = store.folder(pipeline.name)
+    known = order.find(folder, inputs)
+    if known is not None and (found := _rescan(pipeline, known, index, live, round, progress)):
+        requests, digest_hex = found
+        return Scan(
+            requests=requests,
+            new_shards=[],
+            digest=digest_hex,
+            output_exists=_exists(pipeline.resolve(pipeline.spec.output.uri)),
+            memo=ScanMemo(inputs=inputs, results=results, round=round, requests=requests, digest=digest_hex),
+        )
     index.forget_keys()
     renderer = Renderer(pipeline)
     spec = pipeline.spec
@@ -250,6 +264,8 @@ def scan(
                 key, uri, line = earlier
                 again = next(r for r in chunk if r[0] == key and (r[3], r[4]) != (uri, line))
                 raise duplicate_error(pipeline, key, (uri, line), again[3], again[4])
+            if keep is not None:
+                keep(keys, hashes)
             count += len(chunk)
             digest.update("".join(hashes).encode())  # as one update per hash, in one call
             covered = index.covered(hashes, live, spec.retry.attempts, round)
@@ -270,21 +286,23 @@ def scan(
             if progress is not None:
                 progress(count)
 
-    folder = store.folder(pipeline.name) / "shards" if write else None
     # Each shard is indexed once written, before the state names it: a crash in between
     # leaves index rows for shards the state does not know, which nothing reads; the reverse
     # would resend them.
-    with index.adding_shards() if write else contextlib.nullcontext() as add_shard:
+    with (
+        order.recording(folder, inputs) if keep_order else contextlib.nullcontext() as keep,
+        index.adding_shards() if write else contextlib.nullcontext() as add_shard,
+    ):
         shards = build(
             new_requests(),
             spec.batch.max_requests,
             spec.batch.max_bytes,
-            folder,
+            folder / "shards" if write else None,
             taken=set(state.shards),
             on_seal=(lambda info, rows: add_shard(info.id, rows)) if write else None,
         )
-    if count == 0:
-        raise empty_source(pipeline)
+        if count == 0:
+            raise empty_source(pipeline)
     return Scan(
         requests=count,
         new_shards=shards,
@@ -297,6 +315,33 @@ def scan(
         resent_answered=resent,
         sample=sample,
     )
+
+
+def _rescan(
+    pipeline: LoadedPipeline,
+    known: Path,
+    index: RequestIndex,
+    live: set[str],
+    round: int,
+    progress: Callable[[int], None] | None,
+) -> tuple[int, str] | None:
+    """A scan of unchanged inputs from their order file, without rendering: (requests, digest)
+    when every request is covered, None when one needs a new shard (its line is then needed,
+    so the source is rendered after all)."""
+    attempts = pipeline.spec.retry.attempts
+    digest = hashlib.sha256(output_settings(pipeline).encode())
+    count = 0
+    try:
+        for _, hashes in order.chunks(known):
+            if not index.covered(hashes, live, attempts, round).issuperset(hashes):
+                return None
+            count += len(hashes)
+            digest.update("".join(hashes).encode())
+            if progress is not None:
+                progress(count)
+    except order.StaleOrder:
+        return None  # damaged: the full scan writes it again
+    return count, digest.hexdigest()
 
 
 def inputs_fingerprint(pipeline: LoadedPipeline, state: PipelineState) -> str:
