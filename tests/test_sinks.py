@@ -72,3 +72,19 @@ def test_a_failed_write_leaves_no_file(tmp_path):
     except RuntimeError:
         pass
     assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_jsonl_lines_are_what_json_dumps_writes():
+    """encode_jsonl reuses json's C encoder; the bytes must stay those of json.dumps."""
+    from batchflow.join import encode_jsonl
+
+    rows = [
+        ERROR,
+        OK,
+        OTHER_SHAPE,
+        {"key": 'é\u2028"\\\n\t\x00\x1f\x7f', "x": [1e16, 1e-7, -0.0, 0.1 + 0.2, 2**70, -(2**64)]},
+        {"key": "nan", "x": [float("nan"), float("inf"), -float("inf")], "y": {"": None, "t": True}},
+        {"key": "🙂 ünï", "x": {"deep": [[[{"a": []}]]], "empty": {}}, "n": None},
+    ]
+    for row in rows:
+        assert encode_jsonl(row) == (json.dumps(row, ensure_ascii=False) + "\n").encode()
