@@ -101,3 +101,46 @@ def test_an_error_indexing_a_shard_aside_is_raised_to_the_scan(tmp_path):
         add("s0", [("h", "k", "too many")])
         add("s1", [("h1", "k1")])
     assert index.shards_of(["h1"], {"s1"}) == {}  # the shard after the bad one was not indexed either
+
+
+@pytest.mark.parametrize("at_once", [1, 2, 3, 50_000])
+def test_results_indexed_together_end_as_indexed_one_by_one(tmp_path, monkeypatch, at_once):
+    """add_results gathers rows and indexes them by kind in hash order; whatever it gathers at
+    once, the rows end as the file's lines, applied in order, leave them."""
+    from batchflow import index as index_module
+
+    monkeypatch.setattr(index_module, "RESULTS_AT_ONCE", at_once)
+    files = {
+        "a": [
+            {"key": "z"},
+            {"key": "y", "error": {"code": 503}},
+            {"key": "x", "error": {"code": 503}},
+            {"key": "x", "error": {"code": 503}},  # a request the shard held twice
+            {"key": "w", "error": {"code": 503}},
+            {"key": "w"},
+            {"key": "v"},
+            {"key": "v", "error": {"code": 503}},
+            {"key": "u", "error": {"code": 400}},
+            {"key": "u", "error": {"code": 503}},
+        ],
+        "b": [{"key": "y", "error": {"code": 503}}, {"key": "u"}, {"key": "z", "error": {"code": 400}}],
+    }
+    index = RequestIndex(tmp_path / "index.sqlite3")
+    for shard, lines in files.items():
+        _results(tmp_path / f"{shard}.jsonl", lines)
+        index.add_results(shard, tmp_path / f"{shard}.jsonl", round=0)
+    index.add_results("a", tmp_path / "a.jsonl", round=0)  # again: indexed once
+    rows = sorted(index.db.execute("SELECT hash, shard, state, tries, round FROM results"))
+    assert rows == [
+        ("u", "b", "ok", 0, 0),
+        ("v", "a", "ok", 0, 0),
+        ("w", "a", "ok", 0, 0),
+        ("x", "a", "retry", 2, 0),
+        ("y", "b", "retry", 2, 0),
+        ("z", "b", "error", 0, 0),
+    ]
+    offsets = dict(index.db.execute("SELECT hash, offset FROM results WHERE shard = 'a'"))
+    lines = (tmp_path / "a.jsonl").read_bytes().splitlines(keepends=True)
+    starts = [sum(map(len, lines[:i])) for i in range(len(lines))]
+    assert offsets == {"v": starts[6], "w": starts[5], "x": starts[3]}
+    index.close()
