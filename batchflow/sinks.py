@@ -87,7 +87,8 @@ class Sink:
             schema = self._parquet_schema(self._batch)
             self._types = {f.name: f.type for f in schema}
             self._parquet = pq.ParquetWriter(self._file, schema)
-        rows = [self._for_parquet(r) for r in self._batch]
+        names = {*self.layout.kept, *(c.name for c in self.layout.columns)}
+        rows = [self._for_parquet(r) for r in self._batch] if names & _RETYPED else self._batch
         self._parquet.write_table(pa.Table.from_pylist(rows, schema=self._parquet.schema))
         self._batch = []
 
@@ -135,6 +136,8 @@ class Sink:
 
 # Rows per Parquet row group: bounded memory whatever the output's size.
 PARQUET_BATCH = 10_000
+# The columns _for_parquet changes; a layout without them writes its rows as they come.
+_RETYPED = {"json", "function_calls", *JSON_TEXT}
 
 
 def _flatten(row: dict[str, Any]) -> dict[str, Any]:
