@@ -227,25 +227,14 @@ def scan(
     inputs, results = inputs_fingerprint(pipeline, state), results_fingerprint(state)
     memo = state.scan_memo
     if memo is not None and (memo.inputs, memo.results, memo.round) == (inputs, results, round):
-        return Scan(
-            requests=memo.requests,
-            new_shards=[],
-            digest=memo.digest,
-            output_exists=_exists(pipeline.resolve(pipeline.spec.output.uri)),
-            memo=memo,
-        )
+        return _nothing_new(pipeline, memo)
     live = {sh.id for sh in state.shards.values() if is_live(sh, pipeline.spec.retry.attempts, round)}
     folder = store.folder(pipeline.name)
     known = order.find(folder, inputs)
     if known is not None and (found := _rescan(pipeline, known, index, live, round, progress)):
         requests, digest_hex = found
-        return Scan(
-            requests=requests,
-            new_shards=[],
-            digest=digest_hex,
-            output_exists=_exists(pipeline.resolve(pipeline.spec.output.uri)),
-            memo=ScanMemo(inputs=inputs, results=results, round=round, requests=requests, digest=digest_hex),
-        )
+        fresh = ScanMemo(inputs=inputs, results=results, round=round, requests=requests, digest=digest_hex)
+        return _nothing_new(pipeline, fresh)
     index.forget_keys()
     renderer = Renderer(pipeline)
     spec = pipeline.spec
@@ -315,6 +304,12 @@ def scan(
         resent_answered=resent,
         sample=sample,
     )
+
+
+def _nothing_new(pipeline: LoadedPipeline, memo: ScanMemo) -> Scan:
+    """A scan that rendered nothing and found no request to send: what `memo` says."""
+    output = _exists(pipeline.resolve(pipeline.spec.output.uri))
+    return Scan(requests=memo.requests, new_shards=[], digest=memo.digest, output_exists=output, memo=memo)
 
 
 def _rescan(
