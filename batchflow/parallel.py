@@ -98,6 +98,7 @@ def join_source(
 
 
 def _with_order(records: Iterator[Record], scan_order: Path) -> Iterator[Keyed]:
+    """The records with their keys and hashes from the order file; the two must end together."""
     pairs = (pair for keys, hashes in order.chunks(scan_order) for pair in zip(keys, hashes, strict=True))
     for record, pair in itertools.zip_longest(records, pairs):
         if record is None or pair is None:
