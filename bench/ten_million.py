@@ -46,16 +46,52 @@ def _generate(path: Path, n: int) -> None:
             f.write(f'{{"sku": "S{i}", "title": "Product {i}", "description": "{description}"}}\n')
 
 
+# Workers are born of a fork server, so the command never waits for them and its
+# RUSAGE_CHILDREN misses them: their peak RSS is read from /proc each half second instead.
+_DESCENDANTS = """
+import os, time
+
+
+def _status(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(x for x in f if x.startswith(field)).split()[1])
+
+
+def sample_descendants(peak):
+    me = os.getpid()
+    while True:
+        parents = {}
+        for entry in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                parents[int(entry)] = _status(entry, "PPid:")
+            except (OSError, StopIteration):
+                pass
+        ours, grew = {me}, True
+        while grew:
+            before = len(ours)
+            ours |= {pid for pid, parent in parents.items() if parent in ours}
+            grew = len(ours) > before
+        for pid in ours - {me}:
+            try:
+                peak[0] = max(peak[0], _status(pid, "VmHWM:"))
+            except (OSError, StopIteration):
+                pass
+        time.sleep(0.5)
+"""
+
+
 def run_batchflow(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, str]:
     """Wall seconds and peak RSS (MB) of one batchflow command, run in its own process: its
     own, and its largest worker's when it had workers ("main + worker")."""
-    code = (
-        "import resource, sys\n"
+    code = _DESCENDANTS + (
+        "import resource, sys, threading\n"
         "from batchflow.cli import main\n"
+        "peak = [0]\n"
+        "threading.Thread(target=sample_descendants, args=(peak,), daemon=True).start()\n"
         "try:\n    main()\n"
         "finally:\n"
         "    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
-        "    worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
+        "    worker = peak[0] / 1024\n"
         "    print(f'{own:.0f}' + (f' + {worker:.0f}' if worker > 20 else ''), file=sys.stderr)\n"
     )
     start = time.perf_counter()
