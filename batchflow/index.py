@@ -187,47 +187,47 @@ class RequestIndex:
                 for line in f:
                     if line.strip():
                         result = parse_result(line)
-                        digest, error = result.get("key"), result.get("error")
-                        if error is not None and error.get("code") in RETRYABLE_CODES:
-                            retries.append((digest, shard, offset, round))
-                        else:
-                            state = "error" if error is not None else "ok"
-                            final.append((digest, shard, offset, state, round))
+                        if first:
+                            digest, error = result.get("key"), result.get("error")
+                            if error is not None and error.get("code") in RETRYABLE_CODES:
+                                retries.append((digest, shard, offset, round))
+                            else:
+                                state = "error" if error is not None else "ok"
+                                final.append((digest, shard, offset, state, round))
+                            if len(retries) + len(final) >= RESULTS_AT_ONCE:
+                                self._add_results(retries, final)
                         counts = (result.get("response") or {}).get("usageMetadata") or {}
                         usage["prompt"] += counts.get("promptTokenCount", 0)
                         usage["output"] += counts.get("candidatesTokenCount", 0)
                         usage["cached"] += counts.get("cachedContentTokenCount", 0)
-                        if len(retries) + len(final) >= RESULTS_AT_ONCE:
-                            self._add_results(retries, final, first)
                     offset += len(line)
-            self._add_results(retries, final, first)
             if first:
+                self._add_results(retries, final)
                 self.db.execute("INSERT INTO indexed VALUES (?)", (shard,))
         return usage
 
-    def _add_results(self, retries: list[tuple], final: list[tuple], write: bool) -> None:
-        """Index the rows gathered (if `write`), then forget them. One statement per kind, rows
-        in hash order: inserts then walk the B-tree once instead of landing on random pages
-        (half the time). The sort is stable, so a hash a file holds twice keeps its lines'
-        order; between the kinds order does not matter, as an answer or error of a round is
-        never replaced by a retryable error of the same round, and the reverse always is."""
+    def _add_results(self, retries: list[tuple], final: list[tuple]) -> None:
+        """Index the rows gathered, then forget them. One statement per kind, rows in hash
+        order: inserts then walk the B-tree once instead of landing on random pages (half the
+        time). The sort is stable, so a hash a file holds twice keeps its lines' order; between
+        the kinds order does not matter, as an answer or error of a round is never replaced by
+        a retryable error of the same round, and the reverse always is."""
         by_hash = operator.itemgetter(0)
-        if write:
-            # A retryable error never replaces an answer, nor an error of this round; it counts
-            # as one more try, the first of a new round after `apply --retry-errors`.
-            self.db.executemany(
-                "INSERT INTO results VALUES (?, ?, ?, 'retry', 1, ?) ON CONFLICT (hash) DO UPDATE SET "
-                "tries = CASE WHEN round < excluded.round THEN 1 ELSE tries + 1 END, state = 'retry', "
-                "shard = excluded.shard, offset = excluded.offset, round = excluded.round "
-                "WHERE state = 'retry' OR (state = 'error' AND round < excluded.round)",
-                sorted(retries, key=by_hash),
-            )
-            self.db.executemany(
-                "INSERT INTO results VALUES (?, ?, ?, ?, 0, ?) ON CONFLICT (hash) DO UPDATE SET "
-                "shard = excluded.shard, offset = excluded.offset, state = excluded.state, "
-                "tries = 0, round = excluded.round WHERE round <= excluded.round",
-                sorted(final, key=by_hash),
-            )
+        # A retryable error never replaces an answer, nor an error of this round; it counts
+        # as one more try, the first of a new round after `apply --retry-errors`.
+        self.db.executemany(
+            "INSERT INTO results VALUES (?, ?, ?, 'retry', 1, ?) ON CONFLICT (hash) DO UPDATE SET "
+            "tries = CASE WHEN round < excluded.round THEN 1 ELSE tries + 1 END, state = 'retry', "
+            "shard = excluded.shard, offset = excluded.offset, round = excluded.round "
+            "WHERE state = 'retry' OR (state = 'error' AND round < excluded.round)",
+            sorted(retries, key=by_hash),
+        )
+        self.db.executemany(
+            "INSERT INTO results VALUES (?, ?, ?, ?, 0, ?) ON CONFLICT (hash) DO UPDATE SET "
+            "shard = excluded.shard, offset = excluded.offset, state = excluded.state, "
+            "tries = 0, round = excluded.round WHERE round <= excluded.round",
+            sorted(final, key=by_hash),
+        )
         retries.clear()
         final.clear()
 
