@@ -21,6 +21,8 @@ from pathlib import Path
 import orjson
 
 CHUNK = 500  # hashes per query (SQLite's default limit on parameters is far above)
+SEEN_IN_MEMORY = 250_000  # record keys a scan checks for duplicates in memory (~35 MB), the rest on disk
+_FILE = (1 << 32) - 1  # a location's file number (first_seen)
 RESULTS_AT_ONCE = 50_000  # result rows held before they are indexed: memory bounded by this
 # Per-request errors worth another try; others (400 and the like) would fail the same way again.
 RETRYABLE_CODES = {None, 408, 429, 500, 502, 503, 504}
@@ -47,6 +49,9 @@ class RequestIndex:
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path, self.readonly = path, readonly
         self._files: dict[str, int] = {}  # the files of the scan's source, numbered (first_seen)
+        # Keys seen by the current scan and where (line << 32 | file): the first SEEN_IN_MEMORY
+        # in this dict, the others in a table (seen_keys), so that memory does not grow.
+        self._seen: dict[str, int] = {}
 
     @functools.cached_property
     def db(self) -> sqlite3.Connection:
@@ -83,32 +88,50 @@ class RequestIndex:
 
     def forget_keys(self) -> None:
         """Start a new scan of the source."""
+        self._seen = {}
         self.db.execute("DELETE FROM temp.seen_keys")
         self._files.clear()
 
-    def first_seen(self, keys: list[tuple[str, str, int]]) -> tuple[str, str, int] | None:
-        """Record the (key, uri, line) of each record; for the first key seen before (in this
-        scan), return where it was seen first."""
-        if len({key for key, _, _ in keys}) < len(keys):  # a key twice in this very chunk
-            local: dict[str, tuple[str, str, int]] = {}
-            for key, uri, line in keys:
-                if key in local:
-                    return local[key]
-                local[key] = (key, uri, line)
-        files = self._files  # rows hold the file's number: binding a long uri per row costs
-        rows = sorted((key, files.setdefault(uri, len(files)), line) for key, uri, line in keys)
+    def first_seen(self, keys: list[str], uris: list[str], lines: list[int]) -> tuple[int, str, int] | None:
+        """Record where each key of a batch of records is (uri, line); for the first record
+        whose key was seen before in this scan, return (its position in the batch, the uri and
+        line where the key was seen first)."""
+        files = self._files  # locations hold the file's number: a long uri per key would cost
+        where = [
+            line << 32 | files.setdefault(uri, len(files)) for uri, line in zip(uris, lines, strict=True)
+        ]
+        if len(set(keys)) == len(keys) and self._seen.keys().isdisjoint(keys):  # new to the dict
+            if len(self._seen) < SEEN_IN_MEMORY:
+                self._seen.update(zip(keys, where, strict=True))
+                return None
+            if self._store_seen(keys, where):
+                return None
+        return self._first_repeat(keys, where)
+
+    def _store_seen(self, keys: list[str], where: list[int]) -> bool:
+        """Put the keys and their locations in the table of seen keys; whether all were new."""
+        rows = sorted((key, at & _FILE, at >> 32) for key, at in zip(keys, where, strict=True))
         before = self.db.total_changes
         with self._transaction():  # else each row is a transaction of its own: half the cost
             self.db.executemany("INSERT OR IGNORE INTO temp.seen_keys VALUES (?, ?, ?)", rows)
-        if self.db.total_changes - before == len(keys):
-            return None  # every key new: the common case costs one statement
-        marks = ",".join("?" * len(keys))
-        found = self.db.execute(
-            f"SELECT key, file, line FROM temp.seen_keys WHERE key IN ({marks})", [k for k, _, _ in keys]
-        )
-        uris = list(files)
-        seen = {key: (key, uris[file], line) for key, file, line in found}
-        return next(seen[key] for key, uri, line in keys if seen[key] != (key, uri, line))
+        return self.db.total_changes - before == len(rows)
+
+    def _first_repeat(self, keys: list[str], where: list[int]) -> tuple[int, str, int] | None:
+        earlier = {key: self._seen[key] for key in keys if key in self._seen}
+        if len(self._seen) >= SEEN_IN_MEMORY:  # the table is in use: this batch's new keys may
+            marks = ",".join("?" * len(keys))  # be there already, at their own location then
+            found = self.db.execute(
+                f"SELECT key, file, line FROM temp.seen_keys WHERE key IN ({marks})", keys
+            )
+            earlier.update((key, line << 32 | file) for key, file, line in found)
+        first: dict[str, int] = {}
+        for i, (key, at) in enumerate(zip(keys, where, strict=True)):
+            was = earlier.get(key, at)
+            if was == at:
+                was = first.setdefault(key, at)
+            if was != at:
+                return i, list(self._files)[was & _FILE], was >> 32
+        return None
 
     def close(self) -> None:
         if "db" in self.__dict__:

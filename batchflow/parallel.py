@@ -23,10 +23,11 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from . import order
 from .errors import SourceError
-from .index import RequestIndex
+from .index import CHUNK, RequestIndex
 from .join import JoinedRow, Joiner, Keyed, keyed
 from .pricing import estimate_line
 from .requests import Rendered, Renderer
@@ -40,25 +41,58 @@ MIN_BYTES = 16 * 1024 * 1024
 BATCH_LINES = 2_000
 
 
-# One request as a scan needs it: (record key, request hash, batch input line, source uri,
-# line number, estimated input tokens). Plain tuples: made on the workers, they cross and
-# arrive as they are, where objects would be built again for each record.
-ScanRow = tuple[str, str, str, str, int, int]
+class ScanBatch(NamedTuple):
+    """Consecutive requests of the source as a scan needs them, a list per column: made on the
+    workers, a batch crosses as six lists (a tuple per request took three times as long to
+    pickle and unpickle), and the scan handles it a column at a time."""
+
+    keys: list[str]
+    hashes: list[str]
+    lines: list[str]  # batch input lines
+    uris: list[str]  # each record's source file
+    numbers: list[int]  # each record's line number there
+    estimates: list[int]  # estimated input tokens
 
 
 def render_source(
     pipeline: LoadedPipeline, renderer: Renderer, records: Iterator[Record]
-) -> Iterator[ScanRow]:
+) -> Iterator[ScanBatch]:
     """The source's requests (`renderer.render(records)`) as a scan needs them, on several
     processes when the source is worth it."""
     files = _parallel_files(pipeline)
     if files is None:
-        return map(scan_row, renderer.render(records))
+        return _serial_batches(renderer.render(records))
     return _in_order(pipeline, None, files, lambda answer: _collect(answer, renderer))
 
 
-def scan_row(r: Rendered) -> ScanRow:
-    return (r.key, r.hash, r.line, r.record.uri, r.record.line, estimate_line(r.line))
+def _serial_batches(rendered: Iterator[Rendered]) -> Iterator[ScanBatch]:
+    """Batches of CHUNK requests, rendered here. As a worker's, a batch that meets an error
+    gives the requests before it, then raises it."""
+    batch: list[Rendered] = []
+    try:
+        for r in rendered:
+            batch.append(r)
+            if len(batch) == CHUNK:
+                yield scan_batch(batch)
+                batch = []
+    except SourceError:
+        if batch:
+            yield scan_batch(batch)
+        raise
+    if batch:
+        yield scan_batch(batch)
+
+
+def scan_batch(rendered: list[Rendered]) -> ScanBatch:
+    lines = [r.line for r in rendered]
+    return ScanBatch(
+        [r.key for r in rendered],
+        [r.hash for r in rendered],
+        lines,
+        [r.record.uri for r in rendered],
+        [r.record.line for r in rendered],
+        list(map(estimate_line, lines)),
+    )
 
 
 def join_source(
@@ -214,10 +248,11 @@ def _context() -> multiprocessing.context.BaseContext:
     return context
 
 
-def _collect(answer: tuple, renderer: Renderer) -> Iterator[ScanRow]:
-    _, rows, seen, error = answer
+def _collect(answer: tuple, renderer: Renderer) -> Iterator[ScanBatch]:
+    _, batch, seen, error = answer
     renderer.files.seen.update(seen)
-    yield from rows
+    if batch.keys:
+        yield batch
     _raise(error)
 
 
@@ -297,7 +332,7 @@ def _do_batch(
     seen = {d: ref for d, ref in renderer.files.seen.items() if d not in before}
     if _joiner is not None:
         return path, list(_joiner.rows(keyed(rendered))), seen, error
-    return path, [scan_row(r) for r in rendered], seen, error
+    return path, scan_batch(rendered), seen, error
 
 
 def _join_keyed(path: str, lines: list[tuple[int, str]], keyed_by: tuple[list, list]) -> tuple:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,8 +20,8 @@ import fsspec
 
 from . import __version__, order
 from .errors import SourceError
-from .index import RequestIndex, chunks
-from .parallel import render_source
+from .index import RequestIndex
+from .parallel import ScanBatch, render_source
 from .requests import (
     FileRef,
     Renderer,
@@ -243,34 +244,27 @@ def scan(
     sample: list[str] = []
 
     def new_requests():
-        """In chunks, as columns: the lines, keys and hashes of the requests no shard or answer
-        covers yet. Per chunk, not per record: each step is then one call into C."""
+        """In batches, as columns: the lines, keys and hashes of the requests no shard or answer
+        covers yet. Per batch, not per record: each step is then one call into C."""
         nonlocal count, tokens, resent
-        for chunk in chunks(render_source(pipeline, renderer, records(pipeline))):
-            keys, hashes, _, uris, numbers, _ = zip(*chunk, strict=True)
-            earlier = index.first_seen(list(zip(keys, uris, numbers, strict=True)))
-            if earlier is not None:
-                key, uri, line = earlier
-                again = next(r for r in chunk if r[0] == key and (r[3], r[4]) != (uri, line))
-                raise duplicate_error(pipeline, key, (uri, line), again[3], again[4])
+        for batch in render_source(pipeline, renderer, records(pipeline)):
+            keys, hashes, lines, uris, numbers, estimates = batch
+            covered = index.covered(hashes, live, spec.retry.attempts, round)
+            if (error := _first_error(pipeline, index, batch, covered)) is not None:
+                raise error
             if keep is not None:
                 keep(keys, hashes)
-            count += len(chunk)
+            count += len(keys)
             digest.update("".join(hashes).encode())  # as one update per hash, in one call
-            covered = index.covered(hashes, live, spec.retry.attempts, round)
-            new = [r for r in chunk if r[1] not in covered] if covered else chunk
-            if new:
-                keys, hashes, lines, _, _, estimates = zip(*new, strict=True)
+            if covered:
+                new = [h not in covered for h in hashes]
+                keys, hashes, lines, uris, numbers, estimates = (
+                    list(itertools.compress(column, new)) for column in batch
+                )
+            if lines:
                 resent += index.answered_before(list(zip(keys, hashes, strict=True)))
                 tokens += sum(estimates)
                 sample.extend(lines[: SAMPLE_LINES - len(sample)])
-                if max(map(len, lines)) + 1 > spec.batch.max_bytes:
-                    key, _, line, uri, n, _ = next(r for r in new if len(r[2]) + 1 > spec.batch.max_bytes)
-                    raise SourceError(
-                        f"record {key!r}: its request is {len(line) + 1} bytes, over batch.max_bytes",
-                        uri=uri,
-                        line=n,
-                    )
                 yield lines, keys, hashes
             if progress is not None:
                 progress(count)
@@ -304,6 +298,32 @@ def scan(
         resent_answered=resent,
         sample=sample,
     )
+
+
+def _first_error(
+    pipeline: LoadedPipeline, index: RequestIndex, batch: ScanBatch, covered: set[str]
+) -> SourceError | None:
+    """The error of the batch's first record that has one: a key seen before in this scan, or
+    a new request over batch.max_bytes. By position, so that batches of any size find the
+    error the source's first bad record makes."""
+    errors: list[tuple[int, SourceError]] = []
+    if (repeat := index.first_seen(batch.keys, batch.uris, batch.numbers)) is not None:
+        i, uri, line = repeat
+        errors.append(
+            (i, duplicate_error(pipeline, batch.keys[i], (uri, line), batch.uris[i], batch.numbers[i]))
+        )
+    limit = pipeline.spec.batch.max_bytes
+    if max(map(len, batch.lines)) + 1 > limit:
+        big = (
+            i
+            for i, line in enumerate(batch.lines)
+            if len(line) + 1 > limit and batch.hashes[i] not in covered
+        )
+        if (i := next(big, None)) is not None:
+            size = len(batch.lines[i]) + 1
+            message = f"record {batch.keys[i]!r}: its request is {size} bytes, over batch.max_bytes"
+            errors.append((i, SourceError(message, uri=batch.uris[i], line=batch.numbers[i])))
+    return min(errors, key=lambda error: error[0])[1] if errors else None
 
 
 def _nothing_new(pipeline: LoadedPipeline, memo: ScanMemo) -> Scan:

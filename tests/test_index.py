@@ -8,6 +8,7 @@ import sqlite3
 
 import pytest
 
+from batchflow import index as index_module
 from batchflow.index import RequestIndex
 
 
@@ -60,16 +61,18 @@ def test_result_lines_are_read_as_json_reads_them():
     assert parse_result('{"key": "é"}'.encode())["key"] == "é"
 
 
-def test_a_key_seen_in_an_earlier_chunk_is_named_where_it_was_first_seen(tmp_path):
+@pytest.mark.parametrize("in_memory", [250_000, 1, 0], ids=["in memory", "moved to disk", "on disk"])
+def test_a_key_seen_in_an_earlier_batch_is_named_where_it_was_first_seen(tmp_path, monkeypatch, in_memory):
+    monkeypatch.setattr(index_module, "SEEN_IN_MEMORY", in_memory)
     index = RequestIndex(tmp_path / "index.sqlite3")
-    assert index.first_seen([("b", "x.jsonl", 1), ("a", "x.jsonl", 2)]) is None
-    assert index.first_seen([("c", "x.jsonl", 3), ("a", "y.jsonl", 9)]) == ("a", "x.jsonl", 2)
+    assert index.first_seen(["b", "a"], ["x.jsonl"] * 2, [1, 2]) is None
+    assert index.first_seen(["c"], ["x.jsonl"], [3]) is None
+    assert index.first_seen(["d", "c", "a"], ["y.jsonl"] * 3, [7, 8, 9]) == (1, "x.jsonl", 3)
     index.forget_keys()  # a new scan: nothing seen yet
-    assert index.first_seen([("a", "y.jsonl", 9), ("d", "y.jsonl", 10), ("a", "y.jsonl", 11)]) == (
-        "a",
-        "y.jsonl",
-        9,
-    )
+    assert index.first_seen(["e"], ["y.jsonl"], [8]) is None
+    # the first repeat in the batch, whether its key was seen in it or before it
+    assert index.first_seen(["a", "d", "a", "e"], ["y.jsonl"] * 4, [9, 10, 11, 12]) == (2, "y.jsonl", 9)
+    assert index.first_seen(["f", "e", "f"], ["y.jsonl"] * 3, [13, 14, 15]) == (1, "y.jsonl", 8)
 
 
 def test_an_index_is_opened_on_first_use_only(tmp_path):
@@ -89,7 +92,7 @@ def test_shards_added_aside_are_all_indexed_when_the_block_ends(tmp_path):
     with index.adding_shards() as add:
         for n in range(5):
             add(f"s{n}", [(f"h{n}-{i}", f"k{n}-{i}") for i in range(1000)])
-        index.first_seen([("k", "x.jsonl", 1)])  # the scan goes on meanwhile, on its own connection
+        index.first_seen(["k"], ["x.jsonl"], [1])  # the scan goes on meanwhile, on its own connection
     assert index.shards_of([f"h{n}-999" for n in range(5)], {f"s{n}" for n in range(5)}) == {
         f"h{n}-999": f"s{n}" for n in range(5)
     }

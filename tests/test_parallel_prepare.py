@@ -102,6 +102,23 @@ def test_errors_of_a_parallel_prepare_are_those_of_a_serial_one(tmp_path, monkey
     assert said[0] == said[1] and message in said[0], said
 
 
+@pytest.mark.parametrize("duplicate_first", [True, False], ids=["duplicate first", "bad record first"])
+def test_of_two_bad_records_the_first_is_named_either_way(tmp_path, monkeypatch, duplicate_first):
+    """A duplicate key and, 50 lines from it, a record that fails to render: in one batch."""
+    spec = _project(tmp_path)
+    second = tmp_path / "data/2.jsonl"
+    lines = second.read_text().splitlines()
+    duplicate, bad = '{"id": "r0", "name": "x", "image": "a.png"}', '{"id": "z", "image": "a.png"}'
+    lines.insert(1550, bad if duplicate_first else duplicate)
+    lines.insert(1500, duplicate if duplicate_first else bad)
+    second.write_text("\n".join(lines) + "\n")
+    for parallel in (False, True):
+        with pytest.raises(SourceError) as raised:
+            _scan(spec, tmp_path / "state", monkeypatch, parallel=parallel)
+        assert raised.value.line == 1501
+        assert ("duplicate key" if duplicate_first else "request.prompt") in str(raised.value)
+
+
 def test_the_command_prepares_in_parallel(cli, emulator_env, tmp_path, monkeypatch):
     """`python -m batchflow` starts its workers without running the command again in them."""
     _project(tmp_path)
