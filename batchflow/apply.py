@@ -22,6 +22,7 @@ import fsspec
 from . import order
 from .atomic import write_atomic
 from .errors import BatchflowError, BudgetError, OutputError, RemoteError, SourceError, StateError
+from .join import FAILED_KEYS_KEPT
 from .parallel import join_source
 from .pricing import PriceTable, load_prices
 from .progress import Reporter
@@ -79,7 +80,6 @@ def _local_copy(path: str) -> Iterator[Path]:
 
 
 Report = Callable[[str, Action, str], None]
-FAILED_KEYS_KEPT = 10  # error rows' keys named in the state, for `status`
 _PROBED: set[str] = set()  # bucket URIs this process found writable
 
 
@@ -474,7 +474,7 @@ class Applier:
                     if spec.errors.uri
                     else out
                 )
-                rows = join_source(
+                batches = join_source(
                     self.p,
                     records(self.p),
                     self.index,
@@ -483,13 +483,14 @@ class Applier:
                     self._order(state, s),
                     encode_out=out.format == "jsonl",
                     encode_err=err.format == "jsonl",
+                    apart=err is not out,
                 )
-                for is_error, key, row in rows:
-                    if is_error:
-                        errors += 1
-                        if len(failed_keys) < FAILED_KEYS_KEPT:
-                            failed_keys.append(key)
-                    (err if is_error else out).write(row)
+                for batch in batches:
+                    errors += batch.errors
+                    failed_keys += batch.failed_keys[: FAILED_KEYS_KEPT - len(failed_keys)]
+                    out.write_many(batch.out, batch.out_rows)
+                    if batch.err_rows:
+                        err.write_many(batch.err, batch.err_rows)
                 count = out.count + (err.count if err is not out else 0)
         except order.StaleOrder as exc:
             exc.path.unlink(missing_ok=True)  # the next apply renders the source instead

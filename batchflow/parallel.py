@@ -28,7 +28,7 @@ from typing import NamedTuple
 from . import order
 from .errors import SourceError
 from .index import CHUNK, RequestIndex
-from .join import JoinedRow, Joiner, Keyed, keyed
+from .join import JoinedBatch, Joiner, Keyed, keyed
 from .pricing import estimate_line
 from .requests import Rendered, Renderer
 from .sources import Record, infer_format, jsonl_record
@@ -105,7 +105,8 @@ def join_source(
     *,
     encode_out: bool,
     encode_err: bool,
-) -> Iterator[JoinedRow]:
+    apart: bool,
+) -> Iterator[JoinedBatch]:
     """The output's rows, in the source's order (join.Joiner), on several processes when the
     source is worth it. Those read the index and the result files themselves: every result
     file a row may need is fetched first. Keys and hashes come from `scan_order` (order.py)
@@ -114,21 +115,27 @@ def join_source(
     files = _parallel_files(pipeline)
     if files is None:
         joiner = Joiner(
-            pipeline.spec, index, result_path, failed, encode_out=encode_out, encode_err=encode_err
+            pipeline.spec,
+            index,
+            result_path,
+            failed,
+            encode_out=encode_out,
+            encode_err=encode_err,
+            apart=apart,
         )
         if scan_order is None:
             ordered = keyed(Renderer(pipeline).render(records))
         else:
             ordered = _with_order(records, scan_order)
         try:
-            yield from joiner.rows(ordered)
+            yield from joiner.batches(ordered)
         finally:
             joiner.close()
         return
     paths = {shard: str(result_path(shard)) for shard in index.result_shards()}
-    setup = _JoinSetup(str(index.path), paths, failed, encode_out, encode_err)
+    setup = _JoinSetup(str(index.path), paths, failed, encode_out, encode_err, apart)
     cursor = order.Cursor(scan_order) if scan_order is not None else None
-    yield from _in_order(pipeline, setup, files, _rows, cursor)
+    yield from _in_order(pipeline, setup, files, _joined, cursor)
 
 
 def _with_order(records: Iterator[Record], scan_order: Path) -> Iterator[Keyed]:
@@ -256,9 +263,10 @@ def _collect(answer: tuple, renderer: Renderer) -> Iterator[ScanBatch]:
     _raise(error)
 
 
-def _rows(answer: tuple) -> Iterator[JoinedRow]:
-    _, rows, _, error = answer
-    yield from rows
+def _joined(answer: tuple) -> Iterator[JoinedBatch]:
+    _, batch, _, error = answer
+    if batch.out_rows or batch.err_rows:
+        yield batch
     _raise(error)
 
 
@@ -277,6 +285,7 @@ class _JoinSetup:
     failed: dict[str, Shard]
     encode_out: bool
     encode_err: bool
+    apart: bool
 
 
 # ---------------------------------------------------------------- in the workers
@@ -298,6 +307,7 @@ def _start(pipeline: LoadedPipeline, join: _JoinSetup | None) -> None:
             join.failed,
             encode_out=join.encode_out,
             encode_err=join.encode_err,
+            apart=join.apart,
         )
 
 
@@ -331,7 +341,7 @@ def _do_batch(
         error = (exc.message, exc.uri, exc.line)
     seen = {d: ref for d, ref in renderer.files.seen.items() if d not in before}
     if _joiner is not None:
-        return path, list(_joiner.rows(keyed(rendered))), seen, error
+        return path, _joiner.batch(keyed(rendered)), seen, error
     return path, scan_batch(rendered), seen, error
 
 
@@ -349,4 +359,4 @@ def _join_keyed(path: str, lines: list[tuple[int, str]], keyed_by: tuple[list, l
             error = (exc.message, exc.uri, exc.line)
     else:
         data = [{}] * len(lines)
-    return path, list(_joiner.rows(zip(keys, hashes, data, strict=False))), {}, error
+    return path, _joiner.batch(zip(keys, hashes, data, strict=False)), {}, error

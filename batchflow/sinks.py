@@ -61,10 +61,13 @@ class Sink:
 
     def write(self, row: dict[str, Any] | bytes) -> None:
         """One row: a dict, or for JSONL its line as join.encode_jsonl gives it."""
+        if self.format == "parquet":
+            self.write_many([row], 1)
+            return
         self.count += 1
         if self.format == "jsonl":
             self._file.write(row if isinstance(row, bytes) else encode_jsonl(row))
-        elif self.format == "csv":
+        else:
             if self._csv is None:
                 self._text = io.TextIOWrapper(self._file, encoding="utf-8", newline="", write_through=True)
                 self._csv = csv.DictWriter(
@@ -72,25 +75,34 @@ class Sink:
                 )
                 self._csv.writeheader()
             self._csv.writerow(_flatten(row))
-        else:
-            self._batch.append(row)
-            if len(self._batch) >= PARQUET_BATCH:
-                self._flush_parquet()
 
-    def _flush_parquet(self) -> None:
+    def write_many(self, rows: bytes | list[dict[str, Any]], count: int) -> None:
+        """`count` rows: dicts, or for JSONL their lines as one bytes object."""
+        if isinstance(rows, bytes):
+            self.count += count
+            self._file.write(rows)
+        elif self.format == "parquet":
+            self.count += count
+            self._batch.extend(rows)
+            while len(self._batch) >= PARQUET_BATCH:  # row groups of PARQUET_BATCH rows
+                self._write_parquet(self._batch[:PARQUET_BATCH])
+                del self._batch[:PARQUET_BATCH]
+        else:
+            for row in rows:
+                self.write(row)
+
+    def _write_parquet(self, rows: list[dict[str, Any]]) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        if not self._batch:
-            return
         if self._parquet is None:
-            schema = self._parquet_schema(self._batch)
+            schema = self._parquet_schema(rows)
             self._types = {f.name: f.type for f in schema}
             self._parquet = pq.ParquetWriter(self._file, schema)
         names = {*self.layout.kept, *(c.name for c in self.layout.columns)}
-        rows = [self._for_parquet(r) for r in self._batch] if names & _RETYPED else self._batch
+        if names & _RETYPED:
+            rows = [self._for_parquet(r) for r in rows]
         self._parquet.write_table(pa.Table.from_pylist(rows, schema=self._parquet.schema))
-        self._batch = []
 
     def _parquet_schema(self, rows: list[dict[str, Any]]):
         """One schema for the whole file: result columns have fixed types (from the spec);
@@ -126,7 +138,8 @@ class Sink:
 
     def finish(self) -> None:
         if self.format == "parquet":
-            self._flush_parquet()
+            if self._batch:
+                self._write_parquet(self._batch)
             if self._parquet is not None:
                 self._parquet.close()
         if self._text is not None:

@@ -163,10 +163,24 @@ def test_error_rows_of_a_parallel_join_are_those_of_a_serial_one(cli, emulator, 
     assert cli("apply", "--wait", "p.yaml", env={"BATCHFLOW_PARALLEL_MIN_BYTES": str(10**15)}).code == 0
     serial = [(tmp_path / name).read_bytes() for name in ("out.csv", "errors.jsonl")]
     assert b"job " in serial[1] and b"FINISH_REASON" in serial[1]  # both kinds of error row
+    error_keys = [json.loads(line)["key"] for line in serial[1].splitlines()]
+    said = _output_record(tmp_path)
+    assert (said["errors"], said["failed_keys"]) == (len(error_keys), error_keys[:10])
     for name in ("out.csv", "errors.jsonl"):
         (tmp_path / name).unlink()
     assert cli("apply", "p.yaml", env={"BATCHFLOW_PARALLEL_MIN_BYTES": "0"}).code == 0
     assert [(tmp_path / name).read_bytes() for name in ("out.csv", "errors.jsonl")] == serial
+    again = _output_record(tmp_path)
+    assert (again["records"], again["errors"], again["failed_keys"]) == (
+        said["records"],
+        said["errors"],
+        said["failed_keys"],
+    )
+
+
+def _output_record(project: Path) -> dict:
+    """What the state says of the output written last (`status` shows it)."""
+    return json.loads((project / "state/p/state.json").read_text())["output"]
 
 
 def test_a_scan_whose_requests_are_all_covered_still_tells_its_progress(tmp_path, monkeypatch):

@@ -53,6 +53,21 @@ def test_parquet_keeps_fields_that_first_rows_lack(tmp_path, monkeypatch):
     assert rows[1]["usage"]["total_tokens"] == 3 and rows[1]["price"] == 2.0
 
 
+def test_rows_given_in_batches_make_the_same_parquet_file(tmp_path, monkeypatch):
+    """The output join hands rows over by batches of any size: row groups stay PARQUET_BATCH rows."""
+    monkeypatch.setattr(sinks, "PARQUET_BATCH", 4)
+    rows = [{**OK, "key": f"k{i}", "price": float(i)} for i in range(10)]
+    with open_sink(str(tmp_path / "one.parquet"), "parquet", LAYOUT) as sink:
+        for row in rows:
+            sink.write(row)
+    with open_sink(str(tmp_path / "batches.parquet"), "parquet", LAYOUT) as sink:
+        sink.write_many(rows[:3], 3)
+        sink.write_many(rows[3:], 7)
+        assert sink.count == 10
+    assert (tmp_path / "batches.parquet").read_bytes() == (tmp_path / "one.parquet").read_bytes()
+    assert pq.ParquetFile(tmp_path / "batches.parquet").metadata.num_row_groups == 3
+
+
 def test_csv_header_is_the_same_whatever_comes_first(tmp_path):
     with open_sink(str(tmp_path / "o.csv"), "csv", LAYOUT) as sink:
         sink.write(ERROR)
