@@ -21,7 +21,11 @@ from pathlib import Path
 import orjson
 
 CHUNK = 500  # hashes per query (SQLite's default limit on parameters is far above)
-SEEN_IN_MEMORY = 250_000  # record keys a scan checks for duplicates in memory (~35 MB), the rest on disk
+# Memory a scan's check for duplicate keys may take (the rest of the keys go to disk): about
+# 250,000 short keys. A key costs its characters and about _KEY_COST bytes more (its str, its
+# dict entry, its location).
+SEEN_BYTES = 32 * 1024 * 1024
+_KEY_COST = 120
 _FILE = (1 << 32) - 1  # a location's file number (first_seen)
 RESULTS_AT_ONCE = 50_000  # result rows held before they are indexed: memory bounded by this
 # Per-request errors worth another try; others (400 and the like) would fail the same way again.
@@ -49,9 +53,10 @@ class RequestIndex:
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path, self.readonly = path, readonly
         self._files: dict[str, int] = {}  # the files of the scan's source, numbered (first_seen)
-        # Keys seen by the current scan and where (line << 32 | file): the first SEEN_IN_MEMORY
-        # in this dict, the others in a table (seen_keys), so that memory does not grow.
+        # Keys seen by the current scan and where (line << 32 | file): in this dict while they
+        # fit in SEEN_BYTES, then in a table (seen_keys), so that memory does not grow.
         self._seen: dict[str, int] = {}
+        self._room = SEEN_BYTES
 
     @functools.cached_property
     def db(self) -> sqlite3.Connection:
@@ -88,7 +93,7 @@ class RequestIndex:
 
     def forget_keys(self) -> None:
         """Start a new scan of the source."""
-        self._seen = {}
+        self._seen, self._room = {}, SEEN_BYTES
         self.db.execute("DELETE FROM temp.seen_keys")
         self._files.clear()
 
@@ -101,8 +106,9 @@ class RequestIndex:
             line << 32 | files.setdefault(uri, len(files)) for uri, line in zip(uris, lines, strict=True)
         ]
         if len(set(keys)) == len(keys) and self._seen.keys().isdisjoint(keys):  # new to the dict
-            if len(self._seen) < SEEN_IN_MEMORY:
+            if self._room > 0:
                 self._seen.update(zip(keys, where, strict=True))
+                self._room -= sum(map(len, keys)) + _KEY_COST * len(keys)
                 return None
             if self._store_seen(keys, where):
                 return None
@@ -118,7 +124,7 @@ class RequestIndex:
 
     def _first_repeat(self, keys: list[str], where: list[int]) -> tuple[int, str, int] | None:
         earlier = {key: self._seen[key] for key in keys if key in self._seen}
-        if len(self._seen) >= SEEN_IN_MEMORY:  # the table is in use: this batch's new keys may
+        if self._room <= 0:  # the table is in use: this batch's new keys may
             marks = ",".join("?" * len(keys))  # be there already, at their own location then
             found = self.db.execute(
                 f"SELECT key, file, line FROM temp.seen_keys WHERE key IN ({marks})", keys

@@ -61,9 +61,9 @@ def test_result_lines_are_read_as_json_reads_them():
     assert parse_result('{"key": "é"}'.encode())["key"] == "é"
 
 
-@pytest.mark.parametrize("in_memory", [250_000, 1, 0], ids=["in memory", "moved to disk", "on disk"])
+@pytest.mark.parametrize("in_memory", [10**6, 1, 0], ids=["in memory", "moved to disk", "on disk"])
 def test_a_key_seen_in_an_earlier_batch_is_named_where_it_was_first_seen(tmp_path, monkeypatch, in_memory):
-    monkeypatch.setattr(index_module, "SEEN_IN_MEMORY", in_memory)
+    monkeypatch.setattr(index_module, "SEEN_BYTES", in_memory)
     index = RequestIndex(tmp_path / "index.sqlite3")
     assert index.first_seen(["b", "a"], ["x.jsonl"] * 2, [1, 2]) is None
     assert index.first_seen(["c"], ["x.jsonl"], [3]) is None
@@ -73,6 +73,18 @@ def test_a_key_seen_in_an_earlier_batch_is_named_where_it_was_first_seen(tmp_pat
     # the first repeat in the batch, whether its key was seen in it or before it
     assert index.first_seen(["a", "d", "a", "e"], ["y.jsonl"] * 4, [9, 10, 11, 12]) == (2, "y.jsonl", 9)
     assert index.first_seen(["f", "e", "f"], ["y.jsonl"] * 3, [13, 14, 15]) == (1, "y.jsonl", 8)
+
+
+@pytest.mark.parametrize(("size", "in_memory"), [(10, 30), (5_000, 10)])
+def test_the_memory_of_the_duplicate_check_is_bounded_in_bytes(tmp_path, monkeypatch, size, in_memory):
+    """Whatever the keys' length: long keys go to disk sooner (after the batch that fills it)."""
+    monkeypatch.setattr(index_module, "SEEN_BYTES", 10_000)
+    index = RequestIndex(tmp_path / "index.sqlite3")
+    for n in range(3):
+        keys = [f"{n}-{i}-".ljust(size, "x") for i in range(10)]
+        assert index.first_seen(keys, ["x.jsonl"] * 10, list(range(10 * n + 1, 10 * n + 11))) is None
+    (on_disk,) = index.db.execute("SELECT count(*) FROM temp.seen_keys").fetchone()
+    assert (len(index._seen), on_disk) == (in_memory, 30 - in_memory)
 
 
 def test_an_index_is_opened_on_first_use_only(tmp_path):
