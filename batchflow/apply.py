@@ -484,6 +484,7 @@ class Applier:
                     encode_out=out.format == "jsonl",
                     encode_err=err.format == "jsonl",
                     apart=err is not out,
+                    columns_out=out.columns,
                 )
                 for batch in batches:
                     errors += batch.errors

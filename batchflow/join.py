@@ -30,7 +30,8 @@ class JoinedBatch:
     few objects, where a tuple per row cost pickling, unpickling and a Python step each in the
     process that writes (a third of its time)."""
 
-    out: bytes | list[dict[str, Any]]  # the output's rows: JSONL lines, or dicts for its sink
+    out: bytes | list[dict[str, Any]] | dict[str, list[Any]]  # the output's rows: JSONL lines,
+    # dicts, or the values of each column its sink takes them by (sinks.Sink.columns)
     out_rows: int
     err: bytes | list[dict[str, Any]]  # the errors file's rows, when it has one (else in `out`)
     err_rows: int
@@ -80,6 +81,7 @@ class Joiner:
         encode_out: bool = False,
         encode_err: bool = False,
         apart: bool = False,
+        columns_out: tuple[str, ...] | None = None,
     ) -> None:
         self.fields = ResultFields(spec)
         self.reader = ResultReader(path_of, exact=self.fields.verbatim)
@@ -88,6 +90,7 @@ class Joiner:
         self.failed = failed
         self.encode = {False: encode_out, True: encode_err}
         self.apart = apart  # error rows go to a file of their own
+        self.columns_out = columns_out  # the output's rows go by column, these
 
     def batches(self, records: Iterator[Keyed]) -> Iterator[JoinedBatch]:
         return map(self.batch, chunks(records))
@@ -101,9 +104,12 @@ class Joiner:
             err = [row for is_error, _, row in rows if is_error]
         else:
             out, err = [row for _, _, row in rows], []
-        return JoinedBatch(
-            _joined(out), len(out), _joined(err), len(err), len(errors), errors[:FAILED_KEYS_KEPT]
-        )
+        count = len(out)
+        if self.columns_out is not None:
+            out = {name: [row.get(name) for row in out] for name in self.columns_out}
+        else:
+            out = _joined(out)
+        return JoinedBatch(out, count, _joined(err), len(err), len(errors), errors[:FAILED_KEYS_KEPT])
 
     def join(self, chunk: list[Keyed]) -> list[JoinedRow]:
         hashes = [digest for _, digest, _ in chunk]

@@ -106,6 +106,7 @@ def join_source(
     encode_out: bool,
     encode_err: bool,
     apart: bool,
+    columns_out: tuple[str, ...] | None,
 ) -> Iterator[JoinedBatch]:
     """The output's rows, in the source's order (join.Joiner), on several processes when the
     source is worth it. Those read the index and the result files themselves: every result
@@ -122,6 +123,7 @@ def join_source(
             encode_out=encode_out,
             encode_err=encode_err,
             apart=apart,
+            columns_out=columns_out,
         )
         if scan_order is None:
             ordered = keyed(Renderer(pipeline).render(records))
@@ -133,7 +135,7 @@ def join_source(
             joiner.close()
         return
     paths = {shard: str(result_path(shard)) for shard in index.result_shards()}
-    setup = _JoinSetup(str(index.path), paths, failed, encode_out, encode_err, apart)
+    setup = _JoinSetup(str(index.path), paths, failed, encode_out, encode_err, apart, columns_out)
     cursor = order.Cursor(scan_order) if scan_order is not None else None
     yield from _in_order(pipeline, setup, files, _joined, cursor)
 
@@ -286,6 +288,7 @@ class _JoinSetup:
     encode_out: bool
     encode_err: bool
     apart: bool
+    columns_out: tuple[str, ...] | None
 
 
 # ---------------------------------------------------------------- in the workers
@@ -308,6 +311,7 @@ def _start(pipeline: LoadedPipeline, join: _JoinSetup | None) -> None:
             encode_out=join.encode_out,
             encode_err=join.encode_err,
             apart=join.apart,
+            columns_out=join.columns_out,
         )
 
 

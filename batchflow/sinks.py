@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
 import json
 import os
@@ -43,7 +44,8 @@ class Layout:
 
 
 class Sink:
-    """An output file being written: rows go in one at a time; it appears whole on close.
+    """An output file being written: rows go in one at a time or by batches; it appears whole
+    on close.
 
     JSONL rows hold only the fields that have a value; CSV and Parquet have every column of
     the layout (CSV with nested values as JSON text, Parquet with typed structs and lists)."""
@@ -57,7 +59,20 @@ class Sink:
         self._text: io.TextIOWrapper | None = None
         self._parquet = None
         self._types: dict[str, Any] = {}
+        # Parquet rows not written yet: as columns (`columns`), else as dicts
+        self._columns: dict[str, list[Any]] = {name: [] for name in self.columns or ()}
         self._batch: list[dict[str, Any]] = []
+        self._pending = 0
+
+    @functools.cached_property
+    def columns(self) -> tuple[str, ...] | None:
+        """The names of the columns a Parquet sink takes rows by (`write_many` with a list of
+        values per column, which Arrow converts faster than dicts and pickles smaller); None
+        where it needs dicts: other formats, and columns it retypes row by row."""
+        names = ("key", *self.layout.kept, *(c.name for c in self.layout.columns))
+        if self.format != "parquet" or len(set(names)) < len(names) or _RETYPED & set(names):
+            return None
+        return names
 
     def write(self, row: dict[str, Any] | bytes) -> None:
         """One row: a dict, or for JSONL its line as join.encode_jsonl gives it."""
@@ -76,42 +91,60 @@ class Sink:
                 self._csv.writeheader()
             self._csv.writerow(_flatten(row))
 
-    def write_many(self, rows: bytes | list[dict[str, Any]], count: int) -> None:
-        """`count` rows: dicts, or for JSONL their lines as one bytes object."""
+    def write_many(self, rows: bytes | list[dict[str, Any]] | dict[str, list[Any]], count: int) -> None:
+        """`count` rows: dicts, for JSONL their lines as one bytes object, or for Parquet a
+        list of values per column (`columns`)."""
         if isinstance(rows, bytes):
             self.count += count
             self._file.write(rows)
         elif self.format == "parquet":
             self.count += count
-            self._batch.extend(rows)
-            while len(self._batch) >= PARQUET_BATCH:  # row groups of PARQUET_BATCH rows
-                self._write_parquet(self._batch[:PARQUET_BATCH])
-                del self._batch[:PARQUET_BATCH]
+            if self.columns is None:
+                self._batch.extend(rows)
+            else:
+                for name, values in self._columns.items():
+                    values.extend(rows[name] if isinstance(rows, dict) else [r.get(name) for r in rows])
+            self._pending += count
+            while self._pending >= PARQUET_BATCH:  # row groups of PARQUET_BATCH rows
+                self._write_parquet(PARQUET_BATCH)
         else:
             for row in rows:
                 self.write(row)
 
-    def _write_parquet(self, rows: list[dict[str, Any]]) -> None:
+    def _write_parquet(self, n: int) -> None:
+        """The first `n` rows not written yet, as one row group."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        self._pending -= n
+        if self.columns is None:
+            rows, self._batch, part = self._batch[:n], self._batch[n:], None
+        else:
+            part = {name: values[:n] for name, values in self._columns.items()}
+            for values in self._columns.values():
+                del values[:n]
         if self._parquet is None:
-            schema = self._parquet_schema(rows)
+            first = part if part is not None else {k: [r.get(k) for r in rows] for k in self.layout.kept}
+            schema = self._parquet_schema(first)
             self._types = {f.name: f.type for f in schema}
             self._parquet = pq.ParquetWriter(self._file, schema)
-        names = {*self.layout.kept, *(c.name for c in self.layout.columns)}
-        if names & _RETYPED:
-            rows = [self._for_parquet(r) for r in rows]
-        self._parquet.write_table(pa.Table.from_pylist(rows, schema=self._parquet.schema))
+        if part is not None:
+            table = pa.Table.from_pydict(part, schema=self._parquet.schema)
+        else:
+            names = {*self.layout.kept, *(c.name for c in self.layout.columns)}
+            if names & _RETYPED:
+                rows = [self._for_parquet(r) for r in rows]
+            table = pa.Table.from_pylist(rows, schema=self._parquet.schema)
+        self._parquet.write_table(table)
 
-    def _parquet_schema(self, rows: list[dict[str, Any]]):
+    def _parquet_schema(self, first: dict[str, list[Any]]):
         """One schema for the whole file: result columns have fixed types (from the spec);
-        source columns take the type of their first values."""
+        source columns take the type of their first values (`first`: those of each)."""
         import pyarrow as pa
 
         fields = [pa.field("key", pa.string())]
         for name in self.layout.kept:
-            kind = pa.array([r.get(name) for r in rows]).type
+            kind = pa.array(first[name]).type
             fields.append(pa.field(name, pa.string() if pa.types.is_null(kind) else kind))
         fields += [pa.field(c.name, c.arrow(self.layout.spec)) for c in self.layout.columns]
         return pa.schema(fields)
@@ -138,8 +171,8 @@ class Sink:
 
     def finish(self) -> None:
         if self.format == "parquet":
-            if self._batch:
-                self._write_parquet(self._batch)
+            if self._pending:
+                self._write_parquet(self._pending)
             if self._parquet is not None:
                 self._parquet.close()
         if self._text is not None:

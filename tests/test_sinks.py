@@ -68,6 +68,33 @@ def test_rows_given_in_batches_make_the_same_parquet_file(tmp_path, monkeypatch)
     assert pq.ParquetFile(tmp_path / "batches.parquet").metadata.num_row_groups == 3
 
 
+def test_parquet_rows_by_column_make_the_file_dicts_make(tmp_path, monkeypatch):
+    """Without columns to retype, a Parquet sink takes rows by column (as workers send them),
+    and the file is the one Arrow makes of the rows as dicts, row group by row group."""
+    import pyarrow as pa
+
+    monkeypatch.setattr(sinks, "PARQUET_BATCH", 4)
+    plain = Layout.of(
+        SPEC.model_copy(update={"request": SPEC.request.model_copy(update={"generation_config": None})})
+    )
+    oks = [{k: v for k, v in OK.items() if k != "json"} | {"key": f"k{i}", "price": i} for i in range(9)]
+    rows = [ERROR, *oks]
+    with open_sink(str(tmp_path / "dicts.parquet"), "parquet", plain) as sink:
+        assert sink.columns == ("key", "price", "text", "finish_reason", "usage", "error")
+        for row in rows:
+            sink.write(row)
+    with open_sink(str(tmp_path / "columns.parquet"), "parquet", plain) as sink:
+        for part in (rows[:3], rows[3:]):
+            sink.write_many({name: [r.get(name) for r in part] for name in sink.columns}, len(part))
+    schema = pq.read_schema(tmp_path / "dicts.parquet")
+    assert schema.field("price").type == pa.float64()  # from the first rows: 1.5, then 0, 1...
+    with pq.ParquetWriter(tmp_path / "arrow.parquet", schema) as writer:
+        for start in range(0, len(rows), 4):
+            writer.write_table(pa.Table.from_pylist(rows[start : start + 4], schema=schema))
+    made = (tmp_path / "arrow.parquet").read_bytes()
+    assert (tmp_path / "dicts.parquet").read_bytes() == made == (tmp_path / "columns.parquet").read_bytes()
+
+
 def test_csv_header_is_the_same_whatever_comes_first(tmp_path):
     with open_sink(str(tmp_path / "o.csv"), "csv", LAYOUT) as sink:
         sink.write(ERROR)
