@@ -73,17 +73,17 @@ def _serial_batches(rendered: Iterator[Rendered]) -> Iterator[ScanBatch]:
         for r in rendered:
             batch.append(r)
             if len(batch) == CHUNK:
-                yield scan_batch(batch)
+                yield _scan_batch(batch)
                 batch = []
     except SourceError:
         if batch:
-            yield scan_batch(batch)
+            yield _scan_batch(batch)
         raise
     if batch:
-        yield scan_batch(batch)
+        yield _scan_batch(batch)
 
 
-def scan_batch(rendered: list[Rendered]) -> ScanBatch:
+def _scan_batch(rendered: list[Rendered]) -> ScanBatch:
     lines = [r.line for r in rendered]
     return ScanBatch(
         [r.key for r in rendered],
@@ -108,11 +108,11 @@ def join_source(
     apart: bool,
     columns_out: tuple[str, ...] | None,
 ) -> Iterator[JoinedBatch]:
-    """The output's rows, in the source's order (join.Joiner), on several processes when the
-    source is worth it. Those read the index and the result files themselves: every result
-    file a row may need is fetched first. Keys and hashes come from `scan_order` (order.py)
-    when given, the source being then read only for its records' kept columns; else each
-    record is rendered again."""
+    """The output's rows, in the source's order and in batches (join.Joiner, whose arguments
+    these are), on several processes when the source is worth it. Those read the index and
+    the result files themselves: every result file a row may need is fetched first. Keys and
+    hashes come from `scan_order` (order.py) when given, the source being then read only for
+    its records' kept columns; else each record is rendered again."""
     files = _parallel_files(pipeline)
     if files is None:
         joiner = Joiner(
@@ -346,7 +346,7 @@ def _do_batch(
     seen = {d: ref for d, ref in renderer.files.seen.items() if d not in before}
     if _joiner is not None:
         return path, _joiner.batch(keyed(rendered)), seen, error
-    return path, scan_batch(rendered), seen, error
+    return path, _scan_batch(rendered), seen, error
 
 
 def _join_keyed(path: str, lines: list[tuple[int, str]], keyed_by: tuple[list, list]) -> tuple:
