@@ -22,7 +22,7 @@ import fsspec
 from . import order
 from .atomic import write_atomic
 from .errors import BatchflowError, BudgetError, OutputError, RemoteError, SourceError, StateError
-from .join import FAILED_KEYS_KEPT
+from .join import FAILED_KEYS_KEPT, RowForm
 from .parallel import join_source
 from .pricing import PriceTable, load_prices
 from .progress import Reporter
@@ -481,10 +481,12 @@ class Applier:
                     lambda shard: self.store.fetch(self.store.result_path(self.p.name, shard)),
                     failed,
                     self._order(state, s),
-                    encode_out=out.format == "jsonl",
-                    encode_err=err.format == "jsonl",
-                    apart=err is not out,
-                    columns_out=out.columns,
+                    RowForm(
+                        encode_out=out.format == "jsonl",
+                        encode_err=err.format == "jsonl",
+                        apart=err is not out,
+                        columns_out=out.columns,
+                    ),
                 )
                 for batch in batches:
                     errors += batch.errors

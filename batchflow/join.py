@@ -39,6 +39,16 @@ class JoinedBatch:
     failed_keys: list[str]  # the keys of the first FAILED_KEYS_KEPT of them
 
 
+@dataclass(frozen=True)
+class RowForm:
+    """The form the output's and errors file's sinks take rows in."""
+
+    encode_out: bool = False  # the output's rows as JSONL lines (workers encode them)
+    encode_err: bool = False  # the error rows' likewise
+    apart: bool = False  # error rows go to a file of their own
+    columns_out: tuple[str, ...] | None = None  # the output's rows by column, these (Sink.columns)
+
+
 def keyed(rendered: Iterator[Rendered]) -> Iterator[Keyed]:
     return ((r.key, r.hash, r.record.data) for r in rendered)
 
@@ -68,8 +78,8 @@ class ResultReader:
 
 class Joiner:
     """Rows for chunks of rendered records. `failed` holds the shards whose jobs failed for
-    good: their requests' rows say why. `encode_out` / `encode_err`: give rows as JSONL bytes,
-    for a JSONL output / errors file (workers encode, so this process only writes)."""
+    good: their requests' rows say why. `form`: as the sinks take them (workers encode, so the
+    writing process only writes)."""
 
     def __init__(
         self,
@@ -77,20 +87,15 @@ class Joiner:
         index: RequestIndex,
         path_of: Callable[[str], Path],
         failed: dict[str, Shard],
-        *,
-        encode_out: bool = False,
-        encode_err: bool = False,
-        apart: bool = False,
-        columns_out: tuple[str, ...] | None = None,
+        form: RowForm = RowForm(),
     ) -> None:
         self.fields = ResultFields(spec)
         self.reader = ResultReader(path_of, exact=self.fields.verbatim)
         self.columns = tuple(spec.output.columns)
         self.index = index
         self.failed = failed
-        self.encode = {False: encode_out, True: encode_err}
-        self.apart = apart  # error rows go to a file of their own
-        self.columns_out = columns_out  # the output's rows go by column, these
+        self.form = form
+        self.encode = {False: form.encode_out, True: form.encode_err}
 
     def batches(self, records: Iterator[Keyed]) -> Iterator[JoinedBatch]:
         return map(self.batch, chunks(records))
@@ -99,14 +104,14 @@ class Joiner:
         """The rows of `records`, sorted into their files, JSONL lines joined into one."""
         rows = [row for chunk in chunks(records) for row in self.join(chunk)]
         errors = [key for is_error, key, _ in rows if is_error]
-        if self.apart:
+        if self.form.apart:
             out = [row for is_error, _, row in rows if not is_error]
             err = [row for is_error, _, row in rows if is_error]
         else:
             out, err = [row for _, _, row in rows], []
         count = len(out)
-        if self.columns_out is not None:
-            out = {name: [row.get(name) for row in out] for name in self.columns_out}
+        if self.form.columns_out is not None:
+            out = {name: [row.get(name) for row in out] for name in self.form.columns_out}
         else:
             out = _joined(out)
         return JoinedBatch(out, count, _joined(err), len(err), len(errors), errors[:FAILED_KEYS_KEPT])

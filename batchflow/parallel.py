@@ -28,7 +28,7 @@ from typing import NamedTuple
 from . import order
 from .errors import SourceError
 from .index import CHUNK, RequestIndex
-from .join import JoinedBatch, Joiner, Keyed, keyed
+from .join import JoinedBatch, Joiner, Keyed, RowForm, keyed
 from .pricing import estimate_line
 from .requests import Rendered, Renderer
 from .sources import Record, infer_format, jsonl_record
@@ -102,29 +102,16 @@ def join_source(
     result_path: Callable[[str], Path],
     failed: dict[str, Shard],
     scan_order: Path | None,
-    *,
-    encode_out: bool,
-    encode_err: bool,
-    apart: bool,
-    columns_out: tuple[str, ...] | None,
+    form: RowForm,
 ) -> Iterator[JoinedBatch]:
-    """The output's rows, in the source's order and in batches (join.Joiner, whose arguments
-    these are), on several processes when the source is worth it. Those read the index and
+    """The output's rows, in the source's order and in batches, in `form` (join.Joiner), on
+    several processes when the source is worth it. Those read the index and
     the result files themselves: every result file a row may need is fetched first. Keys and
     hashes come from `scan_order` (order.py) when given, the source being then read only for
     its records' kept columns; else each record is rendered again."""
     files = _parallel_files(pipeline)
     if files is None:
-        joiner = Joiner(
-            pipeline.spec,
-            index,
-            result_path,
-            failed,
-            encode_out=encode_out,
-            encode_err=encode_err,
-            apart=apart,
-            columns_out=columns_out,
-        )
+        joiner = Joiner(pipeline.spec, index, result_path, failed, form)
         if scan_order is None:
             ordered = keyed(Renderer(pipeline).render(records))
         else:
@@ -135,9 +122,9 @@ def join_source(
             joiner.close()
         return
     paths = {shard: str(result_path(shard)) for shard in index.result_shards()}
-    setup = _JoinSetup(str(index.path), paths, failed, encode_out, encode_err, apart, columns_out)
+    setup = _JoinSetup(str(index.path), paths, failed, form)
     cursor = order.Cursor(scan_order) if scan_order is not None else None
-    yield from _in_order(pipeline, setup, files, _joined, cursor)
+    yield from _in_order(pipeline, setup, files, _collect_rows, cursor)
 
 
 def _with_order(records: Iterator[Record], scan_order: Path) -> Iterator[Keyed]:
@@ -265,7 +252,7 @@ def _collect(answer: tuple, renderer: Renderer) -> Iterator[ScanBatch]:
     _raise(error)
 
 
-def _joined(answer: tuple) -> Iterator[JoinedBatch]:
+def _collect_rows(answer: tuple) -> Iterator[JoinedBatch]:
     _, batch, _, error = answer
     if batch.out_rows or batch.err_rows:
         yield batch
@@ -280,15 +267,13 @@ def _raise(error: tuple | None) -> None:
 
 @dataclass(frozen=True)
 class _JoinSetup:
-    """What a worker needs to join: the index (read only), result files, failed shards."""
+    """What a worker needs to join: the index (read only), result files, failed shards, and
+    the form its rows go in."""
 
     index: str
     results: dict[str, str]
     failed: dict[str, Shard]
-    encode_out: bool
-    encode_err: bool
-    apart: bool
-    columns_out: tuple[str, ...] | None
+    form: RowForm
 
 
 # ---------------------------------------------------------------- in the workers
@@ -304,14 +289,7 @@ def _start(pipeline: LoadedPipeline, join: _JoinSetup | None) -> None:
     if join is not None:
         index = RequestIndex(Path(join.index), readonly=True)
         _joiner = Joiner(
-            pipeline.spec,
-            index,
-            lambda shard: Path(join.results[shard]),
-            join.failed,
-            encode_out=join.encode_out,
-            encode_err=join.encode_err,
-            apart=join.apart,
-            columns_out=join.columns_out,
+            pipeline.spec, index, lambda shard: Path(join.results[shard]), join.failed, join.form
         )
 
 
