@@ -70,9 +70,14 @@ class Sink:
         values per column, which Arrow converts faster than dicts and pickles smaller); None
         where it needs dicts: other formats, and columns it retypes row by row."""
         names = ("key", *self.layout.kept, *(c.name for c in self.layout.columns))
-        if self.format != "parquet" or len(set(names)) < len(names) or _RETYPED & set(names):
+        if self.format != "parquet" or len(set(names)) < len(names) or self._retypes:
             return None
         return names
+
+    @functools.cached_property
+    def _retypes(self) -> bool:
+        """Whether the layout has a column _for_parquet changes."""
+        return not _RETYPED.isdisjoint([*self.layout.kept, *(c.name for c in self.layout.columns)])
 
     def write(self, row: dict[str, Any] | bytes) -> None:
         """One row: a dict, or for JSONL its line as join.encode_jsonl gives it."""
@@ -131,8 +136,7 @@ class Sink:
         if part is not None:
             table = pa.Table.from_pydict(part, schema=self._parquet.schema)
         else:
-            names = {*self.layout.kept, *(c.name for c in self.layout.columns)}
-            if names & _RETYPED:
+            if self._retypes:
                 rows = [self._for_parquet(r) for r in rows]
             table = pa.Table.from_pylist(rows, schema=self._parquet.schema)
         self._parquet.write_table(table)
