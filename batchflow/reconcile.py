@@ -249,8 +249,9 @@ def scan(
         nonlocal count, tokens, resent
         for batch in render_source(pipeline, renderer, records(pipeline)):
             keys, hashes, lines, uris, numbers, estimates = batch
+            repeat = index.first_seen(keys, uris, numbers)  # records the batch's keys
             covered = index.covered(hashes, live, spec.retry.attempts, round)
-            if (error := _first_error(pipeline, index, batch, covered)) is not None:
+            if (error := _first_error(pipeline, batch, repeat, covered)) is not None:
                 raise error
             if keep is not None:
                 keep(keys, hashes)
@@ -258,8 +259,8 @@ def scan(
             digest.update("".join(hashes).encode())  # as one update per hash, in one call
             if covered:
                 new = [h not in covered for h in hashes]
-                keys, hashes, lines, uris, numbers, estimates = (
-                    list(itertools.compress(column, new)) for column in batch
+                keys, hashes, lines, estimates = (
+                    list(itertools.compress(column, new)) for column in (keys, hashes, lines, estimates)
                 )
             if lines:
                 resent += index.answered_before(list(zip(keys, hashes, strict=True)))
@@ -301,13 +302,13 @@ def scan(
 
 
 def _first_error(
-    pipeline: LoadedPipeline, index: RequestIndex, batch: ScanBatch, covered: set[str]
+    pipeline: LoadedPipeline, batch: ScanBatch, repeat: tuple[int, str, int] | None, covered: set[str]
 ) -> SourceError | None:
-    """The error of the batch's first record that has one: a key seen before in this scan, or
-    a new request over batch.max_bytes. By position, so that batches of any size find the
-    error the source's first bad record makes."""
+    """The error of the batch's first record that has one: a key seen before in this scan
+    (`repeat`, from RequestIndex.first_seen), or a new request over batch.max_bytes. By
+    position, so that batches of any size find the error the source's first bad record makes."""
     errors: list[tuple[int, SourceError]] = []
-    if (repeat := index.first_seen(batch.keys, batch.uris, batch.numbers)) is not None:
+    if repeat is not None:
         i, uri, line = repeat
         errors.append(
             (i, duplicate_error(pipeline, batch.keys[i], (uri, line), batch.uris[i], batch.numbers[i]))

@@ -122,8 +122,6 @@ def test_an_error_indexing_a_shard_aside_is_raised_to_the_scan(tmp_path):
 def test_results_indexed_together_end_as_indexed_one_by_one(tmp_path, monkeypatch, at_once):
     """add_results gathers rows and indexes them by kind in hash order; whatever it gathers at
     once, the rows end as the file's lines, applied in order, leave them."""
-    from batchflow import index as index_module
-
     monkeypatch.setattr(index_module, "RESULTS_AT_ONCE", at_once)
     files = {
         "a": [
