@@ -31,7 +31,7 @@ from .index import CHUNK, RequestIndex
 from .join import JoinedBatch, Joiner, Keyed, RowForm, keyed
 from .pricing import estimate_line
 from .requests import Rendered, Renderer
-from .sources import Record, infer_format, jsonl_record
+from .sources import Record, infer_format, jsonl_batch, jsonl_record
 from .spec import LoadedPipeline
 from .state import Shard
 
@@ -61,38 +61,62 @@ def render_source(
     processes when the source is worth it."""
     files = _parallel_files(pipeline)
     if files is None:
-        return _serial_batches(renderer.render(records))
+        return _serial_batches(renderer, records)
     return _in_order(pipeline, None, files, lambda answer: _collect(answer, renderer))
 
 
-def _serial_batches(rendered: Iterator[Rendered]) -> Iterator[ScanBatch]:
+def _serial_batches(renderer: Renderer, records: Iterator[Record]) -> Iterator[ScanBatch]:
     """Batches of CHUNK requests, rendered here. As a worker's, a batch that meets an error
     gives the requests before it, then raises it."""
-    batch: list[Rendered] = []
+    position = 0
+    while True:
+        chunk: list[Record] = []
+        unreadable = None
+        try:
+            for record in records:
+                chunk.append(record)
+                if len(chunk) == CHUNK:
+                    break
+        except SourceError as exc:
+            unreadable = exc
+        if chunk:
+            yield from _render_chunk(renderer, chunk, position)
+        if unreadable is not None:
+            raise unreadable
+        if len(chunk) < CHUNK:
+            return
+        position += CHUNK
+
+
+def _render_chunk(renderer: Renderer, chunk: list[Record], position: int) -> Iterator[ScanBatch]:
+    """The chunk's requests (its first record at `position` in the source) as one batch, or,
+    if a record fails to render, those before it, then its error."""
+    plain = renderer.render_plain([r.data for r in chunk])
+    if plain is not None:
+        yield _scan_columns(*plain, [r.uri for r in chunk], [r.line for r in chunk])
+        return
+    rendered: list[Rendered] = []
     try:
-        for r in rendered:
-            batch.append(r)
-            if len(batch) == CHUNK:
-                yield _scan_batch(batch)
-                batch = []
+        rendered.extend(renderer.render(iter(chunk), start=position))
     except SourceError:
-        if batch:
-            yield _scan_batch(batch)
+        if rendered:
+            yield _scan_batch(rendered)
         raise
-    if batch:
-        yield _scan_batch(batch)
+    yield _scan_batch(rendered)
 
 
 def _scan_batch(rendered: list[Rendered]) -> ScanBatch:
-    lines = [r.line for r in rendered]
-    return ScanBatch(
+    return _scan_columns(
         [r.key for r in rendered],
         [r.hash for r in rendered],
-        lines,
+        [r.line for r in rendered],
         [r.record.uri for r in rendered],
         [r.record.line for r in rendered],
-        list(map(estimate_line, lines)),
     )
+
+
+def _scan_columns(keys: list[str], hashes: list[str], lines: list[str], uris: list[str], numbers: list[int]):
+    return ScanBatch(keys, hashes, lines, uris, numbers, list(map(estimate_line, lines)))
 
 
 def join_source(
@@ -313,6 +337,13 @@ def _do_batch(
         return _join_keyed(path, lines, keyed_by)
     renderer = _renderer
     assert renderer is not None
+    datas = jsonl_batch([line for _, line in lines])
+    plain = renderer.render_plain(datas) if datas is not None else None
+    if plain is not None:  # else record by record, which finds the same or the batch's error
+        if _joiner is not None:
+            keys, hashes, _ = plain
+            return path, _joiner.batch(zip(keys, hashes, datas, strict=True)), {}, None
+        return path, _scan_columns(*plain, [path] * len(lines), [n for n, _ in lines]), {}, None
     before = set(renderer.files.seen)
     rendered: list[Rendered] = []
     error = None

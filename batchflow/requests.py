@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import mimetypes
 from collections.abc import Iterator
@@ -265,6 +266,7 @@ class Renderer:
         self.cache: dict[str, Any] | None = None
         self._fixed_json: dict[str, str] | None = None
         self._order: list[tuple[str, str]] | None = None  # (field, its JSON name and colon), sorted
+        self._plain: tuple | bool | None = None  # render_plain's layout; False: not plain
         if spec.embed is not None:
             self._content = self._compile(spec.embed.content, "embed.content")
             self._title = self._compile(spec.embed.title, "embed.title")
@@ -369,6 +371,81 @@ class Renderer:
         if self._order is None:  # every record has the same fields
             self._order = [(k, _string(k) + ":") for k in sorted(fields)]
         return "{" + ",".join([name + fields[k] for k, name in self._order]) + "}"
+
+    def render_plain(self, datas: list[dict[str, Any]]) -> tuple[list[str], list[str], list[str]] | None:
+        """The keys, hashes and batch input lines `render` makes of records (their data), in one
+        loop with no call per template: for pipelines whose key, prompt and system are text and
+        fields without dots, and that name no files. None when the pipeline is not such, or any
+        record is not plain (a missing field, an empty key): `render`, taking the records one by
+        one, then finds the same or raises its error. A third of the cost of `render`."""
+        if self._plain is None:
+            self._plain = self._plain_layout() or False
+        if self._plain is False or not set(map(type, datas)) <= {dict}:
+            return None
+        key_format, key_names, key_field, texts, segments = self._plain
+        one = len(texts) == 1
+        if one:
+            ((text, names),) = texts
+            head, tail = segments
+        prefix = self.pipeline.spec.model + "\n"
+        sha256 = hashlib.sha256
+        keys: list[str] = []
+        hashes: list[str] = []
+        lines: list[str] = []
+        try:
+            for data in datas:
+                get = data.__getitem__
+                if key_field is not None:
+                    key = str(get(key_field)).strip()
+                else:
+                    key = key_format(*map(str, map(get, key_names))).strip()
+                if not key:
+                    return None
+                if one:  # the common case, in one concatenation
+                    body = head + _string(text(*map(str, map(get, names)))) + tail
+                else:
+                    values = [_string(text(*map(str, map(get, names)))) for text, names in texts]
+                    body = "".join(itertools.chain.from_iterable(zip(segments, [*values, ""], strict=True)))
+                digest = sha256(f"{prefix}{key}\n{body}".encode()).hexdigest()[:32]
+                keys.append(key)
+                hashes.append(digest)
+                lines.append(f'{{"key":"{digest}","request":{body}}}')
+        except KeyError:  # a missing field
+            return None
+        return keys, hashes, lines
+
+    def _plain_layout(self) -> tuple | None:
+        """For render_plain: the key's str.format and field names; the same for each text the
+        body holds; and the body (`body`'s output) cut where those texts go, JSON-encoded."""
+        spec = self.pipeline.spec
+        if spec.embed is not None or self._files or not isinstance(self._key, _Fields):
+            return None
+        if self._key._format is None:
+            return None
+        if self._fixed_json is None:
+            self._fixed_json = {k: canonical(v) for k, v in self._fixed.items()}
+        variable = {"contents": ('[{"parts":[{"text":', self._prompt, '}],"role":"user"}]')}
+        if self._system is not None:
+            variable["systemInstruction"] = ('{"parts":[{"text":', self._system, "}]}")
+        texts = []
+        fields = []
+        for name in sorted([*self._fixed_json, *variable]):
+            if name not in variable:
+                fields.append(_string(name) + ":" + self._fixed_json[name])
+                continue
+            before, template, after = variable[name]
+            if isinstance(template, _Constant):
+                text = _string(template.text)
+            elif isinstance(template, _Fields) and template._format is not None:
+                texts.append((template._format, template._names))
+                text = "\0"  # where the text goes: JSON encodes any NUL it holds
+            else:
+                return None
+            fields.append(_string(name) + ":" + before + text + after)
+        segments = ("{" + ",".join(fields) + "}").split("\0")
+        pieces = self._key.pieces
+        key_field = pieces[0][0] if len(pieces) == 1 and not isinstance(pieces[0], str) else None
+        return self._key._format, self._key._names, key_field, texts, segments
 
     def render(self, records: Iterator[Record], start: int = 0) -> Iterator[Rendered]:
         """Each record as its request; `start` is the position of the first in the source."""

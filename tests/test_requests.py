@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 
 import pytest
 from conftest import write
@@ -146,6 +147,84 @@ def test_request_lines_are_the_canonical_json_of_the_request(tmp_path):
         assert renderer.body(record, "k") == canonical(renderer.request(record, "k")), name
 
 
+PLAIN_SPECS = {
+    "constant system": 'request: {system: "You tag \\"things\\" «always».", prompt: "{{ title }}: {{ n }}"}',
+    "fields in system": 'request: {system: "You are {{ role }}.", prompt: "{{ title }}"}',
+    "constant prompt": 'request: {system: "{{ role }}", prompt: "The same {0} for all"}',
+    "no template but the key": 'request: {prompt: "{ plain }"}',
+    "every fixed part": """
+        request:
+          prompt: "{ {{ title }} }} {0}"
+          generation_config: {temperature: 0.2, response_mime_type: application/json}
+          safety_settings: [{category: HARM_CATEGORY_HARASSMENT, threshold: BLOCK_NONE}]
+          labels: {team: fileData}
+        tools: [google_search]""",
+    "a cache": 'request: {prompt: "{{ title }}"}\ncache: {system: "Be brief {{ role }}."}',
+}
+PLAIN_DATA = [
+    {"sku": "S1", "title": 'Ünïcødé "q" \\ \n\t\x01 😀 \u2028', "n": 1, "role": "{y}"},
+    {"sku": 7, "title": None, "n": 3.5, "role": ""},
+    {"sku": "  spaced  ", "title": True, "n": [1, {"b": 2}], "role": "r", "extra": "ignored"},
+    {"sku": {"k": "{}"}, "title": "fileData", "n": -0.0, "role": "\x00"},
+]
+
+
+@pytest.mark.parametrize("key", ["{{ sku }}", "id-{{ sku }}-{{ n }}"])
+@pytest.mark.parametrize("name", list(PLAIN_SPECS))
+def test_plain_rendering_makes_what_render_makes(tmp_path, name, key):
+    """render_plain, the loop for templates of fields, gives render's keys, hashes and lines
+    byte for byte, whatever the fixed parts of the request and the values' types."""
+    spec = write(
+        tmp_path / "p.yaml",
+        f"""
+        version: 1
+        name: p
+        model: gemini-2.5-flash
+        source: {{uri: data.jsonl, key: "{key}"}}
+        output: {{uri: out.jsonl}}
+        """,
+    )
+    spec.write_text(spec.read_text() + textwrap.dedent(PLAIN_SPECS[name]).strip() + "\n")
+    write(tmp_path / "data.jsonl", "{}\n")
+    (pipeline,) = load_pipelines([spec])
+    rendered = list(Renderer(pipeline).render(Record("d", i, data) for i, data in enumerate(PLAIN_DATA)))
+    plain = Renderer(pipeline).render_plain(PLAIN_DATA)
+    assert plain is not None
+    assert plain == ([r.key for r in rendered], [r.hash for r in rendered], [r.line for r in rendered])
+
+
+@pytest.mark.parametrize(
+    ("change", "datas"),
+    [
+        ({}, [{"sku": "a", "title": "t"}, {"title": "no key"}]),  # a field missing
+        ({}, [{"sku": "a", "title": "t"}, {"sku": " ", "title": "t"}]),  # an empty key
+        ({"prompt": "{{ item.title }}"}, [{"sku": "a", "item": {"title": "t"}}]),  # a dotted field
+        ({"prompt": "{% if sku %}x{% endif %}"}, [{"sku": "a"}]),  # more than fields
+        ({"files": ["{{ title }}"]}, [{"sku": "a", "title": ""}]),  # files
+        ({"key": None}, [{"sku": "a", "title": "t"}]),  # the key is the content's digest
+    ],
+)
+def test_plain_rendering_leaves_the_rest_to_render(tmp_path, change, datas):
+    request = {"prompt": "{{ title }}", **{k: v for k, v in change.items() if k != "key"}}
+    source = {"uri": "data.jsonl", **({"key": "{{ sku }}"} if "key" not in change else {})}
+    spec = write(
+        tmp_path / "p.yaml",
+        json.dumps(
+            {
+                "version": 1,
+                "name": "p",
+                "model": "gemini-2.5-flash",
+                "source": source,
+                "request": request,
+                "output": {"uri": "out.jsonl"},
+            }
+        ),
+    )
+    write(tmp_path / "data.jsonl", "{}\n")
+    (pipeline,) = load_pipelines([spec])
+    assert Renderer(pipeline).render_plain(datas) is None
+
+
 @pytest.mark.parametrize(
     "line",
     [
@@ -158,10 +237,22 @@ def test_request_lines_are_the_canonical_json_of_the_request(tmp_path):
     ],
 )
 def test_records_are_read_exactly_as_json_reads_them(line):
-    from batchflow.sources import jsonl_record
+    from batchflow.sources import jsonl_batch, jsonl_record
 
     data = jsonl_record(line, "data.jsonl", 1).data
     assert repr(data) == repr(json.loads(line)) and list(data) == list(json.loads(line))
+    batch = jsonl_batch(['{"a": 1}\n', line + "\n"])  # a batch: read whole, or left to jsonl_record
+    assert batch is None or repr(batch[1]) == repr(json.loads(line))
+
+
+@pytest.mark.parametrize(
+    "line", ['{"x": 1}garbage', "[1, 2]", '"text"', '{"id": "1234567890123456789"}', '{"n": NaN}']
+)
+def test_a_batch_with_a_line_json_reads_otherwise_is_read_line_by_line(line):
+    from batchflow.sources import jsonl_batch
+
+    assert jsonl_batch(['{"a": 1}\n', line + "\n"]) is None
+    assert jsonl_batch(['{"a": 1}\n', '{"id": "123456789012345678"}\n']) is not None
 
 
 def test_a_bad_line_keeps_jsons_message():
