@@ -16,6 +16,7 @@ import httpx2 as httpx
 import pytest
 from conftest import write
 
+import batchflow.parallel
 from batchflow.errors import SourceError
 from batchflow.loader import load_pipelines
 from batchflow.parallel import BATCH_LINES
@@ -36,8 +37,10 @@ output: {uri: out.jsonl}
 """
 
 
-def _project(tmp_path: Path, n: int = 2 * BATCH_LINES + 700) -> Path:
-    write(tmp_path / "p.yaml", SPEC)
+def _project(tmp_path: Path, n: int = 2 * BATCH_LINES + 700, *, files: bool = True) -> Path:
+    """Without files, the templates are plain fields: records render in a loop a batch at a
+    time (Renderer.render_plain), else one by one."""
+    write(tmp_path / "p.yaml", SPEC if files else SPEC.replace('  files: ["{{ image }}"]\n', ""))
     (tmp_path / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"a" * 64)
     (tmp_path / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"b" * 64)
     half = n // 2
@@ -62,15 +65,19 @@ def _scan(spec: Path, folder: Path, monkeypatch, parallel: bool):
         return scan(pipeline, PipelineState(pipeline="p"), store, index, write=True), folder / "p" / "shards"
 
 
-def test_a_parallel_prepare_writes_the_same_shards_as_a_serial_one(tmp_path, monkeypatch):
-    spec = _project(tmp_path)
+@pytest.mark.parametrize("threads", [1, 2], ids=["forked", "from the fork server"])
+@pytest.mark.parametrize("files", [True, False], ids=["record by record", "plain"])
+def test_a_parallel_prepare_writes_the_same_shards_as_a_serial_one(tmp_path, monkeypatch, files, threads):
+    """Workers are forked when this process has no other thread, else come from the fork server."""
+    monkeypatch.setattr(batchflow.parallel, "_threads", lambda: threads)
+    spec = _project(tmp_path, files=files)
     serial, serial_shards = _scan(spec, tmp_path / "serial", monkeypatch, parallel=False)
     parallel, parallel_shards = _scan(spec, tmp_path / "parallel", monkeypatch, parallel=True)
     assert [s.id for s in parallel.new_shards] == [s.id for s in serial.new_shards]
     assert len(serial.new_shards) == 4
     assert (parallel.requests, parallel.digest) == (serial.requests, serial.digest)
     assert (parallel.new_tokens, parallel.sample) == (serial.new_tokens, serial.sample)
-    assert list(parallel.files.items()) == list(serial.files.items()) and len(serial.files) == 2
+    assert list(parallel.files.items()) == list(serial.files.items()) and len(serial.files) == 2 * files
     names = sorted(p.name for p in serial_shards.iterdir())
     assert names == sorted(p.name for p in parallel_shards.iterdir())
     for name in names:  # shards and their keys files
@@ -87,9 +94,10 @@ def test_a_parallel_prepare_writes_the_same_shards_as_a_serial_one(tmp_path, mon
         ('{"id": "z", "image": "a.png"}', "request.prompt"),
     ],
 )
-def test_errors_of_a_parallel_prepare_are_those_of_a_serial_one(tmp_path, monkeypatch, line, message):
+@pytest.mark.parametrize("files", [True, False], ids=["record by record", "plain"])
+def test_errors_of_a_parallel_prepare_are_those_of_a_serial_one(tmp_path, monkeypatch, line, message, files):
     """A bad record deep in the second file: the same message, file and line either way."""
-    spec = _project(tmp_path)
+    spec = _project(tmp_path, files=files)
     second = tmp_path / "data/2.jsonl"
     lines = second.read_text().splitlines()
     lines.insert(1500, line)
@@ -103,9 +111,10 @@ def test_errors_of_a_parallel_prepare_are_those_of_a_serial_one(tmp_path, monkey
 
 
 @pytest.mark.parametrize("duplicate_first", [True, False], ids=["duplicate first", "bad record first"])
-def test_of_two_bad_records_the_first_is_named_either_way(tmp_path, monkeypatch, duplicate_first):
+@pytest.mark.parametrize("files", [True, False], ids=["record by record", "plain"])
+def test_of_two_bad_records_the_first_is_named_either_way(tmp_path, monkeypatch, duplicate_first, files):
     """A duplicate key and, 50 lines from it, a record that fails to render: in one batch."""
-    spec = _project(tmp_path)
+    spec = _project(tmp_path, files=files)
     second = tmp_path / "data/2.jsonl"
     lines = second.read_text().splitlines()
     duplicate, bad = '{"id": "r0", "name": "x", "image": "a.png"}', '{"id": "z", "image": "a.png"}'
