@@ -97,7 +97,9 @@ class RequestIndex:
         self.db.execute("DELETE FROM temp.seen_keys")
         self._files.clear()
 
-    def first_seen(self, keys: list[str], uris: list[str], lines: list[int]) -> tuple[int, str, int] | None:
+    def first_seen(
+        self, keys: list[str], uris: list[str], lines: Sequence[int]
+    ) -> tuple[int, str, int] | None:
         """Record where each key of a batch of records is (uri, line); for the first record
         whose key was seen before in this scan, return (its position in the batch, the uri and
         line where the key was seen first)."""

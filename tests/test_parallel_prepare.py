@@ -4,6 +4,7 @@ must be byte for byte what the serial render gives, errors included."""
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -82,6 +83,40 @@ def test_a_parallel_prepare_writes_the_same_shards_as_a_serial_one(tmp_path, mon
     assert names == sorted(p.name for p in parallel_shards.iterdir())
     for name in names:  # shards and their keys files
         assert (parallel_shards / name).read_bytes() == (serial_shards / name).read_bytes()
+
+
+MIDDLES = {
+    "nothing": b"",
+    "CRLF": b'{"a": 1}\r\n{"b": 2}\r\n',
+    "a lone CR": b'{"a": 1}\r{"b": 2}\n',
+    "not UTF-8": b'{"a": "\xff"}\n',
+}
+
+
+@pytest.mark.parametrize("block", [5, 64, 1 << 20])
+@pytest.mark.parametrize("end", ["\n", ""], ids=["newline at the end", "none"])
+@pytest.mark.parametrize("middle", list(MIDDLES))
+def test_a_source_is_cut_into_lines_as_the_serial_reader_cuts_it(tmp_path, monkeypatch, block, end, middle):
+    """Read in blocks of `block` bytes, lines and their numbers are those of the serial
+    reader, blank lines (Unicode whitespace too) left out, whatever falls on a block's edge."""
+    monkeypatch.setattr(batchflow.parallel, "BLOCK", block)
+    lines = [json.dumps({"id": i, "t": "ünï😀 " * (i % 4)}, ensure_ascii=False) for i in range(40)]
+    lines[3:4] = ["   ", "", "\x0c\u00a0\u2028", ' {"indented": true}']
+    data = ("\n".join(lines[:20]) + "\n").encode() + MIDDLES[middle] + ("\n".join(lines[20:]) + end).encode()
+    (tmp_path / "d.jsonl").write_bytes(data)
+    text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", newline="")
+    try:
+        expected = [(n, line.rstrip("\r\n")) for n, line in enumerate(text, 1) if line.strip()]
+    except UnicodeDecodeError:
+        with pytest.raises(SourceError, match="not UTF-8 text"):
+            list(batchflow.parallel._batches([str(tmp_path / "d.jsonl")]))
+        return
+    got, position = [], 0
+    for path, first, numbers, batch in batchflow.parallel._batches([str(tmp_path / "d.jsonl")]):
+        assert (path, first, len(numbers)) == (str(tmp_path / "d.jsonl"), position, len(batch))
+        got.extend(zip(numbers, (line.rstrip("\r\n") for line in batch), strict=True))
+        position += len(batch)
+    assert got == expected
 
 
 @pytest.mark.parametrize(
