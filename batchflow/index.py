@@ -23,10 +23,9 @@ import orjson
 CHUNK = 500  # hashes per query (SQLite's default limit on parameters is far above)
 # Memory a scan's check for duplicate keys may take (the rest of the keys go to disk): about
 # 250,000 short keys. A key costs its characters and about _KEY_COST bytes more (its str, its
-# dict entry, its location).
+# set entry, its place in the batches kept).
 SEEN_BYTES = 32 * 1024 * 1024
 _KEY_COST = 120
-_FILE = (1 << 32) - 1  # a location's file number (first_seen)
 RESULTS_AT_ONCE = 50_000  # result rows held before they are indexed: memory bounded by this
 # Per-request errors worth another try; others (400 and the like) would fail the same way again.
 RETRYABLE_CODES = {None, 408, 429, 500, 502, 503, 504}
@@ -53,9 +52,10 @@ class RequestIndex:
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path, self.readonly = path, readonly
         self._files: dict[str, int] = {}  # the files of the scan's source, numbered (first_seen)
-        # Keys seen by the current scan and where (line << 32 | file): in this dict while they
-        # fit in SEEN_BYTES, then in a table (seen_keys), so that memory does not grow.
-        self._seen: dict[str, int] = {}
+        # Keys seen by the current scan: in this set, with their batches (where each key is), while
+        # they fit in SEEN_BYTES, then in a table (seen_keys), so that memory does not grow.
+        self._seen: set[str] = set()
+        self._kept: list[tuple[list[str], list[str], Sequence[int]]] = []
         self._room = SEEN_BYTES
 
     @functools.cached_property
@@ -93,7 +93,7 @@ class RequestIndex:
 
     def forget_keys(self) -> None:
         """Start a new scan of the source."""
-        self._seen, self._room = {}, SEEN_BYTES
+        self._seen, self._kept, self._room = set(), [], SEEN_BYTES
         self.db.execute("DELETE FROM temp.seen_keys")
         self._files.clear()
 
@@ -103,42 +103,51 @@ class RequestIndex:
         """Record where each key of a batch of records is (uri, line); for the first record
         whose key was seen before in this scan, return (its position in the batch, the uri and
         line where the key was seen first)."""
-        files = self._files  # locations hold the file's number: a long uri per key would cost
-        where = [
-            line << 32 | files.setdefault(uri, len(files)) for uri, line in zip(uris, lines, strict=True)
-        ]
-        if len(set(keys)) == len(keys) and self._seen.keys().isdisjoint(keys):  # new to the dict
-            if self._room > 0:
-                self._seen.update(zip(keys, where, strict=True))
-                self._room -= sum(map(len, keys)) + _KEY_COST * len(keys)
-                return None
-            if self._store_seen(keys, where):
-                return None
-        return self._first_repeat(keys, where)
+        if self._room > 0:  # one step in C for the batch: where keys are is only read on a repeat
+            before = len(self._seen)
+            self._seen.update(keys)
+            repeat = None if len(self._seen) - before == len(keys) else self._first_repeat(keys, uris, lines)
+            self._kept.append((keys, uris, lines))
+            self._room -= sum(map(len, keys)) + _KEY_COST * len(keys)
+            return repeat
+        if self._seen.isdisjoint(keys) and self._store_seen(keys, uris, lines):
+            return None
+        return self._first_repeat(keys, uris, lines)
 
-    def _store_seen(self, keys: list[str], where: list[int]) -> bool:
+    def _store_seen(self, keys: list[str], uris: list[str], lines: Sequence[int]) -> bool:
         """Put the keys and their locations in the table of seen keys; whether all were new."""
-        rows = sorted((key, at & _FILE, at >> 32) for key, at in zip(keys, where, strict=True))
+        files = self._files  # the table holds each file's number: a long uri per key would cost
+        rows = sorted(
+            (key, files.setdefault(uri, len(files)), line)
+            for key, uri, line in zip(keys, uris, lines, strict=True)
+        )
         before = self.db.total_changes
         with self._transaction():  # else each row is a transaction of its own: half the cost
             self.db.executemany("INSERT OR IGNORE INTO temp.seen_keys VALUES (?, ?, ?)", rows)
         return self.db.total_changes - before == len(rows)
 
-    def _first_repeat(self, keys: list[str], where: list[int]) -> tuple[int, str, int] | None:
-        earlier = {key: self._seen[key] for key in keys if key in self._seen}
-        if self._room <= 0:  # the table is in use: this batch's new keys may
-            marks = ",".join("?" * len(keys))  # be there already, at their own location then
+    def _first_repeat(
+        self, keys: list[str], uris: list[str], lines: Sequence[int]
+    ) -> tuple[int, str, int] | None:
+        """first_seen's answer, from the batches kept and the table: slow, and rare."""
+        wanted = set(keys)
+        earlier: dict[str, tuple[str, int]] = {}  # where each of the batch's keys was first seen
+        for kept in self._kept:
+            for key, uri, line in zip(*kept, strict=True):
+                if key in wanted:
+                    earlier.setdefault(key, (uri, line))
+        if self._room <= 0:  # the table is in use: this batch's new keys may be
+            marks = ",".join("?" * len(keys))  # there already, at their own location then
             found = self.db.execute(
                 f"SELECT key, file, line FROM temp.seen_keys WHERE key IN ({marks})", keys
             )
-            earlier.update((key, line << 32 | file) for key, file, line in found)
-        first: dict[str, int] = {}
-        for i, (key, at) in enumerate(zip(keys, where, strict=True)):
-            was = earlier.get(key, at)
-            if was == at:
-                was = first.setdefault(key, at)
-            if was != at:
-                return i, list(self._files)[was & _FILE], was >> 32
+            files = list(self._files)
+            for key, file, line in found:
+                earlier.setdefault(key, (files[file], line))
+        for i, here in enumerate(zip(uris, lines, strict=True)):
+            was = earlier.setdefault(keys[i], here)
+            if was != here:
+                return i, *was
         return None
 
     def close(self) -> None:
