@@ -436,11 +436,13 @@ def _join_keyed(path: str, numbers: Sequence[int], lines: list[str], keyed_by: t
     keys, hashes = keyed_by
     data: list[dict] = []
     error = None
-    if _joiner.columns:
+    if not _joiner.columns:
+        data = [{}] * len(lines)
+    elif (parsed := jsonl_batch(lines)) is not None:
+        data = parsed
+    else:
         try:
             data.extend(jsonl_record(line, path, n).data for n, line in zip(numbers, lines, strict=True))
         except SourceError as exc:
             error = (exc.message, exc.uri, exc.line)
-    else:
-        data = [{}] * len(lines)
     return path, _joiner.batch(zip(keys, hashes, data, strict=False)), {}, error

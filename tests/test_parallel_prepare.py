@@ -48,9 +48,10 @@ def _project(tmp_path: Path, n: int = 2 * BATCH_LINES + 700, *, files: bool = Tr
     for name, ids in (("1.jsonl", range(half)), ("2.jsonl", range(half, n))):
         lines = []
         for i in ids:
-            lines.append(
-                json.dumps({"id": f"r{i}", "name": f"thing {i} ünïcode", "image": "ab"[i % 2] + ".png"})
-            )
+            record = {"id": f"r{i}", "name": f"thing {i} ünïcode", "image": "ab"[i % 2] + ".png"}
+            if i % 1500 == 7:  # beyond 64 bits: its batch is parsed line by line
+                record["big"] = 2**70 + i
+            lines.append(json.dumps(record))
             if i % 997 == 0:
                 lines.append("   ")  # blank lines count as lines, and hold no record
         write(tmp_path / "data" / name, "\n".join(lines) + "\n")
@@ -181,7 +182,7 @@ def test_the_command_prepares_in_parallel(cli, emulator_env, tmp_path, monkeypat
 def test_a_parallel_output_join_writes_the_same_rows_as_a_serial_one(cli, emulator_env, tmp_path):
     """The output join renders on workers too (keys, hashes and kept columns come back)."""
     spec = _project(tmp_path)
-    spec.write_text(SPEC.replace("{uri: out.jsonl}", "{uri: out.jsonl, columns: [name, image]}"))
+    spec.write_text(SPEC.replace("{uri: out.jsonl}", "{uri: out.jsonl, columns: [name, image, big]}"))
     serial_env = {"BATCHFLOW_PARALLEL_MIN_BYTES": str(10**15)}
     assert cli("apply", "--wait", "p.yaml", env=serial_env).code == 0
     serial = (tmp_path / "out.jsonl").read_bytes()
@@ -189,7 +190,9 @@ def test_a_parallel_output_join_writes_the_same_rows_as_a_serial_one(cli, emulat
     done = cli("apply", "p.yaml", env={"BATCHFLOW_PARALLEL_MIN_BYTES": "0"})
     assert done.code == 0 and "output" in done.out, done.out
     assert (tmp_path / "out.jsonl").read_bytes() == serial
-    assert b'"name": "thing 7 \xc3\xbcn\xc3\xafcode", "image": "b.png"' in serial
+    assert (
+        b'"name": "thing 7 \xc3\xbcn\xc3\xafcode", "image": "b.png", "big": 1180591620717411303431' in serial
+    )
 
 
 def test_error_rows_of_a_parallel_join_are_those_of_a_serial_one(cli, emulator, emulator_env, tmp_path):
