@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -46,62 +47,69 @@ def _generate(path: Path, n: int) -> None:
             f.write(f'{{"sku": "S{i}", "title": "Product {i}", "description": "{description}"}}\n')
 
 
-# Workers are born of a fork server, so the command never waits for them and its
-# RUSAGE_CHILDREN misses them: their peak RSS is read from /proc each half second instead.
-_DESCENDANTS = """
-import os, time
-
-
-def _status(pid, field):
+def _status(pid: int, field: str) -> int:
     with open(f"/proc/{pid}/status") as f:
         return int(next(x for x in f if x.startswith(field)).split()[1])
 
 
-def sample_descendants(peak):
-    me = os.getpid()
-    while True:
+def _sample_descendants(root: int, peak: list[int], done: threading.Event) -> None:
+    """The largest peak RSS (kB) among `root`'s descendants, read from /proc each half second:
+    workers born of a fork server are not the command's children, so its RUSAGE_CHILDREN
+    misses them. Sampled from here, not from a thread in the command: a command with a
+    thread of its own starts its workers from the fork server instead of forking them."""
+    while not done.is_set():
         parents = {}
         for entry in filter(str.isdigit, os.listdir("/proc")):
             try:
-                parents[int(entry)] = _status(entry, "PPid:")
+                parents[int(entry)] = _status(int(entry), "PPid:")
             except (OSError, StopIteration):
                 pass
-        ours, grew = {me}, True
+        ours, grew = {root}, True
         while grew:
             before = len(ours)
             ours |= {pid for pid, parent in parents.items() if parent in ours}
             grew = len(ours) > before
-        for pid in ours - {me}:
+        for pid in ours - {root}:
             try:
                 peak[0] = max(peak[0], _status(pid, "VmHWM:"))
             except (OSError, StopIteration):
                 pass
-        time.sleep(0.5)
-"""
+        done.wait(0.5)
+
+
+# The command, printing its own peak RSS (MB) when it ends.
+_COMMAND = (
+    "import resource, sys\n"
+    "from batchflow.cli import main\n"
+    "try:\n    main()\n"
+    "finally:\n"
+    "    print(f'{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}', file=sys.stderr)\n"
+)
 
 
 def run_batchflow(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, str]:
     """Wall seconds and peak RSS (MB) of one batchflow command, run in its own process: its
     own, and its largest worker's when it had workers ("main + worker")."""
-    code = _DESCENDANTS + (
-        "import resource, sys, threading\n"
-        "from batchflow.cli import main\n"
-        "peak = [0]\n"
-        "threading.Thread(target=sample_descendants, args=(peak,), daemon=True).start()\n"
-        "try:\n    main()\n"
-        "finally:\n"
-        "    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
-        "    worker = peak[0] / 1024\n"
-        "    print(f'{own:.0f}' + (f' + {worker:.0f}' if worker > 20 else ''), file=sys.stderr)\n"
-    )
+    peak, done = [0], threading.Event()
     start = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-c", code, *args], env=env, cwd=cwd, capture_output=True, text=True
-    )
+    with subprocess.Popen(
+        [sys.executable, "-c", _COMMAND, *args],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as child:
+        sampler = threading.Thread(target=_sample_descendants, args=(child.pid, peak, done), daemon=True)
+        sampler.start()
+        stdout, stderr = child.communicate()
     elapsed = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"batchflow {' '.join(args)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-    return elapsed, done.stderr.strip().splitlines()[-1]
+    done.set()
+    sampler.join()
+    if child.returncode != 0:
+        raise SystemExit(f"batchflow {' '.join(args)} failed:\n{stdout[-2000:]}{stderr[-2000:]}")
+    own, worker = stderr.strip().splitlines()[-1], peak[0] / 1024
+    return elapsed, own + (f" + {worker:.0f}" if worker > 20 else "")
 
 
 def start_emulator(speed: str, folder: str) -> tuple[subprocess.Popen, str]:
