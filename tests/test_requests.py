@@ -14,21 +14,21 @@ from batchflow.requests import Renderer
 from batchflow.sources import Record
 
 
-def _renderer(tmp_path, prompt: str) -> Renderer:
-    write(tmp_path / "data.jsonl", '{"a": 1}\n')
-    spec = write(
-        tmp_path / "p.yaml",
-        f"""
-        version: 1
-        name: p
-        model: gemini-2.5-flash
-        source: {{uri: data.jsonl}}
-        request: {{prompt: {json.dumps(prompt)}}}
-        output: {{uri: out.jsonl}}
-    """,
-    )
+def _pipeline(tmp_path, source: str, rest: str, data: str = "{}"):
+    """A pipeline of `source` (a YAML flow mapping) and the rest of its spec (YAML); `data` is
+    the source's one line, whose fields `load_pipelines` checks the templates against."""
+    write(tmp_path / "data.jsonl", data + "\n")
+    spec = tmp_path / "p.yaml"
+    head = "version: 1\nname: p\nmodel: gemini-2.5-flash\noutput: {uri: out.jsonl}\n"
+    spec.write_text(f"{head}source: {source}\n{rest}\n")
     (pipeline,) = load_pipelines([spec])
-    return Renderer(pipeline)
+    return pipeline
+
+
+def _renderer(tmp_path, prompt: str) -> Renderer:
+    return Renderer(
+        _pipeline(tmp_path, "{uri: data.jsonl}", f"request: {{prompt: {json.dumps(prompt)}}}", '{"a": 1}')
+    )
 
 
 def test_the_sandbox_refuses_unsafe_attributes(tmp_path):
@@ -174,19 +174,8 @@ PLAIN_DATA = [
 def test_plain_rendering_makes_what_render_makes(tmp_path, name, key):
     """render_plain, the loop for templates of fields, gives render's keys, hashes and lines
     byte for byte, whatever the fixed parts of the request and the values' types."""
-    spec = write(
-        tmp_path / "p.yaml",
-        f"""
-        version: 1
-        name: p
-        model: gemini-2.5-flash
-        source: {{uri: data.jsonl, key: "{key}"}}
-        output: {{uri: out.jsonl}}
-        """,
-    )
-    spec.write_text(spec.read_text() + textwrap.dedent(PLAIN_SPECS[name]).strip() + "\n")
-    write(tmp_path / "data.jsonl", "{}\n")
-    (pipeline,) = load_pipelines([spec])
+    source = f'{{uri: data.jsonl, key: "{key}"}}'
+    pipeline = _pipeline(tmp_path, source, textwrap.dedent(PLAIN_SPECS[name]).strip())
     rendered = list(Renderer(pipeline).render(Record("d", i, data) for i, data in enumerate(PLAIN_DATA)))
     plain = Renderer(pipeline).render_plain(PLAIN_DATA)
     assert plain is not None
@@ -207,21 +196,7 @@ def test_plain_rendering_makes_what_render_makes(tmp_path, name, key):
 def test_plain_rendering_leaves_the_rest_to_render(tmp_path, change, datas):
     request = {"prompt": "{{ title }}", **{k: v for k, v in change.items() if k != "key"}}
     source = {"uri": "data.jsonl", **({"key": "{{ sku }}"} if "key" not in change else {})}
-    spec = write(
-        tmp_path / "p.yaml",
-        json.dumps(
-            {
-                "version": 1,
-                "name": "p",
-                "model": "gemini-2.5-flash",
-                "source": source,
-                "request": request,
-                "output": {"uri": "out.jsonl"},
-            }
-        ),
-    )
-    write(tmp_path / "data.jsonl", "{}\n")
-    (pipeline,) = load_pipelines([spec])
+    pipeline = _pipeline(tmp_path, json.dumps(source), f"request: {json.dumps(request)}")
     assert Renderer(pipeline).render_plain(datas) is None
 
 
