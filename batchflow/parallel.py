@@ -399,10 +399,10 @@ def _do_batch(
     numbers: Sequence[int],
     lines: list[str],
     keyed_by: tuple[list, list] | None = None,
-) -> tuple[str, list, dict, tuple | None]:
+) -> tuple[str, ScanBatch | JoinedBatch, dict, tuple | None]:
     """Parse and render a batch as the serial path does (sources._jsonl, Renderer.render), up
-    to the first error; returns the rendered records (scans) or their joined rows (the output
-    join), the files they named, and that error. With `keyed_by`, the batch's keys and hashes
+    to the first error; returns its requests (scans) or their joined rows (the output join),
+    the files they named, and that error. With `keyed_by`, the batch's keys and hashes
     from the scan's order file, the join renders nothing."""
     if keyed_by is not None:
         return _join_keyed(path, numbers, lines, keyed_by)
@@ -429,7 +429,9 @@ def _do_batch(
     return path, _scan_batch(rendered), seen, error
 
 
-def _join_keyed(path: str, numbers: Sequence[int], lines: list[str], keyed_by: tuple[list, list]) -> tuple:
+def _join_keyed(
+    path: str, numbers: Sequence[int], lines: list[str], keyed_by: tuple[list, list]
+) -> tuple[str, JoinedBatch, dict, tuple | None]:
     """The joined rows of a batch whose keys and hashes are known: its lines are parsed only
     for the columns the output keeps."""
     assert _joiner is not None

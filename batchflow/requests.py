@@ -264,7 +264,6 @@ class Renderer:
         self._fixed: dict[str, Any] = {}  # the parts of every request that no template changes
         self.files = files or Files(pipeline.path.parent)
         self.cache: dict[str, Any] | None = None
-        self._fixed_json: dict[str, str] | None = None
         self._order: list[tuple[str, str]] | None = None  # (field, its JSON name and colon), sorted
         self._plain: tuple | bool | None = None  # render_plain's layout; False: not plain
         if spec.embed is not None:
@@ -297,6 +296,11 @@ class Renderer:
             self._fixed["cachedContent"] = CACHE_PLACEHOLDER + cache_digest(spec.model, self.cache)
         elif spec.tools:
             self._fixed["tools"] = tools_wire(spec.tools)
+
+    @functools.cached_property
+    def _fixed_json(self) -> dict[str, str]:
+        """The parts of every request that no template changes, serialized once."""
+        return {k: canonical(v) for k, v in self._fixed.items()}
 
     def _compile(self, text: str | None, field: str):
         if text is None:
@@ -344,8 +348,6 @@ class Renderer:
     def body(self, record: Record, key: str) -> str:
         """canonical(self.request(record, key)), byte for byte, built from pieces: the parts no
         template changes are serialized once, per record only the rendered texts are encoded."""
-        if self._fixed_json is None:
-            self._fixed_json = {k: canonical(v) for k, v in self._fixed.items()}
         fields = dict(self._fixed_json)
         if self.pipeline.spec.embed is not None:
             text = self._render(self._content, record, "embed.content", key)
@@ -422,8 +424,6 @@ class Renderer:
         plain_key = isinstance(self._key, _Fields) and self._key._format is not None
         if spec.embed is not None or self._files or not plain_key:
             return None
-        if self._fixed_json is None:
-            self._fixed_json = {k: canonical(v) for k, v in self._fixed.items()}
         variable = {"contents": ('[{"parts":[{"text":', self._prompt, '}],"role":"user"}]')}
         if self._system is not None:
             variable["systemInstruction"] = ('{"parts":[{"text":', self._system, "}]}")
