@@ -455,9 +455,9 @@ class Applier:
     def _order(self, state: PipelineState, s: Scan) -> Path | None:
         """The scan's order file, if the inputs are still those it was made of: the join then
         takes each record's key and hash from it instead of rendering it again."""
-        if s.memo is None or inputs_fingerprint(self.p, state) != s.memo.inputs:
+        if s.memo is None or s.memo.requested is None or inputs_fingerprint(self.p, state) != s.memo.inputs:
             return None
-        return order.find(self.store.folder(self.p.name), s.memo.inputs)
+        return order.find(self.store.folder(self.p.name), s.memo.requested)
 
     def _write_output(self, state: PipelineState, s: Scan, action: Action) -> None:
         spec = self.p.spec

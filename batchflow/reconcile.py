@@ -226,15 +226,26 @@ def scan(
     round = state.retry_round + (1 if retry_errors else 0)
     # Taken before reading: a file changed while it is read is seen as changed next time.
     inputs, results = inputs_fingerprint(pipeline, state), results_fingerprint(state)
+    requested = inputs_fingerprint(pipeline, state, requests_only=True)
     memo = state.scan_memo
     if memo is not None and (memo.inputs, memo.results, memo.round) == (inputs, results, round):
         return _nothing_new(pipeline, memo)
     live = {sh.id for sh in state.shards.values() if is_live(sh, pipeline.spec.retry.attempts, round)}
     folder = store.folder(pipeline.name)
-    known = order.find(folder, inputs)
-    if known is not None and (found := _rescan(pipeline, known, index, live, round, progress)):
+    known = order.find(folder, requested)
+    # Only the output or errors settings changed since the last scan: the same requests, all
+    # covered as they were then; only the digest, which covers the settings, is new.
+    settled = memo is not None and (memo.requested, memo.results, memo.round) == (requested, results, round)
+    if known is not None and (found := _rescan(pipeline, known, index, live, round, progress, settled)):
         requests, digest_hex = found
-        fresh = ScanMemo(inputs=inputs, results=results, round=round, requests=requests, digest=digest_hex)
+        fresh = ScanMemo(
+            inputs=inputs,
+            requested=requested,
+            results=results,
+            round=round,
+            requests=requests,
+            digest=digest_hex,
+        )
         return _nothing_new(pipeline, fresh)
     index.forget_keys()
     renderer = Renderer(pipeline)
@@ -274,7 +285,7 @@ def scan(
     # leaves index rows for shards the state does not know, which nothing reads; the reverse
     # would resend them.
     with (
-        order.recording(folder, inputs) if keep_order else contextlib.nullcontext() as keep,
+        order.recording(folder, requested) if keep_order else contextlib.nullcontext() as keep,
         index.adding_shards() if write else contextlib.nullcontext() as add_shard,
     ):
         shards = build(
@@ -294,7 +305,14 @@ def scan(
         output_exists=_exists(pipeline.resolve(spec.output.uri)),
         files=renderer.files.seen,
         cache=renderer.cache,
-        memo=ScanMemo(inputs=inputs, results=results, round=round, requests=count, digest=digest.hexdigest()),
+        memo=ScanMemo(
+            inputs=inputs,
+            requested=requested,
+            results=results,
+            round=round,
+            requests=count,
+            digest=digest.hexdigest(),
+        ),
         new_tokens=tokens,
         resent_answered=resent,
         sample=sample,
@@ -340,16 +358,17 @@ def _rescan(
     live: set[str],
     round: int,
     progress: Callable[[int], None] | None,
+    covered: bool = False,
 ) -> tuple[int, str] | None:
     """A scan of unchanged inputs from their order file, without rendering: (requests, digest)
     when every request is covered, None when one needs a new shard (its line is then needed,
-    so the source is rendered after all)."""
+    so the source is rendered after all). `covered`: known to be, unchecked."""
     attempts = pipeline.spec.retry.attempts
     digest = hashlib.sha256(output_settings(pipeline).encode())
     count = 0
     try:
         for _, hashes in order.chunks(known):
-            if not index.covered(hashes, live, attempts, round).issuperset(hashes):
+            if not covered and not index.covered(hashes, live, attempts, round).issuperset(hashes):
                 return None
             count += len(hashes)
             digest.update("".join(hashes).encode())
@@ -360,16 +379,18 @@ def _rescan(
     return count, digest.hexdigest()
 
 
-def inputs_fingerprint(pipeline: LoadedPipeline, state: PipelineState) -> str:
+def inputs_fingerprint(pipeline: LoadedPipeline, state: PipelineState, *, requests_only: bool = False) -> str:
     """Everything a scan reads, stamped without reading it: the spec as loaded (so `${VAR}` and
-    `$ref` files count), the source files and the files requests name."""
+    `$ref` files count), the source files and the files requests name. `requests_only`: what
+    the records' keys and requests depend on, that is all but the output and errors settings
+    (the order file's name, so that a new output format renders nothing again)."""
     spec = pipeline.spec
     files = [stamp(path) for path in sorted({b.path for b in state.blobs.values()})]
     parts = [
         __version__,
         OUTPUT_LAYOUT,
         str(pipeline.path.resolve()),
-        spec.model_dump_json(),
+        spec.model_dump_json(exclude={"output", "errors"} if requests_only else None),
         stamp(pipeline.resolve(spec.source.uri)),
         files,
     ]

@@ -148,6 +148,7 @@ class ScanMemo(BaseModel):
     same, the source need not be rendered again (a poll costs what the state says)."""
 
     inputs: str  # sha256 of the spec as loaded, the source files' stamps and the named files'
+    requested: str | None = None  # the same without the output and errors settings (the order file's name)
     results: str  # results_fingerprint of the state the scan saw
     round: int
     requests: int

@@ -42,7 +42,14 @@ def renders(monkeypatch):
             seen.append(r.key)
             yield r
 
+    def counted_plain(self, datas):
+        done = plain(self, datas)
+        seen.extend(done[0] if done is not None else [])
+        return done
+
+    plain = requests.Renderer.render_plain
     monkeypatch.setattr(requests.Renderer, "render", counted)
+    monkeypatch.setattr(requests.Renderer, "render_plain", counted_plain)
     return seen
 
 
@@ -86,6 +93,38 @@ def test_results_arriving_render_nothing_and_the_join_writes_the_same(
     assert cli("apply").code == 0
     assert (tmp_path / "pipelines/out.jsonl").read_bytes() == out
     assert (tmp_path / "pipelines/failed.jsonl").read_bytes() == failed
+
+
+def test_a_new_output_format_renders_nothing_again(cli, emulator_env, tmp_path, renders):
+    """Where results go is no part of the requests: the order file of the last scan serves the
+    next output as it is (and a changed prompt still renders everything)."""
+    import pyarrow.parquet as pq
+
+    write(tmp_path / "pipelines/ord.yaml", SPEC)
+    write(tmp_path / "pipelines/data.jsonl", _lines(300))
+    assert cli("apply", "--wait").code == 0
+    rows = [json.loads(line) for line in (tmp_path / "pipelines/out.jsonl").read_text().splitlines()]
+    (before,) = _order_files(tmp_path)
+    write(
+        tmp_path / "pipelines/ord.yaml",
+        SPEC.replace("out.jsonl", "out.parquet")
+        .replace("max_rate: 1", "max_count: 5")
+        .replace(", tags]", "]"),
+    )
+    renders.clear()
+    planned = cli("plan")
+    assert planned.code == 0 and "write 300 records to out.parquet" in planned.out, planned.out
+    done = cli("apply")
+    assert done.code == 0, done.err
+    assert renders == [] and _order_files(tmp_path) == [before]
+    written = pq.read_table(tmp_path / "pipelines/out.parquet").to_pylist()
+    assert [(r["key"], r["title"], r["text"]) for r in written] == [
+        (r["key"], r["title"], r["text"]) for r in rows
+    ]
+    assert "output" not in cli("plan").out
+
+    write(tmp_path / "pipelines/ord.yaml", SPEC.replace("Describe", "Summarize"))
+    assert cli("plan").code == 0 and len(renders) == 300
 
 
 @pytest.mark.parametrize("change", ["shorter", "longer"])
