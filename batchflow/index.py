@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS results (
     tries INTEGER NOT NULL,       -- retryable errors so far, in this retry round
     round INTEGER NOT NULL DEFAULT 0  -- the retry round of the shard that gave it (apply --retry-errors)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS indexed (shard TEXT PRIMARY KEY) WITHOUT ROWID;
+-- Shards whose result file is indexed, with its number of result lines (NULL: not counted then).
+CREATE TABLE IF NOT EXISTS indexed (shard TEXT PRIMARY KEY, lines INTEGER) WITHOUT ROWID;
 -- Each record's latest request: a new request for a key whose earlier one was answered is paid again.
 CREATE TABLE IF NOT EXISTS record_keys (key TEXT PRIMARY KEY, hash TEXT NOT NULL) WITHOUT ROWID;
 """
@@ -76,6 +77,8 @@ class RequestIndex:
             db.executescript(_SCHEMA)
         if not readonly and "round" not in _columns(db, "results"):  # an index written by batchflow 0.1
             db.execute("ALTER TABLE results ADD COLUMN round INTEGER NOT NULL DEFAULT 0")
+        if not readonly and "lines" not in _columns(db, "indexed"):  # an index of an earlier batchflow
+            db.execute("ALTER TABLE indexed ADD COLUMN lines INTEGER")
         # Keys seen by the current scan: duplicates are an error, found without a set in memory.
         db.execute(
             "CREATE TEMP TABLE seen_keys (key TEXT PRIMARY KEY, file INTEGER, line INTEGER) WITHOUT ROWID"
@@ -222,10 +225,11 @@ class RequestIndex:
         final: list[tuple[str, str, int, str, int]] = []
         with self._transaction():
             first = not self.db.execute("SELECT 1 FROM indexed WHERE shard = ?", (shard,)).fetchone()
-            offset = 0
+            offset = lines = 0
             with open(path, "rb") as f:
                 for line in f:
                     if line.strip():
+                        lines += 1
                         result = parse_result(line)
                         if first:
                             digest, error = result.get("key"), result.get("error")
@@ -243,7 +247,7 @@ class RequestIndex:
                     offset += len(line)
             if first:
                 self._add_results(retries, final)
-                self.db.execute("INSERT INTO indexed VALUES (?)", (shard,))
+                self.db.execute("INSERT INTO indexed VALUES (?, ?)", (shard, lines))
         return usage
 
     def _add_results(self, retries: list[tuple], final: list[tuple]) -> None:
@@ -306,6 +310,26 @@ class RequestIndex:
         marks = ",".join("?" * len(hashes))
         rows = self.db.execute(f"SELECT hash, shard, offset FROM results WHERE hash IN ({marks})", hashes)
         return {h: (shard, offset) for h, shard, offset in rows}
+
+    def unreplaced_shards(self, path_of: Callable[[str], Path]) -> set[str]:
+        """The shards whose every result line is its request's latest result (no later round,
+        no second line for a request): the join may take their lines as the file has them,
+        checking only each line's key, instead of looking each request up. `path_of`: a shard's
+        result file, to count the lines of one indexed before the count was kept."""
+        counts = dict(self.db.execute("SELECT shard, lines FROM indexed"))
+        for shard, lines in counts.items():
+            if lines is None:
+                with open(path_of(shard), "rb") as f:
+                    counts[shard] = sum(1 for line in f if line.strip())
+                if not self.readonly:
+                    self.db.execute("UPDATE indexed SET lines = ? WHERE shard = ?", (counts[shard], shard))
+        known = {shard: lines for shard, lines in counts.items() if lines is not None}
+        # Each result row is one line of its shard: the counts agree where no line was replaced.
+        (rows,) = self.db.execute("SELECT count(*) FROM results").fetchone()
+        if len(known) == len(counts) and rows == sum(known.values()):
+            return set(known)
+        latest = dict(self.db.execute("SELECT shard, count(*) FROM results GROUP BY shard"))
+        return {shard for shard, lines in known.items() if latest.get(shard) == lines}
 
     def result_shards(self) -> list[str]:
         """The shards whose result files hold a latest result."""

@@ -64,11 +64,32 @@ class ResultReader:
         self._file: IO[bytes] | None = None
 
     def get(self, shard: str, offset: int) -> dict[str, Any]:
+        self._seek(shard, offset)
+        return self._loads(self._file.readline())
+
+    def run(self, shard: str, offset: int, hashes: list[str]) -> Iterator[dict[str, Any]]:
+        """The result lines from `offset` on, as long as each is that of the next of `hashes`
+        (a result line's key is its request's hash): read in turn, where `get` seeks to each.
+        Given one at a time, to be done with before the next: results held at once were most
+        of the garbage collector's work."""
+        self._seek(shard, offset)
+        lines = iter(self._file)
+        for digest in hashes:
+            line = next(lines, b"")
+            while line and not line.strip():  # blank lines, which indexing skips as well
+                line = next(lines, b"")
+            if not line:
+                return
+            result = self._loads(line)
+            if result.get("key") != digest:
+                return
+            yield result
+
+    def _seek(self, shard: str, offset: int) -> None:
         if shard != self._shard:
             self.close()
             self._file, self._shard = open(self.path_of(shard), "rb"), shard
         self._file.seek(offset)
-        return self._loads(self._file.readline())
 
     def close(self) -> None:
         if self._file is not None:
@@ -88,8 +109,12 @@ class Joiner:
         path_of: Callable[[str], Path],
         failed: dict[str, Shard],
         form: RowForm = RowForm(),
+        unreplaced: frozenset[str] = frozenset(),
     ) -> None:
+        """`unreplaced`: shards whose every result line is its request's latest result
+        (RequestIndex.unreplaced_shards)."""
         self.fields = ResultFields(spec)
+        self.unreplaced = unreplaced
         self.reader = ResultReader(path_of, exact=self.fields.verbatim)
         self.columns = tuple(spec.output.columns)
         self.index = index
@@ -117,19 +142,45 @@ class Joiner:
         return JoinedBatch(out, count, _joined(err), len(err), len(errors), errors[:FAILED_KEYS_KEPT])
 
     def join(self, chunk: list[Keyed]) -> list[JoinedRow]:
-        hashes = [digest for _, digest, _ in chunk]
+        out: list[JoinedRow] = []
+        done = 0
+        for result in self._run([digest for _, digest, _ in chunk]):
+            key, _, data = chunk[done]
+            self._add(out, key, data, self.fields(result))
+            done += 1
+        if done == len(chunk):
+            return out
+        rest = chunk[done:]
+        hashes = [digest for _, digest, _ in rest]
         found = self.index.results(hashes)
         lost = self.index.shards_of([h for h in hashes if h not in found], set(self.failed))
-        out: list[JoinedRow] = []
-        for key, digest, data in chunk:
-            row = {"key": key, **{c: data.get(c) for c in self.columns}}
+        for key, digest, data in rest:
             if digest in found:
-                row.update(self.fields(self.reader.get(*found[digest])))
+                fields = self.fields(self.reader.get(*found[digest]))
             else:
-                row["error"] = job_error(self.failed.get(lost.get(digest, "")))
-            is_error = "error" in row
-            out.append((is_error, key, encode_jsonl(row) if self.encode[is_error] else row))
+                fields = {"error": job_error(self.failed.get(lost.get(digest, "")))}
+            self._add(out, key, data, fields)
         return out
+
+    def _run(self, hashes: list[str]) -> Iterator[dict[str, Any]]:
+        """The results of the first of `hashes`, read in turn from where the first one is, as
+        far as its shard has them in the same order: one lookup for the run, where looking up
+        each request was the largest cost of a row. Shards hold requests in the source's order
+        and the emulator answers in theirs; the service does not promise to (a line out of
+        order ends the run, and the rest of the chunk is looked up)."""
+        if not self.unreplaced:
+            return iter(())
+        start = self.index.results(hashes[:1]).get(hashes[0])
+        if start is None or start[0] not in self.unreplaced:
+            return iter(())
+        return self.reader.run(*start, hashes)
+
+    def _add(self, out: list[JoinedRow], key: str, data: dict[str, Any], fields: dict[str, Any]) -> None:
+        """The row of a record, from its result's fields."""
+        row = {"key": key, **{c: data.get(c) for c in self.columns}}
+        row.update(fields)
+        is_error = "error" in row
+        out.append((is_error, key, encode_jsonl(row) if self.encode[is_error] else row))
 
     def close(self) -> None:
         self.reader.close()

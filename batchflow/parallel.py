@@ -138,8 +138,9 @@ def join_source(
     hashes come from `scan_order` (order.py) when given, the source being then read only for
     its records' kept columns; else each record is rendered again."""
     files = _parallel_files(pipeline)
+    unreplaced = frozenset(index.unreplaced_shards(result_path))
     if files is None:
-        joiner = Joiner(pipeline.spec, index, result_path, failed, form)
+        joiner = Joiner(pipeline.spec, index, result_path, failed, form, unreplaced)
         if scan_order is None:
             ordered = keyed(Renderer(pipeline).render(records))
         else:
@@ -150,7 +151,7 @@ def join_source(
             joiner.close()
         return
     paths = {shard: str(result_path(shard)) for shard in index.result_shards()}
-    setup = _JoinSetup(str(index.path), paths, failed, form)
+    setup = _JoinSetup(str(index.path), paths, failed, form, unreplaced)
     cursor = order.Cursor(scan_order) if scan_order is not None else None
     yield from _in_order(pipeline, setup, files, _collect_rows, cursor)
 
@@ -365,6 +366,7 @@ class _JoinSetup:
     results: dict[str, str]
     failed: dict[str, Shard]
     form: RowForm
+    unreplaced: frozenset[str]
 
 
 # ---------------------------------------------------------------- in the workers
@@ -380,7 +382,12 @@ def _start(pipeline: LoadedPipeline, join: _JoinSetup | None) -> None:
     if join is not None:
         index = RequestIndex(Path(join.index), readonly=True)
         _joiner = Joiner(
-            pipeline.spec, index, lambda shard: Path(join.results[shard]), join.failed, join.form
+            pipeline.spec,
+            index,
+            lambda shard: Path(join.results[shard]),
+            join.failed,
+            join.form,
+            join.unreplaced,
         )
 
 

@@ -1,0 +1,122 @@
+"""The output join's shortcuts give the rows of the long way: results read in turn from shards
+whose lines were never replaced."""
+
+from __future__ import annotations
+
+import functools
+import json
+import random
+import sqlite3
+
+import pytest
+
+from batchflow.index import RequestIndex, chunks
+from batchflow.join import Joiner, RowForm
+from batchflow.spec import Pipeline
+from batchflow.state import ErrorInfo, Shard, ShardStatus
+
+SPEC = Pipeline.model_validate(
+    {
+        "version": 1,
+        "name": "p",
+        "model": "gemini-2.5-flash",
+        "source": {"uri": "in.jsonl", "key": "{{ id }}"},
+        "request": {"prompt": "{{ title }}"},
+        "output": {"uri": "o.jsonl", "columns": ["title", "n"]},
+    }
+)
+
+
+def _answer(key: str, text: str = "") -> dict:
+    text = text or f"the answer to {key}"
+    usage = {"promptTokenCount": 3, "candidatesTokenCount": 4, "totalTokenCount": 7}
+    content = {"parts": [{"text": text}], "role": "model"}
+    return {
+        "key": key,
+        "response": {"candidates": [{"content": content, "finishReason": "STOP"}], "usageMetadata": usage},
+    }
+
+
+def _write(tmp_path, index: RequestIndex, shard: str, lines: list, round: int = 0) -> None:
+    path = tmp_path / f"{shard}.jsonl"
+    path.write_text("".join(line if isinstance(line, str) else json.dumps(line) + "\n" for line in lines))
+    index.add_results(shard, path, round=round)
+
+
+def _rows(tmp_path, index: RequestIndex, records: list, unreplaced: frozenset[str], form: RowForm) -> list:
+    failed = {
+        "f": Shard(
+            id="f",
+            requests=1,
+            bytes=1,
+            status=ShardStatus.FAILED,
+            job_name="f",
+            error=ErrorInfo(message="gone"),
+        )
+    }
+    joiner = Joiner(SPEC, index, lambda shard: tmp_path / f"{shard}.jsonl", failed, form, unreplaced)
+    try:
+        return [batch.out for batch in joiner.batches(iter(records))]
+    finally:
+        joiner.close()
+
+
+@pytest.mark.parametrize(
+    "form", [RowForm(encode_out=True, encode_err=True), RowForm()], ids=["jsonl", "dicts"]
+)
+def test_results_read_in_turn_give_the_rows_looked_up_one_by_one(tmp_path, monkeypatch, form):
+    """Shards in the source's order, one shuffled, one with a line a later round replaced, one
+    holding a request twice, blank lines, a failed shard, and records with no result at all."""
+    monkeypatch.setattr("batchflow.join.chunks", functools.partial(chunks, size=7))  # runs cross chunks
+    index = RequestIndex(tmp_path / "index.sqlite3")
+    hashes = [f"h{i:03}" for i in range(120)]
+    shuffled = [_answer(h) for h in hashes[30:50]]
+    random.Random(1).shuffle(shuffled)
+    _write(tmp_path, index, "a", [_answer(h, f"é\n{h}") for h in hashes[:30]] + ["\n"])
+    _write(tmp_path, index, "b", shuffled)
+    _write(
+        tmp_path,
+        index,
+        "c",
+        [_answer(h) for h in hashes[50:70]] + [{"key": hashes[60], "error": {"code": 503}}],
+    )
+    _write(tmp_path, index, "d", [_answer(h) for h in hashes[70:90]])
+    _write(
+        tmp_path,
+        index,
+        "e",
+        [_answer(hashes[75], "later"), {"key": hashes[95], "error": {"code": 400}}],
+        round=1,
+    )
+    index.db.execute("INSERT INTO shard_requests VALUES (?, 'f')", (hashes[100],))
+    unreplaced = frozenset(index.unreplaced_shards(lambda shard: tmp_path / f"{shard}.jsonl"))
+    assert unreplaced == {"a", "b", "e"}  # c holds a request twice; d's line for h075 was replaced
+    records = [(f"k{i}", h, {"title": f"t{i}", "n": i if i % 3 else 1.5}) for i, h in enumerate(hashes)]
+    records[5][2]["title"] = None
+    looked_up = []
+    results = index.results
+    monkeypatch.setattr(index, "results", lambda hashes: looked_up.append(len(hashes)) or results(hashes))
+    fast = _rows(tmp_path, index, records, unreplaced, form)
+    # A lookup a chunk (18 of them) to find where its run starts, and a's first 28 rows in runs.
+    assert sum(looked_up) <= len(records) + 18 - 28
+    looked_up.clear()
+    assert fast == _rows(tmp_path, index, records, frozenset(), form)
+    assert sum(looked_up) == len(records)
+    index.close()
+
+
+def test_an_index_without_line_counts_is_counted_once_and_upgraded(tmp_path):
+    index = RequestIndex(tmp_path / "index.sqlite3")
+    _write(tmp_path, index, "a", [_answer("x"), "\n", _answer("y")])
+    _write(tmp_path, index, "b", [_answer("x")])
+    index.close()
+    db = sqlite3.connect(tmp_path / "index.sqlite3")  # as batchflow wrote it before counting lines
+    db.executescript(
+        "CREATE TABLE old (shard TEXT PRIMARY KEY) WITHOUT ROWID; INSERT INTO old SELECT shard FROM indexed;"
+        "DROP TABLE indexed; ALTER TABLE old RENAME TO indexed;"
+    )
+    db.close()
+    index = RequestIndex(tmp_path / "index.sqlite3")
+    assert index.unreplaced_shards(lambda shard: tmp_path / f"{shard}.jsonl") == {"b"}
+    assert dict(index.db.execute("SELECT shard, lines FROM indexed")) == {"a": 2, "b": 1}
+    index.close()
