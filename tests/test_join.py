@@ -1,9 +1,10 @@
 """The output join's shortcuts give the rows of the long way: results read in turn from shards
-whose lines were never replaced."""
+whose lines were never replaced, and answer lines filled into a template."""
 
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import random
 import sqlite3
@@ -11,7 +12,7 @@ import sqlite3
 import pytest
 
 from batchflow.index import RequestIndex, chunks
-from batchflow.join import Joiner, RowForm
+from batchflow.join import AnswerLine, Joiner, RowForm, encode_jsonl
 from batchflow.spec import Pipeline
 from batchflow.state import ErrorInfo, Shard, ShardStatus
 
@@ -120,3 +121,35 @@ def test_an_index_without_line_counts_is_counted_once_and_upgraded(tmp_path):
     assert index.unreplaced_shards(lambda shard: tmp_path / f"{shard}.jsonl") == {"b"}
     assert dict(index.db.execute("SELECT shard, lines FROM indexed")) == {"a": 2, "b": 1}
     index.close()
+
+
+def test_an_answer_line_is_the_line_json_writes():
+    line = AnswerLine(("title", "n%s", "ünï"))
+    usage = {
+        "prompt_tokens": 1,
+        "output_tokens": 2,
+        "cached_tokens": 0,
+        "thoughts_tokens": 0,
+        "total_tokens": 3,
+    }
+    texts = ['é\u2028"\\\n\t\x00\x1f\x7f🙂', "", "%s %d %%", None]
+    for title, text, reason in itertools.product(texts, texts[:3], ["STOP", None]):
+        data = {"title": title, "n%s": text, "ünï": reason}
+        fields = {"text": text, "finish_reason": reason, "usage": usage}
+        assert line("k", data, fields) == encode_jsonl({"key": "k", **data, **fields})
+    ok = {"text": "t", "finish_reason": "STOP", "usage": usage}
+    others = [  # left to json: numbers, lists, objects, a lone surrogate, another shape of row
+        ({"title": 1.5}, ok),
+        ({"title": 2**70}, ok),
+        ({"title": True}, ok),
+        ({"title": ["a", {"b": 1}]}, ok),
+        ({"title": "\ud800"}, ok),
+        ({}, {**ok, "usage": {**usage, "output_tokens": 2.0}}),
+        ({}, {**ok, "usage": {**usage, "cached_tokens": True}}),
+        ({}, {**ok, "error": {"code": None, "status": "FINISH_REASON", "message": "m"}}),
+        ({}, {"usage": usage, "error": {"code": None, "status": "BLOCKED", "message": "m"}}),
+    ]
+    for data, fields in others:
+        assert line("k", data, fields) is None
+    assert AnswerLine.takes(("title", "n")) and not AnswerLine.takes(("title", "title"))
+    assert not any(AnswerLine.takes((name,)) for name in ("key", "text", "finish_reason", "usage", "error"))
