@@ -455,9 +455,10 @@ class Applier:
     def _order(self, state: PipelineState, s: Scan) -> Path | None:
         """The scan's order file, if the inputs are still those it was made of: the join then
         takes each record's key and hash from it instead of rendering it again."""
-        if s.memo is None or s.memo.requested is None or inputs_fingerprint(self.p, state) != s.memo.inputs:
+        if s.memo is None or inputs_fingerprint(self.p, state) != s.memo.inputs:
             return None
-        return order.find(self.store.folder(self.p.name), s.memo.requested)
+        # A memo of an earlier batchflow has no `requested`: its order file is named by `inputs`.
+        return order.find(self.store.folder(self.p.name), s.memo.requested or s.memo.inputs)
 
     def _write_output(self, state: PipelineState, s: Scan, action: Action) -> None:
         spec = self.p.spec

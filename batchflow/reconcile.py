@@ -232,7 +232,7 @@ def scan(
         return _nothing_new(pipeline, memo)
     live = {sh.id for sh in state.shards.values() if is_live(sh, pipeline.spec.retry.attempts, round)}
     folder = store.folder(pipeline.name)
-    known = order.find(folder, requested)
+    known = order.find(folder, requested) or order.find(folder, inputs)  # as an earlier batchflow named it
     # Only the output or errors settings changed since the last scan: the same requests, all
     # covered as they were then; only the digest, which covers the settings, is new.
     settled = memo is not None and (memo.requested, memo.results, memo.round) == (requested, results, round)

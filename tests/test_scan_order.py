@@ -127,6 +127,26 @@ def test_a_new_output_format_renders_nothing_again(cli, emulator_env, tmp_path, 
     assert cli("plan").code == 0 and len(renders) == 300
 
 
+def test_the_order_file_of_an_earlier_batchflow_serves_the_join(cli, emulator_env, tmp_path, renders):
+    """It was named by every input, the output settings included, and its memo had no name
+    for the requests alone."""
+    write(tmp_path / "pipelines/ord.yaml", SPEC)
+    write(tmp_path / "pipelines/data.jsonl", _lines(300))
+    assert cli("apply", "--wait").code == 0
+    out = (tmp_path / "pipelines/out.jsonl").read_bytes()
+    state_file = tmp_path / "state/ord/state.json"
+    state = json.loads(state_file.read_text())
+    memo = state["scan_memo"]
+    (path,) = _order_files(tmp_path)
+    assert path.stem == memo.pop("requested")
+    path.rename(path.with_name(f"{memo['inputs']}.jsonl"))
+    state_file.write_text(json.dumps(state))
+    (tmp_path / "pipelines/out.jsonl").unlink()
+    renders.clear()
+    assert cli("apply").code == 0
+    assert renders == [] and (tmp_path / "pipelines/out.jsonl").read_bytes() == out
+
+
 @pytest.mark.parametrize("change", ["shorter", "longer"])
 @pytest.mark.parametrize("workers", [False, True], ids=["serial", "workers"])
 def test_an_order_file_that_disagrees_with_the_source_is_dropped(
