@@ -195,8 +195,41 @@ class ResultFields:
         self.finish_reasons = frozenset(spec.errors.finish_reasons)
         # Columns that hold the service's JSON as it came, numbers and all.
         self.verbatim = self.response or self.functions
+        # A generation pipeline with no result column beyond text, finish_reason and usage.
+        self.plain = _generation(spec) and not (
+            self.response
+            or self.embed
+            or self.structured
+            or self.functions
+            or self.grounded
+            or self.thoughts
+            or self.candidates
+        )
+
+    def answer(self, result: dict[str, Any]) -> tuple[str, Any, tuple[Any, ...]] | None:
+        """The text, finish reason and token counts (as USAGE_FIELDS) of a result whose fields
+        are just those, as most are in a plain pipeline: an answer, not an error. None for any
+        other result, and in any other pipeline."""
+        if not self.plain or "error" in result:
+            return None
+        response = result.get("response") or {}
+        candidates = response.get("candidates")
+        if not candidates:
+            return None  # a blocked prompt, or no answer
+        first = candidates[0]
+        reason = first.get("finishReason")
+        if reason in self.finish_reasons:
+            return None
+        return _text((first.get("content") or {}).get("parts") or []), reason, _counts(response)
 
     def __call__(self, result: dict[str, Any]) -> dict[str, Any]:
+        if (answer := self.answer(result)) is not None:
+            text, reason, counts = answer
+            return {
+                "text": text,
+                "finish_reason": reason,
+                "usage": dict(zip(USAGE_FIELDS, counts, strict=True)),
+            }
         # Fields go in in the order of COLUMNS, as CSV and Parquet have them.
         if "error" in result:
             err = result["error"] or {}
@@ -218,11 +251,10 @@ class ResultFields:
             return out
         first = candidates[0] if candidates else {}
         parts = (first.get("content") or {}).get("parts") or []
-        text = "".join(p.get("text", "") for p in parts if not p.get("thought"))
-        out = {"text": text, "finish_reason": first.get("finishReason"), "usage": _usage(response)}
+        out = {"text": _text(parts), "finish_reason": first.get("finishReason"), "usage": _usage(response)}
         if self.structured:
             with contextlib.suppress(ValueError):
-                out["json"] = json.loads(text)
+                out["json"] = json.loads(out["text"])
         if self.functions:
             out["function_calls"] = [
                 {"name": p["functionCall"].get("name"), "args": p["functionCall"].get("args") or {}}
@@ -262,15 +294,27 @@ class ResultFields:
         return out
 
 
+def _text(parts: list[dict[str, Any]]) -> str:
+    """An answer's text: its parts' that are not thoughts."""
+    if len(parts) == 1 and not parts[0].get("thought") and type(text := parts[0].get("text", "")) is str:
+        return text  # most answers: one step, not a generator
+    return "".join(p.get("text", "") for p in parts if not p.get("thought"))
+
+
+def _counts(response: dict[str, Any]) -> tuple[Any, ...]:
+    """The response's token counts, in the order of USAGE_FIELDS."""
+    get = (response.get("usageMetadata") or {}).get
+    return (
+        get("promptTokenCount", 0),
+        get("candidatesTokenCount", 0),
+        get("cachedContentTokenCount", 0),
+        get("thoughtsTokenCount", 0),
+        get("totalTokenCount", 0),
+    )
+
+
 def _usage(response: dict[str, Any]) -> dict[str, int]:
-    usage = response.get("usageMetadata") or {}
-    return {
-        "prompt_tokens": usage.get("promptTokenCount", 0),
-        "output_tokens": usage.get("candidatesTokenCount", 0),
-        "cached_tokens": usage.get("cachedContentTokenCount", 0),
-        "thoughts_tokens": usage.get("thoughtsTokenCount", 0),
-        "total_tokens": usage.get("totalTokenCount", 0),
-    }
+    return dict(zip(USAGE_FIELDS, _counts(response), strict=True))
 
 
 # ---------------------------------------------------------------- Parquet types of structured output

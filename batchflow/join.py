@@ -123,7 +123,8 @@ class Joiner:
         self.failed = failed
         self.form = form
         self.encode = {False: form.encode_out, True: form.encode_err}
-        self.line = AnswerLine(self.columns) if form.encode_out and AnswerLine.takes(self.columns) else None
+        take = form.encode_out and AnswerLine.takes(self.fields, self.columns)
+        self.line = AnswerLine(self.fields, self.columns) if take else None
 
     def batches(self, records: Iterator[Keyed]) -> Iterator[JoinedBatch]:
         return map(self.batch, chunks(records))
@@ -149,7 +150,7 @@ class Joiner:
         done = 0
         for result in self._run([digest for _, digest, _ in chunk]):
             key, _, data = chunk[done]
-            self._add(out, key, data, self.fields(result))
+            self._answer(out, key, data, result)
             done += 1
         if done == len(chunk):
             return out
@@ -159,10 +160,9 @@ class Joiner:
         lost = self.index.shards_of([h for h in hashes if h not in found], set(self.failed))
         for key, digest, data in rest:
             if digest in found:
-                fields = self.fields(self.reader.get(*found[digest]))
+                self._answer(out, key, data, self.reader.get(*found[digest]))
             else:
-                fields = {"error": job_error(self.failed.get(lost.get(digest, "")))}
-            self._add(out, key, data, fields)
+                self._add(out, key, data, {"error": job_error(self.failed.get(lost.get(digest, "")))})
         return out
 
     def _run(self, hashes: list[str]) -> Iterator[dict[str, Any]]:
@@ -178,11 +178,15 @@ class Joiner:
             return iter(())
         return self.reader.run(*start, hashes)
 
+    def _answer(self, out: list[JoinedRow], key: str, data: dict[str, Any], result: dict[str, Any]) -> None:
+        """The row of a record, from its result line."""
+        if self.line is not None and (line := self.line(key, data, result)) is not None:
+            out.append((False, key, line))
+        else:
+            self._add(out, key, data, self.fields(result))
+
     def _add(self, out: list[JoinedRow], key: str, data: dict[str, Any], fields: dict[str, Any]) -> None:
         """The row of a record, from its result's fields."""
-        if self.line is not None and (line := self.line(key, data, fields)) is not None:
-            out.append((False, key, line))
-            return
         row = {"key": key, **{c: data.get(c) for c in self.columns}}
         row.update(fields)
         is_error = "error" in row
@@ -224,33 +228,34 @@ _INT, _TEXT = {int}, {str, type(None)}
 
 class AnswerLine:
     """encode_jsonl's line for the row most outputs are made of, an answer with no more than
-    `text`, `finish_reason` and `usage`, in a third of its time: a template made once, filled
-    with each string as orjson encodes it (the same bytes as json's, checked over every
-    character). Any other row, or a value of another type, is left to encode_jsonl (None)."""
+    `text`, `finish_reason` and `usage` (ResultFields.answer), in a third of the time: no
+    row's dict, and a template made once, filled with each string as orjson encodes it (the
+    same bytes as json's, checked over every character). None for any other row, or a value
+    of another type: encode_jsonl writes it."""
 
-    FIELDS = ("text", "finish_reason", "usage")
+    @staticmethod
+    def takes(fields: ResultFields, columns: tuple[str, ...]) -> bool:
+        """A plain pipeline's, whose kept columns are each a column of their own: none repeats
+        or is named as one of the row's other fields (that row's dict would have fewer keys)."""
+        others = {"key", "error", "text", "finish_reason", "usage"}
+        return fields.plain and len(set(columns)) == len(columns) and not others & set(columns)
 
-    @classmethod
-    def takes(cls, columns: tuple[str, ...]) -> bool:
-        """Kept columns that are each a column of their own: none repeats or is named as one
-        of the row's other fields (that row's dict would have fewer keys)."""
-        return len(set(columns)) == len(columns) and not {"key", "error", *cls.FIELDS} & set(columns)
-
-    def __init__(self, columns: tuple[str, ...]) -> None:
+    def __init__(self, fields: ResultFields, columns: tuple[str, ...]) -> None:
+        self.answer = fields.answer
         self.columns = columns
         names = ("key", *columns, "text", "finish_reason")
         counts = ", ".join(f"{_encode(name)}: %d" for name in USAGE_FIELDS)
         template = ", ".join(f"{_encode(name).replace('%', '%%')}: %b" for name in names)
         self.template = ("{" + template + f', "usage": {{{counts}}}}}\n').encode()
 
-    def __call__(self, key: str, data: dict[str, Any], fields: dict[str, Any]) -> bytes | None:
-        if tuple(fields) != self.FIELDS:
+    def __call__(self, key: str, data: dict[str, Any], result: dict[str, Any]) -> bytes | None:
+        answer = self.answer(result)
+        if answer is None:
             return None
-        usage = fields["usage"]
-        counts = tuple(usage.values())
-        if tuple(usage) != USAGE_FIELDS or not _INT.issuperset(map(type, counts)):
+        text, reason, counts = answer
+        if not _INT.issuperset(map(type, counts)):
             return None  # a float or a bool would print otherwise with %d
-        values = [key, *map(data.get, self.columns), fields["text"], fields["finish_reason"]]
+        values = [key, *map(data.get, self.columns), text, reason]
         if not _TEXT.issuperset(map(type, values)):
             return None  # numbers, lists, objects: orjson's spacing and floats are not json's
         try:

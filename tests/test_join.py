@@ -11,6 +11,7 @@ import sqlite3
 
 import pytest
 
+from batchflow.columns import ResultFields
 from batchflow.index import RequestIndex, chunks
 from batchflow.join import AnswerLine, Joiner, RowForm, encode_jsonl
 from batchflow.spec import Pipeline
@@ -123,33 +124,49 @@ def test_an_index_without_line_counts_is_counted_once_and_upgraded(tmp_path):
     index.close()
 
 
+def _result(text="t", reason="STOP", usage=None, parts=None, **response) -> dict:
+    usage = (
+        {"promptTokenCount": 1, "candidatesTokenCount": 2, "totalTokenCount": 3} if usage is None else usage
+    )
+    content = {"parts": [{"text": text}] if parts is None else parts}
+    candidate = {"content": content} if reason is None else {"content": content, "finishReason": reason}
+    return {"key": "h", "response": {"candidates": [candidate], "usageMetadata": usage, **response}}
+
+
 def test_an_answer_line_is_the_line_json_writes():
-    line = AnswerLine(("title", "n%s", "ünï"))
-    usage = {
-        "prompt_tokens": 1,
-        "output_tokens": 2,
-        "cached_tokens": 0,
-        "thoughts_tokens": 0,
-        "total_tokens": 3,
-    }
+    fields = ResultFields(SPEC)
+    line = AnswerLine(fields, ("title", "n%s", "ünï"))
     texts = ['é\u2028"\\\n\t\x00\x1f\x7f🙂', "", "%s %d %%", None]
-    for title, text, reason in itertools.product(texts, texts[:3], ["STOP", None]):
-        data = {"title": title, "n%s": text, "ünï": reason}
-        fields = {"text": text, "finish_reason": reason, "usage": usage}
-        assert line("k", data, fields) == encode_jsonl({"key": "k", **data, **fields})
-    ok = {"text": "t", "finish_reason": "STOP", "usage": usage}
-    others = [  # left to json: numbers, lists, objects, a lone surrogate, another shape of row
-        ({"title": 1.5}, ok),
-        ({"title": 2**70}, ok),
-        ({"title": True}, ok),
-        ({"title": ["a", {"b": 1}]}, ok),
-        ({"title": "\ud800"}, ok),
-        ({}, {**ok, "usage": {**usage, "output_tokens": 2.0}}),
-        ({}, {**ok, "usage": {**usage, "cached_tokens": True}}),
-        ({}, {**ok, "error": {"code": None, "status": "FINISH_REASON", "message": "m"}}),
-        ({}, {"usage": usage, "error": {"code": None, "status": "BLOCKED", "message": "m"}}),
+    results = [_result(text, reason) for text in texts[:3] for reason in ("STOP", "MAX_TOKENS", None)] + [
+        _result(parts=[{"text": "thinking", "thought": True}, {"text": "a"}, {"text": "b"}]),
+        _result(parts=[]),
+        _result(parts=[{"text": "only a thought", "thought": True}]),
+        _result(usage={}),
+        _result(usage={"promptTokenCount": 2**70, "cachedContentTokenCount": 5, "thoughtsTokenCount": 1}),
     ]
-    for data, fields in others:
-        assert line("k", data, fields) is None
-    assert AnswerLine.takes(("title", "n")) and not AnswerLine.takes(("title", "title"))
-    assert not any(AnswerLine.takes((name,)) for name in ("key", "text", "finish_reason", "usage", "error"))
+    for title, value, result in itertools.product(texts, texts, results):
+        data = {"title": title, "n%s": value, "ünï": value}
+        assert line("k", data, result) == encode_jsonl({"key": "k", **data, **fields(result)})
+    assert fields(_result(parts=[{"text": "only a thought", "thought": True}]))["text"] == ""
+    others = [  # left to json: numbers, lists, objects, a lone surrogate, another shape of row
+        ({"title": 1.5}, _result()),
+        ({"title": 2**70}, _result()),
+        ({"title": True}, _result()),
+        ({"title": ["a", {"b": 1}]}, _result()),
+        ({"title": "\ud800"}, _result()),
+        ({}, _result("\udc00")),
+        ({}, _result(usage={"candidatesTokenCount": 2.0})),
+        ({}, _result(usage={"cachedContentTokenCount": True})),
+        ({}, _result(reason="SAFETY")),
+        ({}, {"key": "h", "error": {"code": 400, "message": "bad"}}),
+        ({}, {"key": "h", "response": {"promptFeedback": {"blockReason": "OTHER"}}}),
+        ({}, {"key": "h", "response": {}}),
+    ]
+    for data, result in others:
+        assert line("k", data, result) is None
+    assert AnswerLine.takes(fields, ("title", "n")) and not AnswerLine.takes(fields, ("title", "title"))
+    for name in ("key", "text", "finish_reason", "usage", "error"):
+        assert not AnswerLine.takes(fields, (name,))
+    structured = {"prompt": "x", "generation_config": {"response_mime_type": "application/json"}}
+    spec = Pipeline.model_validate({**SPEC.model_dump(exclude_defaults=True), "request": structured})
+    assert not AnswerLine.takes(ResultFields(spec), ())
