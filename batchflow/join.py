@@ -19,8 +19,9 @@ from .requests import Rendered
 from .spec import Pipeline
 from .state import ErrorInfo, Shard, state_word
 
-# (is an error row, record key, the row: a dict, or JSONL bytes when encoded)
-JoinedRow = tuple[bool, str, "dict[str, Any] | bytes"]
+# (is an error row, record key, the row: a dict, JSONL bytes when encoded, or the values of
+# RowForm.columns_out)
+JoinedRow = tuple[bool, str, "dict[str, Any] | bytes | tuple"]
 FAILED_KEYS_KEPT = 10  # error rows' keys named in the state, for `status`
 # A record as the join needs it: (key, request hash, the record's data)
 Keyed = tuple[str, str, dict[str, Any]]
@@ -123,8 +124,13 @@ class Joiner:
         self.failed = failed
         self.form = form
         self.encode = {False: form.encode_out, True: form.encode_err}
-        take = form.encode_out and AnswerLine.takes(self.fields, self.columns)
-        self.line = AnswerLine(self.fields, self.columns) if take else None
+        # Plain answers' rows made in one step, as the sink takes them (AnswerLine, AnswerRow).
+        self.line: Callable[[str, dict[str, Any], dict[str, Any]], Any] | None = None
+        if AnswerLine.takes(self.fields, self.columns):
+            if form.encode_out:
+                self.line = AnswerLine(self.fields, self.columns)
+            elif form.columns_out == ("key", *self.columns, *AnswerLine.FIELDS, "error"):
+                self.line = AnswerRow(self.fields, self.columns)
 
     def batches(self, records: Iterator[Keyed]) -> Iterator[JoinedBatch]:
         return map(self.batch, chunks(records))
@@ -139,8 +145,10 @@ class Joiner:
         else:
             out, err = [row for _, _, row in rows], []
         count = len(out)
-        if self.form.columns_out is not None:
-            out = {name: [row.get(name) for row in out] for name in self.form.columns_out}
+        if (names := self.form.columns_out) is not None:  # each row a tuple of their values (_add)
+            out = dict(
+                zip(names, list(map(list, zip(*out, strict=True))) or [[] for _ in names], strict=True)
+            )
         else:
             out = _joined(out)
         return JoinedBatch(out, count, _joined(err), len(err), len(errors), errors[:FAILED_KEYS_KEPT])
@@ -190,7 +198,12 @@ class Joiner:
         row = {"key": key, **{c: data.get(c) for c in self.columns}}
         row.update(fields)
         is_error = "error" in row
-        out.append((is_error, key, encode_jsonl(row) if self.encode[is_error] else row))
+        if self.encode[is_error]:
+            out.append((is_error, key, encode_jsonl(row)))
+        elif self.form.columns_out is not None and not (is_error and self.form.apart):
+            out.append((is_error, key, tuple(map(row.get, self.form.columns_out))))
+        else:
+            out.append((is_error, key, row))
 
     def close(self) -> None:
         self.reader.close()
@@ -233,12 +246,17 @@ class AnswerLine:
     same bytes as json's, checked over every character). None for any other row, or a value
     of another type: encode_jsonl writes it."""
 
-    @staticmethod
-    def takes(fields: ResultFields, columns: tuple[str, ...]) -> bool:
+    FIELDS = ("text", "finish_reason", "usage")
+
+    @classmethod
+    def takes(cls, fields: ResultFields, columns: tuple[str, ...]) -> bool:
         """A plain pipeline's, whose kept columns are each a column of their own: none repeats
         or is named as one of the row's other fields (that row's dict would have fewer keys)."""
-        others = {"key", "error", "text", "finish_reason", "usage"}
-        return fields.plain and len(set(columns)) == len(columns) and not others & set(columns)
+        return (
+            fields.plain
+            and len(set(columns)) == len(columns)
+            and not {"key", "error", *cls.FIELDS} & set(columns)
+        )
 
     def __init__(self, fields: ResultFields, columns: tuple[str, ...]) -> None:
         self.answer = fields.answer
@@ -262,6 +280,24 @@ class AnswerLine:
             return self.template % (*map(orjson.dumps, values), *counts)
         except TypeError:  # a lone surrogate, which orjson refuses
             return None
+
+
+class AnswerRow:
+    """A plain answer's row as the values of the Parquet sink's columns (Sink.columns), in one
+    step where a dict was made and then read back column by column: key, kept columns, text,
+    finish_reason, usage, error."""
+
+    def __init__(self, fields: ResultFields, columns: tuple[str, ...]) -> None:
+        self.answer = fields.answer
+        self.columns = columns
+
+    def __call__(self, key: str, data: dict[str, Any], result: dict[str, Any]) -> tuple | None:
+        answer = self.answer(result)
+        if answer is None:
+            return None
+        text, reason, counts = answer
+        usage = dict(zip(USAGE_FIELDS, counts, strict=True))
+        return (key, *map(data.get, self.columns), text, reason, usage, None)
 
 
 def _joined(rows: list) -> bytes | list[dict[str, Any]]:

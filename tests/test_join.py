@@ -13,7 +13,7 @@ import pytest
 
 from batchflow.columns import ResultFields
 from batchflow.index import RequestIndex, chunks
-from batchflow.join import AnswerLine, Joiner, RowForm, encode_jsonl
+from batchflow.join import AnswerLine, AnswerRow, Joiner, RowForm, encode_jsonl
 from batchflow.spec import Pipeline
 from batchflow.state import ErrorInfo, Shard, ShardStatus
 
@@ -63,9 +63,16 @@ def _rows(tmp_path, index: RequestIndex, records: list, unreplaced: frozenset[st
         joiner.close()
 
 
-@pytest.mark.parametrize(
-    "form", [RowForm(encode_out=True, encode_err=True), RowForm()], ids=["jsonl", "dicts"]
-)
+COLUMNS = ("key", "title", "n", "text", "finish_reason", "usage", "error")
+FORMS = {
+    "jsonl": RowForm(encode_out=True, encode_err=True),
+    "dicts": RowForm(),
+    "columns": RowForm(columns_out=COLUMNS),
+    "columns, errors apart": RowForm(encode_err=True, apart=True, columns_out=COLUMNS),
+}
+
+
+@pytest.mark.parametrize("form", FORMS.values(), ids=FORMS.keys())
 def test_results_read_in_turn_give_the_rows_looked_up_one_by_one(tmp_path, monkeypatch, form):
     """Shards in the source's order, one shuffled, one with a line a later round replaced, one
     holding a request twice, blank lines, a failed shard, and records with no result at all."""
@@ -144,9 +151,13 @@ def test_an_answer_line_is_the_line_json_writes():
         _result(usage={}),
         _result(usage={"promptTokenCount": 2**70, "cachedContentTokenCount": 5, "thoughtsTokenCount": 1}),
     ]
+    names = ("key", "title", "n%s", "ünï", "text", "finish_reason", "usage", "error")
+    values = AnswerRow(fields, names[1:4])
     for title, value, result in itertools.product(texts, texts, results):
         data = {"title": title, "n%s": value, "ünï": value}
-        assert line("k", data, result) == encode_jsonl({"key": "k", **data, **fields(result)})
+        row = {"key": "k", **data, **fields(result)}
+        assert line("k", data, result) == encode_jsonl(row)
+        assert values("k", data, result) == tuple(map(row.get, names))
     assert fields(_result(parts=[{"text": "only a thought", "thought": True}]))["text"] == ""
     others = [  # left to json: numbers, lists, objects, a lone surrogate, another shape of row
         ({"title": 1.5}, _result()),
@@ -164,6 +175,7 @@ def test_an_answer_line_is_the_line_json_writes():
     ]
     for data, result in others:
         assert line("k", data, result) is None
+    assert values("k", {}, others[-1][1]) is None
     assert AnswerLine.takes(fields, ("title", "n")) and not AnswerLine.takes(fields, ("title", "title"))
     for name in ("key", "text", "finish_reason", "usage", "error"):
         assert not AnswerLine.takes(fields, (name,))
