@@ -4,6 +4,7 @@ parallel.py (large ones), so both give the same rows."""
 
 from __future__ import annotations
 
+import functools
 import json
 import json.encoder
 from collections.abc import Callable, Iterable, Iterator
@@ -13,7 +14,7 @@ from typing import IO, Any
 
 import orjson
 
-from .columns import USAGE_FIELDS, ResultFields
+from .columns import USAGE_FIELDS, ResultFields, columns_for
 from .index import RequestIndex, chunks, parse_result
 from .requests import Rendered
 from .spec import Pipeline
@@ -124,6 +125,9 @@ class Joiner:
         self.failed = failed
         self.form = form
         self.encode = {False: form.encode_out, True: form.encode_err}
+        # Result columns (their type fixed by the spec) go to the Parquet sink as Arrow arrays:
+        # converted here, on the workers, they cross as a few buffers, not a dict a row.
+        self._arrow = _arrow_columns(spec) if form.columns_out is not None else {}
         # Plain answers' rows made in one step, as the sink takes them (AnswerLine, AnswerRow).
         self.line: Callable[[str, dict[str, Any], dict[str, Any]], Any] | None = None
         if AnswerLine.takes(self.fields, self.columns):
@@ -146,9 +150,10 @@ class Joiner:
             out, err = [row for _, _, row in rows], []
         count = len(out)
         if (names := self.form.columns_out) is not None:  # each row a tuple of their values (_add)
-            out = dict(
-                zip(names, list(map(list, zip(*out, strict=True))) or [[] for _ in names], strict=True)
-            )
+            values = list(map(list, zip(*out, strict=True))) or [[] for _ in names]
+            out = dict(zip(names, values, strict=True))
+            for name, kind in self._arrow.items():
+                out[name] = kind(out[name])
         else:
             out = _joined(out)
         return JoinedBatch(out, count, _joined(err), len(err), len(errors), errors[:FAILED_KEYS_KEPT])
@@ -298,6 +303,13 @@ class AnswerRow:
         text, reason, counts = answer
         usage = dict(zip(USAGE_FIELDS, counts, strict=True))
         return (key, *map(data.get, self.columns), text, reason, usage, None)
+
+
+def _arrow_columns(spec: Pipeline) -> dict[str, Callable[[list], Any]]:
+    """For each result column, what makes an Arrow array of its type from a list of values."""
+    import pyarrow as pa
+
+    return {c.name: functools.partial(pa.array, type=c.arrow(spec)) for c in columns_for(spec)}
 
 
 def _joined(rows: list) -> bytes | list[dict[str, Any]]:

@@ -59,7 +59,8 @@ class Sink:
         self._text: io.TextIOWrapper | None = None
         self._parquet = None
         self._types: dict[str, Any] = {}
-        # Parquet rows not written yet: as columns (`columns`), else as dicts
+        # Parquet rows not written yet: as columns (`columns`), each in pieces (lists of values,
+        # or Arrow arrays), else as dicts
         self._columns: dict[str, list[Any]] = {name: [] for name in self.columns or ()}
         self._batch: list[dict[str, Any]] = []
         self._pending = 0
@@ -107,8 +108,8 @@ class Sink:
             if self.columns is None:
                 self._batch.extend(rows)
             else:
-                for name, values in self._columns.items():
-                    values.extend(rows[name] if isinstance(rows, dict) else [r.get(name) for r in rows])
+                for name, pieces in self._columns.items():
+                    pieces.append(rows[name] if isinstance(rows, dict) else [r.get(name) for r in rows])
             self._pending += count
             while self._pending >= PARQUET_BATCH:  # row groups of PARQUET_BATCH rows
                 self._write_parquet(PARQUET_BATCH)
@@ -122,24 +123,36 @@ class Sink:
         import pyarrow.parquet as pq
 
         self._pending -= n
+        rows = None
         if self.columns is None:
-            rows, self._batch, part = self._batch[:n], self._batch[n:], None
-        else:
-            part = {name: values[:n] for name, values in self._columns.items()}
-            for values in self._columns.values():
-                del values[:n]
+            rows, self._batch = self._batch[:n], self._batch[n:]
         if self._parquet is None:
-            first = part if part is not None else {k: [r.get(k) for r in rows] for k in self.layout.kept}
+            if rows is None:
+                first = {k: _first(self._columns[k], n) for k in self.layout.kept}
+            else:
+                first = {k: [r.get(k) for r in rows] for k in self.layout.kept}
             schema = self._parquet_schema(first)
             self._types = {f.name: f.type for f in schema}
             self._parquet = pq.ParquetWriter(self._file, schema)
-        if part is not None:
+        if rows is None:
+            part = {name: self._take(name, n) for name in self._columns}
             table = pa.Table.from_pydict(part, schema=self._parquet.schema)
         else:
             if self._retypes:
                 rows = [self._for_parquet(r) for r in rows]
             table = pa.Table.from_pylist(rows, schema=self._parquet.schema)
         self._parquet.write_table(table)
+
+    def _take(self, name: str, n: int):
+        """A column's first `n` values not written yet, as an Arrow array of its type (the
+        join's workers send some columns so, which costs this process no conversion)."""
+        import pyarrow as pa
+
+        kind = self._types[name]
+        pieces = self._columns[name]
+        whole = pa.concat_arrays([p if isinstance(p, pa.Array) else pa.array(p, type=kind) for p in pieces])
+        self._columns[name] = [whole.slice(n)] if len(whole) > n else []
+        return whole.slice(0, n)
 
     def _parquet_schema(self, first: dict[str, list[Any]]):
         """One schema for the whole file: result columns have fixed types (from the spec);
@@ -188,6 +201,16 @@ class Sink:
 PARQUET_BATCH = 10_000
 # The columns _for_parquet changes; a layout without them writes its rows as they come.
 _RETYPED = {"json", "function_calls", *JSON_TEXT}
+
+
+def _first(pieces: list, n: int) -> list[Any]:
+    """The first `n` values of a column's pieces, as Python values."""
+    values: list[Any] = []
+    for piece in pieces:
+        if len(values) >= n:
+            break
+        values.extend(piece if isinstance(piece, list) else piece.to_pylist())
+    return values[:n]
 
 
 def _flatten(row: dict[str, Any]) -> dict[str, Any]:
