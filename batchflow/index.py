@@ -311,11 +311,12 @@ class RequestIndex:
         rows = self.db.execute(f"SELECT hash, shard, offset FROM results WHERE hash IN ({marks})", hashes)
         return {h: (shard, offset) for h, shard, offset in rows}
 
-    def unreplaced_shards(self, path_of: Callable[[str], Path]) -> set[str]:
-        """The shards whose every result line is its request's latest result (no later round,
-        no second line for a request): the join may take their lines as the file has them,
-        checking only each line's key, instead of looking each request up. `path_of`: a shard's
-        result file, to count the lines of one indexed before the count was kept."""
+    def result_shards(self, path_of: Callable[[str], Path]) -> dict[str, bool]:
+        """The shards whose result files hold a latest result, each with whether every line of
+        its file is its request's latest result (no later round, no second line for a
+        request): the join may then take its lines as the file has them, checking only each
+        line's key, instead of looking each request up. `path_of`: a shard's result file, to
+        count the lines of one indexed before the count was kept."""
         counts = dict(self.db.execute("SELECT shard, lines FROM indexed"))
         for shard, lines in counts.items():
             if lines is None:
@@ -323,17 +324,12 @@ class RequestIndex:
                     counts[shard] = sum(1 for line in f if line.strip())
                 if not self.readonly:
                     self.db.execute("UPDATE indexed SET lines = ? WHERE shard = ?", (counts[shard], shard))
-        known = {shard: lines for shard, lines in counts.items() if lines is not None}
         # Each result row is one line of its shard: the counts agree where no line was replaced.
         (rows,) = self.db.execute("SELECT count(*) FROM results").fetchone()
-        if len(known) == len(counts) and rows == sum(known.values()):
-            return set(known)
-        latest = dict(self.db.execute("SELECT shard, count(*) FROM results GROUP BY shard"))
-        return {shard for shard, lines in known.items() if latest.get(shard) == lines}
-
-    def result_shards(self) -> list[str]:
-        """The shards whose result files hold a latest result."""
-        return [shard for (shard,) in self.db.execute("SELECT DISTINCT shard FROM results")]
+        if rows == sum(counts.values()):
+            return {shard: True for shard, lines in counts.items() if lines}
+        latest = self.db.execute("SELECT shard, count(*) FROM results GROUP BY shard")
+        return {shard: rows == counts.get(shard) for shard, rows in latest}
 
     def shards_of(self, hashes: list[str], among: set[str]) -> dict[str, str]:
         """For each hash, one shard of `among` that holds it."""

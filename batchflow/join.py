@@ -14,7 +14,7 @@ from typing import IO, Any
 
 import orjson
 
-from .columns import USAGE_FIELDS, ResultFields, columns_for
+from .columns import USAGE_FIELDS, ResultFields, columns_for, usage_of
 from .index import RequestIndex, chunks, parse_result
 from .requests import Rendered
 from .spec import Pipeline
@@ -116,7 +116,7 @@ class Joiner:
         unreplaced: frozenset[str] = frozenset(),
     ) -> None:
         """`unreplaced`: shards whose every result line is its request's latest result
-        (RequestIndex.unreplaced_shards)."""
+        (RequestIndex.result_shards)."""
         self.fields = ResultFields(spec)
         self.unreplaced = unreplaced
         self.reader = ResultReader(path_of, exact=self.fields.verbatim)
@@ -161,10 +161,14 @@ class Joiner:
     def join(self, chunk: list[Keyed]) -> list[JoinedRow]:
         out: list[JoinedRow] = []
         done = 0
+        line = self.line
         for result in self._run([digest for _, digest, _ in chunk]):
             key, _, data = chunk[done]
-            self._answer(out, key, data, result)
             done += 1
+            if line is not None and (row := line(key, data, result)) is not None:
+                out.append((False, key, row))  # a plain answer, in one step
+            else:
+                self._add(out, key, data, self.fields(result))
         if done == len(chunk):
             return out
         rest = chunk[done:]
@@ -173,7 +177,11 @@ class Joiner:
         lost = self.index.shards_of([h for h in hashes if h not in found], set(self.failed))
         for key, digest, data in rest:
             if digest in found:
-                self._answer(out, key, data, self.reader.get(*found[digest]))
+                result = self.reader.get(*found[digest])
+                if line is not None and (row := line(key, data, result)) is not None:
+                    out.append((False, key, row))
+                else:
+                    self._add(out, key, data, self.fields(result))
             else:
                 self._add(out, key, data, {"error": job_error(self.failed.get(lost.get(digest, "")))})
         return out
@@ -190,13 +198,6 @@ class Joiner:
         if start is None or start[0] not in self.unreplaced:
             return iter(())
         return self.reader.run(*start, hashes)
-
-    def _answer(self, out: list[JoinedRow], key: str, data: dict[str, Any], result: dict[str, Any]) -> None:
-        """The row of a record, from its result line."""
-        if self.line is not None and (line := self.line(key, data, result)) is not None:
-            out.append((False, key, line))
-        else:
-            self._add(out, key, data, self.fields(result))
 
     def _add(self, out: list[JoinedRow], key: str, data: dict[str, Any], fields: dict[str, Any]) -> None:
         """The row of a record, from its result's fields."""
@@ -301,8 +302,7 @@ class AnswerRow:
         if answer is None:
             return None
         text, reason, counts = answer
-        usage = dict(zip(USAGE_FIELDS, counts, strict=True))
-        return (key, *map(data.get, self.columns), text, reason, usage, None)
+        return (key, *map(data.get, self.columns), text, reason, usage_of(counts), None)
 
 
 def _arrow_columns(spec: Pipeline) -> dict[str, Callable[[list], Any]]:

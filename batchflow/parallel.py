@@ -138,7 +138,8 @@ def join_source(
     hashes come from `scan_order` (order.py) when given, the source being then read only for
     its records' kept columns; else each record is rendered again."""
     files = _parallel_files(pipeline)
-    unreplaced = frozenset(index.unreplaced_shards(result_path))
+    shards = index.result_shards(result_path)
+    unreplaced = frozenset(shard for shard, whole in shards.items() if whole)
     if files is None:
         joiner = Joiner(pipeline.spec, index, result_path, failed, form, unreplaced)
         if scan_order is None:
@@ -150,7 +151,7 @@ def join_source(
         finally:
             joiner.close()
         return
-    paths = {shard: str(result_path(shard)) for shard in index.result_shards()}
+    paths = {shard: str(result_path(shard)) for shard in shards}
     setup = _JoinSetup(str(index.path), paths, failed, form, unreplaced)
     cursor = order.Cursor(scan_order) if scan_order is not None else None
     yield from _in_order(pipeline, setup, files, _collect_rows, cursor)

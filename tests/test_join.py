@@ -11,7 +11,7 @@ import sqlite3
 
 import pytest
 
-from batchflow.columns import ResultFields
+from batchflow.columns import USAGE_FIELDS, ResultFields, usage_of
 from batchflow.index import RequestIndex, chunks
 from batchflow.join import AnswerLine, AnswerRow, Joiner, RowForm, encode_jsonl
 from batchflow.spec import Pipeline
@@ -98,8 +98,10 @@ def test_results_read_in_turn_give_the_rows_looked_up_one_by_one(tmp_path, monke
         round=1,
     )
     index.db.execute("INSERT INTO shard_requests VALUES (?, 'f')", (hashes[100],))
-    unreplaced = frozenset(index.unreplaced_shards(lambda shard: tmp_path / f"{shard}.jsonl"))
-    assert unreplaced == {"a", "b", "e"}  # c holds a request twice; d's line for h075 was replaced
+    shards = index.result_shards(lambda shard: tmp_path / f"{shard}.jsonl")
+    # c holds a request twice; d's line for h075 was replaced
+    assert shards == {"a": True, "b": True, "c": False, "d": False, "e": True}
+    unreplaced = frozenset(shard for shard, whole in shards.items() if whole)
     records = [(f"k{i}", h, {"title": f"t{i}", "n": i if i % 3 else 1.5}) for i, h in enumerate(hashes)]
     records[5][2]["title"] = None
     looked_up = []
@@ -111,6 +113,18 @@ def test_results_read_in_turn_give_the_rows_looked_up_one_by_one(tmp_path, monke
     looked_up.clear()
     assert fast == _rows(tmp_path, index, records, frozenset(), form)
     assert sum(looked_up) == len(records)
+    index.close()
+
+
+def test_shards_none_of_whose_lines_was_replaced_are_found_by_one_count(tmp_path):
+    index = RequestIndex(tmp_path / "index.sqlite3")
+    _write(tmp_path, index, "a", [_answer("x"), "\n", _answer("y")])
+    _write(tmp_path, index, "b", [_answer("z")])
+    _write(tmp_path, index, "empty", [])
+    statements = []
+    index.db.set_trace_callback(statements.append)
+    assert index.result_shards(lambda shard: tmp_path / f"{shard}.jsonl") == {"a": True, "b": True}
+    assert not any("GROUP BY" in statement for statement in statements)
     index.close()
 
 
@@ -126,7 +140,7 @@ def test_an_index_without_line_counts_is_counted_once_and_upgraded(tmp_path):
     )
     db.close()
     index = RequestIndex(tmp_path / "index.sqlite3")
-    assert index.unreplaced_shards(lambda shard: tmp_path / f"{shard}.jsonl") == {"b"}
+    assert index.result_shards(lambda shard: tmp_path / f"{shard}.jsonl") == {"a": False, "b": True}
     assert dict(index.db.execute("SELECT shard, lines FROM indexed")) == {"a": 2, "b": 1}
     index.close()
 
@@ -159,6 +173,7 @@ def test_an_answer_line_is_the_line_json_writes():
         assert line("k", data, result) == encode_jsonl(row)
         assert values("k", data, result) == tuple(map(row.get, names))
     assert fields(_result(parts=[{"text": "only a thought", "thought": True}]))["text"] == ""
+    assert tuple(usage_of((1, 2, 3, 4, 5))) == USAGE_FIELDS
     others = [  # left to json: numbers, lists, objects, a lone surrogate, another shape of row
         ({"title": 1.5}, _result()),
         ({"title": 2**70}, _result()),
