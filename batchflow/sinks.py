@@ -50,8 +50,9 @@ class Sink:
     JSONL rows hold only the fields that have a value; CSV and Parquet have every column of
     the layout (CSV with nested values as JSON text, Parquet with typed structs and lists)."""
 
-    def __init__(self, file: IO[bytes], format: str, layout: Layout) -> None:
+    def __init__(self, file: IO[bytes], format: str, layout: Layout, uri: str = "the output") -> None:
         self.format = format
+        self.uri = uri  # for messages
         self.layout = layout
         self.count = 0
         self._file = file
@@ -140,7 +141,8 @@ class Sink:
         else:
             if self._retypes:
                 rows = [self._for_parquet(r) for r in rows]
-            table = pa.Table.from_pylist(rows, schema=self._parquet.schema)
+            with _one_type(self.uri, None):
+                table = pa.Table.from_pylist(rows, schema=self._parquet.schema)
         self._parquet.write_table(table)
 
     def _take(self, name: str, n: int):
@@ -150,7 +152,10 @@ class Sink:
 
         kind = self._types[name]
         pieces = self._columns[name]
-        whole = pa.concat_arrays([p if isinstance(p, pa.Array) else pa.array(p, type=kind) for p in pieces])
+        with _one_type(self.uri, name):
+            whole = pa.concat_arrays(
+                [p if isinstance(p, pa.Array) else pa.array(p, type=kind) for p in pieces]
+            )
         self._columns[name] = [whole.slice(n)] if len(whole) > n else []
         return whole.slice(0, n)
 
@@ -161,7 +166,8 @@ class Sink:
 
         fields = [pa.field("key", pa.string())]
         for name in self.layout.kept:
-            kind = pa.array(first[name]).type
+            with _one_type(self.uri, name):
+                kind = pa.array(first[name]).type
             fields.append(pa.field(name, pa.string() if pa.types.is_null(kind) else kind))
         fields += [pa.field(c.name, c.arrow(self.layout.spec)) for c in self.layout.columns]
         return pa.schema(fields)
@@ -186,6 +192,14 @@ class Sink:
                 out[name] = json.dumps(out[name], ensure_ascii=False)
         return out
 
+    def abandon(self) -> None:
+        """Let go of a file that will not appear: a Parquet writer left open would write its
+        footer when collected, to a file closed by then (an error printed at exit)."""
+        if self._parquet is not None:
+            with contextlib.suppress(Exception):
+                self._parquet.close()
+            self._parquet = None
+
     def finish(self) -> None:
         if self.format == "parquet":
             if self._pending:
@@ -201,6 +215,22 @@ class Sink:
 PARQUET_BATCH = 10_000
 # The columns _for_parquet changes; a layout without them writes its rows as they come.
 _RETYPED = {"json", "function_calls", *JSON_TEXT}
+
+
+@contextlib.contextmanager
+def _one_type(uri: str, column: str | None) -> Iterator[None]:
+    """A Parquet column takes values of one type: a source column whose values differ (text
+    here, numbers there; lists of mixed items) is the user's to fix, said in one line."""
+    import pyarrow as pa
+
+    try:
+        yield
+    except pa.ArrowException as exc:
+        which = f"column {column!r}" if column else "a column"
+        raise OutputError(
+            f"{uri}: {which} cannot be written to Parquet: {_first_line(exc)} (its values must be "
+            "of one type; write JSONL or CSV, or leave the field out of output.columns)"
+        ) from None
 
 
 def _first(pieces: list, n: int) -> list[Any]:
@@ -230,9 +260,13 @@ def _flatten(row: dict[str, Any]) -> dict[str, Any]:
 def open_sink(uri: str, format: str, layout: Layout) -> Iterator[Sink]:
     """A Sink whose file appears only if the block ends without error."""
     with _atomic_open(uri) as f:
-        sink = Sink(f, format, layout)
-        yield sink
-        sink.finish()
+        sink = Sink(f, format, layout, uri)
+        try:
+            yield sink
+            sink.finish()
+        except BaseException:
+            sink.abandon()
+            raise
 
 
 OUTPUT_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}

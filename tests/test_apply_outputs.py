@@ -8,7 +8,10 @@ import json
 import httpx2 as httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from conftest import write
+
+from batchflow import sinks
 
 ITEMS = [{"sku": f"S{i}", "title": f"item {i}", "price": i * 1.5} for i in range(5)]
 
@@ -58,6 +61,33 @@ def test_parquet_source_and_output(cli, emulator_env, tmp_path):
     table = pq.read_table(tmp_path / "pipelines/out/items.parquet").to_pylist()
     assert [r["key"] for r in table] == [i["sku"] for i in ITEMS]
     assert table[2]["price"] == 3.0 and table[2]["usage"]["total_tokens"] > 0
+
+
+@pytest.mark.parametrize("where", ["first rows", "a later row group"])
+def test_a_kept_column_of_mixed_types_is_one_line_for_parquet(cli, emulator_env, tmp_path, where):
+    """A Parquet column holds one type: a source field that is text here and a number there is
+    an error the user fixes, said in one line, with no file left half written."""
+    n = 5 if where == "first rows" else sinks.PARQUET_BATCH + 5
+    items = [{"sku": f"S{i}", "tags": ["a", "b"]} for i in range(n)]
+    items[-1]["tags"] = ["a", 1]
+    write(tmp_path / "pipelines/data/items.jsonl", "".join(json.dumps(i) + "\n" for i in items))
+    write(
+        tmp_path / "pipelines/p.yaml",
+        """
+        version: 1
+        name: p
+        model: gemini-2.5-flash
+        source: {uri: data/items.jsonl, key: "{{ sku }}"}
+        request: {prompt: "Describe {{ sku }}"}
+        output: {uri: out/items.parquet, columns: [tags]}
+    """,
+    )
+    done = cli("apply", "--wait")
+    assert done.code == 1
+    (line,) = done.err.strip().splitlines()
+    assert "out/items.parquet: column 'tags' cannot be written to Parquet: " in line, line
+    assert "its values must be of one type" in line and "Traceback" not in done.err
+    assert not (tmp_path / "pipelines/out/items.parquet").exists()
 
 
 def test_csv_source_with_delimiter(cli, emulator_env, tmp_path):
