@@ -160,31 +160,32 @@ class Joiner:
 
     def join(self, chunk: list[Keyed]) -> list[JoinedRow]:
         out: list[JoinedRow] = []
-        done = 0
         line = self.line
-        for result in self._run([digest for _, digest, _ in chunk]):
-            key, _, data = chunk[done]
-            done += 1
+        for (key, _, data), result in zip(chunk, self._results(chunk), strict=True):
             if line is not None and (row := line(key, data, result)) is not None:
                 out.append((False, key, row))  # a plain answer, in one step
             else:
                 self._add(out, key, data, self.fields(result))
-        if done == len(chunk):
-            return out
-        rest = chunk[done:]
-        hashes = [digest for _, digest, _ in rest]
-        found = self.index.results(hashes)
-        lost = self.index.shards_of([h for h in hashes if h not in found], set(self.failed))
-        for key, digest, data in rest:
-            if digest in found:
-                result = self.reader.get(*found[digest])
-                if line is not None and (row := line(key, data, result)) is not None:
-                    out.append((False, key, row))
-                else:
-                    self._add(out, key, data, self.fields(result))
-            else:
-                self._add(out, key, data, {"error": job_error(self.failed.get(lost.get(digest, "")))})
         return out
+
+    def _results(self, chunk: list[Keyed]) -> Iterator[dict[str, Any]]:
+        """Each record's result line, in order; for a record left without one, the error of
+        the job that failed for good (as a result line has an error)."""
+        hashes = [digest for _, digest, _ in chunk]
+        done = 0
+        for result in self._run(hashes):
+            yield result
+            done += 1
+        rest = hashes[done:]
+        if not rest:
+            return
+        found = self.index.results(rest)
+        lost = self.index.shards_of([h for h in rest if h not in found], set(self.failed))
+        for digest in rest:
+            if digest in found:
+                yield self.reader.get(*found[digest])
+            else:
+                yield {"error": job_error(self.failed.get(lost.get(digest, "")))}
 
     def _run(self, hashes: list[str]) -> Iterator[dict[str, Any]]:
         """The results of the first of `hashes`, read in turn from where the first one is, as
