@@ -4,7 +4,7 @@ scan of the pipeline's inputs found them.
 Rendering the source is most of what a scan and the output join cost. Both need only each
 record's key and request hash, which depend on nothing but the inputs (the spec as loaded,
 the source files, the files requests name), so they are kept once rendered: in one file named
-by the inputs' fingerprint (reconcile.inputs_fingerprint, the output and errors settings left
+by the inputs' fingerprint (reconcile.inputs_fingerprints, the output and errors settings left
 out: a new output format reuses it), beside the state. While the inputs keep that
 fingerprint, a scan after new results checks what is covered from this file, and the join
 puts results in order from it, neither rendering again. It is a cache of this machine's:

@@ -225,8 +225,7 @@ def scan(
     """
     round = state.retry_round + (1 if retry_errors else 0)
     # Taken before reading: a file changed while it is read is seen as changed next time.
-    inputs, results = inputs_fingerprint(pipeline, state), results_fingerprint(state)
-    requested = inputs_fingerprint(pipeline, state, requests_only=True)
+    (inputs, requested), results = inputs_fingerprints(pipeline, state), results_fingerprint(state)
     memo = state.scan_memo
     if memo is not None and (memo.inputs, memo.results, memo.round) == (inputs, results, round):
         return _nothing_new(pipeline, memo)
@@ -379,22 +378,25 @@ def _rescan(
     return count, digest.hexdigest()
 
 
-def inputs_fingerprint(pipeline: LoadedPipeline, state: PipelineState, *, requests_only: bool = False) -> str:
+def inputs_fingerprint(pipeline: LoadedPipeline, state: PipelineState) -> str:
     """Everything a scan reads, stamped without reading it: the spec as loaded (so `${VAR}` and
-    `$ref` files count), the source files and the files requests name. `requests_only`: what
-    the records' keys and requests depend on, that is all but the output and errors settings
-    (the order file's name, so that a new output format renders nothing again)."""
+    `$ref` files count), the source files and the files requests name."""
+    return inputs_fingerprints(pipeline, state)[0]
+
+
+def inputs_fingerprints(pipeline: LoadedPipeline, state: PipelineState) -> tuple[str, str]:
+    """inputs_fingerprint, and the same without the output and errors settings: what the
+    records' keys and requests depend on (the order file's name, so that a new output format
+    renders nothing again). The files are stamped once for both (a bucket's costs a call)."""
     spec = pipeline.spec
     files = [stamp(path) for path in sorted({b.path for b in state.blobs.values()})]
-    parts = [
-        __version__,
-        OUTPUT_LAYOUT,
-        str(pipeline.path.resolve()),
-        spec.model_dump_json(exclude={"output", "errors"} if requests_only else None),
-        stamp(pipeline.resolve(spec.source.uri)),
-        files,
-    ]
-    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+    source = stamp(pipeline.resolve(spec.source.uri))
+
+    def digest(dumped: str) -> str:
+        parts = [__version__, OUTPUT_LAYOUT, str(pipeline.path.resolve()), dumped, source, files]
+        return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+
+    return digest(spec.model_dump_json()), digest(spec.model_dump_json(exclude={"output", "errors"}))
 
 
 def duplicate_error(
