@@ -329,7 +329,7 @@ class RequestIndex:
         if rows == sum(counts.values()):
             return {shard: True for shard, lines in counts.items() if lines}
         latest = self.db.execute("SELECT shard, count(*) FROM results GROUP BY shard")
-        return {shard: rows == counts.get(shard) for shard, rows in latest}
+        return {shard: n == counts.get(shard) for shard, n in latest}
 
     def shards_of(self, hashes: list[str], among: set[str]) -> dict[str, str]:
         """For each hash, one shard of `among` that holds it."""

@@ -58,7 +58,7 @@ def _rows(tmp_path, index: RequestIndex, records: list, unreplaced: frozenset[st
     }
     joiner = Joiner(SPEC, index, lambda shard: tmp_path / f"{shard}.jsonl", failed, form, unreplaced)
     try:
-        return [batch.out for batch in joiner.batches(iter(records))]
+        return [(b.out, b.err, b.errors, b.failed_keys) for b in joiner.batches(iter(records))]
     finally:
         joiner.close()
 
