@@ -8,6 +8,7 @@ the state. `apply.py` takes the actions.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import itertools
 import json
@@ -235,17 +236,10 @@ def scan(
     # Only the output or errors settings changed since the last scan: the same requests, all
     # covered as they were then; only the digest, which covers the settings, is new.
     settled = memo is not None and (memo.requested, memo.results, memo.round) == (requested, results, round)
+    memo_of = functools.partial(ScanMemo, inputs=inputs, requested=requested, results=results, round=round)
     if known is not None and (found := _rescan(pipeline, known, index, live, round, progress, settled)):
         requests, digest_hex = found
-        fresh = ScanMemo(
-            inputs=inputs,
-            requested=requested,
-            results=results,
-            round=round,
-            requests=requests,
-            digest=digest_hex,
-        )
-        return _nothing_new(pipeline, fresh)
+        return _nothing_new(pipeline, memo_of(requests=requests, digest=digest_hex))
     index.forget_keys()
     renderer = Renderer(pipeline)
     spec = pipeline.spec
@@ -304,14 +298,7 @@ def scan(
         output_exists=_exists(pipeline.resolve(spec.output.uri)),
         files=renderer.files.seen,
         cache=renderer.cache,
-        memo=ScanMemo(
-            inputs=inputs,
-            requested=requested,
-            results=results,
-            round=round,
-            requests=count,
-            digest=digest.hexdigest(),
-        ),
+        memo=memo_of(requests=count, digest=digest.hexdigest()),
         new_tokens=tokens,
         resent_answered=resent,
         sample=sample,
