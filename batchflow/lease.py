@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
+from .atomic import process_alive
 from .conditional import Conflict, Version
 from .errors import LockedError, StateError
 
@@ -153,12 +154,12 @@ def _stale(holder: Lease | None, data: bytes) -> str | None:
     """Why the holder's lock may be taken over now; None while it holds it."""
     if holder is None:
         old = _old_lock(data)
-        if old and old.get("host") == socket.gethostname() and not _alive(old.get("pid")):
+        if old and old.get("host") == socket.gethostname() and not process_alive(old.get("pid")):
             return f"pid {old.get('pid')} on this host, which held it, is gone"
         return None
     if time.time() > holder.expires:
         return f"the lease of {holder.describe()} expired"
-    if holder.host == socket.gethostname() and not _alive(holder.pid):
+    if holder.host == socket.gethostname() and not process_alive(holder.pid):
         return f"pid {holder.pid} on this host, which held it, is gone"
     return None
 
@@ -169,15 +170,3 @@ def _old_lock(data: bytes) -> dict | None:
     except ValueError:
         return None
     return doc if isinstance(doc, dict) else None
-
-
-def _alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

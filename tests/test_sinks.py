@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import socket
+import subprocess
+import sys
 
 import pyarrow.parquet as pq
 
 from batchflow import sinks
+from batchflow.atomic import atomic_open
 from batchflow.sinks import Layout, open_sink
 from batchflow.spec import Pipeline
 
@@ -114,6 +119,24 @@ def test_a_failed_write_leaves_no_file(tmp_path):
     except RuntimeError:
         pass
     assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_temporary_file_a_killed_writer_left_is_removed_by_the_next(tmp_path):
+    """A kill -9 while an output is written leaves its temporary file; the next writer of that
+    file on this host removes it once its process is gone, and no other."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    host = socket.gethostname()
+    left = tmp_path / f".out.jsonl.{host}.{gone.pid}.k3j2.tmp"
+    at_work = tmp_path / f".out.jsonl.{host}.{os.getpid()}.a8d1.tmp"  # a writer still running
+    elsewhere = tmp_path / f".out.jsonl.another-host.{gone.pid}.q0w9.tmp"
+    other_file = tmp_path / f".other.jsonl.{host}.{gone.pid}.z7x6.tmp"
+    for path in (left, at_work, elsewhere, other_file):
+        path.write_bytes(b"half written")
+    with atomic_open(tmp_path / "out.jsonl") as f:
+        f.write(b"whole\n")
+    assert not left.exists() and at_work.exists() and elsewhere.exists() and other_file.exists()
+    assert (tmp_path / "out.jsonl").read_bytes() == b"whole\n"
 
 
 def test_jsonl_lines_are_what_json_dumps_writes():
