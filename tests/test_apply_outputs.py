@@ -16,8 +16,8 @@ from batchflow import sinks
 ITEMS = [{"sku": f"S{i}", "title": f"item {i}", "price": i * 1.5} for i in range(5)]
 
 
-def _spec(tmp_path, body: str, name: str = "p"):
-    write(tmp_path / "pipelines/data/items.jsonl", "".join(json.dumps(i) + "\n" for i in ITEMS))
+def _spec(tmp_path, body: str, name: str = "p", items: list[dict] = ITEMS):
+    write(tmp_path / "pipelines/data/items.jsonl", "".join(json.dumps(i) + "\n" for i in items))
     write(tmp_path / f"pipelines/{name}.yaml", body)
 
 
@@ -70,9 +70,8 @@ def test_a_kept_column_of_mixed_types_is_one_line_for_parquet(cli, emulator_env,
     n = 5 if where == "first rows" else sinks.PARQUET_BATCH + 5
     items = [{"sku": f"S{i}", "tags": ["a", "b"]} for i in range(n)]
     items[-1]["tags"] = ["a", 1]
-    write(tmp_path / "pipelines/data/items.jsonl", "".join(json.dumps(i) + "\n" for i in items))
-    write(
-        tmp_path / "pipelines/p.yaml",
+    _spec(
+        tmp_path,
         """
         version: 1
         name: p
@@ -81,6 +80,7 @@ def test_a_kept_column_of_mixed_types_is_one_line_for_parquet(cli, emulator_env,
         request: {prompt: "Describe {{ sku }}"}
         output: {uri: out/items.parquet, columns: [tags]}
     """,
+        items=items,
     )
     done = cli("apply", "--wait")
     assert done.code == 1
