@@ -14,14 +14,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from ten_million import proc_status
+
 SIZE = int(os.environ.get("BENCH_UPLOAD_BYTES", 1024**3))
 
 
 def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    return proc_status(pid, "VmHWM:") / 1024
 
 
 def main() -> None:

@@ -47,7 +47,8 @@ def _generate(path: Path, n: int) -> None:
             f.write(f'{{"sku": "S{i}", "title": "Product {i}", "description": "{description}"}}\n')
 
 
-def _status(pid: int, field: str) -> int:
+def proc_status(pid: int, field: str) -> int:
+    """A field of /proc/<pid>/status, as its number (kB for memory)."""
     with open(f"/proc/{pid}/status") as f:
         return int(next(x for x in f if x.startswith(field)).split()[1])
 
@@ -61,7 +62,7 @@ def _sample_descendants(root: int, peak: list[int], done: threading.Event) -> No
         parents = {}
         for entry in filter(str.isdigit, os.listdir("/proc")):
             try:
-                parents[int(entry)] = _status(int(entry), "PPid:")
+                parents[int(entry)] = proc_status(int(entry), "PPid:")
             except (OSError, StopIteration):
                 pass
         ours, grew = {root}, True
@@ -71,7 +72,7 @@ def _sample_descendants(root: int, peak: list[int], done: threading.Event) -> No
             grew = len(ours) > before
         for pid in ours - {root}:
             try:
-                peak[0] = max(peak[0], _status(pid, "VmHWM:"))
+                peak[0] = max(peak[0], proc_status(pid, "VmHWM:"))
             except (OSError, StopIteration):
                 pass
         done.wait(0.5)
@@ -181,7 +182,7 @@ def main() -> None:
             rows.append(("output join, Parquet (apply, no API calls)", parquet_s, n / parquet_s, parquet_mb))
             plain_s, plain_mb = _plain_join(folder / "state", folder / "plain.jsonl")
             rows.append(("baseline: plain script, result files to JSONL", plain_s, n / plain_s, plain_mb))
-            emulator_mb = peak_rss_mb(emulator.pid)
+            emulator_mb = proc_status(emulator.pid, "VmHWM:") / 1024
         finally:
             emulator.terminate()
             emulator.wait()
@@ -189,13 +190,6 @@ def main() -> None:
         for name, seconds, rate, mb in rows:
             print(f"{name:<48} {seconds:>8.1f} {rate:>10,.0f} {mb:>10}")
         print(f"JSONL join / plain script: {jsonl_s / plain_s:.2f}x; emulator peak RSS {emulator_mb:.0f} MB")
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 if __name__ == "__main__":
