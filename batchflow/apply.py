@@ -21,6 +21,7 @@ import fsspec
 
 from . import order
 from .atomic import write_atomic
+from .backends.fenced import Fenced
 from .errors import BatchflowError, BudgetError, OutputError, RemoteError, SourceError, StateError
 from .join import FAILED_KEYS_KEPT, RowForm
 from .parallel import join_source
@@ -120,7 +121,8 @@ class Applier:
         self.quota_refused = False  # a create was answered 429 this round: create no more
         self.p = pipeline
         self.store = store
-        self.backend = backend
+        # Every call that makes or removes something on the service first confirms the lease.
+        self.backend = Fenced(backend, functools.partial(store.confirm, pipeline.name))
         self.report = report
         self.attempts = pipeline.spec.retry.attempts
         self.embed = pipeline.spec.embed is not None

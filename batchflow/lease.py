@@ -8,6 +8,14 @@ win; a holder on this host whose process is gone is taken over at once. A
 holder that failed to renew (a paused VM, a lost network) learns it at its
 next state write and stops (`Held.check`); in buckets the state write itself is
 also conditional (see RemoteStore).
+
+A state write is not the only thing a stale holder could do twice: a create,
+upload, cancel or delete on the service costs money or loses work, and cannot
+be fenced by the service. So before each of those the holder confirms its lease
+with a fenced write of the lock (`Held.confirm`): renewed over the version it
+last wrote, which fails once another apply has taken the lock over. The call
+then starts with a whole lease ahead of it, a margin no pause short of the TTL
+can eat.
 """
 
 from __future__ import annotations
@@ -80,18 +88,33 @@ class Held:
 
     def renew(self) -> None:
         with self._mutex:
-            if self.lost:
-                return
-            lease = self.lease.renewed(self.ttl)
             try:
-                self.version, self.lease = self.lock.replace(lease.encode(), self.version), lease
-            except Conflict:
-                self.lost = (
-                    f"this apply lost its lock on {self.lock.where} (its lease ran out; another took it)"
-                )
+                self._renew()
             except Exception:  # noqa: BLE001 - a failed renewal is retried at the next beat
                 if time.time() > self.lease.expires:
                     self.lost = f"this apply could not renew its lease on {self.lock.where} in time"
+
+    def _renew(self) -> None:
+        if self.lost:
+            return
+        lease = self.lease.renewed(self.ttl)
+        try:
+            self.version, self.lease = self.lock.replace(lease.encode(), self.version), lease
+        except Conflict:
+            self.lost = f"this apply lost its lock on {self.lock.where} (its lease ran out; another took it)"
+
+    def confirm(self) -> None:
+        """Renew the lease now, fenced, or raise: called right before each side effect on the
+        service, so a holder paused past its lease (and taken over) never acts on it again."""
+        with self._mutex:
+            try:
+                self._renew()
+            except Exception as exc:  # noqa: BLE001 - unconfirmed means: do not act
+                raise StateError(
+                    f"this apply could not confirm its lease on {self.lock.where} ({exc}); "
+                    "stopping before calling the service"
+                ) from None
+        self.check()
 
     def check(self) -> None:
         """Raise if the lease was lost: nothing may be written for the pipeline any more."""

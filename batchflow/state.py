@@ -219,6 +219,12 @@ class LocalStore:
         state.updated_at = now()
         write_atomic(self.folder(state.pipeline) / "state.json", state.model_dump_json(indent=2).encode())
 
+    def confirm(self, pipeline: str) -> None:
+        """Before a side effect on the service: the lease is still ours (see lease.py)."""
+        held = self._leases.get(pipeline)
+        if held is not None:
+            held.confirm()
+
     def lock_file(self, pipeline: str) -> LocalFile | BucketObject:
         return LocalFile(self.folder(pipeline) / "lock")
 

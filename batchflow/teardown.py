@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from .backends.fenced import Fenced
 from .project import Stores
 from .spec import LoadedPipeline
 from .state import JOB_ENDED, ShardStatus
@@ -23,7 +25,8 @@ def cancel(pipelines: list[LoadedPipeline], stores: Stores, backends: Backends, 
     what the cancelled jobs finished and sends the rest again."""
     count = 0
     for p in pipelines:
-        own, backend = stores.of(p), backends(p)
+        own = stores.of(p)
+        backend = Fenced(backends(p), functools.partial(own.confirm, p.name))
         with own.lock(p.name):
             state = own.load(p.name)
             for shard in state.shards.values():
@@ -38,7 +41,8 @@ def destroy(pipelines: list[LoadedPipeline], stores: Stores, backends: Backends,
     """Cancel and delete the pipeline's jobs, delete its files and cache on the service, then
     forget its state. Outputs are kept: they are the user's, not the pipeline's."""
     for p in pipelines:
-        own, backend = stores.of(p), backends(p)
+        own = stores.of(p)
+        backend = Fenced(backends(p), functools.partial(own.confirm, p.name))
         with own.lock(p.name):
             state = own.load(p.name)
             for shard in state.shards.values():

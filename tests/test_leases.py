@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -180,3 +181,48 @@ def test_two_contenders_for_an_expired_lease_one_wins(tmp_path):
     for t in threads:
         t.join()
     assert sorted(results) == ["locked", "locked", "locked", "won"]
+
+
+def _stopped(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+@pytest.mark.parametrize("stall", ["create", "upload"])
+def test_a_runner_paused_past_its_lease_never_calls_the_service_again(client, emulator_env, tmp_path, stall):
+    """Runner A stops (SIGSTOP) right before a create or upload; its lease runs out; runner B takes
+    over and finishes; A resumes (SIGCONT). The service must hold one job and one upload only."""
+    _project(tmp_path, n=2)  # one shard
+    env = {**os.environ, **emulator_env, "BATCHFLOW_LOCK_TTL": "2s"}
+    a = subprocess.Popen(
+        [sys.executable, "-m", "batchflow", "apply", "--wait"],
+        env={**env, "BATCHFLOW_TEST_STALL_BEFORE": stall},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not _stopped(a.pid):
+            assert a.poll() is None and time.monotonic() < deadline, a.stdout.read()
+            time.sleep(0.05)
+        b = subprocess.run(
+            [sys.executable, "-m", "batchflow", "apply", "--wait", "--lock-timeout", "30s"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert b.returncode == 0, b.stdout + b.stderr
+        assert "took over the lock: the lease of pid" in b.stdout
+    finally:
+        a.send_signal(signal.SIGCONT)
+    out, _ = a.communicate(timeout=60)
+    assert a.returncode == 1, out
+    assert "lost its lock" in out
+    assert {"create": "created batches/", "upload": "uploaded as"}[stall] not in out
+    jobs = list(client.batches.list())
+    assert len(jobs) == 1, [j.name for j in jobs]
+    uploads = [f for f in client.files.list() if f.display_name and "leased" in f.display_name]
+    assert len(uploads) <= 1
+    assert len((tmp_path / "pipelines/out.jsonl").read_text().splitlines()) == 2
