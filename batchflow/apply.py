@@ -32,6 +32,7 @@ from .reconcile import (
     Action,
     Kind,
     Scan,
+    cache_title,
     check_shrink,
     display_name,
     inputs_fingerprint,
@@ -136,6 +137,8 @@ class Applier:
         ):
             self.index = index
             state = self.store.load(self.p.name)
+            if state.adopt_lineage():
+                self.store.save(state)
             outcome = Outcome(self.p.name)
             if self.retry_errors:
                 # Saved before anything is sent: a run killed after this still sends them again.
@@ -248,7 +251,7 @@ class Applier:
                 case Kind.CREATE | Kind.ADOPT:
                     job = None
                     if action.kind is Kind.ADOPT:
-                        job = self.backend.find(display_name(self.p.name, shard))
+                        job = self.backend.find(display_name(self.p.name, shard, state.lineage))
                     if job is None:
                         if self.quota_refused:  # asking again in the same round would be refused too
                             outcome.waiting.append(f"shard {shard.id[:8]} (waiting for quota)")
@@ -322,7 +325,7 @@ class Applier:
                     self._say(action, f"queued again (attempt {shard.attempt} of {self.attempts})")
 
     def _create(self, state: PipelineState, shard: Shard) -> Job:
-        name = display_name(self.p.name, shard)
+        name = display_name(self.p.name, shard, state.lineage)
         if shard.inline:
             text = self._resolve(
                 state,
@@ -333,9 +336,7 @@ class Applier:
                 self.p.spec.model, [(x["key"], x["request"]) for x in lines], name
             )
         try:
-            return self.backend.create(
-                self.p.spec.model, shard.file_name, display_name(self.p.name, shard), embed=self.embed
-            )
+            return self.backend.create(self.p.spec.model, shard.file_name, name, embed=self.embed)
         except RemoteError as exc:
             if (
                 exc.code in (400, 403, 404)
@@ -344,11 +345,9 @@ class Applier:
             ):
                 # The service deletes uploads after about 48 hours: upload again.
                 self._save(state, shard, status=ShardStatus.PREPARED, file_name=None)
-                name = self._upload_shard(state, shard)
-                self._save(state, shard, status=ShardStatus.CREATING, file_name=name)
-                return self.backend.create(
-                    self.p.spec.model, name, display_name(self.p.name, shard), embed=self.embed
-                )
+                uploaded = self._upload_shard(state, shard)
+                self._save(state, shard, status=ShardStatus.CREATING, file_name=uploaded)
+                return self.backend.create(self.p.spec.model, uploaded, name, embed=self.embed)
             raise
 
     def _slot_free(self, state: PipelineState) -> bool:
@@ -360,11 +359,11 @@ class Applier:
         path = self.store.fetch(self.store.shard_path(self.p.name, shard.id))
         text = path.read_text(encoding="utf-8")
         if "batchflow://" not in text:
-            return self.backend.upload(path, display_name(self.p.name, shard))
+            return self.backend.upload(path, display_name(self.p.name, shard, state.lineage))
         resolved = path.with_name(path.name + ".resolved")
         try:
             resolved.write_text(self._resolve(state, text), encoding="utf-8")
-            return self.backend.upload(resolved, display_name(self.p.name, shard))
+            return self.backend.upload(resolved, display_name(self.p.name, shard, state.lineage))
         finally:
             resolved.unlink(missing_ok=True)
 
@@ -401,9 +400,7 @@ class Applier:
         cache, ttl = state.cache, self.p.spec.cache.ttl
         if cache.name is not None and self.backend.keep_cache(cache.name, ttl):
             return cache.name
-        # Deterministic, like job names: a run killed between the create and the state
-        # write finds its cache instead of paying for a second one.
-        title = f"batchflow-{self.p.name}-{cache.digest[:12]}"
+        title = cache_title(self.p.name, state)
         found = self.backend.find_cache(title)
         if found is not None and self.backend.keep_cache(found, ttl):
             cache.name = found

@@ -88,9 +88,19 @@ class Scan:
     sample: list[str] = field(default_factory=list)  # the first new lines (`plan --count-tokens`)
 
 
-def display_name(pipeline: str, shard: Shard) -> str:
-    """Deterministic job name: how a crashed apply finds the job it created."""
-    return f"batchflow-{pipeline}-{shard.id[:16]}-{shard.attempt}"
+def display_name(pipeline: str, shard: Shard, lineage: str | None = None) -> str:
+    """Deterministic job name: how a crashed apply finds the job it created. The state's lineage
+    keeps another store's job for the same pipeline and shard from being taken for ours (a state
+    of batchflow 0.x, with no lineage yet, keeps the old names until nothing awaits adoption)."""
+    store = f"{lineage}-" if lineage else ""
+    return f"batchflow-{pipeline}-{store}{shard.id[:16]}-{shard.attempt}"
+
+
+def cache_title(pipeline: str, state: PipelineState) -> str:
+    """Deterministic, like job names: a run killed between the create and the state write finds
+    its cache instead of paying for a second one."""
+    store = f"{state.lineage}-" if state.lineage else ""
+    return f"batchflow-{pipeline}-{store}{state.cache.digest[:12]}"
 
 
 def next_action(shard: Shard, attempts: int) -> Action | None:

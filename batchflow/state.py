@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -167,7 +168,21 @@ class PipelineState(BaseModel):
     # count as final, so their requests are sent again with a new set of attempts.
     retry_round: int = 0
     scan_memo: ScanMemo | None = None
+    # Random, made with the state: names what this store makes on the service (see display_name).
+    lineage: str | None = None
     updated_at: str = ""
+
+    def adopt_lineage(self) -> bool:
+        """Give a state of an earlier batchflow its lineage, once no create of its awaits adoption
+        under the old names; True if it changed."""
+        if self.lineage is not None or any(s.status is ShardStatus.CREATING for s in self.shards.values()):
+            return False
+        self.lineage = new_lineage()
+        return True
+
+
+def new_lineage() -> str:
+    return uuid.uuid4().hex[:8]
 
 
 class LocalStore:
@@ -203,7 +218,7 @@ class LocalStore:
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            return PipelineState(pipeline=pipeline)
+            return PipelineState(pipeline=pipeline, lineage=new_lineage())
         try:
             state = PipelineState.model_validate_json(text)
         except ValidationError as exc:

@@ -75,6 +75,57 @@ def test_creating_with_no_job_creates_it(cli, client, emulator, emulator_env, tm
     assert len(list(client.batches.list())) == 1
 
 
+def test_a_crash_never_adopts_the_job_of_another_state_store(cli, client, emulator, emulator_env, tmp_path):
+    """Two stores hold the same pipeline; one is killed during its create. It must make its own job,
+    not adopt the one the other store made (that one is the other store's to download and pay)."""
+    _project(tmp_path, n=2)
+    emulator.store.clock.set_speed(1)
+    assert cli("apply").code == 0
+    (theirs,) = client.batches.list()
+    mine = tmp_path / "other-state"
+    assert cli("apply", env={"BATCHFLOW_STATE": str(mine)}).code == 0
+    store = LocalStore(mine)
+    state = store.load("crash")
+    (shard,) = state.shards.values()
+    client.batches.delete(name=shard.job_name)  # as if the kill came before the create landed
+    shard.status, shard.job_name, shard.job_state = ShardStatus.CREATING, None, None
+    store.save(state)
+    emulator.store.clock.set_speed(3600)
+
+    result = cli("apply", "--wait", env={"BATCHFLOW_STATE": str(mine)})
+    assert result.code == 0, result.err
+    assert "adopted" not in result.out and "created batches/" in result.out
+    assert store.load("crash").shards[shard.id].job_name != theirs.name
+    assert theirs.name in {j.name for j in client.batches.list()}
+
+
+def test_a_state_of_an_earlier_version_adopts_by_the_old_name_then_gets_a_lineage(
+    cli, client, emulator, emulator_env, tmp_path
+):
+    _project(tmp_path, n=2)
+    emulator.store.clock.set_speed(1)
+    assert cli("apply").code == 0
+    store = LocalStore(emulator_env["BATCHFLOW_STATE"])
+    state = store.load("crash")
+    (shard,) = state.shards.values()
+    client.batches.delete(name=shard.job_name)
+    old = client.batches.create(
+        model="gemini-2.5-flash",
+        src=shard.file_name,
+        config={"display_name": display_name("crash", shard)},
+    )
+    shard.status, shard.job_name, shard.job_state = ShardStatus.CREATING, None, None
+    state.lineage = None
+    store.save(state)
+    emulator.store.clock.advance(3600)
+
+    result = cli("apply", "--wait")
+    assert result.code == 0, result.err
+    assert f"adopted {old.name}" in result.out
+    assert cli("apply").code == 0  # nothing awaits adoption any more
+    assert store.load("crash").lineage is not None
+
+
 @pytest.mark.parametrize("kill_after_lines", [1, 3, 6, 9])
 def test_kill_9_during_apply_then_apply_again(kill_after_lines, client, emulator, emulator_env, tmp_path):
     """SIGKILL at several points of a real run; the next apply finishes with one job per shard."""
