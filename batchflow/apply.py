@@ -553,7 +553,7 @@ def apply_all(
             try:
                 applier = Applier(
                     p,
-                    stores.checked(p),
+                    stores.checked(p, applying=True),
                     backends(p),
                     report,
                     allow_shrink=allow_shrink,

@@ -132,7 +132,7 @@ def _settings(state: str | None = None, **flags) -> Settings:
             name = f"--{field.replace('_', '-')}"
         else:
             name = field if field.isupper() else f"BATCHFLOW_{field.upper()}"
-        raise BatchflowError(f"{name}: {problem['msg']}") from None
+        raise BatchflowError(f"{name}: {problem['msg'].removeprefix('Value error, ')}") from None
 
 
 def _stores(settings: Settings) -> Stores:

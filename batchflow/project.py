@@ -11,11 +11,14 @@ store of a pipeline is, first found first:
 
 Running from another folder therefore finds the same state. A pipeline whose
 store holds nothing while another likely store holds its state is refused: a
-second, empty state would send (and bill) every request again.
+second, empty state would send (and bill) every request again. For the same
+reason `apply` in CI refuses the last default: a fresh checkout's `.batchflow/`
+is gone with the runner, and the next scheduled run would pay for everything again.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field, ValidationError
@@ -119,9 +122,25 @@ class Stores:
             self._open[location] = store
         return self._open[location]
 
-    def checked(self, pipeline: LoadedPipeline) -> LocalStore:
+    def named(self, pipeline: LoadedPipeline) -> bool:
+        """Whether the user said where the pipeline's state lives (else it is the default)."""
+        return (
+            pipeline.spec.state is not None
+            or self.explicit is not None
+            or self._project_state(pipeline.path.resolve().parent) is not None
+        )
+
+    def checked(self, pipeline: LoadedPipeline, *, applying: bool = False) -> LocalStore:
         """The pipeline's store, refused when it is empty for the pipeline while another
-        store it may have used before holds its state (plan and apply)."""
+        store it may have used before holds its state (plan and apply); and, for an apply in
+        CI, when nobody named it."""
+        if applying and in_ci() and not self.named(pipeline):
+            raise StateError(
+                f"in CI, this apply would keep {pipeline.name!r}'s state in {self.location(pipeline)}, "
+                "inside the checkout, which the next run will not have: it would send and pay for "
+                "every request again. Name a state: BATCHFLOW_STATE (a gs:// or s3:// URL), or "
+                "state: in batchflow.yaml or the spec"
+            )
         store = self.of(pipeline)
         if isinstance(store, RemoteStore) or (store.folder(pipeline.name) / "state.json").exists():
             return store
@@ -146,3 +165,9 @@ class Stores:
         if self.explicit is not None:
             stores.append(Path(self.explicit))
         return list(dict.fromkeys(s.resolve() for s in stores if "://" not in str(s)))
+
+
+def in_ci() -> bool:
+    """Whether a CI service runs this command (GitHub Actions and GitLab CI set CI=true too)."""
+    flag = os.environ.get("CI", "").strip().lower()
+    return flag in ("true", "1", "yes") or any(os.environ.get(v) for v in ("GITHUB_ACTIONS", "GITLAB_CI"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .units import Duration, Size
@@ -68,3 +68,12 @@ class Settings(BaseSettings):
         description="A price table (YAML or JSON) whose models override or extend the shipped one, "
         "e.g. for negotiated prices or a new model.",
     )
+
+    @field_validator("state")
+    @classmethod
+    def _state_not_blank(cls, value: str | None) -> str | None:
+        # A CI variable that was never set expands to an empty string: taken for "unset", it
+        # put the state in a throwaway checkout, and every run paid for everything again.
+        if value is not None and not value.strip():
+            raise ValueError("is set but empty; name a folder or a gs:// or s3:// URL, or unset it")
+        return value

@@ -49,6 +49,9 @@ def _isolated_env(monkeypatch, tmp_path):
             "GEMINI_API_KEY",
             "GOOGLE_API_KEY",
             "GOOGLE_GEMINI_BASE_URL",
+            "CI",  # .ci/run sets it: apply would refuse a project's default state
+            "GITHUB_ACTIONS",
+            "GITLAB_CI",
         ):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # remote state stores' mirrors

@@ -74,3 +74,31 @@ def test_a_bad_project_file_is_one_line(cli, project, monkeypatch):
     assert result.code == 1
     assert result.err.strip().startswith(f"{project / 'batchflow.yaml'}:2:1: state:")
     assert len(result.err.strip().splitlines()) == 1
+
+
+def test_an_empty_batchflow_state_is_an_error(cli, project, monkeypatch):
+    """An unset CI variable expands to an empty string; it must not mean "the default"."""
+    monkeypatch.chdir(project)
+    for command in ("plan", "apply"):
+        result = cli(command, env={"BATCHFLOW_STATE": ""})
+        assert result.code == 1
+        assert result.err.strip().splitlines() == [
+            "error: BATCHFLOW_STATE: is set but empty; name a folder or a gs:// or s3:// URL, or unset it"
+        ]
+    assert not (project / "pipelines/.batchflow").exists()
+
+
+@pytest.mark.parametrize("ci", [{"CI": "true"}, {"GITHUB_ACTIONS": "true"}, {"GITLAB_CI": "true"}])
+def test_apply_in_ci_refuses_a_state_nobody_named(cli, client, project, monkeypatch, ci):
+    monkeypatch.chdir(project)
+    refused = cli("apply", env=ci)
+    assert refused.code == 1
+    assert "in CI, this apply would keep 'anchored''s state in" in refused.err
+    assert "Name a state: BATCHFLOW_STATE" in refused.err and "Traceback" not in refused.err
+    assert list(client.batches.list()) == [] and not (project / "pipelines/.batchflow").exists()
+    assert cli("plan", env=ci).code == 0  # a plan sends nothing: it may read the default
+    # Named in the project file (even inside the checkout, on purpose): apply goes ahead.
+    write(project / "batchflow.yaml", "state: ci-state\n")
+    done = cli("apply", "--wait", env=ci)
+    assert done.code == 0, done.err
+    assert (project / "ci-state/anchored/state.json").is_file()
