@@ -269,6 +269,17 @@ MaxUsd = Annotated[
 ]
 
 
+MaxConcurrentJobs = Annotated[
+    int | None,
+    typer.Option(
+        "--max-concurrent-jobs",
+        min=1,
+        help="Jobs per pipeline at work at once, overriding batch.max_concurrent_jobs.",
+        show_default=False,
+    ),
+]
+
+
 @command("plan")
 def plan_cmd(
     paths: Paths = None,
@@ -295,6 +306,7 @@ def plan_cmd(
         typer.Option("--count-tokens", help="Estimate input tokens with the API's countTokens on a sample."),
     ] = False,
     max_usd: MaxUsd = None,
+    max_concurrent_jobs: MaxConcurrentJobs = None,
 ) -> None:
     """Show the actions apply would take now, what they send, and what that costs."""
     from . import review
@@ -304,8 +316,14 @@ def plan_cmd(
         raise typer.BadParameter("use text, json or markdown", param_hint="--format")
     settings = _settings(state)
     pipelines, broken = _load_targets(paths, target)
-    options = {"allow_shrink": allow_shrink, "retry_errors": retry_errors}
-    the_plan = _make_plan(pipelines, settings, options, max_usd=max_usd, count_tokens=count_tokens)
+    options = review.PlanOptions(
+        allow_shrink=allow_shrink,
+        retry_errors=retry_errors,
+        max_usd=max_usd,
+        max_concurrent_jobs=max_concurrent_jobs,
+        targets=target or [],
+    )
+    the_plan = _make_plan(pipelines, settings, options, count_tokens=count_tokens)
     broken += sum(1 for pp in the_plan.pipelines if pp.error)
     if out_file is not None:
         review.save(the_plan, out_file)
@@ -328,7 +346,7 @@ def plan_cmd(
         raise typer.Exit(EXIT_CHANGES)
 
 
-def _make_plan(pipelines, settings: Settings, options: dict[str, bool], *, max_usd=None, count_tokens=False):
+def _make_plan(pipelines, settings: Settings, options, *, count_tokens=False):
     """The plan of each pipeline; one that cannot be planned is reported and carries its error."""
     from . import review
     from .backends import Backends
@@ -345,12 +363,12 @@ def _make_plan(pipelines, settings: Settings, options: dict[str, bool], *, max_u
             store = stores.checked(p)
             st = store.load(p.name)
             with contextlib.closing(store.index(p.name, readonly=True)) as index:
-                desired = scan(p, st, store, index, write=False, retry_errors=options["retry_errors"])
-            check_shrink(p, st, desired, options["allow_shrink"])
+                desired = scan(p, st, store, index, write=False, retry_errors=options.retry_errors)
+            check_shrink(p, st, desired, options.allow_shrink)
             actions = plan(st, desired, p.spec.retry.attempts, p.spec.output.uri)
-            pp = review.pipeline_plan(p, actions, desired, st, prices, max_usd)
+            pp = review.pipeline_plan(p, actions, desired, st, prices, options.max_usd)
             if count_tokens and pp.estimate and desired.sample:
-                review.count_sample(pp, p, desired.sample, backends(p), prices, max_usd)
+                review.count_sample(pp, p, desired.sample, backends(p), prices, options.max_usd)
         except (BatchflowError, OSError) as exc:  # this pipeline cannot be planned; the others can
             _pipeline_error(p, str(exc))
             pp = review.PipelinePlan(pipeline=p.name, spec=str(p.path), error=str(exc))
@@ -380,15 +398,7 @@ def apply_cmd(
     retry_errors: RetryErrors = False,
     target: Targets = None,
     lock_timeout: LockTimeout = None,
-    max_concurrent_jobs: Annotated[
-        int | None,
-        typer.Option(
-            "--max-concurrent-jobs",
-            min=1,
-            help="Jobs per pipeline at work at once, overriding batch.max_concurrent_jobs.",
-            show_default=False,
-        ),
-    ] = None,
+    max_concurrent_jobs: MaxConcurrentJobs = None,
     max_usd: MaxUsd = None,
 ) -> None:
     """Take every action that can be taken now; with --wait, until done. Given a plan saved by
@@ -400,11 +410,22 @@ def apply_cmd(
     settings = _settings(state, lock_timeout=lock_timeout)
     saved = _saved_plan(paths)
     if saved is not None:
-        if target:
-            raise BatchflowError("--target: a saved plan applies the pipelines it names, no others")
-        pipelines, broken = _check_saved_plan(saved, settings, max_usd), 0
-        allow_shrink = saved.options.get("allow_shrink", False)
-        retry_errors = saved.options.get("retry_errors", False)
+        given = {
+            "--target": target,
+            "--allow-shrink": allow_shrink,
+            "--retry-errors": retry_errors,
+            "--max-usd": max_usd is not None,
+            "--max-concurrent-jobs": max_concurrent_jobs is not None,
+        }
+        if flags := [name for name, value in given.items() if value]:
+            raise BatchflowError(
+                f"{', '.join(flags)}: a saved plan is applied with the options it was made with; "
+                "give them to `plan --out` instead"
+            )
+        pipelines, broken = _check_saved_plan(saved, settings), 0
+        options = saved.options
+        allow_shrink, retry_errors = options.allow_shrink, options.retry_errors
+        max_usd, max_concurrent_jobs = options.max_usd, options.max_concurrent_jobs
         if not pipelines:
             out.print("The saved plan has no changes: nothing to do.")
             return
@@ -487,13 +508,13 @@ def _saved_plan(paths: list[Path] | None):
     return review.load(paths[0])
 
 
-def _check_saved_plan(saved, settings: Settings, max_usd: float | None) -> list[LoadedPipeline]:
+def _check_saved_plan(saved, settings: Settings) -> list[LoadedPipeline]:
     """The pipelines of a saved plan, once each is shown to be as it was when planned."""
     from . import review
 
     problems = [f"{pp.pipeline}: it could not be planned ({pp.error})" for pp in saved.pipelines if pp.error]
     pipelines = load_pipelines([Path(pp.spec) for pp in saved.pipelines if not pp.error], _settings().backend)
-    now_plan = _make_plan(pipelines, settings, saved.options, max_usd=max_usd)
+    now_plan = _make_plan(pipelines, settings, saved.options)
     current = {pp.pipeline: pp for pp in now_plan.pipelines}
     for pp in saved.pipelines:
         if not pp.error and (why := review.changed(pp, current[pp.pipeline])):

@@ -67,12 +67,22 @@ class PipelinePlan(BaseModel):
     fingerprint: Fingerprint | None = None
 
 
+class PlanOptions(BaseModel):
+    """The flags a plan was made with; `apply FILE` applies with exactly these."""
+
+    allow_shrink: bool = False
+    retry_errors: bool = False
+    max_usd: float | None = None  # --max-usd, over budget.max_usd
+    max_concurrent_jobs: int | None = None  # --max-concurrent-jobs, over batch.max_concurrent_jobs
+    targets: list[str] = []  # --target: the pipelines planned, when not all
+
+
 class Plan(BaseModel):
     format: Literal["batchflow-plan"] = PLAN_FORMAT
     version: Literal[1] = 1
     created_at: str
     prices: str  # which price table: its date and source
-    options: dict[str, bool] = {}  # flags that change the plan: retry_errors, allow_shrink
+    options: PlanOptions = PlanOptions()
     pipelines: list[PipelinePlan]
 
     @property
@@ -84,7 +94,8 @@ def fingerprint(p: LoadedPipeline, scan: Scan, state: PipelineState) -> Fingerpr
     return Fingerprint(
         spec=hashlib.sha256(p.path.read_bytes()).hexdigest(),
         source=scan.digest,
-        state=hashlib.sha256(state.model_dump_json().encode()).hexdigest(),
+        # (a state not yet saved gets a new random lineage each time it is read)
+        state=hashlib.sha256(state.model_dump_json(exclude={"lineage"}).encode()).hexdigest(),
     )
 
 

@@ -124,6 +124,28 @@ def test_apply_a_saved_plan_and_refuse_a_stale_one(cli, client, emulator_env, tm
     assert "garbage: cannot read the plan: not a plan written by" in cli("apply", "garbage").err
 
 
+def test_a_saved_plan_is_applied_with_the_options_it_was_made_with(
+    cli, client, emulator, emulator_env, tmp_path
+):
+    emulator.store.clock.set_speed(1)  # jobs stay running: the job slot stays taken
+    _pipeline(tmp_path, rows=4, extra="    batch: {max_requests: 1}\n")
+    planned = cli("plan", "--max-usd", "0.000001", "--out", "tfplan")
+    assert "over the budget" in planned.out
+    refused = cli("apply", "tfplan")
+    assert refused.code == 1 and "over the budget" in refused.err
+    assert not list(client.batches.list()) and not list(client.files.list())
+    mixed = cli("apply", "--max-usd", "5", "tfplan")
+    assert mixed.code == 1
+    assert "--max-usd: a saved plan is applied with the options it was made with" in mixed.err
+    # Concurrency: one job at a time, as planned, though the spec sets no limit.
+    assert cli("plan", "--max-concurrent-jobs", "1", "--out", "tfplan").code == 0
+    applied = cli("apply", "tfplan")
+    assert applied.code == 0, applied.err
+    assert len(list(client.batches.list())) == 1
+    saved = json.loads((tmp_path / "tfplan").read_text())["options"]
+    assert saved["max_concurrent_jobs"] == 1 and saved["max_usd"] is None
+
+
 def test_price_table():
     table = load_prices()
     assert (
