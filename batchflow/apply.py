@@ -304,7 +304,9 @@ class Applier:
                         self._save(state, shard, status=ShardStatus.FAILED)
                         self._say(action, f"{state_word(shard.job_state)}, nothing answered")
                         return
-                    usage = self.index.add_results(shard.id, path, shard.round)
+                    usage = self.index.add_results(
+                        shard.id, path, shard.round, frozenset(self.p.spec.errors.finish_reasons)
+                    )
                     self._save(state, shard, status=ShardStatus.DONE, usage=usage)
                     self._say(action, f"saved to {path}")
                 case Kind.RETRY:

@@ -217,9 +217,13 @@ class RequestIndex:
         before = dict(rows)
         return sum(1 for key, digest in pairs if before.get(key, digest) != digest)
 
-    def add_results(self, shard: str, path: Path, round: int = 0) -> dict[str, int]:
+    def add_results(
+        self, shard: str, path: Path, round: int = 0, refusals: frozenset[str] = frozenset()
+    ) -> dict[str, int]:
         """Index a downloaded result file of a shard of retry round `round`, once per shard
-        however often it is called; returns the tokens its responses used."""
+        however often it is called; returns the tokens its responses used. An answer the
+        service refused (a blocked prompt, or a finish reason in `refusals`: the pipeline's
+        errors.finish_reasons) is indexed as an error, so `--retry-errors` sends it again."""
         usage = {"prompt": 0, "output": 0, "cached": 0}
         retries: list[tuple[str, str, int, int]] = []
         final: list[tuple[str, str, int, str, int]] = []
@@ -236,7 +240,7 @@ class RequestIndex:
                             if error is not None and error.get("code") in RETRYABLE_CODES:
                                 retries.append((digest, shard, offset, round))
                             else:
-                                state = "error" if error is not None else "ok"
+                                state = "error" if error is not None or refused(result, refusals) else "ok"
                                 final.append((digest, shard, offset, state, round))
                             if len(retries) + len(final) >= RESULTS_AT_ONCE:
                                 self._add_results(retries, final)
@@ -352,6 +356,16 @@ _NOT_SEARCHED = "+shard"
 
 def _columns(db: sqlite3.Connection, table: str) -> set[str]:
     return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+
+
+def refused(result: dict, finish_reasons: frozenset[str]) -> bool:
+    """Whether a response is a refusal: its prompt blocked, or its answer stopped for a reason
+    the pipeline counts as an error. Asked again, the service may answer."""
+    response = result.get("response") or {}
+    candidates = response.get("candidates")
+    if not candidates:
+        return bool((response.get("promptFeedback") or {}).get("blockReason"))
+    return bool(finish_reasons) and candidates[0].get("finishReason") in finish_reasons
 
 
 def parse_result(line: bytes) -> dict:

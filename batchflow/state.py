@@ -32,6 +32,7 @@ from .index import RequestIndex
 from .lazy import Lazy
 from .lease import Held, acquire
 from .shards import KEYS_SUFFIX, shard_rows
+from .spec import DEFAULT_ERROR_FINISH_REASONS
 
 STATE_VERSION = 1
 DEFAULT_LOCK_TTL = 300.0  # seconds; BATCHFLOW_LOCK_TTL
@@ -450,4 +451,10 @@ def rebuild_index(store: LocalStore, state: PipelineState) -> None:
                 store.fetch(path)  # made before keys files: the hashes are in the shard itself
             index.add_shard(shard.id, shard_rows(path))
             if shard.status is ShardStatus.DONE:
-                index.add_results(shard.id, store.fetch(store.result_path(name, shard.id)), shard.round)
+                # (the spec is not at hand here: its errors.finish_reasons are taken as the default)
+                index.add_results(
+                    shard.id,
+                    store.fetch(store.result_path(name, shard.id)),
+                    shard.round,
+                    frozenset(DEFAULT_ERROR_FINISH_REASONS),
+                )

@@ -188,3 +188,23 @@ def test_retry_errors_sends_failed_jobs_and_failed_lines_again_once(
     assert [r["key"] for r in rows] == ["0", "1", "2", "3"] and all("error" not in r for r in rows)
     assert cli("apply", "--retry-errors").code == 0  # nothing failed: nothing is sent
     assert "up to date" in cli("plan", "--retry-errors").out
+
+
+def test_retry_errors_sends_blocked_prompts_and_safety_stops_again(
+    cli, client, emulator, emulator_env, tmp_path
+):
+    """A blocked prompt or an answer stopped for safety is an error row; the service may answer
+    it when asked again, so --retry-errors sends it again, as the README says."""
+    _project(tmp_path, n=12)
+    _faults(emulator, prompt_block_rate=0.3, safety_stop_rate=0.3, seed=1)
+    assert cli("apply", "--wait").code == 3
+    failed = {r["key"] for r in _rows(tmp_path) if "error" in r}
+    assert failed and any(r["error"]["status"] == "BLOCKED" for r in _rows(tmp_path) if "error" in r)
+    plan = cli("plan", "--retry-errors")
+    assert f"= estimate: {len(failed)} requests" in plan.out, plan.out
+    _faults(emulator, prompt_block_rate=0.0, safety_stop_rate=0.0)
+    result = cli("apply", "--wait", "--retry-errors")
+    assert result.code == 0, result.out + result.err
+    rows = _rows(tmp_path)
+    assert len(rows) == 12 and all("error" not in r for r in rows)
+    assert "up to date" in cli("plan", "--retry-errors").out

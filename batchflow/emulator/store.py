@@ -9,6 +9,7 @@ files, jobs and caches survive a restart.
 from __future__ import annotations
 
 import base64
+import collections
 import hashlib
 import json
 import math
@@ -202,6 +203,7 @@ class Store:
         self._job_locks: dict[str, threading.Lock] = {}
         self._media_tokens: dict[str, int] = {}  # file id -> tokens (files never change)
         self._digests: dict[str, str] = {}  # file URI -> sha256 of its content
+        self._answered: collections.Counter[str] = collections.Counter()  # responseId -> times
         self.clock = Clock(speed, self._load())
 
     def close(self) -> None:
@@ -489,8 +491,13 @@ class Store:
         return self._safety(response)
 
     def _safety(self, response: dict[str, Any]) -> dict[str, Any]:
-        """The safety faults, decided by the response (so by the request): blocked, or stopped."""
-        ident = response["responseId"]
+        """The safety faults, decided by the request and how often it was asked: blocked, or
+        stopped. As on the service, asking again may be answered (a repeat is drawn anew)."""
+        first = response["responseId"]
+        with self.lock:
+            self._answered[first] += 1
+            times = self._answered[first]
+        ident = first if times == 1 else f"{first}:{times}"
         ratings = [{"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True}]
         if self.faults.hit(self.faults.prompt_block_rate, "block", ident):
             usage = response["usageMetadata"]
@@ -499,7 +506,7 @@ class Store:
                 "promptFeedback": {"blockReason": "SAFETY", "safetyRatings": ratings},
                 "usageMetadata": {"promptTokenCount": prompt, "totalTokenCount": prompt},
                 "modelVersion": response["modelVersion"],
-                "responseId": ident,
+                "responseId": response["responseId"],
             }
         if self.faults.hit(self.faults.safety_stop_rate, "safety", ident):
             for candidate in response["candidates"]:
