@@ -10,6 +10,8 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@# A venv made before the distribution was renamed holds it as "batchflow": one copy only.
+	$(BIN)/python -m pip uninstall --quiet --yes batchflow 2>/dev/null || true
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
+from . import __version__
 from .atomic import write_atomic
 
 # Template (in batchflow/data/scaffold) -> where it goes. Dotfiles are renamed on the way,
@@ -25,7 +26,11 @@ FILES = {
 def scaffold(folder: Path, schema: str, say: Callable[[str], None]) -> int:
     """Write the files that do not exist yet (existing ones are left as they are); returns how many."""
     templates = resources.files("batchflow").joinpath("data/scaffold")
-    contents = {target: templates.joinpath(name).read_bytes() for name, target in FILES.items()}
+    # The CI recipes install the very version that wrote them.
+    contents = {
+        target: templates.joinpath(name).read_bytes().replace(b"@BATCHFLOW_VERSION@", __version__.encode())
+        for name, target in FILES.items()
+    }
     contents["schemas/pipeline.schema.json"] = schema.encode()
     written = 0
     for target, data in contents.items():

@@ -11,6 +11,8 @@ import sys
 import pytest
 import yaml
 
+from batchflow import __version__
+
 
 def test_init_writes_a_repo_and_leaves_existing_files_alone(cli, tmp_path):
     first = cli("init", "repo")
@@ -31,6 +33,14 @@ def test_init_writes_a_repo_and_leaves_existing_files_alone(cli, tmp_path):
     for workflow in (".github/workflows/batchflow.yml", ".gitlab-ci.yml"):
         yaml.safe_load((repo / workflow).read_text())  # valid YAML
     assert "secrets.GEMINI_API_KEY" in (repo / ".github/workflows/batchflow.yml").read_text()
+    # "batchflow" on the package index is another project: install ours, pinned to this version.
+    for workflow in (".github/workflows/batchflow.yml", ".gitlab-ci.yml"):
+        text = (repo / workflow).read_text()
+        installs = [line.strip() for line in text.splitlines() if "pip install" in line]
+        assert installs and all(f'"gemini-batchflow=={__version__}"' in line for line in installs), installs
+        assert "out" in text and ("actions/cache" in text or "cache:" in text)  # outputs outlive a runner
+    # The project file names no state: in CI, apply refuses a checkout's folder.
+    assert "state" not in yaml.safe_load((repo / "batchflow.yaml").read_text())
     assert cli("validate", str(repo / "pipelines")).code == 0
     (repo / "Makefile").write_text("# mine\n")
     again = cli("init", "repo")
