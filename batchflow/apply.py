@@ -61,6 +61,7 @@ from .state import (
     now,
     state_word,
 )
+from .units import plural
 
 if TYPE_CHECKING:  # the SDK is imported only by commands that call the API
     from .backends.gemini import GeminiBackend, Job
@@ -168,17 +169,23 @@ class Applier:
                     digest = cache_digest(self.p.spec.model, s.cache)
                     if state.cache is None or state.cache.digest != digest:
                         state.cache = CacheRecord(digest=digest, body=s.cache)
+                for shard_id in s.superseded:
+                    self._supersede(state, state.shards[shard_id])
                 for info in s.new_shards:
                     state.shards[info.id] = Shard(
                         id=info.id,
                         round=state.retry_round,
                         requests=info.requests,
                         bytes=info.bytes,
+                        model=self.p.spec.model,
                         inline=self.backend.takes_inline and info.bytes < self.p.spec.batch.inline_below,
                         updated_at=now(),
                     )
                     outcome.actions += 1
-                    self._say(Action(Kind.SUBMIT, info.id, ""), f"new shard of {info.requests} requests")
+                    self._say(
+                        Action(Kind.SUBMIT, info.id, ""),
+                        f"new shard of {info.requests} {plural(info.requests, 'request')}",
+                    )
                 if s.new_shards or state.scan_memo != s.memo:
                     # The memo is saved with the shards its scan found, never before them: a
                     # memo that outlived a crash before they were saved would hide their requests.
@@ -419,6 +426,23 @@ class Applier:
         """Jobs still wait: push the cache's expiry out so their requests still find it."""
         if state.cache is not None and state.cache.name is not None:
             self.backend.keep_cache(state.cache.name, self.p.spec.cache.ttl)
+
+    def _supersede(self, state: PipelineState, shard: Shard) -> None:
+        """None of the shard's requests is wanted now: stop its job before it spends more (what it
+        finished is still downloaded: paid for already), or make sure it is never sent."""
+        done = "dropped it before it was sent"
+        if shard.status is ShardStatus.SUBMITTED:
+            try:
+                self.backend.cancel(shard.job_name)
+            except RemoteError as exc:
+                if exc.code != 400:  # 400: it ended meanwhile; what it answered is downloaded
+                    raise
+            done = f"cancelled {shard.job_name}"
+        self._save(state, shard, superseded=True)
+        self._say(
+            Action(Kind.CANCEL, shard.id, ""),
+            f"{done}: superseded, none of its {shard.requests} requests is in the spec now",
+        )
 
     def _cancel_if_stuck(self, state: PipelineState, shard: Shard, job: Job) -> None:
         """A job the service has left pending past batch.pending_timeout is cancelled: once the

@@ -279,9 +279,17 @@ class RequestIndex:
         retries.clear()
         final.clear()
 
-    def covered(self, hashes: Sequence[str], live: set[str], attempts: int, round: int = 0) -> set[str]:
+    def covered(
+        self,
+        hashes: Sequence[str],
+        live: set[str],
+        attempts: int,
+        round: int = 0,
+        used: set[str] | None = None,
+    ) -> set[str]:
         """Of `hashes`, those that need no new job: in a `live` shard, or answered for good
-        (a success; in retry round `round`, a permanent error or `attempts` retryable ones)."""
+        (a success; in retry round `round`, a permanent error or `attempts` retryable ones).
+        `used` gathers the live shards that hold one of `hashes`."""
         marks = ",".join("?" * len(hashes))
         found: set[str] = set()
         if not self._no_results():
@@ -295,14 +303,14 @@ class RequestIndex:
             )
         if live:
             shards = ",".join("?" * len(live))
-            found.update(
-                h
-                for (h,) in self.db.execute(
-                    f"SELECT hash FROM shard_requests WHERE hash IN ({marks}) "
-                    f"AND {_NOT_SEARCHED} IN ({shards})",
-                    (*hashes, *live),
-                )
-            )
+            rows = self.db.execute(
+                f"SELECT hash, shard FROM shard_requests WHERE hash IN ({marks}) "
+                f"AND {_NOT_SEARCHED} IN ({shards})",
+                (*hashes, *live),
+            ).fetchall()
+            found.update(h for h, _ in rows)
+            if used is not None:
+                used.update(shard for _, shard in rows)
         return found
 
     def _no_results(self) -> bool:

@@ -41,6 +41,7 @@ from .state import (
     ShardStatus,
     state_word,
 )
+from .units import plural
 
 # Bumped when the columns batchflow writes change, so existing outputs are written again.
 OUTPUT_LAYOUT = 2
@@ -49,6 +50,7 @@ SAMPLE_LINES = 20  # new requests counted by the API with `plan --count-tokens`
 
 class Kind(StrEnum):
     SUBMIT = "submit"  # write a new shard, upload it, create its job
+    CANCEL = "cancel"  # a shard none of whose requests the spec wants any more (superseded)
     UPLOAD = "upload"
     CREATE = "create"
     ADOPT = "adopt"  # a create may have happened: find the job, else create it
@@ -58,7 +60,7 @@ class Kind(StrEnum):
     OUTPUT = "output"
 
 
-_SYMBOL = {Kind.SUBMIT: "+", Kind.OUTPUT: "+", Kind.RETRY: "~"}
+_SYMBOL = {Kind.SUBMIT: "+", Kind.OUTPUT: "+", Kind.RETRY: "~", Kind.CANCEL: "-"}
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,9 @@ class Scan:
     new_tokens: int = 0  # input tokens of the new requests, estimated locally
     resent_answered: int = 0  # new requests of records whose earlier request was answered: paid again
     sample: list[str] = field(default_factory=list)  # the first new lines (`plan --count-tokens`)
+    # Shards on their way to a job, or at work, none of whose requests the spec wants now (the
+    # model or the requests changed): left alone, they would run and be paid for nothing.
+    superseded: list[str] = field(default_factory=list)
 
 
 def display_name(pipeline: str, shard: Shard, lineage: str | None = None) -> str:
@@ -103,9 +108,33 @@ def cache_title(pipeline: str, state: PipelineState) -> str:
     return f"batchflow-{pipeline}-{store}{state.cache.digest[:12]}"
 
 
+def unsent(shard: Shard, attempts: int) -> bool:
+    """Whether a shard's requests may still be sent and paid for: not yet at the service, at
+    work there, or failed with tries left. (A create in doubt is adopted first.)"""
+    if shard.superseded:
+        return False
+    if shard.status is ShardStatus.SUBMITTED:
+        return shard.job_state not in JOB_ENDED
+    if shard.status is ShardStatus.FAILED:
+        return shard.attempt < attempts
+    return shard.status in (ShardStatus.PREPARED, ShardStatus.UPLOADED)
+
+
+def superseded_action(shard: Shard) -> Action:
+    if shard.status is ShardStatus.SUBMITTED:
+        what = f"cancel {shard.job_name}"
+    else:
+        what = "drop it before it is sent"
+    return Action(
+        Kind.CANCEL, shard.id, f"{what}: superseded, none of its {shard.requests} requests is in the spec now"
+    )
+
+
 def next_action(shard: Shard, attempts: int) -> Action | None:
     """The next step for one shard, from its recorded status alone."""
     s = ShardStatus
+    if shard.superseded and shard.status is not s.SUBMITTED:
+        return None  # never sent, or failed: nothing to wait for
     match shard.status:
         case s.PREPARED if shard.inline:
             return Action(Kind.CREATE, shard.id, f"create batch job with {shard.requests} inline requests")
@@ -131,6 +160,8 @@ def next_action(shard: Shard, attempts: int) -> Action | None:
 
 def occupies_slot(shard: Shard) -> bool:
     """Whether a shard counts against batch.max_concurrent_jobs: on its way to a job, or its job at work."""
+    if shard.superseded:
+        return False  # cancelled, or never to be sent
     if shard.status in (ShardStatus.UPLOADED, ShardStatus.CREATING):
         return True
     return shard.status is ShardStatus.SUBMITTED and shard.job_state not in JOB_ENDED
@@ -138,8 +169,9 @@ def occupies_slot(shard: Shard) -> bool:
 
 def is_live(shard: Shard, attempts: int, round: int) -> bool:
     """Whether a shard still stands for its requests: not done, and not a job that failed for
-    good in an earlier retry round (its requests are then sent again in a new shard)."""
-    if shard.status is ShardStatus.DONE:
+    good in an earlier retry round (its requests are then sent again in a new shard), nor one
+    superseded (its requests, wanted again, are sent in a new shard)."""
+    if shard.status is ShardStatus.DONE or shard.superseded:
         return False
     return not (shard.status is ShardStatus.FAILED and shard.attempt >= attempts and shard.round < round)
 
@@ -196,10 +228,19 @@ def output_reason(state: PipelineState, scan: Scan) -> str | None:
 def plan(state: PipelineState, scan: Scan, attempts: int, output_uri: str) -> list[Action]:
     """Every action apply would take now, in order. Pure: no I/O."""
     actions = [
-        Action(Kind.SUBMIT, info.id, f"submit {info.requests} new requests ({info.bytes} bytes)")
+        Action(
+            Kind.SUBMIT,
+            info.id,
+            f"submit {info.requests} new {plural(info.requests, 'request')} ({info.bytes} bytes)",
+        )
         for info in scan.new_shards
     ]
-    actions += [a for shard in state.shards.values() if (a := next_action(shard, attempts))]
+    superseded = set(scan.superseded)
+    actions += [
+        a
+        for shard in state.shards.values()
+        if (a := superseded_action(shard) if shard.id in superseded else next_action(shard, attempts))
+    ]
     if not actions and (why := output_reason(state, scan)):
         actions.append(Action(Kind.OUTPUT, None, f"write {scan.requests} records to {output_uri} ({why})"))
     return actions
@@ -238,18 +279,28 @@ def scan(
     # Taken before reading: a file changed while it is read is seen as changed next time.
     (inputs, requested), results = inputs_fingerprints(pipeline, state), results_fingerprint(state)
     memo = state.scan_memo
+    attempts = pipeline.spec.retry.attempts
+    in_flight = {sh.id for sh in state.shards.values() if unsent(sh, attempts)}
     if memo is not None and (memo.inputs, memo.results, memo.round) == (inputs, results, round):
-        return _nothing_new(pipeline, memo)
-    live = {sh.id for sh in state.shards.values() if is_live(sh, pipeline.spec.retry.attempts, round)}
+        return _nothing_new(pipeline, memo, in_flight)
+    live = {sh.id for sh in state.shards.values() if is_live(sh, attempts, round)}
+    used: set[str] = set()  # live shards that hold a request the spec wants
     folder = store.folder(pipeline.name)
     known = order.find(folder, requested) or order.find(folder, inputs)  # as an earlier batchflow named it
     # Only the output or errors settings changed since the last scan: the same requests, all
     # covered as they were then; only the digest, which covers the settings, is new.
     settled = memo is not None and (memo.requested, memo.results, memo.round) == (requested, results, round)
     memo_of = functools.partial(ScanMemo, inputs=inputs, requested=requested, results=results, round=round)
-    if known is not None and (found := _rescan(pipeline, known, index, live, round, progress, settled)):
+    if settled:
+        used = live - set(memo.superseded)  # as the memo's scan found them
+    if known is not None and (found := _rescan(pipeline, known, index, live, round, progress, settled, used)):
         requests, digest_hex = found
-        return _nothing_new(pipeline, memo_of(requests=requests, digest=digest_hex))
+        return _nothing_new(
+            pipeline,
+            memo_of(requests=requests, digest=digest_hex, superseded=sorted(in_flight - used)),
+            in_flight,
+        )
+    used = set()
     index.forget_keys()
     renderer = Renderer(pipeline)
     spec = pipeline.spec
@@ -264,7 +315,7 @@ def scan(
         for batch in render_source(pipeline, renderer, records(pipeline)):
             keys, hashes, lines, uris, numbers, estimates = batch
             repeat = index.first_seen(keys, uris, numbers)  # records the batch's keys
-            covered = index.covered(hashes, live, spec.retry.attempts, round)
+            covered = index.covered(hashes, live, spec.retry.attempts, round, used)
             if (error := _first_error(pipeline, batch, repeat, covered)) is not None:
                 raise error
             if keep is not None:
@@ -308,10 +359,11 @@ def scan(
         output_exists=_exists(pipeline.resolve(spec.output.uri)),
         files=renderer.files.seen,
         cache=renderer.cache,
-        memo=memo_of(requests=count, digest=digest.hexdigest()),
+        memo=memo_of(requests=count, digest=digest.hexdigest(), superseded=sorted(in_flight - used)),
         new_tokens=tokens,
         resent_answered=resent,
         sample=sample,
+        superseded=sorted(in_flight - used),
     )
 
 
@@ -341,10 +393,17 @@ def _first_error(
     return min(errors, key=lambda error: error[0])[1] if errors else None
 
 
-def _nothing_new(pipeline: LoadedPipeline, memo: ScanMemo) -> Scan:
+def _nothing_new(pipeline: LoadedPipeline, memo: ScanMemo, in_flight: set[str]) -> Scan:
     """A scan that rendered nothing and found no request to send: what `memo` says."""
     output = _exists(pipeline.resolve(pipeline.spec.output.uri))
-    return Scan(requests=memo.requests, new_shards=[], digest=memo.digest, output_exists=output, memo=memo)
+    return Scan(
+        requests=memo.requests,
+        new_shards=[],
+        digest=memo.digest,
+        output_exists=output,
+        memo=memo,
+        superseded=sorted(in_flight.intersection(memo.superseded)),
+    )
 
 
 def _rescan(
@@ -355,16 +414,18 @@ def _rescan(
     round: int,
     progress: Callable[[int], None] | None,
     covered: bool = False,
+    used: set[str] | None = None,
 ) -> tuple[int, str] | None:
     """A scan of unchanged inputs from their order file, without rendering: (requests, digest)
     when every request is covered, None when one needs a new shard (its line is then needed,
-    so the source is rendered after all). `covered`: known to be, unchecked."""
+    so the source is rendered after all). `covered`: known to be, unchecked. `used` gathers
+    the live shards that hold a request."""
     attempts = pipeline.spec.retry.attempts
     digest = hashlib.sha256(output_settings(pipeline).encode())
     count = 0
     try:
         for _, hashes in order.chunks(known):
-            if not covered and not index.covered(hashes, live, attempts, round).issuperset(hashes):
+            if not covered and not index.covered(hashes, live, attempts, round, used).issuperset(hashes):
                 return None
             count += len(hashes)
             digest.update("".join(hashes).encode())

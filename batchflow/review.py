@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel
 
 from .errors import BatchflowError
-from .pricing import FILE_PART_TOKENS, PriceTable, Tokens, estimate_text, usd
+from .pricing import CHARS_PER_TOKEN, FILE_PART_TOKENS, PriceTable, Tokens, estimate_text, usd
 from .reconcile import Action, Scan, policy_breach
 from .spec import LoadedPipeline
 from .state import PipelineState, ShardStatus
+from .units import plural
 
 if TYPE_CHECKING:  # the SDK is imported only by commands that call the API
     from .backends.gemini import GeminiBackend
@@ -60,6 +61,8 @@ class PipelinePlan(BaseModel):
     actions: list[PlannedAction] = []
     estimate: Estimate | None = None  # of the new requests; None when there are none
     resent_answered: int = 0  # requests answered before whose request changed: paid again
+    superseded_requests: int = 0  # requests of jobs in flight the spec no longer wants (cancelled)
+    superseded_usd: float | None = None  # what those would still cost if left to run
     budget_usd: float | None = None
     over_budget: str | None = None  # why apply would refuse
     failed: str | None = None  # failed requests beyond the errors policy
@@ -104,16 +107,7 @@ def estimate(p: LoadedPipeline, scan: Scan, state: PipelineState, prices: PriceT
     requests = sum(info.requests for info in scan.new_shards)
     if not requests:
         return None
-    answered = [s for s in state.shards.values() if s.status is ShardStatus.DONE]
-    config = p.spec.request.generation_config if p.spec.request else None
-    if p.spec.embed is not None:
-        per_answer, basis = 0, "none"
-    elif answered and (seen := sum(s.usage.get("output", 0) for s in answered)):
-        per_answer, basis = round(seen / sum(s.requests for s in answered)), "observed"
-    elif config and config.max_output_tokens:
-        per_answer, basis = config.max_output_tokens, "max_output_tokens"
-    else:
-        per_answer, basis = ASSUMED_OUTPUT_TOKENS, "assumed"
+    per_answer, basis = output_per_answer(p, state)
     cached = requests * estimate_text(scan.cache) if scan.cache else 0
     tokens = Tokens(input=scan.new_tokens, output=requests * per_answer, cached=cached)
     return Estimate(
@@ -125,6 +119,38 @@ def estimate(p: LoadedPipeline, scan: Scan, state: PipelineState, prices: PriceT
         output_basis=basis,
         usd=prices.cost(p.spec.model, tokens),
     )
+
+
+def output_per_answer(p: LoadedPipeline, state: PipelineState) -> tuple[int, str]:
+    """Output tokens to expect of an answer, and what that rests on."""
+    answered = [s for s in state.shards.values() if s.status is ShardStatus.DONE]
+    config = p.spec.request.generation_config if p.spec.request else None
+    if p.spec.embed is not None:
+        return 0, "none"
+    if answered and (seen := sum(s.usage.get("output", 0) for s in answered)):
+        return round(seen / sum(s.requests for s in answered)), "observed"
+    if config and config.max_output_tokens:
+        return config.max_output_tokens, "max_output_tokens"
+    return ASSUMED_OUTPUT_TOKENS, "assumed"
+
+
+def superseded_cost(
+    p: LoadedPipeline, scan: Scan, state: PipelineState, prices: PriceTable
+) -> tuple[int, float | None]:
+    """Requests in the scan's superseded shards, and what they would cost if left to run: their
+    input from the shard files' size, their output as `estimate` expects it, at the price of the
+    model each was made for."""
+    per_answer, _ = output_per_answer(p, state)
+    requests, total = 0, 0.0
+    for shard_id in scan.superseded:
+        shard = state.shards[shard_id]
+        requests += shard.requests
+        tokens = Tokens(input=shard.bytes // CHARS_PER_TOKEN, output=shard.requests * per_answer)
+        cost = prices.cost(shard.model or p.spec.model, tokens)
+        if cost is None:
+            return requests, None
+        total += cost
+    return requests, total
 
 
 def budget_limit(p: LoadedPipeline, max_usd: float | None) -> float | None:
@@ -158,6 +184,7 @@ def pipeline_plan(
     max_usd: float | None = None,
 ) -> PipelinePlan:
     est = estimate(p, scan, state, prices)
+    superseded, superseded_usd = superseded_cost(p, scan, state, prices)
     return PipelinePlan(
         pipeline=p.name,
         spec=str(p.path),
@@ -166,6 +193,8 @@ def pipeline_plan(
         ],
         estimate=est,
         resent_answered=scan.resent_answered,
+        superseded_requests=superseded,
+        superseded_usd=superseded_usd if superseded else None,
         budget_usd=budget_limit(p, max_usd),
         over_budget=budget_breach(p, est, max_usd),
         failed=policy_breach(p, state.output),
@@ -217,7 +246,8 @@ def describe(est: Estimate) -> str:
     }[est.output_basis]
     cached = f", ~{est.cached_tokens:,} cached" if est.cached_tokens else ""
     return (
-        f"{est.requests:,} requests, ~{est.input_tokens:,} input tokens ({est.input_basis}){cached}, "
+        f"{est.requests:,} {plural(est.requests, 'request')}, "
+        f"~{est.input_tokens:,} input tokens ({est.input_basis}){cached}, "
         f"~{est.output_tokens:,} output tokens ({output}): ~{usd(est.usd)} at Batch Mode prices"
     )
 
@@ -240,6 +270,12 @@ def text_lines(pp: PipelinePlan) -> list[str]:
     if pp.resent_answered:
         lines.append(
             f"  ~ {pp.resent_answered:,} answered requests changed: they will be sent and paid again"
+        )
+    if pp.superseded_requests:
+        lines.append(
+            f"  - {pp.superseded_requests:,} {plural(pp.superseded_requests, 'request')} in flight "
+            f"no longer match the spec: apply cancels them before they spend ~{usd(pp.superseded_usd)} "
+            "more (what they finished is kept; on Vertex AI a cancelled job bills the rows it finished)"
         )
     if pp.estimate:
         lines.append(f"  = estimate: {describe(pp.estimate)}")

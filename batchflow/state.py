@@ -108,6 +108,9 @@ class Shard(BaseModel):
     error: ErrorInfo | None = None  # why its job failed, as the service said
     submitted_at: str | None = None  # when its job was created (batch.pending_timeout counts from it)
     cancelled_pending: bool = False  # its job was cancelled for pending past batch.pending_timeout
+    # None of its requests is in the spec any more: its job was cancelled (or it was never sent).
+    superseded: bool = False
+    model: str | None = None  # the model it was made for (the spec's may change since)
     quota_refused_at: str | None = None  # its last create was answered 429 (enqueued-token quota)
     usage: dict[str, int] = {}  # tokens of the results: prompt, output, cached
     updated_at: str = ""
@@ -155,6 +158,7 @@ class ScanMemo(BaseModel):
     round: int
     requests: int
     digest: str
+    superseded: list[str] = []  # shards in flight that no request of these inputs is in
 
 
 class PipelineState(BaseModel):

@@ -77,3 +77,8 @@ Size = Annotated[
         }
     ),
 ]
+
+
+def plural(count: int, word: str) -> str:
+    """`word`, or its plural for any count but one: "1 request", "3 requests"."""
+    return word if count == 1 else word + "s"

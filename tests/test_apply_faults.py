@@ -208,3 +208,38 @@ def test_retry_errors_sends_blocked_prompts_and_safety_stops_again(
     rows = _rows(tmp_path)
     assert len(rows) == 12 and all("error" not in r for r in rows)
     assert "up to date" in cli("plan", "--retry-errors").out
+
+
+def test_jobs_the_spec_no_longer_wants_are_cancelled_not_paid_for(
+    cli, client, emulator, emulator_env, tmp_path
+):
+    """Jobs for one model run; the spec moves to another. Plan says the old jobs are superseded and
+    what they would still cost; apply cancels them (they hold no job slot) and sends the new ones."""
+    emulator.store.clock.set_speed(1)  # the first jobs stay at work
+    _project(tmp_path, n=4)
+    assert cli("apply").code == 0
+    old_jobs = {j.name for j in client.batches.list()}
+    assert len(old_jobs) == 2
+    spec = tmp_path / "pipelines/faulty.yaml"
+    spec.write_text(spec.read_text().replace("gemini-2.5-flash", "gemini-2.5-flash-lite"))
+    plan = cli("plan")
+    assert plan.out.count("- cancel shard") == 2, plan.out
+    assert "superseded, none of its 2 requests is in the spec now" in plan.out
+    assert "4 requests in flight no longer match the spec: apply cancels them before they spend ~$0.0" in (
+        plan.out
+    )
+    applied = cli("apply", "--max-concurrent-jobs", "2")
+    assert applied.code == 0, applied.err
+    assert applied.out.count(": superseded, none of its 2 requests") == 2
+    assert "waiting for a job slot" not in applied.out
+    emulator.store.clock.advance(60)  # the service takes a moment to act on a cancel
+    jobs = {j.name: j for j in client.batches.list()}
+    assert len(jobs) == 4
+    assert all(jobs[name].state.name == "JOB_STATE_CANCELLED" for name in old_jobs)
+    emulator.store.clock.set_speed(3600)
+    done = cli("apply", "--wait")
+    assert done.code == 0, done.out + done.err
+    assert len(list(client.batches.list())) == 4  # nothing more was sent
+    rows = _rows(tmp_path)
+    assert [r["key"] for r in rows] == ["0", "1", "2", "3"] and all("error" not in r for r in rows)
+    assert "up to date" in cli("plan").out

@@ -78,7 +78,7 @@ def test_changing_a_file_sends_its_requests_again(cli, client, emulator_env, tmp
     (tmp_path / "pipelines/images/dog.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"another dog")
     result = cli("apply", "--wait")
     assert result.code == 0
-    assert "new shard of 1 requests" in result.out
+    assert "new shard of 1 request" in result.out
 
 
 def test_cache_is_created_used_and_deleted(cli, client, emulator_env, tmp_path):

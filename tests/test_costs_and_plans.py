@@ -42,7 +42,7 @@ def test_plan_estimates_and_names_what_a_change_pays_for_again(cli, emulator_env
     # A new record alone is new, not paid again.
     _pipeline(tmp_path, prompt="Say", rows=4)
     third = cli("plan")
-    assert "submit 1 new requests" in third.out and "paid again" not in third.out
+    assert "submit 1 new request (" in third.out and "paid again" not in third.out
     status = cli("status")
     assert "cost ~$" in status.out
 

@@ -82,7 +82,7 @@ def test_every_change_to_what_a_scan_reads_is_noticed(cli, emulator_env, tmp_pat
     assert "up to date" in planned()
     assert cli("apply").code == 0
     data.write_text(_lines(4))  # appended
-    assert "submit 1 new requests" in planned()
+    assert "submit 1 new request (" in planned()
     monkeypatch.setenv("GREETING", "Hello")  # a ${VAR} the spec uses
     assert "submit 4 new requests" in planned()
     monkeypatch.delenv("GREETING")
@@ -105,4 +105,4 @@ def test_a_replaced_object_in_a_bucket_is_noticed(cli, emulator_env, s3_bucket, 
     with fsspec.open(uri, "w") as f:  # same size, other content
         f.write(_lines(3).replace("w1", "x1"))
     out = cli("plan").out
-    assert renders and "submit 1 new requests" in out
+    assert renders and "submit 1 new request (" in out

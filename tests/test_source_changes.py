@@ -33,7 +33,7 @@ def test_inserting_a_record_sends_only_that_record(cli, client, emulator_env, tm
     before = {r["key"]: r["text"] for r in _rows(tmp_path)}
     _source(tmp_path, ["a", "new", "b", "c"])
     plan = cli("plan")
-    assert "submit 1 new requests" in plan.out, plan.out
+    assert "submit 1 new request (" in plan.out, plan.out
     assert cli("apply", "--wait").code == 0
     rows = _rows(tmp_path)
     assert len(rows) == 4 and "new" in rows[1]["text"]
