@@ -35,6 +35,7 @@ from .reconcile import (
     cache_title,
     check_shrink,
     display_name,
+    file_title,
     inputs_fingerprint,
     next_action,
     occupies_slot,
@@ -398,7 +399,7 @@ class Applier:
                 else:
                     with _local_copy(blob.path) as local:
                         blob.name, blob.uri = self.backend.upload_file(
-                            local, blob.mime_type, f"batchflow-{digest[:16]}"
+                            local, blob.mime_type, file_title(self.p.name, state, digest)
                         )
                     self._say(Action(Kind.UPLOAD, None, ""), f"uploaded {blob.path} as {blob.name}")
                 self.store.save(state)

@@ -108,6 +108,13 @@ def cache_title(pipeline: str, state: PipelineState) -> str:
     return f"batchflow-{pipeline}-{store}{state.cache.digest[:12]}"
 
 
+def file_title(pipeline: str, state: PipelineState, digest: str) -> str:
+    """The display name of a file that requests or the cache name, uploaded for this pipeline:
+    destroy finds an upload whose name a killed run never saved."""
+    store = f"{state.lineage}-" if state.lineage else ""
+    return f"batchflow-{pipeline}-{store}{digest[:16]}"
+
+
 def unsent(shard: Shard, attempts: int) -> bool:
     """Whether a shard's requests may still be sent and paid for: not yet at the service, at
     work there, or failed with tries left. (A create in doubt is adopted first.)"""

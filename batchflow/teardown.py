@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from .backends.fenced import Fenced
 from .project import Stores
+from .reconcile import cache_title, display_name, file_title
 from .spec import LoadedPipeline
 from .state import JOB_ENDED, ShardStatus
 
@@ -39,29 +40,42 @@ def cancel(pipelines: list[LoadedPipeline], stores: Stores, backends: Backends, 
 
 def destroy(pipelines: list[LoadedPipeline], stores: Stores, backends: Backends, say: Say) -> None:
     """Cancel and delete the pipeline's jobs, delete its files and cache on the service, then
-    forget its state. Outputs are kept: they are the user's, not the pipeline's."""
+    forget its state. Outputs are kept: they are the user's, not the pipeline's. What a killed
+    apply made but never named in the state is found as apply finds it: by its display name."""
     for p in pipelines:
         own = stores.of(p)
         backend = Fenced(backends(p), functools.partial(own.confirm, p.name))
         with own.lock(p.name):
             state = own.load(p.name)
+            files: list[str] = []
+            unnamed: list[str] = []  # display names of uploads the state may not know of
             for shard in state.shards.values():
-                if shard.job_name:
+                job_name, result_file = shard.job_name, shard.result_file
+                if job_name is None and shard.status is ShardStatus.CREATING:
+                    if found := backend.find(display_name(p.name, shard, state.lineage)):
+                        job_name, result_file = found.name, found.result_file
+                if job_name:
                     if shard.job_state not in JOB_ENDED:
-                        backend.cancel(shard.job_name)
-                    backend.delete_job(shard.job_name)
-                    say(p.name, f"deleted job {shard.job_name}")
-                for name in (shard.file_name, shard.result_file):
-                    if name:
-                        backend.delete_file(name)
-                        say(p.name, f"deleted file {name}")
-            for blob in state.blobs.values():
-                # A file read where it is (gs:// on Vertex) is the user's, not a copy of ours.
-                if blob.name and not backend.reads_in_place(blob.path):
-                    backend.delete_file(blob.name)
-                    say(p.name, f"deleted file {blob.name} ({blob.path})")
-            if state.cache is not None and state.cache.name:
-                backend.delete_cache(state.cache.name)
-                say(p.name, f"deleted cache {state.cache.name}")
+                        backend.cancel(job_name)
+                    backend.delete_job(job_name)
+                    say(p.name, f"deleted job {job_name}")
+                files += [name for name in (shard.file_name, result_file) if name]
+                if shard.file_name is None and not shard.inline:
+                    unnamed.append(display_name(p.name, shard, state.lineage))
+            for digest, blob in state.blobs.items():
+                if backend.reads_in_place(blob.path):
+                    continue  # a file read where it is (gs:// on Vertex) is the user's
+                if blob.name:
+                    files.append(blob.name)
+                else:
+                    unnamed.append(file_title(p.name, state, digest))
+            for name in dict.fromkeys(files + backend.find_files(unnamed)):
+                backend.delete_file(name)
+                say(p.name, f"deleted file {name}")
+            if state.cache is not None:
+                name = state.cache.name or backend.find_cache(cache_title(p.name, state))
+                if name:
+                    backend.delete_cache(name)
+                    say(p.name, f"deleted cache {name}")
         own.forget(p.name)
         say(p.name, "removed its state")

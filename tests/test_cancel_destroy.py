@@ -64,3 +64,44 @@ def test_destroy_asks_for_yes_when_not_at_a_terminal(cli, emulator_env, tmp_path
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     result = cli("destroy")
     assert result.code == 1 and "--yes" in result.err
+
+
+def test_destroy_finds_what_a_killed_apply_made_but_never_named(
+    cli, client, emulator, emulator_env, tmp_path
+):
+    """A kill -9 just as the cache appeared: the state names neither the cache, nor the file it
+    was made of, nor the shard's upload. destroy finds them by their names, as apply would."""
+    from batchflow.state import LocalStore, ShardStatus
+
+    guide = "House style: short sentences, plain words, no hype. " * 120
+    write(tmp_path / "pipelines/guide.txt", guide)
+    write(tmp_path / "pipelines/data.jsonl", "".join(json.dumps({"id": i}) + "\n" for i in range(3)))
+    write(
+        tmp_path / "pipelines/p.yaml",
+        """
+        version: 1
+        name: p
+        model: gemini-2.5-flash
+        source: {uri: data.jsonl, key: "{{ id }}"}
+        request: {prompt: "Say {{ id }}"}
+        cache: {files: [guide.txt], ttl: 2h}
+        output: {uri: out.jsonl}
+        """,
+    )
+    emulator.store.clock.set_speed(1)
+    assert cli("apply").code == 0
+    assert list(client.caches.list()) and len(list(client.files.list())) == 2
+    store = LocalStore(emulator_env["BATCHFLOW_STATE"])
+    state = store.load("p")
+    (shard,) = state.shards.values()
+    client.batches.delete(name=shard.job_name)  # killed before the create, in fact
+    state.cache.name = None
+    for blob in state.blobs.values():
+        blob.name = blob.uri = None
+    shard.status, shard.file_name, shard.job_name, shard.job_state = ShardStatus.PREPARED, None, None, None
+    store.save(state)
+
+    result = cli("destroy", "--yes")
+    assert result.code == 0, result.err
+    assert result.out.count("deleted file files/") == 2 and "deleted cache cachedContents/" in result.out
+    assert list(client.caches.list()) == [] and list(client.files.list()) == []

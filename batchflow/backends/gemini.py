@@ -13,7 +13,7 @@ import importlib.util
 import json
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -188,6 +188,16 @@ class GeminiBackend(SdkBatches):
     @_remote
     def delete_cache(self, name: str) -> None:
         _present(lambda: self.client.caches.delete(name=name))  # already gone is as good
+
+    @_remote
+    def find_files(self, display_names: Collection[str]) -> list[str]:
+        """The names of uploaded files with one of these display names (a run killed before it
+        saved an upload's name leaves one the state does not know)."""
+        wanted = set(display_names)
+        if not wanted:
+            return []
+        files = self.client.files.list(config=types.ListFilesConfig(page_size=100))
+        return [f.name for f in files if f.display_name in wanted]
 
     @_remote
     def file_exists(self, name: str) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import fsspec
@@ -90,6 +91,14 @@ class VertexBackend(SdkBatches):
 
     def file_exists(self, name: str) -> bool:
         return self.fs.exists(name)
+
+    def find_files(self, display_names: Collection[str]) -> list[str]:
+        """Where `upload` and `upload_file` put files of these display names, if they are there."""
+        found = []
+        for name in display_names:
+            for pattern in (f"{self.staging}/{name}.jsonl", f"{self.staging}/files/{name}*"):
+                found += [self.fs.unstrip_protocol(path) for path in self.fs.glob(pattern)]
+        return found
 
     def delete_file(self, name: str) -> None:
         if self.fs.exists(name):
