@@ -368,7 +368,7 @@ def _make_plan(pipelines, settings: Settings, options, *, count_tokens=False):
             actions = plan(st, desired, p.spec.retry.attempts, p.spec.output.uri)
             pp = review.pipeline_plan(p, actions, desired, st, prices, options.max_usd)
             if count_tokens and pp.estimate and desired.sample:
-                review.count_sample(pp, p, desired.sample, backends(p), prices, options.max_usd)
+                review.count_sample(pp, p, desired, backends(p), prices, options.max_usd)
         except (BatchflowError, OSError) as exc:  # this pipeline cannot be planned; the others can
             _pipeline_error(p, str(exc))
             pp = review.PipelinePlan(pipeline=p.name, spec=str(p.path), error=str(exc))

@@ -31,7 +31,7 @@ from .errors import SourceError
 from .index import CHUNK, RequestIndex
 from .join import JoinedBatch, Joiner, Keyed, RowForm, keyed
 from .pricing import estimate_line
-from .requests import Rendered, Renderer
+from .requests import FileRef, Rendered, Renderer
 from .sources import Record, infer_format, jsonl_batch, jsonl_record
 from .spec import LoadedPipeline
 from .state import Shard
@@ -102,25 +102,32 @@ def _render_chunk(renderer: Renderer, chunk: list[Record], position: int) -> Ite
         rendered.extend(renderer.render(iter(chunk), start=position))
     except SourceError:
         if rendered:
-            yield _scan_batch(rendered)
+            yield _scan_batch(rendered, renderer)
         raise
-    yield _scan_batch(rendered)
+    yield _scan_batch(rendered, renderer)
 
 
-def _scan_batch(rendered: list[Rendered]) -> ScanBatch:
+def _scan_batch(rendered: list[Rendered], renderer: Renderer) -> ScanBatch:
     return _scan_columns(
         [r.key for r in rendered],
         [r.hash for r in rendered],
         [r.line for r in rendered],
         [r.record.uri for r in rendered],
         [r.record.line for r in rendered],
+        renderer.files.seen,
     )
 
 
 def _scan_columns(
-    keys: list[str], hashes: list[str], lines: list[str], uris: list[str], numbers: Sequence[int]
+    keys: list[str],
+    hashes: list[str],
+    lines: list[str],
+    uris: list[str],
+    numbers: Sequence[int],
+    files: dict[str, FileRef] | None = None,
 ) -> ScanBatch:
-    return ScanBatch(keys, hashes, lines, uris, numbers, list(map(estimate_line, lines)))
+    estimates = [estimate_line(line, files) for line in lines] if files else list(map(estimate_line, lines))
+    return ScanBatch(keys, hashes, lines, uris, numbers, estimates)
 
 
 def join_source(
@@ -434,7 +441,7 @@ def _do_batch(
     seen = {d: ref for d, ref in renderer.files.seen.items() if d not in before}
     if _joiner is not None:
         return path, _joiner.batch(keyed(rendered)), seen, error
-    return path, _scan_batch(rendered), seen, error
+    return path, _scan_batch(rendered, renderer), seen, error
 
 
 def _join_keyed(

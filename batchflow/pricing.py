@@ -1,14 +1,17 @@
 """What requests cost: the price table shipped as data, local token estimates, and the arithmetic.
 
 Estimates are deliberately simple and documented (README, "What it costs"): about four
-characters a token of the request as sent, 258 tokens per file part, as the service counts
-an image or a PDF page. `plan --count-tokens` corrects the text part with the API's countTokens.
+characters a token of the request as sent, and each file it or the cache names counted by the
+service's rules (tokens.py: text by its size, images by tiles, PDFs by pages, audio and video
+by seconds). `plan --count-tokens` corrects the text part with the API's countTokens.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -17,11 +20,12 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError
 
 from .errors import BatchflowError
+from .requests import FILE_PLACEHOLDER, FileRef
+from .tokens import CHARS_PER_TOKEN, PART_TOKENS
 
-CHARS_PER_TOKEN = 4
-FILE_PART_TOKENS = 258  # an image up to 384 px, or a PDF page
 # The batch input line around the request: {"key": "<64 hex>", "request": ...}.
 _ENVELOPE_CHARS = len('{"key": "", "request": }') + 64
+_FILE_REF = re.compile(re.escape(FILE_PLACEHOLDER) + r"([0-9a-f]{64})")
 
 
 class ModelPrice(BaseModel):
@@ -91,15 +95,25 @@ def load_prices(override: Path | None = None) -> PriceTable:
     )
 
 
-def estimate_line(line: str) -> int:
-    """Input tokens of one batch input line, estimated locally."""
-    files = line.count('"fileData"')
-    return max(1, math.ceil((len(line) - _ENVELOPE_CHARS) / CHARS_PER_TOKEN)) + files * FILE_PART_TOKENS
+def estimate_line(line: str, files: Mapping[str, FileRef] | None = None) -> int:
+    """Input tokens of one batch input line, estimated locally (`files`: see _parts)."""
+    return max(1, math.ceil((len(line) - _ENVELOPE_CHARS) / CHARS_PER_TOKEN)) + file_part_tokens(line, files)
 
 
-def estimate_text(value: object) -> int:
-    """Tokens of a JSON value (a cache's contents), estimated locally."""
-    return math.ceil(len(json.dumps(value)) / CHARS_PER_TOKEN)
+def estimate_text(value: object, files: Mapping[str, FileRef] | None = None) -> int:
+    """Tokens of a JSON value (a cache's contents), estimated locally (`files`: see _parts)."""
+    text = json.dumps(value)
+    return math.ceil(len(text) / CHARS_PER_TOKEN) + file_part_tokens(text, files)
+
+
+def file_part_tokens(text: str, files: Mapping[str, FileRef] | None) -> int:
+    """Tokens of the file parts in `text`: each file the renderer saw (`files`, by digest)
+    as the service counts it, any other (a Files API name) as one image."""
+    parts = text.count('"fileData"')
+    if not parts:
+        return 0
+    counted = [files[d].tokens for d in _FILE_REF.findall(text) if d in files] if files else []
+    return sum(counted) + (parts - len(counted)) * PART_TOKENS
 
 
 def usd(amount: float | None) -> str:

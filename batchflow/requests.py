@@ -19,6 +19,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from .errors import SourceError, SpecError
 from .sources import Record
 from .spec import LoadedPipeline
+from .tokens import PART_TOKENS, file_tokens
 
 TEMPLATES = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 # Stand-ins written into shard files for what only exists once apply has made it: the name of
@@ -67,6 +68,7 @@ def remote_file_uri(ref: str) -> str | None:
 class FileRef:
     path: str
     mime_type: str
+    tokens: int = PART_TOKENS  # input tokens the service counts for it (see tokens.py)
 
 
 class Files:
@@ -76,6 +78,7 @@ class Files:
         self.base = base
         self.seen: dict[str, FileRef] = {}  # digest -> file
         self._digests: dict[str, str] = {}  # resolved path -> digest
+        self._tokens: dict[str, int] = {}  # resolved path -> input tokens
 
     def part(self, ref: str) -> dict[str, Any]:
         """The fileData part for `ref`: as given for Files API names, a placeholder otherwise."""
@@ -84,11 +87,12 @@ class Files:
             mime = mimetypes.guess_type(remote)[0] or "application/octet-stream"
             return {"fileData": {"fileUri": remote, "mimeType": mime}}
         path = ref if "://" in ref else str((self.base / ref).resolve())
+        mime = mimetypes.guess_type(path)[0] or "application/octet-stream"
         if path not in self._digests:
             self._digests[path] = file_digest(path)
+            self._tokens[path] = file_tokens(path, mime)
         digest = self._digests[path]
-        mime = mimetypes.guess_type(path)[0] or "application/octet-stream"
-        self.seen[digest] = FileRef(path, mime)
+        self.seen[digest] = FileRef(path, mime, self._tokens[path])
         return {"fileData": {"fileUri": FILE_PLACEHOLDER + digest, "mimeType": mime}}
 
 

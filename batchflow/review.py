@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel
 
 from .errors import BatchflowError
-from .pricing import CHARS_PER_TOKEN, FILE_PART_TOKENS, PriceTable, Tokens, estimate_text, usd
+from .pricing import PriceTable, Tokens, estimate_text, file_part_tokens, usd
 from .reconcile import Action, Scan, policy_breach
 from .spec import LoadedPipeline
 from .state import PipelineState, ShardStatus
+from .tokens import CHARS_PER_TOKEN
 from .units import plural
 
 if TYPE_CHECKING:  # the SDK is imported only by commands that call the API
@@ -108,7 +109,7 @@ def estimate(p: LoadedPipeline, scan: Scan, state: PipelineState, prices: PriceT
     if not requests:
         return None
     per_answer, basis = output_per_answer(p, state)
-    cached = requests * estimate_text(scan.cache) if scan.cache else 0
+    cached = requests * estimate_text(scan.cache, scan.files) if scan.cache else 0
     tokens = Tokens(input=scan.new_tokens, output=requests * per_answer, cached=cached)
     return Estimate(
         requests=requests,
@@ -205,7 +206,7 @@ def pipeline_plan(
 def count_sample(
     pp: PipelinePlan,
     p: LoadedPipeline,
-    sample: list[str],
+    scan: Scan,
     backend: GeminiBackend,
     prices: PriceTable,
     max_usd: float | None,
@@ -213,23 +214,24 @@ def count_sample(
     """Replace the local input estimate with one from the API's countTokens on sampled requests.
 
     The SDK counts `contents` only (Developer API), so a system instruction is counted locally,
-    and file parts (their placeholders mean nothing to the service yet) at FILE_PART_TOKENS."""
+    and so are file parts (their placeholders mean nothing to the service yet), by the
+    service's rules. The cached tokens stay the local count of the cache's text and files."""
     est = pp.estimate
     counted = 0
-    for line in sample:
+    for line in scan.sample:
         request = json.loads(line)["request"]
         contents = request.get("contents") or [request["content"]]
-        files = sum(1 for c in contents for part in c.get("parts", []) if "fileData" in part)
+        files = [part for c in contents for part in c.get("parts", []) if "fileData" in part]
         texts = [
             {**c, "parts": [part for part in c.get("parts", []) if "fileData" not in part]} for c in contents
         ]
         texts = [c for c in texts if c["parts"]]
         counted += backend.count_tokens(p.spec.model, texts) if texts else 0
-        counted += files * FILE_PART_TOKENS
+        counted += file_part_tokens(json.dumps(files), scan.files)
         if system := request.get("systemInstruction"):
             counted += estimate_text(system)
-    est.input_tokens = round(counted / len(sample) * est.requests)
-    est.input_basis = f"countTokens on {len(sample)} requests"
+    est.input_tokens = round(counted / len(scan.sample) * est.requests)
+    est.input_basis = f"countTokens on {len(scan.sample)} requests"
     est.usd = prices.cost(p.spec.model, Tokens(est.input_tokens, est.output_tokens, est.cached_tokens))
     pp.over_budget = budget_breach(p, est, max_usd)
 

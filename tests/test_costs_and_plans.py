@@ -171,3 +171,45 @@ def test_prices_can_be_overridden(cli, emulator_env, tmp_path):
         load_prices(tmp_path / "bad.yaml")
     _pipeline(tmp_path, extra="    budget: {max_usd: 0.01}\n")
     assert "over the budget" in cli("plan", env={"BATCHFLOW_PRICES": str(tmp_path / "prices.yaml")}).out
+
+
+def test_the_estimate_counts_a_caches_files_and_each_requests_files(cli, emulator, emulator_env, tmp_path):
+    """A 135k-token handbook in the cache, read by 40 requests: ~5.4M cached tokens, as the
+    emulator (by the service's rules) then counts them. A budget that the old estimate passed
+    now refuses before anything is uploaded."""
+    from batchflow.state import LocalStore
+
+    handbook = "Refunds are given within thirty days of purchase. " * 10_800  # 540,000 characters
+    write(tmp_path / "pipelines/handbook.txt", handbook)
+    _png(tmp_path / "pipelines/chart.png", 1000, 800)  # 258 tokens per tile: 2 x 2 tiles
+    _pipeline(
+        tmp_path,
+        rows=40,
+        extra="    cache: {files: [handbook.txt], ttl: 1h}\n",
+    )
+    spec = tmp_path / "pipelines/tags.yaml"
+    spec.write_text(spec.read_text().replace('"Say {{ word }}"', '"Say {{ word }}", files: [chart.png]'))
+    plan = cli("plan", "--json")
+    est = json.loads(plan.out)["pipelines"][0]["estimate"]
+    assert 40 * 135_000 <= est["cached_tokens"] <= 40 * 135_100  # the file, and the cache's JSON
+    assert est["input_tokens"] >= 40 * 4 * 258
+    refused = cli("apply", "--max-usd", "0.05")
+    assert refused.code == 1 and "over the budget of $0.05" in refused.err
+    assert cli("apply", "--wait").code == 0
+    (shard,) = LocalStore(emulator_env["BATCHFLOW_STATE"]).load("tags").shards.values()
+    assert abs(shard.usage["cached"] - est["cached_tokens"]) <= 0.01 * est["cached_tokens"]
+    assert (
+        abs(shard.usage["prompt"] - est["input_tokens"] - est["cached_tokens"]) <= 0.01 * est["cached_tokens"]
+    )
+
+
+def _png(path, width: int, height: int) -> None:
+    """A PNG header that says its size: all the service's rule (and the emulator's) reads."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    )

@@ -10,15 +10,12 @@ import base64
 import hashlib
 import json
 import math
-import re
 from collections.abc import Callable
 from typing import Any
 
+from ..tokens import CHARS_PER_TOKEN, PART_TOKENS, media_tokens
 from . import models
 from .errors import ApiError
-
-# Roughly what Gemini tokenizers give for English text.
-CHARS_PER_TOKEN = 4
 
 
 def tokens(text: str) -> int:
@@ -36,8 +33,7 @@ def _texts(content: Any) -> list[str]:
 
 
 # A part that is not text (an image, a file) counts as a fixed number of tokens, as images do on
-# the service, unless `part_tokens` knows better (the store counts uploaded text files by size).
-PART_TOKENS = 258
+# the service, unless `part_tokens` knows better (the store counts uploaded files by their content).
 PartTokens = Callable[[dict[str, Any]], int]
 
 
@@ -544,78 +540,3 @@ def _string(schema: dict[str, Any], seed: str, path: str) -> str:
         value += "-" + _pick_word(seed, path + value)
     high = schema.get("maxLength")
     return value[: int(high)] if high is not None else value
-
-
-# ---------------------------------------------------------------- media tokens
-#
-# The service's rules for 2.x models (../shared/gemini-batch-protocol.md, "Tokens per modality"):
-# an image of both sides <= 384 px is 258 tokens, a larger one 258 per 768x768-ish tile
-# (crop unit u = floor(min(w, h) / 1.5), tiles = ceil(w/u) * ceil(h/u)); a PDF 258 per page;
-# audio 32 per second; video about 300 per second (a 258-token frame each second, its audio,
-# timestamps). Whatever cannot be measured counts as one image.
-
-AUDIO_PER_SECOND = 32
-VIDEO_PER_SECOND = 300
-
-
-def media_tokens(mime: str, head: bytes, read_all: Callable[[], bytes]) -> int:
-    """Tokens of a file or inline blob: `head` is its first 64 KiB, `read_all` its whole content."""
-    if mime.startswith("image/"):
-        size = image_size(head)
-        if size is None:
-            return PART_TOKENS
-        width, height = size
-        if width <= 384 and height <= 384:
-            return PART_TOKENS
-        unit = max(1, int(min(width, height) / 1.5))
-        return PART_TOKENS * math.ceil(width / unit) * math.ceil(height / unit)
-    if mime == "application/pdf":
-        pages = len(re.findall(rb"/Type\s*/Page(?![a-zA-Z])", read_all()))
-        return PART_TOKENS * max(pages, 1)
-    seconds = media_seconds(head, read_all)
-    if seconds is not None and mime.startswith("audio/"):
-        return math.ceil(seconds * AUDIO_PER_SECOND)
-    if seconds is not None and mime.startswith("video/"):
-        return math.ceil(seconds * VIDEO_PER_SECOND)
-    return PART_TOKENS
-
-
-def image_size(head: bytes) -> tuple[int, int] | None:
-    """Width and height of a PNG, GIF or JPEG from its first bytes."""
-    if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 24:
-        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-    if head[:6] in (b"GIF87a", b"GIF89a") and len(head) >= 10:
-        return int.from_bytes(head[6:8], "little"), int.from_bytes(head[8:10], "little")
-    if head[:2] == b"\xff\xd8":
-        i = 2
-        while i + 9 < len(head):
-            if head[i] != 0xFF:
-                i += 1
-                continue
-            marker, length = head[i + 1], int.from_bytes(head[i + 2 : i + 4], "big")
-            if marker in (0xC0, 0xC1, 0xC2):  # start of frame: height, then width
-                return int.from_bytes(head[i + 7 : i + 9], "big"), int.from_bytes(head[i + 5 : i + 7], "big")
-            i += 2 + length
-    return None
-
-
-def media_seconds(head: bytes, read_all: Callable[[], bytes]) -> float | None:
-    """Duration of a WAV (from its header) or an MP4 / MOV (from its movie header)."""
-    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-        rate = int.from_bytes(head[28:32], "little")  # bytes per second
-        data = head.find(b"data")
-        if rate and data >= 0:
-            return int.from_bytes(head[data + 4 : data + 8], "little") / rate
-    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free"):
-        content = read_all()
-        at = content.find(b"mvhd")
-        if at >= 0:
-            version = content[at + 4]
-            if version == 1:
-                scale = int.from_bytes(content[at + 24 : at + 28], "big")
-                length = int.from_bytes(content[at + 28 : at + 36], "big")
-            else:
-                scale = int.from_bytes(content[at + 16 : at + 20], "big")
-                length = int.from_bytes(content[at + 20 : at + 24], "big")
-            return length / scale if scale else None
-    return None

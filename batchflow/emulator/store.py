@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..tokens import file_tokens, is_text
 from . import models, responder, vertex
 from .errors import ApiError
 from .faults import Faults
@@ -536,13 +537,8 @@ class Store:
         stored = self._part_file(part)
         if stored is None:
             return responder._part_tokens(part)
-        if stored.mime_type.startswith("text/"):
-            return math.ceil(stored.size / responder.CHARS_PER_TOKEN)
-        if stored.id not in self._media_tokens:
-            path = self.blob(stored.id)
-            with open(path, "rb") as f:
-                head = f.read(1 << 16)
-            self._media_tokens[stored.id] = responder.media_tokens(stored.mime_type, head, path.read_bytes)
+        if stored.id not in self._media_tokens:  # by the rules batchflow's estimates use
+            self._media_tokens[stored.id] = file_tokens(str(self.blob(stored.id)), stored.mime_type)
         return self._media_tokens[stored.id]
 
     def file_digest(self, uri: str) -> str:
@@ -569,7 +565,7 @@ class Store:
                     head = f.read(1 << 16)
             except FileNotFoundError:
                 raise ApiError(400, f"Cannot fetch content from the provided URL: {uri}") from None
-            if mime.startswith("text/"):
+            if is_text(mime):
                 self._media_tokens[uri] = math.ceil(size / responder.CHARS_PER_TOKEN)
             else:
                 self._media_tokens[uri] = responder.media_tokens(mime, head, lambda: fs.cat(uri))
