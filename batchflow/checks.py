@@ -8,12 +8,15 @@ No network is used; local sources are peeked at (their first records only).
 from __future__ import annotations
 
 import difflib
+import mimetypes
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from jinja2 import TemplateSyntaxError, meta, nodes
 
+from . import refusals
+from .emulator.models import find as find_model
 from .errors import SourceError, SpecError
 from .requests import TEMPLATES, is_template
 from .sinks import output_format
@@ -129,6 +132,37 @@ def _problems(spec: Pipeline, file: Path, backend: str) -> Iterator[tuple[Loc, s
     for loc, path in _local_files(spec):
         if not (base / path).is_file():
             yield loc, f"file not found: {path}"
+        elif refused := refusals.mime_type(mimetypes.guess_type(path)[0] or "application/octet-stream"):
+            yield loc, f"{path}: the service would refuse this file: {refused}"
+    yield from _refused(spec)
+
+
+def _refused(spec: Pipeline) -> Iterator[tuple[Loc, str]]:
+    """Settings the service refuses (refusals.py), found before anything is uploaded."""
+    found = find_model(spec.model)
+    gen = spec.request.generation_config if spec.request is not None else None
+    loc = ("request", "generation_config")
+    if found is not None and gen is not None:
+        model = found[1]
+        if refused := refusals.max_output_tokens(model, gen.max_output_tokens):
+            yield loc + ("max_output_tokens",), _said(refused)
+        thinking = gen.thinking_config
+        if thinking is not None and (refused := refusals.thinking_budget(model, thinking.thinking_budget)):
+            yield loc + ("thinking_config", "thinking_budget"), _said(refused)
+    if gen is not None and gen.response_schema is not None:
+        for path, refused in refusals.schema_enums(gen.response_schema, "generation_config.response_schema"):
+            yield loc + ("response_schema",) + path, _said(refused)
+    for n, tool in enumerate(spec.tools):
+        for m, fn in enumerate(getattr(tool, "functions", [])):
+            if fn.parameters is not None:
+                where = f"tools[{n}].function_declarations[{m}]"
+                for path, refused in refusals.function_parameters(fn.parameters, where):
+                    yield ("tools", n, "functions", m, "parameters") + path, _said(refused)
+
+
+def _said(refusal: str) -> str:
+    """A refusal as one line: the service's validator messages come as `* field: problem\n`."""
+    return "the service would refuse this: " + refusal.strip().removeprefix("* ")
 
 
 def _vertex_problems(spec: Pipeline) -> Iterator[tuple[Loc, str]]:

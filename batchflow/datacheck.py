@@ -14,7 +14,9 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from .reconcile import duplicate_error, empty_source, records
+from .errors import SourceError
+from .pricing import estimate_line
+from .reconcile import duplicate_error, empty_source, input_limit, over_input_limit, records
 from .requests import FILE_PLACEHOLDER, Files, Renderer
 from .spec import LoadedPipeline
 
@@ -45,11 +47,15 @@ def check_records(pipeline: LoadedPipeline, max_bytes: int) -> RecordCheck:
     size = sum(os.path.getsize(f) for f in glob.glob(pipeline.resolve(uri)) if os.path.isfile(f))
     limit = None if size <= max_bytes else PARTIAL_RECORDS
     renderer = Renderer(pipeline, files=_OfflineFiles(pipeline.path.parent))
+    token_limit = input_limit(pipeline, renderer)
     keys: dict[str, tuple[str, int]] = {}
     count = 0
     for r in renderer.render(records(pipeline)):
         if r.key in keys:
             raise duplicate_error(pipeline, r.key, keys[r.key], r.record.uri, r.record.line)
+        if token_limit is not None and (tokens := estimate_line(r.line, renderer.files.seen)) > token_limit:
+            message = over_input_limit(pipeline, r.key, tokens, token_limit)
+            raise SourceError(message, uri=r.record.uri, line=r.record.line)
         keys[r.key] = (r.record.uri, r.record.line)
         count += 1
         if limit is not None and count >= limit:

@@ -20,9 +20,11 @@ from pathlib import Path
 import fsspec
 
 from . import __version__, order
+from .emulator.models import find as find_model
 from .errors import SourceError
 from .index import RequestIndex
 from .parallel import ScanBatch, render_source
+from .pricing import estimate_text
 from .requests import (
     FileRef,
     Renderer,
@@ -310,6 +312,7 @@ def scan(
     used = set()
     index.forget_keys()
     renderer = Renderer(pipeline)
+    token_limit = input_limit(pipeline, renderer)
     spec = pipeline.spec
     digest = hashlib.sha256(output_settings(pipeline).encode())
     count = tokens = resent = 0
@@ -323,7 +326,7 @@ def scan(
             keys, hashes, lines, uris, numbers, estimates = batch
             repeat = index.first_seen(keys, uris, numbers)  # records the batch's keys
             covered = index.covered(hashes, live, spec.retry.attempts, round, used)
-            if (error := _first_error(pipeline, batch, repeat, covered)) is not None:
+            if (error := _first_error(pipeline, batch, repeat, covered, token_limit)) is not None:
                 raise error
             if keep is not None:
                 keep(keys, hashes)
@@ -374,12 +377,37 @@ def scan(
     )
 
 
+def input_limit(pipeline: LoadedPipeline, renderer: Renderer) -> int | None:
+    """The most input tokens one request may hold besides the cache's: the model's input limit
+    (None for a model batchflow does not know)."""
+    found = find_model(pipeline.spec.model)
+    if found is None:
+        return None
+    cached = estimate_text(renderer.cache, renderer.files.seen) if renderer.cache else 0
+    return found[1].input_tokens - cached
+
+
+def over_input_limit(pipeline: LoadedPipeline, key: str, tokens: int, limit: int) -> str:
+    """Why a request of `tokens` (estimated) is refused, when `input_limit` said `limit`."""
+    model_limit = find_model(pipeline.spec.model)[1].input_tokens
+    cached = f" (and {model_limit - limit:,} in the cache)" if model_limit > limit else ""
+    return (
+        f"record {key!r}: request: ~{tokens:,} input tokens{cached}, over the {model_limit:,} that "
+        f"{pipeline.spec.model} takes: the service would refuse it"
+    )
+
+
 def _first_error(
-    pipeline: LoadedPipeline, batch: ScanBatch, repeat: tuple[int, str, int] | None, covered: set[str]
+    pipeline: LoadedPipeline,
+    batch: ScanBatch,
+    repeat: tuple[int, str, int] | None,
+    covered: set[str],
+    token_limit: int | None = None,
 ) -> SourceError | None:
     """The error of the batch's first record that has one: a key seen before in this scan
-    (`repeat`, from RequestIndex.first_seen), or a new request over batch.max_bytes. By
-    position, so that batches of any size find the error the source's first bad record makes."""
+    (`repeat`, from RequestIndex.first_seen), a new request over batch.max_bytes, or one over
+    the model's input tokens (`token_limit`). By position, so that batches of any size find the
+    error the source's first bad record makes."""
     errors: list[tuple[int, SourceError]] = []
     if repeat is not None:
         i, uri, line = repeat
@@ -396,6 +424,13 @@ def _first_error(
         if (i := next(big, None)) is not None:
             size = len(batch.lines[i]) + 1
             message = f"record {batch.keys[i]!r}: its request is {size} bytes, over batch.max_bytes"
+            errors.append((i, SourceError(message, uri=batch.uris[i], line=batch.numbers[i])))
+    if token_limit is not None and max(batch.estimates) > token_limit:
+        long = (
+            i for i, n in enumerate(batch.estimates) if n > token_limit and batch.hashes[i] not in covered
+        )
+        if (i := next(long, None)) is not None:
+            message = over_input_limit(pipeline, batch.keys[i], batch.estimates[i], token_limit)
             errors.append((i, SourceError(message, uri=batch.uris[i], line=batch.numbers[i])))
     return min(errors, key=lambda error: error[0])[1] if errors else None
 

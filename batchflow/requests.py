@@ -16,6 +16,7 @@ import fsspec
 from jinja2 import StrictUndefined, Template, TemplateError, UndefinedError, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
+from . import refusals
 from .errors import SourceError, SpecError
 from .sources import Record
 from .spec import LoadedPipeline
@@ -88,6 +89,8 @@ class Files:
             return {"fileData": {"fileUri": remote, "mimeType": mime}}
         path = ref if "://" in ref else str((self.base / ref).resolve())
         mime = mimetypes.guess_type(path)[0] or "application/octet-stream"
+        if refused := refusals.mime_type(mime):
+            raise SourceError(f"the service would refuse this file: {refused}", uri=path)
         if path not in self._digests:
             self._digests[path] = file_digest(path)
             self._tokens[path] = file_tokens(path, mime)

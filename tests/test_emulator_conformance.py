@@ -114,6 +114,29 @@ def test_function_calling_with_json_output_is_refused(client):
     )
 
 
+@pytest.mark.parametrize(
+    "parameters, said",
+    [
+        (
+            {"type": "OBJECT", "properties": {}},
+            "* GenerateContentRequest.tools[0].function_declarations[0].parameters.properties: "
+            "should be non-empty for OBJECT type\n",
+        ),
+        (
+            {"type": "OBJECT", "properties": {"stars": {"type": "INTEGER", "enum": ["1", "2"]}}},
+            "* GenerateContentRequest.tools[0].function_declarations[0].parameters.properties[stars].enum: "
+            "only allowed for STRING type\n",
+        ),
+    ],
+)
+def test_function_parameters_the_service_refuses(client, parameters, said):
+    """Refusals: bad tool schemas, in the service's words (the same rules validate applies)."""
+    tool = {"function_declarations": [{"name": "f", "parameters": parameters}]}
+    with pytest.raises(errors.ClientError) as refused:
+        client.models.generate_content(model=MODEL, contents="x", config={"tools": [tool]})
+    assert refused.value.code == 400 and refused.value.message == said
+
+
 def test_usage_details_by_modality(client):
     """usageMetadata: promptTokensDetails and candidatesTokensDetails per modality."""
     image = types.Part.from_bytes(data=b"\x89PNG....", mime_type="image/png")

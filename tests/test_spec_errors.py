@@ -339,6 +339,42 @@ CASES = {
         "no file matches parts/*.jsonl",
     ),
     "labels not a mapping": (GOOD + "labels: [a, b]\n", "labels", "labels", "valid dictionary"),
+    # What the service refuses after other work was paid for: found before anything is uploaded.
+    "max_output_tokens over the model's limit": (
+        gen("    max_output_tokens: 100000\n"),
+        "max_output_tokens",
+        "request.generation_config.max_output_tokens",
+        "the service would refuse this: Unable to submit request because it has a maxOutputTokens "
+        "value of 100000 but the supported range is from 1 (inclusive) to 65537 (exclusive)",
+    ),
+    "thinking budget the model refuses": (
+        gen("    thinking_config: {thinking_budget: 30000}\n"),
+        "thinking_config",
+        "request.generation_config.thinking_config.thinking_budget",
+        "the service would refuse this: The thinking budget (30000) is invalid.",
+    ),
+    "an integer enum in function parameters": (
+        GOOD
+        + "tools:\n  - functions:\n      - name: rate\n        parameters:\n          type: object\n"
+        + "          properties:\n            stars: {type: integer, enum: [1, 2, 3]}\n",
+        "enum",
+        "tools[0].functions[0].parameters.properties.stars.enum",
+        "tools[0].function_declarations[0].parameters.properties[stars].enum: only allowed for STRING type",
+    ),
+    "an object with no properties in function parameters": (
+        GOOD
+        + "tools:\n  - functions:\n      - name: ping\n        parameters: {type: object, properties: {}}\n",
+        "parameters",
+        "tools[0].functions[0].parameters.properties",
+        "parameters.properties: should be non-empty for OBJECT type",
+    ),
+    "a cache file of a type the service refuses": (
+        GOOD + "cache:\n  files: [sheet.xlsx]\n",
+        "sheet.xlsx",
+        "cache.files[0]",
+        "sheet.xlsx: the service would refuse this file: Unsupported MIME type: "
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    ),
     "mapping key not a string": (GOOD + "labels:\n  [a]: b\n", "[a]", None, "plain strings"),
 }
 
@@ -354,6 +390,7 @@ def test_bad_spec(case, cli, tmp_path):
     text, marker, field, message = CASES[case]
     write(tmp_path / "data.jsonl", '{"id": 1, "name": "Ada"}\n{"id": 2, "name": "Bo"}\n')
     write(tmp_path / "data.csv", "id,name\n1,Ada\n")
+    write(tmp_path / "sheet.xlsx", "PK")
     path = tmp_path / "p.yaml"
     path.write_text(text, encoding="utf-8")
     result = cli("validate", str(path))

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 
+from .. import refusals
 from . import models, responder
 from .errors import ApiError
 from .store import Store, rfc3339
@@ -134,8 +135,8 @@ class Emulator:
         upload = self.store.get_upload(upload_id)
         command = request.headers.get("x-goog-upload-command", "")
         offset = int(request.headers.get("x-goog-upload-offset", upload.received))
-        if "finalize" in command and not responder.supported_mime(upload.mime_type):
-            raise ApiError(400, f"Unsupported MIME type: {upload.mime_type}")  # as often as it is asked
+        if "finalize" in command and (refused := refusals.mime_type(upload.mime_type)):
+            raise ApiError(400, refused)  # as often as it is asked
         if offset != upload.received:
             raise ApiError(400, f"Upload offset {offset} does not match the {upload.received} bytes received")
         # Streamed to disk chunk by chunk: a 2 GB upload never sits in memory.

@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from .. import refusals
 from ..tokens import CHARS_PER_TOKEN, PART_TOKENS, media_tokens
 from . import models
 from .errors import ApiError
@@ -133,6 +134,17 @@ def validate_request(request: Any, *, vertex: bool = False) -> None:
     )
     if declared and config.get("responseMimeType") == "application/json":
         raise ApiError(400, "Function calling with a response mime type: 'application/json' is unsupported")
+    for i, tool in enumerate(request.get("tools") or []):
+        declarations = (tool.get("functionDeclarations") or []) if isinstance(tool, dict) else []
+        for j, declaration in enumerate(declarations):
+            if isinstance(declaration, dict) and "parameters" in declaration:
+                where = f"tools[{i}].function_declarations[{j}]"
+                for _, message in refusals.function_parameters(declaration["parameters"], where):
+                    raise ApiError(400, message)
+    for _, message in refusals.schema_enums(
+        config.get("responseSchema"), "generation_config.response_schema"
+    ):
+        raise ApiError(400, message)
     contents = request.get("contents")
     if not isinstance(contents, list) or not contents:
         raise ApiError(400, "* GenerateContentRequest.contents: contents is not specified")
@@ -150,15 +162,6 @@ def validate_request(request: Any, *, vertex: bool = False) -> None:
             _check_part(part, f"contents[{i}].parts[{j}]", vertex)
 
 
-# MIME types the service refuses (office documents, archives), and the bare words it refuses
-# (`png`); "jsonl" is what the batch docs upload input files as, and is taken.
-REFUSED_MIME = ("application/vnd.", "application/msword", "application/zip", "application/cu-seeme")
-
-
-def supported_mime(mime: str) -> bool:
-    return mime == "jsonl" or ("/" in mime and not mime.startswith(REFUSED_MIME))
-
-
 def _check_part(part: Any, where: str, vertex: bool = False) -> None:
     """A part the service would refuse: empty, an inline blob of a refused type or without data,
     a file that is not a Files API file (the Developer API reads no gs:// or web URLs)."""
@@ -170,8 +173,8 @@ def _check_part(part: Any, where: str, vertex: bool = False) -> None:
         mime = str(inline.get("mimeType") or inline.get("mime_type") or "")
         if not inline.get("data"):
             raise ApiError(400, f"* GenerateContentRequest.{where}.inline_data.data: inline data is empty\n")
-        if not supported_mime(mime):
-            raise ApiError(400, f"Unsupported MIME type: {mime}")
+        if refused := refusals.mime_type(mime):
+            raise ApiError(400, refused)
     data = part.get("fileData") or part.get("file_data")
     if isinstance(data, dict):
         uri = str(data.get("fileUri") or data.get("file_uri") or "")

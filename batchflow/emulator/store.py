@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .. import refusals
 from ..tokens import file_tokens, is_text
 from . import models, responder, vertex
 from .errors import ApiError
@@ -160,24 +161,15 @@ class Job:
 def _check_limits(name: str, model: models.Model, request: dict[str, Any]) -> None:
     """What the service refuses about a request's generation settings, by model."""
     config = request.get("generationConfig") or {}
-    limit = model.output_tokens
-    wanted = config.get("maxOutputTokens")
-    if wanted is not None and not (isinstance(wanted, int) and 1 <= wanted <= limit):
-        raise ApiError(
-            400,
-            f"Unable to submit request because it has a maxOutputTokens value of {wanted} but the "
-            f"supported range is from 1 (inclusive) to {limit + 1} (exclusive). Update the value and "
-            "try again.",
-        )
+    if refused := refusals.max_output_tokens(model, config.get("maxOutputTokens")):
+        raise ApiError(400, refused)
     if (config.get("responseLogprobs") or config.get("logprobs") is not None) and not model.logprobs:
         raise ApiError(400, f"Logprobs is not enabled for {name}")
     thinking = config.get("thinkingConfig") or config.get("thinking_config") or {}
-    budget = thinking.get("thinkingBudget", thinking.get("thinking_budget"))
-    low, high = model.thinking_budget
-    if model.thinking and isinstance(budget, int):
-        allowed = budget == -1 or (budget == 0 and model.thinking_off) or low <= budget <= high
-        if not allowed:
-            raise ApiError(400, f"The thinking budget ({budget}) is invalid.")
+    if refused := refusals.thinking_budget(
+        model, thinking.get("thinkingBudget", thinking.get("thinking_budget"))
+    ):
+        raise ApiError(400, refused)
 
 
 class Store:
@@ -472,12 +464,8 @@ class Store:
                 request = {**request, "tools": cache.tools}
         if found is not None:
             counted = responder.prompt_tokens(request, self.part_tokens) + cached_tokens
-            if counted > found[1].input_tokens:
-                raise ApiError(
-                    400,
-                    f"The input token count ({counted}) exceeds the maximum number of tokens allowed "
-                    f"({found[1].input_tokens}).",
-                )
+            if refused := refusals.input_tokens(found[1], counted):
+                raise ApiError(400, refused)
         for content in request["contents"]:
             for part in content.get("parts") or []:
                 self._check_file_part(part)
