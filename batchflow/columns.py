@@ -147,11 +147,11 @@ COLUMNS = [
     ),
     Column(
         "error",
-        "every pipeline",
+        "unless `errors.uri` sends error rows elsewhere",
         "`{code, status, message}` when the request failed for good, the prompt was blocked "
         "(status `BLOCKED`), or the answer ended for a reason in `errors.finish_reasons` "
         "(status `FINISH_REASON`); empty otherwise",
-        lambda s: True,
+        lambda s: s.errors.uri is None,
         lambda s: _pa().struct([(k, _pa().int64() if k == "code" else _pa().string()) for k in ERROR_FIELDS]),
     ),
 ]

@@ -130,11 +130,12 @@ class Joiner:
         self._arrow = _arrow_columns(spec) if form.columns_out is not None else {}
         # Plain answers' rows made in one step, as the sink takes them (AnswerLine, AnswerRow).
         self.line: Callable[[str, dict[str, Any], dict[str, Any]], Any] | None = None
+        plain = ("key", *self.columns, *AnswerLine.FIELDS)
         if AnswerLine.takes(self.fields, self.columns):
             if form.encode_out:
                 self.line = AnswerLine(self.fields, self.columns)
-            elif form.columns_out == ("key", *self.columns, *AnswerLine.FIELDS, "error"):
-                self.line = AnswerRow(self.fields, self.columns)
+            elif form.columns_out in (plain, (*plain, "error")):
+                self.line = AnswerRow(self.fields, self.columns, error=form.columns_out[-1] == "error")
 
     def batches(self, records: Iterator[Keyed]) -> Iterator[JoinedBatch]:
         return map(self.batch, chunks(records))
@@ -292,18 +293,19 @@ class AnswerLine:
 class AnswerRow:
     """A plain answer's row as the values of the Parquet sink's columns (Sink.columns), in one
     step where a dict was made and then read back column by column: key, kept columns, text,
-    finish_reason, usage, error."""
+    finish_reason, usage, and error unless error rows go to a file of their own."""
 
-    def __init__(self, fields: ResultFields, columns: tuple[str, ...]) -> None:
+    def __init__(self, fields: ResultFields, columns: tuple[str, ...], *, error: bool = True) -> None:
         self.answer = fields.answer
         self.columns = columns
+        self.tail = (None,) if error else ()
 
     def __call__(self, key: str, data: dict[str, Any], result: dict[str, Any]) -> tuple | None:
         answer = self.answer(result)
         if answer is None:
             return None
         text, reason, counts = answer
-        return (key, *map(data.get, self.columns), text, reason, usage_of(counts), None)
+        return (key, *map(data.get, self.columns), text, reason, usage_of(counts), *self.tail)
 
 
 def _arrow_columns(spec: Pipeline) -> dict[str, Callable[[list], Any]]:

@@ -251,6 +251,8 @@ def _flatten(row: dict[str, Any]) -> dict[str, Any]:
                 flat[f"{key}_{sub}"] = v
         elif isinstance(value, dict | list):
             flat[key] = json.dumps(value, ensure_ascii=False)
+        elif isinstance(value, bool):
+            flat[key] = "true" if value else "false"  # as JSON and the json column spell them
         else:
             flat[key] = value
     return flat

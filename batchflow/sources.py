@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -31,6 +32,14 @@ class CsvDialect:
     quotechar: str = '"'
     encoding: str = "utf-8"
     types: dict[str, str] | None = None  # column -> string | integer | number | boolean
+
+
+def _reading(encoding: str, fmt: str) -> str:
+    """The codec a source is read with. CSV files saved by spreadsheets as UTF-8 start with a
+    byte-order mark, which is not part of the first column's name."""
+    if fmt != "csv":
+        return "utf-8"
+    return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
 
 
 def infer_format(uri: str) -> str | None:
@@ -63,9 +72,7 @@ def read_records(
                 if fmt == "parquet":
                     yield from _parquet(raw, name)
                     continue
-                text = io.TextIOWrapper(
-                    raw, encoding=dialect.encoding if fmt == "csv" else "utf-8", newline=""
-                )
+                text = io.TextIOWrapper(raw, encoding=_reading(dialect.encoding, fmt), newline="")
                 if fmt == "csv":
                     yield from _csv(text, name, dialect)
                 else:

@@ -210,6 +210,34 @@ def test_csv_sources_keep_declared_types(cli, emulator_env, tmp_path):
     assert typo.code == 1 and "source.csv.types.prize: field 'prize' is not in the source" in typo.err
 
 
+def test_a_spreadsheets_csv_in_and_out(cli, emulator, emulator_env, tmp_path):
+    """A CSV saved by a spreadsheet as UTF-8 starts with a byte-order mark: its first column is
+    still `sku`. Booleans come out of CSV as the json column spells them. With errors.uri, the
+    error rows go there and the output has no error columns, always empty."""
+    write(
+        tmp_path / "pipelines/cols.yaml",
+        """
+        version: 1
+        name: cols
+        model: gemini-2.5-flash
+        source:
+          uri: data.csv
+          key: "{{ sku }}"
+          csv: {types: {active: boolean}}
+        request: {prompt: "Say {{ sku }}"}
+        output: {uri: out.csv, columns: [sku, active]}
+        errors: {uri: errors.jsonl, max_rate: 1}
+        """,
+    )
+    (tmp_path / "pipelines/data.csv").write_bytes("\ufeffsku,active\nA,true\nB,no\n".encode())
+    assert cli("validate").code == 0
+    done = cli("apply", "--wait")
+    assert done.code == 0, done.out + done.err
+    rows = _read(tmp_path / "pipelines/out.csv")
+    assert [(r["key"], r["sku"], r["active"]) for r in rows] == [("A", "A", "true"), ("B", "B", "false")]
+    assert not any(name.startswith("error") for name in rows[0])
+
+
 def test_the_readme_documents_every_column():
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     assert reference_table() in readme
