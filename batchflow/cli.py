@@ -143,9 +143,11 @@ def _load(paths: list[Path] | None) -> list[LoadedPipeline]:
     return load_pipelines(paths or default_paths(Path.cwd()), _settings().backend)
 
 
-def _load_targets(paths: list[Path] | None, targets: list[str] | None) -> tuple[list[LoadedPipeline], int]:
+def _load_targets(
+    paths: list[Path] | None, targets: list[str] | None
+) -> tuple[list[LoadedPipeline], list[str]]:
     """The pipelines plan and apply work on: every one that loads (the problems of the others
-    are printed and counted, and the run goes on without them), or only the `--target` ones."""
+    are printed and returned, and the run goes on without them), or only the `--target` ones."""
     pipelines, problems = load_each(paths or default_paths(Path.cwd()), _settings().backend)
     for problem in problems:
         err.print(str(problem))
@@ -155,7 +157,7 @@ def _load_targets(paths: list[Path] | None, targets: list[str] | None) -> tuple[
             known = ", ".join(sorted(p.name for p in pipelines)) or "none"
             raise BatchflowError(f"--target {', '.join(unknown)}: no such pipeline (found: {known})")
         pipelines = [p for p in pipelines if p.name in targets]
-    return pipelines, len(problems)
+    return pipelines, [str(problem) for problem in problems]
 
 
 def _pipeline_error(pipeline: LoadedPipeline, message: str) -> None:
@@ -315,7 +317,7 @@ def plan_cmd(
     if fmt not in ("text", "json", "markdown"):
         raise typer.BadParameter("use text, json or markdown", param_hint="--format")
     settings = _settings(state)
-    pipelines, broken = _load_targets(paths, target)
+    pipelines, unloaded = _load_targets(paths, target)
     options = review.PlanOptions(
         allow_shrink=allow_shrink,
         retry_errors=retry_errors,
@@ -324,7 +326,8 @@ def plan_cmd(
         targets=target or [],
     )
     the_plan = _make_plan(pipelines, settings, options, count_tokens=count_tokens)
-    broken += sum(1 for pp in the_plan.pipelines if pp.error)
+    the_plan.unloaded = unloaded
+    broken = len(unloaded) + sum(1 for pp in the_plan.pipelines if pp.error)
     if out_file is not None:
         review.save(the_plan, out_file)
     if fmt == "json":
@@ -335,8 +338,7 @@ def plan_cmd(
         for pp in the_plan.pipelines:
             for line in review.text_lines(pp):
                 out.print(line)
-        if the_plan.changes or not broken:
-            out.print(review.summary_line(the_plan))
+        out.print(review.summary_line(the_plan))
         if out_file is not None:
             out.print(f"Saved the plan to {out_file}; `batchflow apply {out_file}` applies exactly it.")
     _step_summary(review.markdown(the_plan))
@@ -422,7 +424,7 @@ def apply_cmd(
                 f"{', '.join(flags)}: a saved plan is applied with the options it was made with; "
                 "give them to `plan --out` instead"
             )
-        pipelines, broken = _check_saved_plan(saved, settings), 0
+        pipelines, broken = _check_saved_plan(saved, settings), []
         options = saved.options
         allow_shrink, retry_errors = options.allow_shrink, options.retry_errors
         max_usd, max_concurrent_jobs = options.max_usd, options.max_concurrent_jobs

@@ -116,7 +116,13 @@ def file_part_tokens(text: str, files: Mapping[str, FileRef] | None) -> int:
     return sum(counted) + (parts - len(counted)) * PART_TOKENS
 
 
-def usd(amount: float | None) -> str:
+def usd(amount: float | None, *, apart_from: float | None = None) -> str:
+    """Dollars, to the cent, or to two significant digits below a cent ($0.0000012, never
+    $0.0000); with `apart_from`, with as many digits as it takes to tell the two apart."""
     if amount is None:
         return "unknown"
-    return f"${amount:,.2f}" if amount >= 0.01 or amount == 0 else f"${amount:.4f}"
+    digits = 2 if amount >= 0.01 or amount == 0 else min(10, 1 - math.floor(math.log10(amount)))
+    if apart_from is not None and apart_from != amount:
+        while digits < 10 and round(amount, digits) == round(apart_from, digits):
+            digits += 1
+    return f"${amount:,.{digits}f}"

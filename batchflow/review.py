@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 from .errors import BatchflowError
 from .pricing import PriceTable, Tokens, estimate_text, file_part_tokens, usd
@@ -65,7 +65,14 @@ class PipelinePlan(BaseModel):
     superseded_requests: int = 0  # requests of jobs in flight the spec no longer wants (cancelled)
     superseded_usd: float | None = None  # what those would still cost if left to run
     budget_usd: float | None = None
-    over_budget: str | None = None  # why apply would refuse
+    over_budget: bool = False  # apply would refuse: the estimate is over the budget, or unknown
+    budget_message: str | None = None  # why, in words
+
+    @field_validator("over_budget", mode="before")
+    @classmethod
+    def _old_plan(cls, value):
+        return bool(value)  # a plan saved by batchflow 0.1 held the message here
+
     failed: str | None = None  # failed requests beyond the errors policy
     error: str | None = None  # why the pipeline could not be planned
     fingerprint: Fingerprint | None = None
@@ -87,6 +94,7 @@ class Plan(BaseModel):
     created_at: str
     prices: str  # which price table: its date and source
     options: PlanOptions = PlanOptions()
+    unloaded: list[str] = []  # problems of the spec files that could not be loaded
     pipelines: list[PipelinePlan]
 
     @property
@@ -159,6 +167,11 @@ def budget_limit(p: LoadedPipeline, max_usd: float | None) -> float | None:
     return max_usd if max_usd is not None else (p.spec.budget.max_usd if p.spec.budget else None)
 
 
+def _budget(p: LoadedPipeline, est: Estimate | None, max_usd: float | None) -> dict:
+    why = budget_breach(p, est, max_usd)
+    return {"over_budget": why is not None, "budget_message": why}
+
+
 def budget_breach(p: LoadedPipeline, est: Estimate | None, max_usd: float | None) -> str | None:
     """Why an apply must not send these requests: over the budget, or a cost it cannot know."""
     limit = budget_limit(p, max_usd)
@@ -171,7 +184,8 @@ def budget_breach(p: LoadedPipeline, est: Estimate | None, max_usd: float | None
         )
     if est.usd > limit:
         return (
-            f"estimated cost {usd(est.usd)} for {est.requests:,} requests is over the budget of {usd(limit)}"
+            f"estimated cost {usd(est.usd, apart_from=limit)} for {est.requests:,} requests is over the "
+            f"budget of {usd(limit, apart_from=est.usd)}"
         )
     return None
 
@@ -197,7 +211,7 @@ def pipeline_plan(
         superseded_requests=superseded,
         superseded_usd=superseded_usd if superseded else None,
         budget_usd=budget_limit(p, max_usd),
-        over_budget=budget_breach(p, est, max_usd),
+        **_budget(p, est, max_usd),
         failed=policy_breach(p, state.output),
         fingerprint=fingerprint(p, scan, state),
     )
@@ -233,7 +247,8 @@ def count_sample(
     est.input_tokens = round(counted / len(scan.sample) * est.requests)
     est.input_basis = f"countTokens on {len(scan.sample)} requests"
     est.usd = prices.cost(p.spec.model, Tokens(est.input_tokens, est.output_tokens, est.cached_tokens))
-    pp.over_budget = budget_breach(p, est, max_usd)
+    for name, value in _budget(p, est, max_usd).items():
+        setattr(pp, name, value)
 
 
 # ---------------------------------------------------------------- rendering
@@ -282,7 +297,7 @@ def text_lines(pp: PipelinePlan) -> list[str]:
     if pp.estimate:
         lines.append(f"  = estimate: {describe(pp.estimate)}")
     if pp.over_budget:
-        lines.append(f"  ! {pp.over_budget}: apply refuses")
+        lines.append(f"  ! {pp.budget_message}: apply refuses")
     return lines
 
 
@@ -291,6 +306,11 @@ def summary_line(plan: Plan) -> str:
     for pp in plan.pipelines:
         for a in pp.actions:
             counts[a.kind] = counts.get(a.kind, 0) + 1
+    broken = len(plan.unloaded) + sum(1 for pp in plan.pipelines if pp.error)
+    if broken:  # never "no changes" above an error: what it hides is unknown
+        unplanned = f"Could not plan {broken} {plural(broken, 'pipeline')} (see the errors)."
+        if not counts:
+            return unplanned
     if not counts:
         return "No changes. Every pipeline is up to date."
     words = [f"{n} output(s) to write" if k == "output" else f"{n} to {k}" for k, n in counts.items()]
@@ -299,7 +319,7 @@ def summary_line(plan: Plan) -> str:
     if costs:
         known = sum(c for c in costs if c is not None)
         total = f" Estimated cost: ~{usd(known)}" + (" (some models unpriced)" if None in costs else "") + "."
-    return "Plan: " + ", ".join(words) + "." + total
+    return "Plan: " + ", ".join(words) + "." + total + (f" {unplanned}" if broken else "")
 
 
 def markdown(plan: Plan) -> str:
@@ -316,12 +336,13 @@ def markdown(plan: Plan) -> str:
         if pp.resent_answered:
             notes.append(f"{pp.resent_answered:,} answered requests changed: paid again")
         if pp.over_budget:
-            notes.append(f"**over budget:** {pp.over_budget}")
+            notes.append(f"**over budget:** {pp.budget_message}")
         if pp.failed:
             notes.append(f"**failed requests:** {pp.failed}")
         changes = "—" if pp.error else str(len(pp.actions))
         numbers = f"{est.requests:,} | {est.input_tokens:,} | {usd(est.usd)}" if est else "0 | 0 | —"
         rows.append(f"| `{pp.pipeline}` | {changes} | {numbers} | {'; '.join(notes)} |")
+    rows += [f"| — | — | — | — | — | **error:** {problem} |" for problem in plan.unloaded]
     details = []
     for pp in plan.pipelines:
         if pp.actions:

@@ -61,13 +61,12 @@ def test_a_fresh_ci_runner_sees_what_a_change_pays_for_again(
 def test_a_budget_refuses_before_anything_is_uploaded(cli, client, emulator_env, tmp_path):
     _pipeline(tmp_path, extra="    budget: {max_usd: 0.000001}\n")
     plan = cli("plan")
-    assert "is over the budget of $0.0000: apply refuses" in plan.out
+    assert "is over the budget of $0.0000010: apply refuses" in plan.out  # never "$0.0000"
+    doc = json.loads(cli("plan", "--json").out)["pipelines"][0]
+    assert doc["over_budget"] is True and doc["budget_message"].endswith("over the budget of $0.0000010")
     refused = cli("apply", "--wait")
     assert refused.code == 1
-    assert (
-        "estimated cost $0.00" in refused.err
-        and "for 3 requests is over the budget of $0.0000" in refused.err
-    )
+    assert "estimated cost $0.0019 for 3 requests is over the budget of $0.0000010" in refused.err
     assert len(refused.err.strip().splitlines()) == 1
     assert not list(client.files.list()) and not list(client.batches.list())
     assert cli("apply", "--wait", "--max-usd", "5").code == 0  # the flag overrides the spec
@@ -86,11 +85,23 @@ def test_plan_as_json_and_markdown_and_the_step_summary(cli, emulator_env, tmp_p
     assert p["estimate"]["input_basis"] == "local estimate"
     markdown = cli("plan", "--format", "markdown").out
     assert markdown.startswith("### batchflow plan") and "| `tags` | 1 | 3 |" in markdown
+    assert p["over_budget"] is False and p["budget_message"] is None
     assert cli("apply", "--wait").code == 0
     assert cli("status").code == 0
     text = summary.read_text()
     assert text.count("### batchflow plan") == 2
     assert "| `tags` | done |" in text and "### batchflow status" in text
+    # Up to date, beside a pipeline whose source cannot be read: no "No changes" above its error.
+    broken = SPEC.replace("name: tags", "name: broken").replace("data.jsonl", "broken.jsonl")
+    write(tmp_path / "pipelines/broken.yaml", broken.replace("PROMPT", "Say"))
+    write(tmp_path / "pipelines/broken.jsonl", '{"id": 1, "word": "a"}\n{"id": 2,\n')
+    both = cli("plan", "--format", "markdown")
+    assert both.code == 1 and "No changes" not in both.out
+    assert "Could not plan 1 pipeline (see the errors)." in both.out
+    assert (
+        "| — | — | — | — | — | **error:** pipelines/broken.yaml:4:15: source.uri: cannot read source"
+        in both.out
+    )
 
 
 def test_count_tokens_asks_the_api(cli, emulator_env, tmp_path):
