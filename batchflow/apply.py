@@ -571,6 +571,7 @@ def apply_all(
     delay = min(0.5, poll_interval)
     outcomes = {p.name: Outcome(p.name) for p in pipelines}
     retried: set[str] = set()  # --retry-errors raises each pipeline's retry round once per run
+    warned: dict[str, type] = {}  # the kind of passing error each pipeline was last warned of
     while True:
         for p in pipelines:
             total = outcomes[p.name]
@@ -593,7 +594,9 @@ def apply_all(
                 this = applier.run()
             except (BatchflowError, OSError) as exc:
                 if wait and getattr(exc, "transient", False):
-                    warn(p.name, f"{exc}; trying again")
+                    if warned.get(p.name) is not type(exc):  # once, not at every round of --wait
+                        warn(p.name, f"{exc}; trying again")
+                        warned[p.name] = type(exc)
                     continue
                 # This pipeline stops here; the others go on, and the run exits 1 at the end.
                 total.error, total.done = str(exc), True
@@ -601,6 +604,7 @@ def apply_all(
             finally:
                 if applier is not None and applier.retried:
                     retried.add(p.name)
+            warned.pop(p.name, None)
             total.actions += this.actions
             total.waiting, total.done, total.failed = this.waiting, this.done, this.failed
         if not wait or all(o.done for o in outcomes.values()):

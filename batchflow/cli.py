@@ -6,6 +6,7 @@ import contextlib
 import functools
 import json
 import os
+import signal
 import sys
 import time
 from collections import Counter
@@ -98,6 +99,27 @@ def _confirm(yes: bool, what: str, question: str) -> None:
     typer.confirm(question, abort=True)
 
 
+class Terminated(BaseException):
+    """SIGTERM (a CI job cancelled, a pod stopped), raised as SIGINT raises KeyboardInterrupt."""
+
+
+_MAIN_PID = os.getpid()
+
+
+def _terminate(signum, frame) -> None:
+    if os.getpid() != _MAIN_PID:  # a forked worker: ended as it would be without the handler
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+    raise Terminated
+
+
+# What an interrupted command leaves, for its user: a stopped apply's jobs go on being paid for.
+_INTERRUPTED = {
+    "apply_cmd": "the jobs created so far keep running on the service, and are paid for; every step "
+    "done is saved: run `batchflow apply` again to resume, or `batchflow cancel` to stop them",
+}
+
+
 def command(name: str | None = None):
     """Register a command; the one place where batchflow errors become a message and exit 1."""
 
@@ -113,6 +135,10 @@ def command(name: str | None = None):
                 err.print(f"error: {exc}")
             except OSError as exc:  # a file or folder that cannot be read or written: one line, no traceback
                 err.print(f"error: {exc}")
+            except (KeyboardInterrupt, Terminated) as exc:
+                signal_name = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+                err.print(f"interrupted ({signal_name}): {_INTERRUPTED.get(fn.__name__, 'nothing was lost')}")
+                raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
             raise typer.Exit(EXIT_ERROR)
 
         app.command(name)(wrapper)
@@ -782,4 +808,5 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
     sys.exit(run())

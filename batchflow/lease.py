@@ -164,11 +164,19 @@ def acquire(
             say(f"took over the lock: {why}")
             return held
         if time.monotonic() >= deadline:
+            if holder is not None:
+                # A live lease: its holder is at work, or gone and the lease runs out by itself.
+                # Removing it by hand is how two applies end up acting at once.
+                raise LockedError(
+                    f"pipeline {pipeline!r} is locked by another apply ({holder.describe()}); it is "
+                    "taken over when that apply ends or its lease runs out: wait with --lock-timeout "
+                    f"(lock: {lock.where})"
+                )
             old = _old_lock(data) or {}
-            who = holder.describe() if holder else f"pid {old.get('pid')} on {old.get('host')}, no lease"
             raise LockedError(
-                f"pipeline {pipeline!r} is locked by another apply ({who}); wait for it "
-                f"(--lock-timeout), or run `batchflow unlock` if it is gone (lock: {lock.where})"
+                f"pipeline {pipeline!r} is locked by an apply of batchflow 0.1 (pid {old.get('pid')} on "
+                f"{old.get('host')}, no lease); wait for it (--lock-timeout), or run `batchflow unlock` "
+                f"if it is gone (lock: {lock.where})"
             )
         time.sleep(min(1.0, max(0.05, deadline - time.monotonic()), ttl / 3))
 

@@ -53,6 +53,8 @@ def file_digest(uri: str) -> str:
         with fsspec.open(uri, "rb") as f:
             while chunk := f.read(1 << 20):
                 digest.update(chunk)
+    except FileNotFoundError:  # gcsfs says only its own URL path (b/bucket/o/name%2F...)
+        raise SourceError("file not found", uri=uri) from None
     except (OSError, ValueError) as exc:
         raise SourceError(f"cannot read file: {exc}", uri=uri) from None
     return digest.hexdigest()

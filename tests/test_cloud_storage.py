@@ -123,3 +123,28 @@ def test_gs_commands_print_no_bucket_type_warnings(gcs_bucket, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "output: not written yet" in done.stdout
     assert done.stderr == ""  # gcsfs's "Could not determine bucket type" lines, among others
+
+
+def test_a_missing_gs_file_named_by_a_record_is_one_clear_line(
+    cli, client, emulator_env, gcs_bucket, tmp_path
+):
+    """gcsfs names a missing object by its URL path (b/bucket/o/media%2F...): say the gs:// URI."""
+    uri = f"gs://{gcs_bucket}/media/cat.png"
+    write(tmp_path / "pipelines/data.jsonl", json.dumps({"id": 1, "img": uri}) + "\n")
+    write(
+        tmp_path / "pipelines/p.yaml",
+        """
+        version: 1
+        name: p
+        model: gemini-2.5-flash
+        source: {uri: data.jsonl, key: "{{ id }}"}
+        request: {prompt: Describe., files: ["{{ img }}"]}
+        output: {uri: out.jsonl}
+    """,
+    )
+    result = cli("apply")
+    assert result.code == 1
+    assert result.err.strip().endswith(
+        f"pipelines/data.jsonl:1: record '1': request.files[0]: {uri}: file not found (pipelines/p.yaml)"
+    ), result.err
+    assert list(client.files.list()) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -200,10 +201,13 @@ def test_apply_wait_waits_for_the_lock(cli, emulator_env, tmp_path):
     _project(tmp_path, n=2)
     lock = tmp_path / "state/crash/lock"
     _lock_as(lock, os.getpid())  # held by a live process (this one)
-    threading.Timer(1.0, lock.unlink).start()
+    threading.Timer(2.0, lock.unlink).start()
     result = cli("apply", "--wait")
     assert result.code == 0, result.err
-    assert "is locked by another apply" in result.err and "trying again" in result.err
+    # Said once while it waits (the rounds of --wait come every half second here), and never
+    # "run `batchflow unlock`": a live lease is someone at work.
+    assert result.err.count("is locked by another apply") == 1 and "trying again" in result.err
+    assert "unlock" not in result.err
 
 
 CACHED = """
@@ -239,3 +243,31 @@ def test_kill_9_with_files_and_a_cache(kill_after_lines, client, emulator, emula
     assert [r["key"] for r in rows] == [str(i) for i in range(5)]
     assert all("error" not in r and r["usage"]["cached_tokens"] > 0 for r in rows)
     assert list(client.caches.list()) == []  # one cache, adopted if need be, and deleted at the end
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_apply_says_its_jobs_go_on_and_a_rerun_resumes(
+    sig, code, client, emulator, emulator_env, tmp_path
+):
+    _project(tmp_path, n=4)
+    emulator.store.clock.set_speed(1)  # the jobs are still at work when the signal comes
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batchflow", "apply", "--wait"],
+        env={**os.environ, **emulator_env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    created = 0
+    while created < 2:
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read()
+        created += "created batches/" in line
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert "the jobs created so far keep running on the service, and are paid for" in err
+    assert "run `batchflow apply` again to resume" in err and "Traceback" not in err
+    emulator.store.clock.set_speed(3600)
+    apply_again({**os.environ, **emulator_env})
+    assert len(list(client.batches.list())) == 2  # resumed, not sent again
