@@ -1,13 +1,16 @@
-"""The promise, checked over random histories: faults, retries, --retry-errors, spec edits and
-kill -9 in any order.
+"""The promise, checked over random histories: faults, retries, --retry-errors, spec edits,
+model changes with jobs in flight, kill -9, and a runner paused (SIGSTOP) past its lease while
+another takes over, in any order.
 
 Whatever happened before, once `apply --wait` returns, the output holds exactly
 one row per source record, in source order; each row is the latest result the
 state holds for that record (or, for a request whose job failed for good, that
 job's error); and the exit code is 3 exactly when more rows are errors than
-the pipeline's errors policy tolerates.
+the pipeline's errors policy tolerates. No two jobs on the service are for the same shard and
+attempt (nothing was created twice), and none is left at work.
 
-Six histories run with the suite; PROMISE_SEEDS=40 runs more (all 40 passed when written).
+Nine histories run with the suite (the ninth pauses a runner before a create, the case that
+once made a second job); PROMISE_SEEDS=40 runs more.
 """
 
 from __future__ import annotations
@@ -16,10 +19,14 @@ import contextlib
 import json
 import os
 import random
+import signal
+import subprocess
+import sys
+import time
 
 import httpx2 as httpx
 import pytest
-from conftest import kill_apply, write
+from conftest import TEST_SPEED, kill_apply, write
 
 from batchflow.columns import result_fields
 from batchflow.join import ResultReader
@@ -32,7 +39,7 @@ RECORDS = 6
 SPEC = """
     version: 1
     name: promise
-    model: gemini-2.5-flash
+    model: MODEL
     source: {uri: data/in.jsonl, key: "{{ id }}"}
     request: {prompt: "Say {{ word }}"}
     batch: {max_requests: 2}
@@ -42,11 +49,13 @@ SPEC = """
 """
 
 
-def _spec(tmp_path, attempts: int, max_count: int | None) -> None:
+MODELS = ["gemini-2.5-flash", "gemini-2.5-flash-lite"]
+
+
+def _spec(tmp_path, attempts: int, max_count: int | None, model: str = MODELS[0]) -> None:
     policy = f"errors: {{max_count: {max_count}}}" if max_count is not None else ""
-    write(
-        tmp_path / "pipelines/promise.yaml", SPEC.replace("ATTEMPTS", str(attempts)).replace("POLICY", policy)
-    )
+    text = SPEC.replace("ATTEMPTS", str(attempts)).replace("POLICY", policy).replace("MODEL", model)
+    write(tmp_path / "pipelines/promise.yaml", text)
 
 
 def _random_faults(rng: random.Random) -> dict:
@@ -61,8 +70,10 @@ def _random_faults(rng: random.Random) -> dict:
     }
 
 
-@pytest.mark.parametrize("seed", range(int(os.environ.get("PROMISE_SEEDS", "6"))))
-def test_after_any_history_the_output_is_the_state(seed, cli, emulator, emulator_env, tmp_path, monkeypatch):
+@pytest.mark.parametrize("seed", range(int(os.environ.get("PROMISE_SEEDS", "9"))))
+def test_after_any_history_the_output_is_the_state(
+    seed, cli, client, emulator, emulator_env, tmp_path, monkeypatch
+):
     rng = random.Random(seed)
     monkeypatch.setenv("BATCHFLOW_HTTP_ATTEMPTS", "1")  # refused calls surface at once: --wait goes round
     write(
@@ -71,23 +82,72 @@ def test_after_any_history_the_output_is_the_state(seed, cli, emulator, emulator
     )
     max_count = rng.choice([None, 1, 4])
     env = {**os.environ}
+    model = MODELS[0]
     for _ in range(rng.randint(2, 4)):
         faults = _random_faults(rng)
         httpx.post(f"{emulator.url}/_emulator/faults", json=faults).raise_for_status()
-        _spec(tmp_path, rng.randint(1, 3), max_count)
-        if rng.random() < 0.5:
+        attempts = rng.randint(1, 3)
+        _spec(tmp_path, attempts, max_count, model)
+        step = rng.random()
+        if step < 0.35:
             kill_apply(env, after_lines=rng.randint(1, 8))
+        elif step < 0.5:
+            _pause_past_the_lease(env, rng.choice(["upload", "create", "cancel"]))
+        elif step < 0.65:  # the model changes while its jobs are at work: they are superseded
+            emulator.store.clock.set_speed(1)
+            assert cli("apply").code in (0, 1, 3)
+            model = MODELS[1 - MODELS.index(model)]
+            _spec(tmp_path, attempts, max_count, model)
+            assert cli("apply").code in (0, 1, 3)
+            emulator.store.clock.set_speed(TEST_SPEED)
         else:
             retry = ["--retry-errors"] if rng.random() < 0.4 else []
             assert cli("apply", "--wait", *retry).code in (0, 3)
 
     result = cli("apply", "--wait")
+    quiet = {"rate_limit_rate": 0, "unavailable_rate": 0}  # for the test's own look at the service
+    httpx.post(f"{emulator.url}/_emulator/faults", json=quiet).raise_for_status()
+    jobs = list(client.batches.list())
+    assert len({j.display_name for j in jobs}) == len(jobs), sorted(j.display_name for j in jobs)
+    assert not [j.name for j in jobs if not j.done]
     rows = [json.loads(x) for x in (tmp_path / "pipelines/out.jsonl").read_text().splitlines()]
     assert [r["key"] for r in rows] == [str(i) for i in range(RECORDS)]
     _assert_rows_are_the_states_results(tmp_path, emulator_env["BATCHFLOW_STATE"], rows)
     errors = sum("error" in r for r in rows)
     beyond = errors > (max_count or 0)
     assert result.code == (3 if beyond else 0), (errors, max_count, result.err)
+
+
+def _pause_past_the_lease(env: dict[str, str], call: str) -> None:
+    """Runner A stops itself (SIGSTOP) right before `call` on the service; once its 2 s lease has
+    run out, runner B takes over and runs to the end; then A resumes (SIGCONT). If A never made
+    that call, it simply runs to its end."""
+    short = {**env, "BATCHFLOW_LOCK_TTL": "2s"}
+    a = subprocess.Popen(
+        [sys.executable, "-m", "batchflow", "apply", "--wait"],
+        env={**short, "BATCHFLOW_TEST_STALL_BEFORE": call},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while a.poll() is None and not _stopped(a.pid):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    if a.returncode is None:
+        b = subprocess.run(
+            [sys.executable, "-m", "batchflow", "apply", "--wait", "--lock-timeout", "60s"],
+            env=short,
+            capture_output=True,
+            timeout=120,
+        )
+        assert b.returncode in (0, 3), b.stderr
+        a.send_signal(signal.SIGCONT)
+    assert a.wait(timeout=60) in (0, 1, 3)
+
+
+def _stopped(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "T"
 
 
 def _assert_rows_are_the_states_results(tmp_path, state_dir: str, rows: list[dict]) -> None:
