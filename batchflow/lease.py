@@ -173,8 +173,8 @@ def acquire(
                     f"(lock: {lock.where})"
                 )
             old = _old_lock(data) or {}
-            raise LockedError(
-                f"pipeline {pipeline!r} is locked by an apply of batchflow 0.1 (pid {old.get('pid')} on "
+            raise LockedError(  # a lock of batchflow 0.1, with no lease to run out
+                f"pipeline {pipeline!r} is locked by another apply (pid {old.get('pid')} on "
                 f"{old.get('host')}, no lease); wait for it (--lock-timeout), or run `batchflow unlock` "
                 f"if it is gone (lock: {lock.where})"
             )
