@@ -21,6 +21,7 @@ import fsspec
 
 from . import order
 from .atomic import write_atomic
+from .backends import confirm_model
 from .backends.fenced import Fenced
 from .errors import BatchflowError, BudgetError, OutputError, RemoteError, SourceError, StateError
 from .join import FAILED_KEYS_KEPT, RowForm
@@ -132,6 +133,7 @@ class Applier:
 
     def run(self) -> Outcome:
         self._check_outputs()
+        confirm_model(self.p, self.backend)
         took_over = functools.partial(self._say, Action(Kind.ADOPT, None, ""))
         with (
             self.store.lock(self.p.name, took_over),

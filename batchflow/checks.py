@@ -16,7 +16,7 @@ from typing import Any
 from jinja2 import TemplateSyntaxError, meta, nodes
 
 from . import refusals
-from .emulator.models import find as find_model
+from .catalog import load_catalog, shut_down
 from .errors import SourceError, SpecError
 from .requests import TEMPLATES, is_template
 from .sinks import output_format
@@ -54,6 +54,8 @@ def _problems(spec: Pipeline, file: Path, backend: str) -> Iterator[tuple[Loc, s
             yield ("batch", "inline_below"), "embedding pipelines are always sent as files"
     elif embedding_model:
         yield ("model",), f"{spec.model!r} is an embedding model; use `embed` instead of `request`"
+    if gone := shut_down(load_catalog(), spec.model):
+        yield ("model",), gone
     if spec.cache is not None and spec.request is not None and spec.request.system is not None:
         yield ("request", "system"), "with a cache, the system instruction goes in cache.system"
     if spec.cache is not None and not (spec.cache.system or spec.cache.contents or spec.cache.files):
@@ -139,7 +141,7 @@ def _problems(spec: Pipeline, file: Path, backend: str) -> Iterator[tuple[Loc, s
 
 def _refused(spec: Pipeline) -> Iterator[tuple[Loc, str]]:
     """Settings the service refuses (refusals.py), found before anything is uploaded."""
-    found = find_model(spec.model)
+    found = load_catalog().answering(spec.model)
     gen = spec.request.generation_config if spec.request is not None else None
     loc = ("request", "generation_config")
     if found is not None and gen is not None:
@@ -147,8 +149,11 @@ def _refused(spec: Pipeline) -> Iterator[tuple[Loc, str]]:
         if refused := refusals.max_output_tokens(model, gen.max_output_tokens):
             yield loc + ("max_output_tokens",), _said(refused)
         thinking = gen.thinking_config
-        if thinking is not None and (refused := refusals.thinking_budget(model, thinking.thinking_budget)):
-            yield loc + ("thinking_config", "thinking_budget"), _said(refused)
+        if thinking is not None and (
+            refused := refusals.thinking(model, thinking.thinking_level, thinking.thinking_budget)
+        ):
+            field = "thinking_level" if thinking.thinking_level is not None else "thinking_budget"
+            yield loc + ("thinking_config", field), _said(refused)
     if gen is not None and gen.response_schema is not None:
         for path, refused in refusals.schema_enums(gen.response_schema, "generation_config.response_schema"):
             yield loc + ("response_schema",) + path, _said(refused)

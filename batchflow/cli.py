@@ -259,19 +259,16 @@ def validate(
                 f"BATCHFLOW_VALIDATE_MAX_BYTES ({max_bytes:,} bytes), plan reads the rest"
             )
         out.print(f"{p.path}: {p.name}: valid ({note})")
-        _warn_unknown_model(p)
+        _warn_model(p)
 
 
-def _warn_unknown_model(p: LoadedPipeline) -> None:
-    """A model name the service would not know is likely a typo; new models are not refused."""
-    import difflib
+def _warn_model(p: LoadedPipeline) -> None:
+    """A model that is deprecated, routed to another, or unknown (likely a typo; a model newer
+    than the catalog is not refused): one warning line. A shut-down one is a spec error."""
+    from .catalog import load_catalog, model_warning
 
-    from .emulator.models import MODELS, find
-
-    if find(p.spec.model) is None:
-        close = difflib.get_close_matches(p.spec.model.removeprefix("models/"), list(MODELS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(MODELS)})"
-        err.print(f"{p.path}: warning: model: {p.spec.model!r} is not a model batchflow knows{hint}")
+    if warning := model_warning(load_catalog(), p.spec.model):
+        err.print(f"{p.path}: warning: model: {warning}")
 
 
 def _source_problem(exc: SourceError) -> SpecError:
@@ -377,7 +374,7 @@ def plan_cmd(
 def _make_plan(pipelines, settings: Settings, options, *, count_tokens=False):
     """The plan of each pipeline; one that cannot be planned is reported and carries its error."""
     from . import review
-    from .backends import Backends
+    from .backends import Backends, confirm_model
     from .pricing import load_prices
 
     prices = load_prices(settings.prices)
@@ -388,6 +385,7 @@ def _make_plan(pipelines, settings: Settings, options, *, count_tokens=False):
         try:
             for uri in output_uris(p):
                 check_writable(uri, probe=False)
+            confirm_model(p, backends(p))
             store = stores.checked(p)
             st = store.load(p.name)
             with contextlib.closing(store.index(p.name, readonly=True)) as index:
@@ -732,6 +730,50 @@ def schema_text() -> str:
     doc["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     doc["title"] = "batchflow pipeline"
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+@command("models")
+def models_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the catalog as data.")] = False,
+) -> None:
+    """List the models batchflow knows (its catalog, BATCHFLOW_MODELS on top): what each is today,
+    its limits, the thinking it takes and its price."""
+    from .catalog import load_catalog, today
+
+    catalog, now = load_catalog(), today()
+    rows = []
+    for name, model in catalog.models.items():
+        status, price = catalog.status(name, now), catalog.price(name, now)
+        thinking = model.thinking
+        rows.append(
+            {
+                "model": name,
+                "status": status.kind,
+                "answered_by": status.target if status.kind == "routed" else None,
+                "replacement": status.target if status.kind in ("shut down", "deprecated") else None,
+                "shutdown": str(model.shutdown) if model.shutdown else None,
+                "input_tokens": model.input_tokens,
+                "output_tokens": model.output_tokens,
+                "thinking_levels": list(thinking.levels) if thinking else [],
+                "thinking_budget": list(thinking.budget) if thinking and thinking.budget else None,
+                "usd_per_1m": price.model_dump(mode="json", exclude_none=True) if price else None,
+            }
+        )
+    if as_json:
+        doc = {"checked": str(catalog.checked), "source": catalog.source, "models": rows}
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    out.print(f"Models as of {now} (catalog checked {catalog.checked}; standard prices, Batch Mode: half):")
+    for r in rows:
+        price = r["usd_per_1m"]
+        cost = f"${price['input']:g} / ${price['output']:g} per 1M" if price else "unpriced"
+        what = r["status"] + (f" -> {r['answered_by']}" if r["answered_by"] else "")
+        what += f" (use {r['replacement']})" if r["replacement"] else ""
+        thinking = ", ".join(r["thinking_levels"]) or (
+            f"budget {r['thinking_budget'][0]}-{r['thinking_budget'][1]}" if r["thinking_budget"] else "-"
+        )
+        limits = f"{r['input_tokens'] or '?'} in / {r['output_tokens'] or '?'} out"
+        out.print(f"  {r['model']:<24} {what:<40} {limits:<22} {thinking:<28} {cost}")
 
 
 @command()

@@ -13,12 +13,13 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import resources
+from datetime import date
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
+from .catalog import load_catalog, today
 from .errors import BatchflowError
 from .requests import FILE_PLACEHOLDER, FileRef
 from .tokens import CHARS_PER_TOKEN, PART_TOKENS
@@ -69,10 +70,22 @@ class Tokens:
         return cls(usage.get("prompt", 0) - cached, usage.get("output", 0), cached)
 
 
-def load_prices(override: Path | None = None) -> PriceTable:
-    """The shipped table, with the models of an override file (YAML or JSON, same shape) on top."""
-    table = PriceTable.model_validate_json(
-        resources.files("batchflow").joinpath("data/prices.json").read_text(encoding="utf-8")
+def load_prices(override: Path | None = None, on: date | None = None) -> PriceTable:
+    """Each model's price on `on` (today), from the model catalog (a routed model at its
+    target's), with the models of a price override file (YAML or JSON, same shape) on top."""
+    catalog = load_catalog()
+    on = on or today()
+    models = {}
+    for name in catalog.models:
+        price = catalog.price(name, on)
+        if price is not None:
+            cached = price.input if price.cached_input is None else price.cached_input
+            models[name] = ModelPrice(input=price.input, output=price.output, cached_input=cached)
+    table = PriceTable(
+        checked=str(catalog.checked),
+        source=catalog.source,
+        batch_discount=catalog.batch_discount,
+        models=models,
     )
     if override is None:
         return table
@@ -120,7 +133,7 @@ def usd(amount: float | None, *, apart_from: float | None = None) -> str:
     """Dollars, to the cent, or to two significant digits below a cent ($0.0000012, never
     $0.0000); with `apart_from`, with as many digits as it takes to tell the two apart."""
     if amount is None:
-        return "unknown"
+        return "unpriced"
     digits = 2 if amount >= 0.01 or amount == 0 else min(10, 1 - math.floor(math.log10(amount)))
     if apart_from is not None and apart_from != amount:
         while digits < 10 and round(amount, digits) == round(apart_from, digits):

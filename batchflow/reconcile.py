@@ -20,7 +20,7 @@ from pathlib import Path
 import fsspec
 
 from . import __version__, order
-from .emulator.models import find as find_model
+from .catalog import load_catalog
 from .errors import SourceError
 from .index import RequestIndex
 from .parallel import ScanBatch, render_source
@@ -380,8 +380,8 @@ def scan(
 def input_limit(pipeline: LoadedPipeline, renderer: Renderer) -> int | None:
     """The most input tokens one request may hold besides the cache's: the model's input limit
     (None for a model batchflow does not know)."""
-    found = find_model(pipeline.spec.model)
-    if found is None:
+    found = load_catalog().answering(pipeline.spec.model)
+    if found is None or found[1].input_tokens is None:
         return None
     cached = estimate_text(renderer.cache, renderer.files.seen) if renderer.cache else 0
     return found[1].input_tokens - cached
@@ -389,7 +389,7 @@ def input_limit(pipeline: LoadedPipeline, renderer: Renderer) -> int | None:
 
 def over_input_limit(pipeline: LoadedPipeline, key: str, tokens: int, limit: int) -> str:
     """Why a request of `tokens` (estimated) is refused, when `input_limit` said `limit`."""
-    model_limit = find_model(pipeline.spec.model)[1].input_tokens
+    model_limit = load_catalog().answering(pipeline.spec.model)[1].input_tokens
     cached = f" (and {model_limit - limit:,} in the cache)" if model_limit > limit else ""
     return (
         f"record {key!r}: request: ~{tokens:,} input tokens{cached}, over the {model_limit:,} that "

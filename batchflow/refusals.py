@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from .emulator.models import Model  # the model table (limits, thinking), kept as data there
+from .catalog import Model
 
 # MIME types the service refuses (office documents, archives); "jsonl" is what the batch
 # docs upload input files as, and is taken, as is any other type/subtype.
@@ -25,7 +25,7 @@ def mime_type(mime: str) -> str | None:
 
 
 def input_tokens(model: Model, count: int) -> str | None:
-    if count <= model.input_tokens:
+    if model.input_tokens is None or count <= model.input_tokens:
         return None
     return (
         f"The input token count ({count}) exceeds the maximum number of tokens allowed "
@@ -34,20 +34,35 @@ def input_tokens(model: Model, count: int) -> str | None:
 
 
 def max_output_tokens(model: Model, wanted: Any) -> str | None:
-    if wanted is None or (isinstance(wanted, int) and 1 <= wanted <= model.output_tokens):
+    limit = model.output_tokens
+    if wanted is None or limit is None or (isinstance(wanted, int) and 1 <= wanted <= limit):
         return None
     return (
         f"Unable to submit request because it has a maxOutputTokens value of {wanted} but the "
-        f"supported range is from 1 (inclusive) to {model.output_tokens + 1} (exclusive). Update the "
-        "value and try again."
+        f"supported range is from 1 (inclusive) to {limit + 1} (exclusive). Update the value and try again."
     )
 
 
-def thinking_budget(model: Model, budget: Any) -> str | None:
-    if not model.thinking or not isinstance(budget, int):
+def thinking(model: Model, level: Any, budget: Any) -> str | None:
+    """A thinkingConfig the model refuses: a level it does not take (any level on a budget model),
+    a budget on a level model that takes none, a budget out of range, or both at once."""
+    rules = model.thinking
+    if rules is None:
         return None
-    low, high = model.thinking_budget
-    if budget == -1 or (budget == 0 and model.thinking_off) or low <= budget <= high:
+    if level is not None and budget is not None:
+        return "Setting both thinking_level and thinking_budget is not supported. Use only one of them."
+    if level is not None:
+        level = str(level).upper()
+        if not rules.levels:
+            return "Thinking level is not supported for this model."
+        if level not in rules.levels:
+            taken = ", ".join(rules.levels)
+            return f"Thinking level {level} is not supported for this model. Supported levels: {taken}."
+        return None
+    if not isinstance(budget, int) or rules.budget is None:
+        return None  # Gemini 3 still takes a budget (deprecated), and maps it to a level
+    low, high = rules.budget
+    if budget == -1 or (budget == 0 and rules.can_turn_off) or low <= budget <= high:
         return None
     return f"The thinking budget ({budget}) is invalid."
 

@@ -254,6 +254,9 @@ def count_sample(
 # ---------------------------------------------------------------- rendering
 
 
+UNPRICED = "unpriced: the model has no price in the catalog (add one with BATCHFLOW_PRICES)"
+
+
 def describe(est: Estimate) -> str:
     output = {
         "observed": "output as observed so far",
@@ -265,7 +268,8 @@ def describe(est: Estimate) -> str:
     return (
         f"{est.requests:,} {plural(est.requests, 'request')}, "
         f"~{est.input_tokens:,} input tokens ({est.input_basis}){cached}, "
-        f"~{est.output_tokens:,} output tokens ({output}): ~{usd(est.usd)} at Batch Mode prices"
+        f"~{est.output_tokens:,} output tokens ({output}): "
+        + (f"~{usd(est.usd)} at Batch Mode prices" if est.usd is not None else UNPRICED)
     )
 
 
@@ -314,11 +318,15 @@ def summary_line(plan: Plan) -> str:
     if not counts:
         return "No changes. Every pipeline is up to date."
     words = [f"{n} output(s) to write" if k == "output" else f"{n} to {k}" for k, n in counts.items()]
-    costs = [pp.estimate.usd for pp in plan.pipelines if pp.estimate]
+    estimates = [pp.estimate for pp in plan.pipelines if pp.estimate]
     total = ""
-    if costs:
-        known = sum(c for c in costs if c is not None)
-        total = f" Estimated cost: ~{usd(known)}" + (" (some models unpriced)" if None in costs else "") + "."
+    if estimates:
+        known = sum(e.usd for e in estimates if e.usd is not None)
+        unpriced = sum(e.requests for e in estimates if e.usd is None)
+        total = f" Estimated cost: ~{usd(known)}"
+        if unpriced:  # never $0.00 for what has no price
+            total += f", and {unpriced:,} {plural(unpriced, 'request')} of models with no price"
+        total += "."
     return "Plan: " + ", ".join(words) + "." + total + (f" {unplanned}" if broken else "")
 
 

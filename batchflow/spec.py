@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from .units import Duration, Size
 
@@ -107,13 +107,22 @@ class Source(_Model):
 
 
 class ThinkingConfig(_Model):
-    """How much the model may think before it answers (Gemini 2.5 and later)."""
+    """How much the model may think before it answers: a level (Gemini 3 and 4) or a budget of
+    tokens (Gemini 2.5). Which levels and budgets each model takes: `batchflow models`."""
 
-    thinking_budget: int | None = Field(None, ge=-1, le=32768, description="Tokens; 0 off, -1 dynamic.")
-    thinking_level: Literal["MINIMAL", "LOW", "MEDIUM", "HIGH"] | None = Field(
-        None, description="Gemini 3 models: how hard to think."
+    thinking_budget: int | None = Field(
+        None, ge=-1, le=32768, description="Gemini 2.5 models: tokens; 0 off, -1 dynamic."
+    )
+    thinking_level: Literal["MINIMAL", "LOW", "MEDIUM", "HIGH", "XHIGH"] | None = Field(
+        None, description="Gemini 3 and 4 models: how hard to think."
     )
     include_thoughts: bool | None = Field(None, description="Return thought summaries.")
+
+    @model_validator(mode="after")
+    def _one_of(self):
+        if self.thinking_budget is not None and self.thinking_level is not None:
+            raise ValueError("set thinking_level or thinking_budget, not both (the service refuses both)")
+        return self
 
 
 class GenerationConfig(_Model):

@@ -13,7 +13,7 @@ from pathlib import Path
 PIPELINES = 100
 SPEC = """version: 1
 name: p{n}
-model: gemini-2.5-flash
+model: gemini-3.8-flash
 source: {{uri: data/p{n}.jsonl, key: "{{{{ id }}}}"}}
 request: {{prompt: "Say {{{{ word }}}}"}}
 output: {{uri: out/p{n}.jsonl}}

@@ -24,7 +24,7 @@ RECORDS = int(os.environ.get("BENCH_REMOTE_RECORDS", 110_000))
 SPEC = """
 version: 1
 name: remote
-model: gemini-2.5-flash
+model: gemini-3.8-flash
 source: {uri: data.jsonl, key: "{{ id }}"}
 request:
   prompt: "{{ words }}"

@@ -22,7 +22,7 @@ SIZES = (50_000, 300_000)
 SPEC = """
 version: 1
 name: bench
-model: gemini-2.5-flash
+model: gemini-3.8-flash
 source: {uri: data.jsonl, key: "{{ sku }}"}
 request:
   system: You tag products.

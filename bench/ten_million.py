@@ -31,7 +31,7 @@ RECORDS = int(os.environ.get("BENCH_BIG_RECORDS", 10_000_000))
 SPEC = """
 version: 1
 name: big
-model: gemini-2.5-flash
+model: gemini-3.8-flash
 source: {{uri: data.jsonl, key: "{{{{ sku }}}}"}}
 request:
   prompt: "Tag this product. Title: {{{{ title }}}} Description: {{{{ description }}}}"

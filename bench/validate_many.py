@@ -18,7 +18,7 @@ SPECS = 1000
 SPEC = """\
 version: 1
 name: pipeline-{n}
-model: gemini-2.5-flash
+model: gemini-3.8-flash
 labels: {{team: t{n}}}
 source: {{uri: data.jsonl, key: "{{{{ id }}}}"}}
 request:

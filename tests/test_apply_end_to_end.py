@@ -9,7 +9,7 @@ from conftest import write
 SPEC = """
     version: 1
     name: tags
-    model: gemini-2.5-flash
+    model: gemini-3.8-flash
     source:
       uri: data/items.jsonl
       key: "{{ sku }}"

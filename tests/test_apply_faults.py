@@ -12,7 +12,7 @@ from batchflow.state import LocalStore, ShardStatus
 SPEC = """
     version: 1
     name: faulty
-    model: gemini-2.5-flash
+    model: gemini-3.8-flash
     source: {uri: data/in.jsonl, key: "{{ id }}"}
     request: {prompt: "Say {{ word }}"}
     batch: {max_requests: 2}
@@ -221,7 +221,7 @@ def test_jobs_the_spec_no_longer_wants_are_cancelled_not_paid_for(
     old_jobs = {j.name for j in client.batches.list()}
     assert len(old_jobs) == 2
     spec = tmp_path / "pipelines/faulty.yaml"
-    spec.write_text(spec.read_text().replace("gemini-2.5-flash", "gemini-2.5-flash-lite"))
+    spec.write_text(spec.read_text().replace("gemini-3.8-flash", "gemini-2.5-flash-lite"))
     plan = cli("plan")
     assert plan.out.count("- cancel shard") == 2, plan.out
     assert "superseded, none of its 2 requests is in the spec now" in plan.out

@@ -6,7 +6,7 @@ import json
 
 from conftest import write
 
-GUIDE = "House style: short sentences, plain words, no hype. " * 120  # over 1,024 tokens
+GUIDE = "House style: short sentences, plain words, no hype. " * 400  # over 4,096 tokens
 
 
 def _images(tmp_path):
@@ -33,7 +33,7 @@ def test_files_named_by_records_are_uploaded_once_each(cli, client, emulator_env
         """
         version: 1
         name: pics
-        model: gemini-2.5-flash
+        model: gemini-3.8-flash
         source: {uri: data.jsonl, key: "{{ id }}"}
         request:
           prompt: Describe the picture.
@@ -68,7 +68,7 @@ def test_changing_a_file_sends_its_requests_again(cli, client, emulator_env, tmp
         """
         version: 1
         name: pics
-        model: gemini-2.5-flash
+        model: gemini-3.8-flash
         source: {uri: data.jsonl, key: "{{ id }}"}
         request: {prompt: Describe., files: ["{{ img }}"]}
         output: {uri: out.jsonl}
@@ -92,7 +92,7 @@ def test_cache_is_created_used_and_deleted(cli, client, emulator_env, tmp_path):
         f"""
         version: 1
         name: cached
-        model: gemini-2.5-flash
+        model: gemini-3.8-flash
         source: {{uri: data.jsonl}}
         request: {{prompt: "{{{{ q }}}}"}}
         cache:

@@ -27,7 +27,7 @@ def test_csv_output_with_columns(cli, emulator_env, tmp_path):
         """
         version: 1
         name: p
-        model: gemini-2.5-flash
+        model: gemini-3.8-flash
         source: {uri: data/items.jsonl, key: "{{ sku }}"}
         request: {prompt: "Describe {{ title }}"}
         output: {uri: out/items.csv, columns: [title, price]}
@@ -50,7 +50,7 @@ def test_parquet_source_and_output(cli, emulator_env, tmp_path):
         """
         version: 1
         name: p
-        model: gemini-2.5-flash
+        model: gemini-3.8-flash
         source: {uri: data/items.parquet, key: "{{ sku }}"}
         request: {prompt: "Describe {{ title }} at {{ price }}"}
         output: {uri: out/items.parquet, columns: [price]}
@@ -75,7 +75,7 @@ def test_a_kept_column_of_mixed_types_is_one_line_for_parquet(cli, emulator_env,
         """
         version: 1
         name: p
-        model: gemini-2.5-flash
+        model: gemini-3.8-flash
         source: {uri: data/items.jsonl, key: "{{ sku }}"}
         request: {prompt: "Describe {{ sku }}"}
         output: {uri: out/items.parquet, columns: [tags]}
@@ -97,7 +97,7 @@ def test_csv_source_with_delimiter(cli, emulator_env, tmp_path):
         """
         version: 1
         name: p
-        model: gemini-2.5-flash
+        model: gemini-3.8-flash
         source: {uri: data/items.csv, key: "{{ sku }}", csv: {delimiter: ";"}}
         request: {prompt: "Say {{ title }}"}
         output: {uri: out.jsonl}
@@ -136,7 +136,7 @@ def test_tools_and_settings_reach_the_request(cli, emulator_env, tmp_path):
         """
         version: 1
         name: p
-        model: gemini-2.5-flash
+        model: gemini-3.8-flash
         source: {uri: data/items.jsonl, key: "{{ sku }}"}
         request:
           prompt: "News about {{ title }}"
@@ -164,7 +164,7 @@ def test_failed_lines_are_retried_then_go_to_the_errors_sink(cli, client, emulat
         """
         version: 1
         name: p
-        model: gemini-2.5-flash
+        model: gemini-3.8-flash
         source: {uri: data/items.jsonl, key: "{{ sku }}"}
         request: {prompt: "Describe {{ title }}"}
         retry: {attempts: 2}
@@ -199,7 +199,7 @@ def test_some_lines_fail_once_and_succeed_on_retry(cli, client, emulator, emulat
         """
         version: 1
         name: p
-        model: gemini-2.5-flash
+        model: gemini-3.8-flash
         source: {uri: data/items.jsonl, key: "{{ sku }}"}
         request: {prompt: "Describe {{ title }}"}
         output: {uri: out.jsonl}
@@ -220,7 +220,7 @@ def test_small_jobs_go_inline(cli, client, emulator_env, tmp_path):
         """
         version: 1
         name: p
-        model: gemini-2.5-flash
+        model: gemini-3.8-flash
         source: {uri: data/items.jsonl, key: "{{ sku }}"}
         request:
           system: Be brief.

@@ -9,7 +9,7 @@ from conftest import write
 SPEC = """
     version: 1
     name: p
-    model: gemini-2.5-flash
+    model: gemini-3.8-flash
     source: {uri: data.jsonl, key: "{{ id }}"}
     request: {prompt: "Say {{ id }}"}
     output: {uri: out.jsonl}
@@ -73,7 +73,7 @@ def test_destroy_finds_what_a_killed_apply_made_but_never_named(
     was made of, nor the shard's upload. destroy finds them by their names, as apply would."""
     from batchflow.state import LocalStore, ShardStatus
 
-    guide = "House style: short sentences, plain words, no hype. " * 120
+    guide = "House style: short sentences, plain words, no hype. " * 400
     write(tmp_path / "pipelines/guide.txt", guide)
     write(tmp_path / "pipelines/data.jsonl", "".join(json.dumps({"id": i}) + "\n" for i in range(3)))
     write(
@@ -81,7 +81,7 @@ def test_destroy_finds_what_a_killed_apply_made_but_never_named(
         """
         version: 1
         name: p
-        model: gemini-2.5-flash
+        model: gemini-3.8-flash
         source: {uri: data.jsonl, key: "{{ id }}"}
         request: {prompt: "Say {{ id }}"}
         cache: {files: [guide.txt], ttl: 2h}

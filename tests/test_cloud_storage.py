@@ -20,7 +20,7 @@ def test_s3_source_and_output(cli, emulator_env, s3_bucket, tmp_path):
         f"""
         version: 1
         name: p
-        model: gemini-2.5-flash
+        model: gemini-3.8-flash
         source: {{uri: "s3://{s3_bucket}/in/items.jsonl", key: "{{{{ sku }}}}"}}
         request: {{prompt: "Describe {{{{ title }}}}"}}
         output: {{uri: "s3://{s3_bucket}/out/items.jsonl", columns: [title]}}
@@ -45,7 +45,7 @@ def test_gs_glob_source_and_parquet_output(cli, emulator_env, gcs_bucket, tmp_pa
         f"""
         version: 1
         name: p
-        model: gemini-2.5-flash
+        model: gemini-3.8-flash
         source: {{uri: "gs://{gcs_bucket}/in/*.csv", key: "{{{{ sku }}}}"}}
         request: {{prompt: "Describe {{{{ title }}}}"}}
         output: {{uri: "gs://{gcs_bucket}/out/items.parquet"}}
@@ -70,7 +70,7 @@ def test_request_files_from_s3(cli, client, emulator_env, s3_bucket, tmp_path):
         """
         version: 1
         name: p
-        model: gemini-2.5-flash
+        model: gemini-3.8-flash
         source: {uri: data.jsonl, key: "{{ id }}"}
         request: {prompt: Describe., files: ["{{ img }}"]}
         output: {uri: out.jsonl}
@@ -87,7 +87,7 @@ def test_missing_s3_source_is_one_clear_line(cli, emulator_env, s3_bucket, tmp_p
         f"""
         version: 1
         name: p
-        model: gemini-2.5-flash
+        model: gemini-3.8-flash
         source: {{uri: "s3://{s3_bucket}/nope.jsonl"}}
         request: {{prompt: hi}}
         output: {{uri: out.jsonl}}
@@ -108,7 +108,7 @@ def test_gs_commands_print_no_bucket_type_warnings(gcs_bucket, tmp_path):
         """
         version: 1
         name: p
-        model: gemini-2.5-flash
+        model: gemini-3.8-flash
         source: {uri: in.jsonl}
         request: {prompt: "{{ q }}"}
         output: {uri: out.jsonl}
@@ -136,7 +136,7 @@ def test_a_missing_gs_file_named_by_a_record_is_one_clear_line(
         """
         version: 1
         name: p
-        model: gemini-2.5-flash
+        model: gemini-3.8-flash
         source: {uri: data.jsonl, key: "{{ id }}"}
         request: {prompt: Describe., files: ["{{ img }}"]}
         output: {uri: out.jsonl}

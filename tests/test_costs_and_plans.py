@@ -4,6 +4,7 @@ machine-readable and markdown plans, saved plans, and the GitHub step summary.""
 from __future__ import annotations
 
 import json
+from datetime import date
 
 import pytest
 from conftest import write
@@ -14,7 +15,7 @@ from batchflow.pricing import PriceTable, Tokens, estimate_line, load_prices
 SPEC = """
     version: 1
     name: tags
-    model: gemini-2.5-flash
+    model: gemini-3.8-flash
     source: {uri: data.jsonl, key: "{{ id }}"}
     request: {prompt: "PROMPT {{ word }}"}
     output: {uri: out/tags.jsonl}
@@ -66,7 +67,7 @@ def test_a_budget_refuses_before_anything_is_uploaded(cli, client, emulator_env,
     assert doc["over_budget"] is True and doc["budget_message"].endswith("over the budget of $0.0000010")
     refused = cli("apply", "--wait")
     assert refused.code == 1
-    assert "estimated cost $0.0019 for 3 requests is over the budget of $0.0000010" in refused.err
+    assert "estimated cost $0.0028 for 3 requests is over the budget of $0.0000010" in refused.err
     assert len(refused.err.strip().splitlines()) == 1
     assert not list(client.files.list()) and not list(client.batches.list())
     assert cli("apply", "--wait", "--max-usd", "5").code == 0  # the flag overrides the spec
@@ -158,27 +159,38 @@ def test_a_saved_plan_is_applied_with_the_options_it_was_made_with(
 
 
 def test_price_table():
-    table = load_prices()
+    table = load_prices(on=date(2026, 12, 3))
     assert (
-        table.batch_discount == 0.5 and table.of("gemini-2.5-flash-001") is table.models["gemini-2.5-flash"]
+        table.batch_discount == 0.5 and table.of("gemini-3.8-flash-001") is table.models["gemini-3.8-flash"]
     )
     assert table.of("models/gemini-2.5-flash-lite") is table.models["gemini-2.5-flash-lite"]
     assert table.of("gemini-9") is None and table.cost("gemini-9", Tokens(1)) is None
-    # A million input and output tokens of 2.5 Flash, at half the synchronous price.
-    assert table.cost("gemini-2.5-flash", Tokens(10**6, 10**6)) == pytest.approx((0.3 + 2.5) / 2)
+    # A million input and output tokens of 3.8 Flash, at half the synchronous (promotional) price.
+    assert table.cost("gemini-3.8-flash", Tokens(10**6, 10**6)) == pytest.approx((0.75 + 3.75) / 2)
+    # A routed model is billed at its target's prices.
+    assert table.of("gemini-2.5-flash") == table.models["gemini-3.5-flash-lite"]
     assert Tokens.from_usage({"prompt": 100, "cached": 40, "output": 5}) == Tokens(60, 5, 40)
     assert estimate_line('{"key": "' + "a" * 64 + '", "request": {"x": "' + "b" * 400 + '"}}') > 100
     assert isinstance(table, PriceTable)
 
 
+def test_a_price_changes_on_the_day_its_promotion_ends():
+    """3.8 Flash's promotion holds to 2026-12-31; Gemini 4 Argon's introductory price to 2026-11-30."""
+    last, first = load_prices(on=date(2026, 12, 31)), load_prices(on=date(2027, 1, 1))
+    assert (last.models["gemini-3.8-flash"].input, first.models["gemini-3.8-flash"].input) == (0.75, 1.50)
+    argon = [load_prices(on=date(2026, 11, d)).models["gemini-4-argon"].output for d in (30,)]
+    argon.append(load_prices(on=date(2026, 12, 1)).models["gemini-4-argon"].output)
+    assert argon == [10.0, 20.0]
+
+
 def test_prices_can_be_overridden(cli, emulator_env, tmp_path):
     write(
-        tmp_path / "prices.yaml", "models:\n  gemini-2.5-flash: {input: 1000, output: 0, cached_input: 0}\n"
+        tmp_path / "prices.yaml", "models:\n  gemini-3.8-flash: {input: 1000, output: 0, cached_input: 0}\n"
     )
     table = load_prices(tmp_path / "prices.yaml")
-    assert table.models["gemini-2.5-flash"].input == 1000 and "gemini-2.5-pro" in table.models
-    write(tmp_path / "bad.yaml", "models:\n  gemini-2.5-flash: {input: -1, output: 0, cached_input: 0}\n")
-    with pytest.raises(BatchflowError, match=r"bad.yaml: price table: models.gemini-2.5-flash.input"):
+    assert table.models["gemini-3.8-flash"].input == 1000 and "gemini-2.5-pro" in table.models
+    write(tmp_path / "bad.yaml", "models:\n  gemini-3.8-flash: {input: -1, output: 0, cached_input: 0}\n")
+    with pytest.raises(BatchflowError, match=r"bad.yaml: price table: models.gemini-3.8-flash.input"):
         load_prices(tmp_path / "bad.yaml")
     _pipeline(tmp_path, extra="    budget: {max_usd: 0.01}\n")
     assert "over the budget" in cli("plan", env={"BATCHFLOW_PRICES": str(tmp_path / "prices.yaml")}).out

@@ -19,7 +19,7 @@ from batchflow.state import LocalStore, ShardStatus
 SPEC = """
     version: 1
     name: crash
-    model: gemini-2.5-flash
+    model: gemini-3.8-flash
     source: {uri: data/in.jsonl, key: "{{ id }}"}
     request: {prompt: "Say {{ word }}"}
     batch: {max_requests: 2}
@@ -111,7 +111,7 @@ def test_a_state_of_an_earlier_version_adopts_by_the_old_name_then_gets_a_lineag
     (shard,) = state.shards.values()
     client.batches.delete(name=shard.job_name)
     old = client.batches.create(
-        model="gemini-2.5-flash",
+        model="gemini-3.8-flash",
         src=shard.file_name,
         config={"display_name": display_name("crash", shard)},
     )
@@ -154,7 +154,7 @@ def test_backend_find_returns_job_by_display_name(client, emulator):
     backend = GeminiBackend(Settings(api_base_url=emulator.url))
     assert backend.find("nope") is None
     job = client.batches.create(
-        model="gemini-2.5-flash",
+        model="gemini-3.8-flash",
         src=[{"contents": [{"parts": [{"text": "x"}]}]}],
         config={"display_name": "wanted"},
     )
@@ -213,7 +213,7 @@ def test_apply_wait_waits_for_the_lock(cli, emulator_env, tmp_path):
 CACHED = """
     version: 1
     name: crash
-    model: gemini-2.5-flash
+    model: gemini-3.8-flash
     source: {uri: data/in.jsonl, key: "{{ id }}"}
     request: {prompt: "Describe {{ id }}", files: ["{{ img }}"]}
     cache: {contents: ["GUIDE"], ttl: 7d}  # 168 s of real time at the tests' clock speed
@@ -224,7 +224,7 @@ CACHED = """
 
 @pytest.mark.parametrize("kill_after_lines", [1, 2, 3, 5, 8])
 def test_kill_9_with_files_and_a_cache(kill_after_lines, client, emulator, emulator_env, tmp_path):
-    write(tmp_path / "pipelines/crash.yaml", CACHED.replace("GUIDE", "Write plainly and briefly. " * 200))
+    write(tmp_path / "pipelines/crash.yaml", CACHED.replace("GUIDE", "Write plainly and briefly. " * 700))
     for name in ("a", "b"):
         (tmp_path / f"pipelines/{name}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + name.encode() * 9)
     write(

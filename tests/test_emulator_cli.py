@@ -52,7 +52,7 @@ def _call(url: str, method: str = "GET", body: dict | None = None, headers: dict
 def test_first_line_announces_url_and_rest_works_with_key_param(emulator_process):
     url = emulator_process("--speed", "3600")
     body = {"contents": [{"parts": [{"text": "hello from curl"}]}]}
-    status, answer = _call(f"{url}/v1beta/models/gemini-2.5-flash:generateContent?key=anything", "POST", body)
+    status, answer = _call(f"{url}/v1beta/models/gemini-3.8-flash:generateContent?key=anything", "POST", body)
     assert status == 200
     assert "hello from curl" in answer["candidates"][0]["content"]["parts"][0]["text"]
 
@@ -103,7 +103,7 @@ def test_rest_flows_for_files_batches_and_caches(emulator_process):
     assert status == 200 and [f["name"] for f in listed["files"]] == [file["name"]]
 
     status, op = _call(
-        f"{url}/v1beta/models/gemini-2.5-flash:batchGenerateContent?key=k1",
+        f"{url}/v1beta/models/gemini-3.8-flash:batchGenerateContent?key=k1",
         "POST",
         {"batch": {"display_name": "rest-job", "input_config": {"file_name": file["name"]}}},
     )
@@ -126,9 +126,9 @@ def test_rest_flows_for_files_batches_and_caches(emulator_process):
         f"{url}/v1beta/cachedContents?key=k1",
         "POST",
         {
-            "model": "models/gemini-2.5-flash",
+            "model": "models/gemini-3.8-flash",
             "ttl": "86400s",
-            "contents": [{"role": "user", "parts": [{"text": "a long document " * 400}]}],
+            "contents": [{"role": "user", "parts": [{"text": "a long document " * 1100}]}],
         },
     )
     assert status == 200 and cache["name"].startswith("cachedContents/")

@@ -12,17 +12,18 @@ import urllib.request
 import pytest
 from google.genai import errors, types
 
-MODEL = "gemini-2.5-flash"
+MODEL = "gemini-3.8-flash"
 
 
 def test_models_list_and_get(client):
     """Model limits and methods (models.get / models.list)."""
     listed = {m.name: m for m in client.models.list()}
-    flash = listed["models/gemini-2.5-flash"]
+    flash = listed["models/gemini-3.8-flash"]
     assert flash.input_token_limit == 1_048_576 and flash.output_token_limit == 65_536
     assert "batchGenerateContent" in flash.supported_actions
     assert "embedContent" in listed["models/gemini-embedding-001"].supported_actions
-    assert client.models.get(model="gemini-2.5-pro").display_name == "Gemini 2.5 Pro"
+    assert client.models.get(model="gemini-4-argon").display_name == "Gemini 4 Argon"
+    assert "models/gemini-2.0-flash" not in listed  # shut down
     with pytest.raises(errors.ClientError) as missing:
         client.models.get(model="gemini-2.5-flsh")
     assert missing.value.code == 404
@@ -198,7 +199,7 @@ def test_validate_warns_about_a_model_it_does_not_know(cli, tmp_path):
     assert (
         "p.yaml: warning: model: 'gemini-2.5-flsh' is not a model batchflow knows; did you mean" in typo.err
     )
-    write(tmp_path / "p.yaml", spec.replace("MODEL", "gemini-2.5-flash-preview-09-2025"))
+    write(tmp_path / "p.yaml", spec.replace("MODEL", "gemini-3.8-flash-001"))
     assert cli("validate", "p.yaml").err == ""
 
 
@@ -248,24 +249,39 @@ def test_an_upload_of_a_refused_type(client, tmp_path):
 
 
 def test_generation_settings_by_model(client):
-    """Refusals: logprobs on 2.5, thinking budgets out of each model's range."""
+    """Refusals by model (the catalog's rules, as validate applies them): logprobs, thinking
+    levels and budgets; a model that was shut down."""
     with pytest.raises(errors.ClientError) as refused:
         client.models.generate_content(
             model=MODEL, contents="x", config=types.GenerateContentConfig(response_logprobs=True)
         )
-    assert "Logprobs is not enabled for models/gemini-2.5-flash" in refused.value.message
-    assert client.models.generate_content(
-        model="gemini-2.0-flash", contents="x", config=types.GenerateContentConfig(response_logprobs=True)
-    ).text
-    for model, budget in (
-        ("gemini-2.5-flash", 30_000),
-        ("gemini-2.5-pro", 0),
-        ("gemini-2.5-flash-lite", 100),
+    assert "Logprobs is not enabled for models/gemini-3.8-flash" in refused.value.message
+    for model, thinking, said in (
+        ("gemini-3.8-flash", {"thinking_level": "MINIMAL"}, "Thinking level MINIMAL is not supported"),
+        ("gemini-4-argon", {"thinking_level": "XHIGH"}, "Supported levels: LOW, MEDIUM, HIGH."),
+        ("gemini-2.5-flash-lite", {"thinking_level": "LOW"}, "Thinking level is not supported"),
+        ("gemini-2.5-flash-lite", {"thinking_budget": 100}, "The thinking budget (100) is invalid."),
+        ("gemini-3.8-flash", {"thinking_level": "LOW", "thinking_budget": 10}, "Setting both"),
     ):
-        config = types.GenerateContentConfig(thinking_config=types.ThinkingConfig(thinking_budget=budget))
+        config = types.GenerateContentConfig(thinking_config=types.ThinkingConfig(**thinking))
         with pytest.raises(errors.ClientError) as refused:
             client.models.generate_content(model=model, contents="x", config=config)
-        assert f"The thinking budget ({budget}) is invalid." in refused.value.message
+        assert refused.value.code == 400 and said in refused.value.message, (model, thinking)
+    level = types.GenerateContentConfig(thinking_config=types.ThinkingConfig(thinking_level="XHIGH"))
+    assert client.models.generate_content(model="gemini-4-neon", contents="x", config=level).text
+    with pytest.raises(errors.ClientError) as gone:
+        client.models.generate_content(model="gemini-2.0-flash", contents="x")
+    assert gone.value.code == 404 and gone.value.message == (
+        "This model models/gemini-2.0-flash is no longer available. Please update your code to use a "
+        "newer model for the latest features and improvements."
+    )
+
+
+def test_a_routed_model_answers_as_its_target(client):
+    """gemini-2.5-flash shut down on 2026-12-01 and is routed to gemini-3.5-flash-lite."""
+    answer = client.models.generate_content(model="gemini-2.5-flash", contents="hi")
+    assert answer.model_version == "gemini-3.5-flash-lite"
+    assert client.models.get(model="gemini-2.5-flash").display_name == "Gemini 2.5 Flash"
 
 
 def test_a_malformed_cache_name_is_a_bad_request(emulator):

@@ -14,8 +14,8 @@ from batchflow.emulator import EmulatorServer, Faults
 
 DONE = ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED")
 LONG_TEXT = (
-    "The style guide says: write plainly, cite sources, prefer short sentences. " * 80
-)  # > 1,024 tokens
+    "The style guide says: write plainly, cite sources, prefer short sentences. " * 250
+)  # > 4,096 tokens, the smallest cache gemini-3.8-flash takes
 
 
 def _wait(client, name, states=DONE):
@@ -48,7 +48,7 @@ def test_lists_page_through_everything(client, tmp_path):
     pager = client.files.list(config={"page_size": 2})
     assert len(pager.page) == 2
     assert {f.name for f in pager} == names
-    jobs = {client.batches.create(model="gemini-2.5-flash", src=[_req("x")]).name for _ in range(5)}
+    jobs = {client.batches.create(model="gemini-3.8-flash", src=[_req("x")]).name for _ in range(5)}
     assert {j.name for j in client.batches.list(config={"page_size": 2})} == jobs
 
 
@@ -57,7 +57,7 @@ def test_delete_file_and_batch(client, tmp_path):
     client.files.delete(name=f.name)
     with pytest.raises(errors.ClientError):
         client.files.get(name=f.name)
-    job = client.batches.create(model="gemini-2.5-flash", src=[_req("x")])
+    job = client.batches.create(model="gemini-3.8-flash", src=[_req("x")])
     client.batches.delete(name=job.name)
     with pytest.raises(errors.ClientError) as info:
         client.batches.get(name=job.name)
@@ -67,7 +67,7 @@ def test_delete_file_and_batch(client, tmp_path):
 def test_cancel_takes_effect_shortly_and_keeps_partial_results(client, emulator, tmp_path):
     emulator.store.clock.set_speed(1)
     f = _upload_jsonl(client, tmp_path, [{"key": str(i), "request": _req(f"q{i}")} for i in range(1000)])
-    job = client.batches.create(model="gemini-2.5-flash", src=f.name)
+    job = client.batches.create(model="gemini-3.8-flash", src=f.name)
     emulator.store.clock.advance(30 + 55)  # running, about half way (60 s + 50 s for 1,000 requests)
     assert client.batches.get(name=job.name).state.name == "JOB_STATE_RUNNING"
     client.batches.cancel(name=job.name)
@@ -82,7 +82,7 @@ def test_cancel_takes_effect_shortly_and_keeps_partial_results(client, emulator,
 
 def test_pending_job_cancelled_has_no_results(client, emulator):
     emulator.store.clock.set_speed(1)
-    job = client.batches.create(model="gemini-2.5-flash", src=[_req("x")])
+    job = client.batches.create(model="gemini-3.8-flash", src=[_req("x")])
     client.batches.cancel(name=job.name)
     emulator.store.clock.advance(10)
     job = client.batches.get(name=job.name)
@@ -99,7 +99,7 @@ def test_malformed_lines_get_per_line_errors(client, emulator, tmp_path):
         + "\n"
     )
     f = client.files.upload(file=str(path), config={"mime_type": "jsonl"})
-    job = _wait(client, client.batches.create(model="gemini-2.5-flash", src=f.name).name)
+    job = _wait(client, client.batches.create(model="gemini-3.8-flash", src=f.name).name)
     results = [json.loads(line) for line in client.files.download(file=job.dest.file_name).splitlines()]
     assert [("error" in r) for r in results] == [False, True, True]
     assert results[2]["error"]["code"] == 400 and results[2]["key"] == "empty"
@@ -119,7 +119,7 @@ def test_multimodal_request_refers_to_an_uploaded_image(client, tmp_path):
     assert image.mime_type == "image/png"
     part = {"file_data": {"file_uri": image.uri, "mime_type": "image/png"}}
     job = client.batches.create(
-        model="gemini-2.5-flash",
+        model="gemini-3.8-flash",
         src=[{"contents": [{"parts": [{"text": "Describe"}, part], "role": "user"}]}],
     )
     (answer,) = _wait(client, job.name).dest.inlined_responses
@@ -127,7 +127,7 @@ def test_multimodal_request_refers_to_an_uploaded_image(client, tmp_path):
     assert answer.response.usage_metadata.prompt_token_count > 258  # the image counts
     client.files.delete(name=image.name)
     job = client.batches.create(
-        model="gemini-2.5-flash",
+        model="gemini-3.8-flash",
         src=[{"contents": [{"parts": [{"text": "Describe"}, part], "role": "user"}]}],
     )
     (answer,) = _wait(client, job.name).dest.inlined_responses
@@ -174,7 +174,7 @@ def test_sync_embeddings_are_deterministic_unit_vectors(client):
 
 def test_cache_lifecycle_and_cached_tokens(client, emulator):
     cache = client.caches.create(
-        model="gemini-2.5-flash",
+        model="gemini-3.8-flash",
         config={
             "contents": [{"parts": [{"text": LONG_TEXT}], "role": "user"}],
             "system_instruction": "Follow the style guide.",
@@ -190,7 +190,7 @@ def test_cache_lifecycle_and_cached_tokens(client, emulator):
     assert updated.expire_time > cache.expire_time
 
     answer = client.models.generate_content(
-        model="gemini-2.5-flash", contents="Summarise", config={"cached_content": cache.name}
+        model="gemini-3.8-flash", contents="Summarise", config={"cached_content": cache.name}
     )
     usage = answer.usage_metadata
     assert usage.cached_content_token_count == cache.usage_metadata.total_token_count
@@ -198,7 +198,7 @@ def test_cache_lifecycle_and_cached_tokens(client, emulator):
 
     with pytest.raises(errors.ClientError) as info:
         client.models.generate_content(
-            model="gemini-2.5-flash",
+            model="gemini-3.8-flash",
             contents="x",
             config={"cached_content": cache.name, "system_instruction": "no"},
         )
@@ -207,7 +207,7 @@ def test_cache_lifecycle_and_cached_tokens(client, emulator):
     emulator.store.clock.advance(172800)
     with pytest.raises(errors.ClientError):
         client.models.generate_content(
-            model="gemini-2.5-flash", contents="x", config={"cached_content": cache.name}
+            model="gemini-3.8-flash", contents="x", config={"cached_content": cache.name}
         )
     with pytest.raises(errors.ClientError):
         client.caches.get(name=cache.name)
@@ -215,17 +215,17 @@ def test_cache_lifecycle_and_cached_tokens(client, emulator):
 
 def test_cache_too_small_and_delete(client):
     with pytest.raises(errors.ClientError) as info:
-        client.caches.create(model="gemini-2.5-flash", config={"contents": ["tiny"]})
+        client.caches.create(model="gemini-3.8-flash", config={"contents": ["tiny"]})
     assert info.value.code == 400 and "too small" in info.value.message
-    cache = client.caches.create(model="gemini-2.5-flash", config={"contents": [LONG_TEXT]})
+    cache = client.caches.create(model="gemini-3.8-flash", config={"contents": [LONG_TEXT]})
     client.caches.delete(name=cache.name)
     assert list(client.caches.list()) == []
 
 
 def test_batch_requests_use_a_cache(client):
-    cache = client.caches.create(model="gemini-2.5-flash", config={"contents": [LONG_TEXT], "ttl": "86400s"})
+    cache = client.caches.create(model="gemini-3.8-flash", config={"contents": [LONG_TEXT], "ttl": "86400s"})
     job = client.batches.create(
-        model="gemini-2.5-flash",
+        model="gemini-3.8-flash",
         src=[{"contents": [{"parts": [{"text": "q"}]}], "config": {"cached_content": cache.name}}],
     )
     (answer,) = _wait(client, job.name).dest.inlined_responses
@@ -234,7 +234,7 @@ def test_batch_requests_use_a_cache(client):
 
 def test_google_search_tool_adds_grounding(client):
     answer = client.models.generate_content(
-        model="gemini-2.5-flash",
+        model="gemini-3.8-flash",
         contents="Who won?",
         config={"tools": [types.Tool(google_search=types.GoogleSearch())]},
     )
@@ -257,23 +257,23 @@ def _client(emu, **options):
 def test_failed_and_expired_jobs_and_failed_lines():
     with _emulator_with(job_fail_rate=1.0) as emu:
         c = _client(emu)
-        assert _wait(c, c.batches.create(model="gemini-2.5-flash", src=[_req("x")]).name).state.name == (
+        assert _wait(c, c.batches.create(model="gemini-3.8-flash", src=[_req("x")]).name).state.name == (
             "JOB_STATE_FAILED"
         )
     with _emulator_with(job_expire_rate=1.0, expire_after=60) as emu:
         c = _client(emu)
-        assert _wait(c, c.batches.create(model="gemini-2.5-flash", src=[_req("x")]).name).state.name == (
+        assert _wait(c, c.batches.create(model="gemini-3.8-flash", src=[_req("x")]).name).state.name == (
             "JOB_STATE_EXPIRED"
         )
     with _emulator_with(line_error_rate=0.5, seed=3) as emu:
         c = _client(emu)
-        job = _wait(c, c.batches.create(model="gemini-2.5-flash", src=[_req(str(i)) for i in range(40)]).name)
+        job = _wait(c, c.batches.create(model="gemini-3.8-flash", src=[_req(str(i)) for i in range(40)]).name)
         failed = [r.error is not None for r in job.dest.inlined_responses]
         assert 5 < sum(failed) < 35
     with _emulator_with(line_error_rate=0.5, seed=3) as emu:  # the same seed gives the same faults
         c = _client(emu)
         again = _wait(
-            c, c.batches.create(model="gemini-2.5-flash", src=[_req(str(i)) for i in range(40)]).name
+            c, c.batches.create(model="gemini-3.8-flash", src=[_req(str(i)) for i in range(40)]).name
         )
         assert [r.error is not None for r in again.dest.inlined_responses] == failed
 
@@ -285,20 +285,20 @@ def test_rate_limits_are_retried_by_the_sdk_when_asked():
         outcomes = []
         for _ in range(10):
             try:
-                plain.models.count_tokens(model="gemini-2.5-flash", contents="x")
+                plain.models.count_tokens(model="gemini-3.8-flash", contents="x")
                 outcomes.append(200)
             except errors.ClientError as exc:
                 outcomes.append(exc.code)
         assert 429 in outcomes and 200 in outcomes
         for _ in range(5):
-            assert retrying.models.count_tokens(model="gemini-2.5-flash", contents="x").total_tokens >= 1
+            assert retrying.models.count_tokens(model="gemini-3.8-flash", contents="x").total_tokens >= 1
 
 
 def test_admin_endpoints_move_the_clock_and_set_faults(client, emulator):
     import httpx2 as httpx
 
     emulator.store.clock.set_speed(1)
-    job = client.batches.create(model="gemini-2.5-flash", src=[_req("x")])
+    job = client.batches.create(model="gemini-3.8-flash", src=[_req("x")])
     httpx.post(f"{emulator.url}/_emulator/clock", json={"advance": 3600}).raise_for_status()
     assert client.batches.get(name=job.name).state.name == "JOB_STATE_SUCCEEDED"
     answer = httpx.post(f"{emulator.url}/_emulator/faults", json={"unavailable_rate": 1.0})
@@ -314,8 +314,8 @@ def test_data_dir_keeps_files_jobs_and_caches_across_restarts(tmp_path):
     with EmulatorServer(speed=TEST_SPEED, data_dir=data) as emu:
         c = _client(emu)
         f = _upload_jsonl(c, tmp_path, [{"key": "a", "request": _req("x")}])
-        job = _wait(c, c.batches.create(model="gemini-2.5-flash", src=f.name).name)
-        cache = c.caches.create(model="gemini-2.5-flash", config={"contents": [LONG_TEXT], "ttl": "86400s"})
+        job = _wait(c, c.batches.create(model="gemini-3.8-flash", src=f.name).name)
+        cache = c.caches.create(model="gemini-3.8-flash", config={"contents": [LONG_TEXT], "ttl": "86400s"})
     with EmulatorServer(speed=TEST_SPEED, data_dir=data) as emu:
         c = _client(emu)
         assert c.files.get(name=f.name).size_bytes == f.size_bytes
@@ -348,7 +348,7 @@ def test_uploads_over_2_gb_and_oversized_requests_are_refused(emulator):
     assert start.status_code == 400 and "exceeds" in start.json()["error"]["message"]
     big = {"batch": {"inputConfig": {"requests": {"requests": [_req("x" * (21 * 1024 * 1024))]}}}}
     answer = httpx.post(
-        f"{emulator.url}/v1beta/models/gemini-2.5-flash:batchGenerateContent",
+        f"{emulator.url}/v1beta/models/gemini-3.8-flash:batchGenerateContent",
         headers={"x-goog-api-key": "k"},
         json=big,
     )

@@ -38,7 +38,7 @@ def test_a_batch_prediction_job_from_gcs_to_gcs(vertex, client, emulator, gcs_en
     ]
     fs.pipe(f"{gcs_bucket}/in.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
     job = vertex.batches.create(
-        model="gemini-2.5-flash",
+        model="gemini-3.8-flash",
         src=f"gs://{gcs_bucket}/in.jsonl",
         config={"dest": f"gs://{gcs_bucket}/out/"},
     )
@@ -71,7 +71,7 @@ def test_a_cancelled_job_keeps_the_rows_it_finished(vertex, emulator, gcs_endpoi
     fs.pipe(f"{gcs_bucket}/in.jsonl", (line * 2000).encode())
     emulator.store.clock.set_speed(1)
     job = vertex.batches.create(
-        model="gemini-2.5-flash", src=f"gs://{gcs_bucket}/in.jsonl", config={"dest": f"gs://{gcs_bucket}/out"}
+        model="gemini-3.8-flash", src=f"gs://{gcs_bucket}/in.jsonl", config={"dest": f"gs://{gcs_bucket}/out"}
     )
     emulator.store.clock.advance(30 + 60 + 50)  # at work: about half of the rows are done
     vertex.batches.cancel(name=job.name)
@@ -88,19 +88,19 @@ def test_what_vertex_refuses(vertex, gcs_bucket):
         vertex.batches.create(model="gemini-2.5-flsh", src=f"gs://{gcs_bucket}/in.jsonl")
     assert unknown.value.code == 404
     with pytest.raises(errors.ClientError) as no_destination:
-        vertex.batches.create(model="gemini-2.5-flash", src=f"gs://{gcs_bucket}/folder/")
+        vertex.batches.create(model="gemini-3.8-flash", src=f"gs://{gcs_bucket}/folder/")
     assert no_destination.value.code == 400
 
 
 def test_generate_and_count_on_vertex(vertex, gcs_endpoint, gcs_bucket):
-    answer = vertex.models.generate_content(model="gemini-2.5-flash", contents="Why is the sky blue?")
+    answer = vertex.models.generate_content(model="gemini-3.8-flash", contents="Why is the sky blue?")
     assert answer.text.startswith("Emulated reply") and answer.usage_metadata.prompt_token_count == 5
     assert (
-        vertex.models.count_tokens(model="gemini-2.5-flash", contents="Why is the sky blue?").total_tokens
+        vertex.models.count_tokens(model="gemini-3.8-flash", contents="Why is the sky blue?").total_tokens
         == 5
     )
     chunks = list(
-        vertex.models.generate_content_stream(model="gemini-2.5-flash", contents="Why is the sky blue?")
+        vertex.models.generate_content_stream(model="gemini-3.8-flash", contents="Why is the sky blue?")
     )
     assert "".join(c.text for c in chunks) == answer.text
     # Vertex reads gs:// files where the Developer API takes only its own Files API.
@@ -112,11 +112,11 @@ def test_generate_and_count_on_vertex(vertex, gcs_endpoint, gcs_bucket):
     fs = gcsfs.GCSFileSystem(endpoint_url=gcs_endpoint, token="anon", project="test")
     fs.pipe(f"{gcs_bucket}/cat.png", photo.read_bytes())
     image = types.Part.from_uri(file_uri=f"gs://{gcs_bucket}/cat.png", mime_type="image/png")
-    answer = vertex.models.generate_content(model="gemini-2.5-flash", contents=[image, "Describe it"])
+    answer = vertex.models.generate_content(model="gemini-3.8-flash", contents=[image, "Describe it"])
     assert answer.text and answer.usage_metadata.prompt_token_count == 258 + 3  # a tile, and the text
     missing = types.Part.from_uri(file_uri=f"gs://{gcs_bucket}/dog.png", mime_type="image/png")
     with pytest.raises(errors.ClientError, match="Cannot fetch content from the provided URL"):
-        vertex.models.generate_content(model="gemini-2.5-flash", contents=[missing, "Describe it"])
+        vertex.models.generate_content(model="gemini-3.8-flash", contents=[missing, "Describe it"])
 
 
 def _vertex_pipeline(tmp_path, bucket: str) -> None:
@@ -128,7 +128,7 @@ def _vertex_pipeline(tmp_path, bucket: str) -> None:
         f"""
         version: 1
         name: v
-        model: gemini-2.5-flash
+        model: gemini-3.8-flash
         backend: vertex
         source: {{uri: data.jsonl, key: "{{{{ id }}}}"}}
         request: {{prompt: "Say {{{{ word }}}}"}}
@@ -172,7 +172,7 @@ def test_validate_names_what_vertex_cannot_do(cli, tmp_path):
         """
         version: 1
         name: p
-        model: gemini-2.5-flash
+        model: gemini-3.8-flash
         backend: vertex
         source: {uri: data.jsonl}
         request: {prompt: "{{ q }}", files: [files/abc123]}
@@ -282,22 +282,22 @@ def test_vertex_caches_serve_generate_content_but_not_batch_prediction(
         display_name="style",
         ttl="600s",
     )
-    cache = vertex.caches.create(model="gemini-2.5-flash", config=config)
+    cache = vertex.caches.create(model="gemini-3.8-flash", config=config)
     assert cache.name.startswith("projects/my-project/locations/us-central1/cachedContents/")
     assert cache.name.rsplit("/", 1)[1].isdigit()
     assert (
-        cache.model == "projects/my-project/locations/us-central1/publishers/google/models/gemini-2.5-flash"
+        cache.model == "projects/my-project/locations/us-central1/publishers/google/models/gemini-3.8-flash"
     )
     assert [c.name for c in vertex.caches.list()] == [cache.name]
     assert list(client.caches.list()) == []  # the Developer API sees its own caches only
     with pytest.raises(errors.ClientError, match="too small"):
         vertex.caches.create(
-            model="gemini-2.5-flash",
+            model="gemini-3.8-flash",
             config={"contents": [{"role": "user", "parts": [{"text": "short"}]}]},
         )
 
     answer = vertex.models.generate_content(
-        model="gemini-2.5-flash", contents="Hello", config={"cached_content": cache.name.rsplit("/", 1)[1]}
+        model="gemini-3.8-flash", contents="Hello", config={"cached_content": cache.name.rsplit("/", 1)[1]}
     )
     assert (
         answer.usage_metadata.cached_content_token_count
@@ -314,7 +314,7 @@ def test_vertex_caches_serve_generate_content_but_not_batch_prediction(
     }
     fs.pipe(f"{gcs_bucket}/in.jsonl", (json.dumps(line) + "\n").encode())
     job = vertex.batches.create(
-        model="gemini-2.5-flash", src=f"gs://{gcs_bucket}/in.jsonl", config={"dest": f"gs://{gcs_bucket}/out"}
+        model="gemini-3.8-flash", src=f"gs://{gcs_bucket}/in.jsonl", config={"dest": f"gs://{gcs_bucket}/out"}
     )
     emulator.store.clock.advance(3600 * 2)
     done = vertex.batches.get(name=job.name)
@@ -341,7 +341,7 @@ def _images_pipeline(tmp_path, fs, bucket: str, keys: list[str], batch: str) -> 
         f"""
         version: 1
         name: v
-        model: gemini-2.5-flash
+        model: gemini-3.8-flash
         backend: vertex
         source: {{uri: data.jsonl, key: "{{{{ id }}}}"}}
         request: {{prompt: "Describe it", files: ["{{{{ image }}}}"]}}
@@ -491,7 +491,7 @@ def test_a_failed_vertex_job_keeps_the_rows_it_finished(
         f"""
         version: 1
         name: v
-        model: gemini-2.5-flash
+        model: gemini-3.8-flash
         backend: vertex
         source: {{uri: data.jsonl, key: "{{{{ id }}}}"}}
         request: {{prompt: "Say {{{{ id }}}}"}}

@@ -21,7 +21,7 @@ SPEC = Pipeline.model_validate(
     {
         "version": 1,
         "name": "p",
-        "model": "gemini-2.5-flash",
+        "model": "gemini-3.8-flash",
         "source": {"uri": "in.jsonl", "key": "{{ id }}"},
         "request": {"prompt": "{{ title }}"},
         "output": {"uri": "o.jsonl", "columns": ["title", "n"]},

@@ -20,7 +20,7 @@ from batchflow.state import LocalStore, PipelineState, RemoteStore
 SPEC = """
     version: 1
     name: leased
-    model: gemini-2.5-flash
+    model: gemini-3.8-flash
     source: {uri: data.jsonl, key: "{{ id }}"}
     request: {prompt: "Say {{ id }}"}
     batch: {max_requests: 2}

@@ -9,7 +9,7 @@ from conftest import write
 SPEC = """
     version: 1
     name: NAME
-    model: gemini-2.5-flash
+    model: gemini-3.8-flash
     source: {uri: data/NAME.jsonl, key: "{{ id }}"}
     request: {prompt: "Say {{ word }}"}
     output: {uri: out/NAME.jsonl}

@@ -12,7 +12,7 @@ from batchflow.emulator import EmulatorServer
 SPEC = """
     version: 1
     name: talk
-    model: gemini-2.5-flash
+    model: gemini-3.8-flash
     source: {uri: data/in.SUFFIX, key: "{{ id }}"}
     request: {prompt: "Say {{ word }}"}
     output: {uri: out.jsonl}

@@ -16,13 +16,13 @@ from batchflow.columns import COLUMNS, reference_table
 BASE = """
     version: 1
     name: cols
-    model: gemini-2.5-flash
+    model: gemini-3.8-flash
     source: {uri: data.jsonl, key: "{{ id }}"}
 """
 
 
-def _run(cli, tmp_path, body: str, fmt="jsonl", rows=None, code=0, model="gemini-2.5-flash") -> list[dict]:
-    spec = BASE.replace("gemini-2.5-flash", model) + body.rstrip(" ") + f"    output: {{uri: out.{fmt}}}\n"
+def _run(cli, tmp_path, body: str, fmt="jsonl", rows=None, code=0, model="gemini-3.8-flash") -> list[dict]:
+    spec = BASE.replace("gemini-3.8-flash", model) + body.rstrip(" ") + f"    output: {{uri: out.{fmt}}}\n"
     write(tmp_path / "pipelines/cols.yaml", spec)
     rows = rows or [{"id": 1, "city": "Paris"}, {"id": 2, "city": "Oslo"}]
     write(tmp_path / "pipelines/data.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
@@ -170,7 +170,7 @@ def test_a_schema_that_cannot_map_falls_back_to_json_text(cli, emulator_env, tmp
 
 def test_embedding_outputs_have_only_the_embedding(cli, emulator_env, tmp_path):
     body = '    embed: {content: "{{ city }}", output_dimensionality: 4}\n'
-    rows = _run(cli, tmp_path, body.replace("gemini-2.5-flash", ""), "parquet", model="gemini-embedding-001")
+    rows = _run(cli, tmp_path, body.replace("gemini-3.8-flash", ""), "parquet", model="gemini-embedding-001")
     names = pq.read_schema(tmp_path / "pipelines/out.parquet").names
     assert names == ["key", "embedding", "error"] and len(rows[0]["embedding"]) == 4
 
@@ -181,7 +181,7 @@ def test_csv_sources_keep_declared_types(cli, emulator_env, tmp_path):
         """
         version: 1
         name: cols
-        model: gemini-2.5-flash
+        model: gemini-3.8-flash
         source:
           uri: data.csv
           key: "{{ sku }}"
@@ -219,7 +219,7 @@ def test_a_spreadsheets_csv_in_and_out(cli, emulator, emulator_env, tmp_path):
         """
         version: 1
         name: cols
-        model: gemini-2.5-flash
+        model: gemini-3.8-flash
         source:
           uri: data.csv
           key: "{{ sku }}"

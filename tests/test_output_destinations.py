@@ -12,7 +12,7 @@ from conftest import write
 SPEC = """
     version: 1
     name: dest
-    model: gemini-2.5-flash
+    model: gemini-3.8-flash
     source: {uri: data/q.jsonl, key: "{{ id }}"}
     request: {prompt: "{{ q }}"}
     output: {uri: OUT}

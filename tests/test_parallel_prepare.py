@@ -27,7 +27,7 @@ from batchflow.state import LocalStore, PipelineState
 SPEC = """
 version: 1
 name: p
-model: gemini-2.5-flash
+model: gemini-3.8-flash
 source: {uri: "data/*.jsonl", key: "{{ id }}"}
 request:
   system: You describe things.

@@ -72,7 +72,7 @@ def test_apply_wait_in_ci_says_how_far_jobs_are(cli, emulator, emulator_env, tmp
         """
         version: 1
         name: p
-        model: gemini-2.5-flash
+        model: gemini-3.8-flash
         source: {uri: data.jsonl, key: "{{ id }}"}
         request: {prompt: "Say {{ id }}"}
         output: {uri: out.jsonl}

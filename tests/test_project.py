@@ -10,7 +10,7 @@ from conftest import write
 SPEC = """
     version: 1
     name: anchored
-    model: gemini-2.5-flash
+    model: gemini-3.8-flash
     source: {uri: data/q.jsonl, key: "{{ id }}"}
     request: {prompt: "{{ q }}"}
     output: {uri: out.jsonl}

@@ -49,7 +49,7 @@ SPEC = """
 """
 
 
-MODELS = ["gemini-2.5-flash", "gemini-2.5-flash-lite"]
+MODELS = ["gemini-3.8-flash", "gemini-2.5-flash-lite"]
 
 
 def _spec(tmp_path, attempts: int, max_count: int | None, model: str = MODELS[0]) -> None:

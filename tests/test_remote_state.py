@@ -13,7 +13,7 @@ from conftest import apply_again, kill_apply, write
 SPEC = """
     version: 1
     name: shared
-    model: gemini-2.5-flash
+    model: gemini-3.8-flash
     source: {uri: data.jsonl, key: "{{ id }}"}
     request: {prompt: "Say {{ id }}"}
     batch: {max_requests: 2}

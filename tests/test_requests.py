@@ -19,7 +19,7 @@ def _pipeline(tmp_path, source: str, rest: str, data: str = "{}"):
     the source's one line, whose fields `load_pipelines` checks the templates against."""
     write(tmp_path / "data.jsonl", data + "\n")
     spec = tmp_path / "p.yaml"
-    head = "version: 1\nname: p\nmodel: gemini-2.5-flash\noutput: {uri: out.jsonl}\n"
+    head = "version: 1\nname: p\nmodel: gemini-3.8-flash\noutput: {uri: out.jsonl}\n"
     spec.write_text(f"{head}source: {source}\n{rest}\n")
     (pipeline,) = load_pipelines([spec])
     return pipeline
@@ -127,7 +127,7 @@ def test_request_lines_are_the_canonical_json_of_the_request(tmp_path):
     }
     data = {"role": 'a "tagger"\n', "item": {"name": "x\u2028y"}, "note": "\x00\x1f😀 \\", "image": "pic.png"}
     for name, body in specs.items():
-        model = "gemini-embedding-001" if "embed" in name else "gemini-2.5-flash"
+        model = "gemini-embedding-001" if "embed" in name else "gemini-3.8-flash"
         body = body.replace("            model: gemini-embedding-001\n", "")
         spec = write(
             tmp_path / f"{name}.yaml",

@@ -81,7 +81,7 @@ def test_structured_output_validates(schema, prompt):
         "contents": [{"parts": [{"text": prompt}]}],
         "generationConfig": {"responseMimeType": "application/json", "responseSchema": schema},
     }
-    answer = responder.generate("models/gemini-2.5-flash", request)
+    answer = responder.generate("models/gemini-3.8-flash", request)
     value = json.loads(answer["candidates"][0]["content"]["parts"][0]["text"])
     jsonschema.validate(value, _as_json_schema(schema), format_checker=jsonschema.FormatChecker())
 

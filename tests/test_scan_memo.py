@@ -15,7 +15,7 @@ from batchflow import reconcile
 SPEC = """
     version: 1
     name: memo
-    model: gemini-2.5-flash
+    model: gemini-3.8-flash
     source: {uri: SOURCE, key: "{{ id }}"}
     request: {prompt: "${GREETING:-Say} {{ word }}", files: ["{{ image }}"]}
     output: {uri: out.jsonl}

@@ -15,7 +15,7 @@ from batchflow import order, requests
 SPEC = """
     version: 1
     name: ord
-    model: gemini-2.5-flash
+    model: gemini-3.8-flash
     source: {uri: data.jsonl, key: "{{ sku }}"}
     request: {prompt: "Describe {{ title }}"}
     retry: {attempts: 1}

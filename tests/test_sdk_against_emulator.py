@@ -47,7 +47,7 @@ def test_file_batch_flow(client, tmp_path):
     assert uploaded.size_bytes == src.stat().st_size
     assert client.files.get(name=uploaded.name).display_name == "in"
 
-    job = client.batches.create(model="gemini-2.5-flash", src=uploaded.name, config={"display_name": "job1"})
+    job = client.batches.create(model="gemini-3.8-flash", src=uploaded.name, config={"display_name": "job1"})
     assert job.name.startswith("batches/")
     assert job.state.name == "JOB_STATE_PENDING"
     assert job.display_name == "job1"
@@ -79,7 +79,7 @@ def test_inline_batch_keeps_request_order(client):
     requests = [
         {"contents": [{"parts": [{"text": f"prompt {i}"}]}], "metadata": {"key": f"k{i}"}} for i in range(5)
     ]
-    job = client.batches.create(model="gemini-2.5-flash", src=requests)
+    job = client.batches.create(model="gemini-3.8-flash", src=requests)
     job = _wait_done(client, job.name)
     responses = job.dest.inlined_responses
     assert [r.metadata["key"] for r in responses] == [f"k{i}" for i in range(5)]
@@ -87,8 +87,8 @@ def test_inline_batch_keeps_request_order(client):
 
 
 def test_generate_content_is_deterministic(client):
-    a = client.models.generate_content(model="gemini-2.5-flash", contents="Hello there")
-    b = client.models.generate_content(model="gemini-2.5-flash", contents="Hello there")
+    a = client.models.generate_content(model="gemini-3.8-flash", contents="Hello there")
+    b = client.models.generate_content(model="gemini-3.8-flash", contents="Hello there")
     assert a.text == b.text and "Hello there" in a.text
     assert a.usage_metadata.prompt_token_count > 0
 
@@ -109,7 +109,7 @@ def test_the_pytest_plugin_fixture_serves_the_emulator(gemini_emulator):
     from google import genai
 
     client = genai.Client(api_key="k", http_options={"base_url": gemini_emulator.url})
-    assert client.models.count_tokens(model="gemini-2.5-flash", contents="hello there").total_tokens > 0
+    assert client.models.count_tokens(model="gemini-3.8-flash", contents="hello there").total_tokens > 0
 
 
 def test_function_calls_candidates_and_thoughts_through_the_sdk(client):
@@ -125,7 +125,7 @@ def test_function_calls_candidates_and_thoughts_through_the_sdk(client):
     )
     tool = types.Tool(function_declarations=[weather])
     called = client.models.generate_content(
-        model="gemini-2.5-flash",
+        model="gemini-3.8-flash",
         contents="What is the weather in Paris? Use get_weather.",
         config=types.GenerateContentConfig(tools=[tool]),
     )
@@ -134,21 +134,21 @@ def test_function_calls_candidates_and_thoughts_through_the_sdk(client):
     # Mode NONE never calls; mode ANY always does.
     none = types.ToolConfig(function_calling_config=types.FunctionCallingConfig(mode="NONE"))
     text = client.models.generate_content(
-        model="gemini-2.5-flash",
+        model="gemini-3.8-flash",
         contents="Use get_weather.",
         config=types.GenerateContentConfig(tools=[tool], tool_config=none),
     )
     assert text.function_calls is None and text.text
     any_mode = types.ToolConfig(function_calling_config=types.FunctionCallingConfig(mode="ANY"))
     forced = client.models.generate_content(
-        model="gemini-2.5-flash",
+        model="gemini-3.8-flash",
         contents="Hello",
         config=types.GenerateContentConfig(tools=[tool], tool_config=any_mode),
     )
     assert forced.function_calls[0].name == "get_weather"
     # After the function's answer, the model answers in text.
     answered = client.models.generate_content(
-        model="gemini-2.5-flash",
+        model="gemini-3.8-flash",
         contents=[
             types.Content(role="user", parts=[types.Part(text="Weather in Paris? Use get_weather.")]),
             types.Content(role="model", parts=[types.Part(function_call=call)]),
@@ -162,7 +162,7 @@ def test_function_calls_candidates_and_thoughts_through_the_sdk(client):
     assert answered.function_calls is None and answered.text
 
     two = client.models.generate_content(
-        model="gemini-2.5-flash",
+        model="gemini-3.8-flash",
         contents="Say hi",
         config=types.GenerateContentConfig(
             candidate_count=2, thinking_config=types.ThinkingConfig(include_thoughts=True)
@@ -174,6 +174,6 @@ def test_function_calls_candidates_and_thoughts_through_the_sdk(client):
     assert two.usage_metadata.thoughts_token_count > 0
     with pytest.raises(errors.ClientError) as refused:
         client.models.generate_content(
-            model="gemini-2.5-flash", contents="x", config=types.GenerateContentConfig(candidate_count=0)
+            model="gemini-3.8-flash", contents="x", config=types.GenerateContentConfig(candidate_count=0)
         )
     assert refused.value.code == 400

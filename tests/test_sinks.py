@@ -20,7 +20,7 @@ SPEC = Pipeline.model_validate(
     {
         "version": 1,
         "name": "p",
-        "model": "gemini-2.5-flash",
+        "model": "gemini-3.8-flash",
         "source": {"uri": "in.jsonl"},
         "request": {"prompt": "x", "generation_config": {"response_mime_type": "application/json"}},
         "output": {"uri": "o.parquet", "columns": ["price"]},

@@ -11,7 +11,7 @@ from batchflow.state import LocalStore
 SPEC = """
     version: 1
     name: changes
-    model: gemini-2.5-flash
+    model: gemini-3.8-flash
     source: {uri: data/q.jsonl}
     request: {prompt: "Answer {{ q }}"}
     output: {uri: out.jsonl}

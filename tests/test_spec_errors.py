@@ -14,7 +14,7 @@ from conftest import write
 GOOD = """\
 version: 1
 name: good
-model: gemini-2.5-flash
+model: gemini-3.8-flash
 source:
   uri: data.jsonl
   key: "{{ id }}"
@@ -24,7 +24,7 @@ output:
   uri: out.jsonl
 """
 EMBED = (
-    GOOD.replace("model: gemini-2.5-flash", "model: gemini-embedding-001").replace(
+    GOOD.replace("model: gemini-3.8-flash", "model: gemini-embedding-001").replace(
         'request:\n  prompt: "Hello {{ name }}"\n', ""
     )
     + 'embed:\n  content: "{{ name }}"\n'
@@ -50,7 +50,7 @@ CASES = {
     "unknown top-level field": (sub("model:", "modle:"), "modle:", "modle", "did you mean 'model'"),
     "unknown nested field": (sub("  prompt:", "  promt:"), "promt", "request.promt", "did you mean 'prompt'"),
     "unknown field without a near match": (GOOD + "zzz: 1\n", "zzz", "zzz", "allowed: version, name"),
-    "missing model": (sub("model: gemini-2.5-flash\n", ""), None, "model", "required field is missing"),
+    "missing model": (sub("model: gemini-3.8-flash\n", ""), None, "model", "required field is missing"),
     "missing source": (
         sub('source:\n  uri: data.jsonl\n  key: "{{ id }}"\n', ""),
         None,
@@ -73,7 +73,7 @@ CASES = {
     ),
     "name too long": (sub("name: good", "name: " + "a" * 70), "name:", "name", "at most 63"),
     "model name with spaces": (
-        sub("model: gemini-2.5-flash", "model: Gemini Pro"),
+        sub("model: gemini-3.8-flash", "model: Gemini Pro"),
         "model:",
         "model",
         "model name such as",
@@ -218,13 +218,13 @@ CASES = {
         "set `request`",
     ),
     "embed with a generation model": (
-        sub("model: gemini-embedding-001", "model: gemini-2.5-flash", EMBED),
+        sub("model: gemini-embedding-001", "model: gemini-3.8-flash", EMBED),
         "model:",
         "model",
         "not an embedding model",
     ),
     "request with an embedding model": (
-        sub("model: gemini-2.5-flash", "model: gemini-embedding-001"),
+        sub("model: gemini-3.8-flash", "model: gemini-embedding-001"),
         "model:",
         "model",
         "is an embedding model",
@@ -348,10 +348,39 @@ CASES = {
         "value of 100000 but the supported range is from 1 (inclusive) to 65537 (exclusive)",
     ),
     "thinking budget the model refuses": (
-        gen("    thinking_config: {thinking_budget: 30000}\n"),
+        sub(
+            "gemini-3.8-flash",
+            "gemini-2.5-flash-lite",
+            gen("    thinking_config: {thinking_budget: 30000}\n"),
+        ),
         "thinking_config",
         "request.generation_config.thinking_config.thinking_budget",
         "the service would refuse this: The thinking budget (30000) is invalid.",
+    ),
+    "thinking level the model refuses": (
+        gen("    thinking_config: {thinking_level: MINIMAL}\n"),
+        "thinking_config",
+        "request.generation_config.thinking_config.thinking_level",
+        "Thinking level MINIMAL is not supported for this model. Supported levels: LOW, MEDIUM, HIGH.",
+    ),
+    "thinking level on a 2.5 model": (
+        sub("gemini-3.8-flash", "gemini-2.5-flash-lite", gen("    thinking_config: {thinking_level: LOW}\n")),
+        "thinking_config",
+        "request.generation_config.thinking_config.thinking_level",
+        "the service would refuse this: Thinking level is not supported for this model.",
+    ),
+    "thinking level and budget together": (
+        gen("    thinking_config: {thinking_level: LOW, thinking_budget: 100}\n"),
+        "thinking_config",
+        "request.generation_config.thinking_config",
+        "set thinking_level or thinking_budget, not both",
+    ),
+    "a model that was shut down": (
+        sub("gemini-3.8-flash", "gemini-2.0-flash"),
+        "model:",
+        "model",
+        "'gemini-2.0-flash' was shut down on 2026-06-01 and answers nothing any more; "
+        "use gemini-3.5-flash-lite",
     ),
     "an integer enum in function parameters": (
         GOOD

@@ -9,7 +9,7 @@ from conftest import write
 SPEC = """
     version: 1
     name: checked
-    model: gemini-2.5-flash
+    model: gemini-3.8-flash
     source: {uri: data/in.jsonl, key: "{{ id }}"}
     request: {prompt: "Tell me about {{ topic }}"}
     output: {uri: out.jsonl}
@@ -62,7 +62,7 @@ def test_a_prompt_over_the_models_input_limit_is_refused_before_anything_is_sent
     _source(tmp_path, [{"id": 1, "topic": "a"}, {"id": 2, "topic": "x" * 5_200_000}, {"id": 3, "topic": "c"}])
     refusal = (
         "pipelines/data/in.jsonl:2: record '2': request: ~1,300,008 input tokens, over the 1,048,576 "
-        "that gemini-2.5-flash takes: the service would refuse it"
+        "that gemini-3.8-flash takes: the service would refuse it"
     )
     validated = cli("validate")
     assert validated.code == 1 and validated.err.strip() == refusal
@@ -75,7 +75,7 @@ def test_a_prompt_over_the_models_input_limit_is_refused_before_anything_is_sent
     from google.genai import errors
 
     try:
-        client.models.generate_content(model="gemini-2.5-flash", contents="Tell me about " + "x" * 5_200_000)
+        client.models.generate_content(model="gemini-3.8-flash", contents="Tell me about " + "x" * 5_200_000)
     except errors.ClientError as exc:
         assert exc.code == 400 and "exceeds the maximum number of tokens allowed (1048576)" in exc.message
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..errors import SpecError
+from ..errors import RemoteError, SpecError
 from ..lazy import Lazy
 
 if TYPE_CHECKING:
@@ -56,3 +56,32 @@ def staging_of(pipeline: LoadedPipeline, stores: Stores) -> str:
         file=str(pipeline.path),
         field="batch.staging",
     )
+
+
+_ASKED: set[str] = set()  # models the service was asked about in this process and knew
+
+
+def confirm_model(pipeline: LoadedPipeline, backend) -> None:
+    """A model the catalog does not know may be newer than batchflow: ask the service (models.get)
+    before anything is uploaded, and stop if it does not know the model either."""
+    from ..catalog import load_catalog
+
+    model = pipeline.spec.model
+    status = load_catalog().status(model)
+    if status.kind != "unknown" or model in _ASKED:
+        return
+    ask = getattr(backend, "get_model", None)  # Vertex's publisher models are not asked
+    if ask is None:
+        return
+    try:
+        ask(model)
+    except RemoteError as exc:
+        if exc.code != 404:
+            raise
+        hint = f"; did you mean {status.suggestion!r}?" if status.suggestion else ""
+        raise SpecError(
+            f"{model!r} is a model neither batchflow nor the service knows (models.get: 404){hint}",
+            file=str(pipeline.path),
+            field="model",
+        ) from None
+    _ASKED.add(model)

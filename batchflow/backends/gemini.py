@@ -108,6 +108,11 @@ class SdkBatches:
         _present(lambda: self.client.batches.delete(name=name))  # already gone is as good
 
     @_remote
+    def get_model(self, model: str) -> None:
+        """Raises RemoteError 404 when the service does not know `model`."""
+        self.client.models.get(model=model)
+
+    @_remote
     def count_tokens(self, model: str, contents: list[dict]) -> int:
         """Input tokens of `contents` (REST form), as the API counts them."""
         contents = [types.Content.model_validate(c) for c in contents]

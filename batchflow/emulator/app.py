@@ -194,18 +194,16 @@ class Emulator:
     # ------------------------------------------------------------ models
 
     def list_models(self, request: Request) -> Response:
-        return self._page(
-            request, list(models.MODELS.items()), "models", lambda item: models.model_json(*item)
-        )
+        return self._page(request, models.listed(), "models", lambda item: models.model_json(*item))
 
     async def model_call(self, request: Request) -> Response:
         model, _, verb = request.path_params["rest"].partition(":")
         version = request.url.path.split("/")[1]
-        found = models.find(model)
         if request.method == "GET" and not verb:
-            if found is None:
+            if (described := models.describe(model)) is None:
                 raise ApiError(404, f"models/{model} is not found for API version {version}")
-            return JSONResponse(models.model_json(model.removeprefix("models/"), found[1]))
+            return JSONResponse(models.model_json(*described))
+        found = models.find(model)
         # Streaming and the batch verbs that the listings leave out are served where their kin are.
         kin = {"streamGenerateContent": "generateContent", "batchEmbedContents": "embedContent"}
         if found is None or kin.get(verb, verb) not in found[1].methods:
@@ -218,6 +216,7 @@ class Emulator:
             raise ApiError(400, f"Request payload size exceeds the limit: {MAX_REQUEST_BYTES} bytes.")
         body = await self._json(request)
         vertex = "/projects/" in request.url.path
+        model = found[0]  # a routed model answers as its target
         if verb == "streamGenerateContent":
             response = await run_in_threadpool(
                 functools.partial(self.store.generate, f"models/{model}", body, vertex=vertex)
@@ -300,7 +299,7 @@ class Emulator:
         found = models.find(model)
         if found is None or "createCachedContent" not in found[1].methods:
             raise ApiError(404, f"Model {model or '(none)'} is not found or does not support caching.")
-        cache = self.store.create_cache(f"models/{model.removeprefix('models/')}", body)
+        cache = self.store.create_cache(f"models/{found[0]}", body)
         return JSONResponse(self.store.cache_json(cache))
 
     async def cache(self, request: Request) -> Response:

@@ -186,7 +186,7 @@ def _check_part(part: Any, where: str, vertex: bool = False) -> None:
 def min_cache_tokens(model: str) -> int:
     """Smallest content a context cache accepts (larger for Pro models)."""
     found = models.find(model)
-    return found[1].min_cache_tokens if found else 1024
+    return (found[1].min_cache_tokens if found else None) or 1024
 
 
 def stream_chunks(response: dict[str, Any]) -> list[dict[str, Any]]:
@@ -403,10 +403,11 @@ def embed(request: Any) -> dict[str, Any]:
 
 
 def _canonical(value: Any) -> Any:
-    """A request as asked, not as spelled: the SDK's inline requests add empty fields and write
-    schema types in capitals, which must not change the answer."""
+    """A request as asked, not as spelled: the SDK's inline requests add empty fields, write
+    schema types in capitals and some fields in snake_case (thinking_config), which must not
+    change the answer."""
     if isinstance(value, dict):
-        out = {k: _canonical(v) for k, v in value.items() if v not in ({}, [], None)}
+        out = {_camel(k): _canonical(v) for k, v in value.items() if v not in ({}, [], None)}
         if isinstance(out.get("type"), str):
             out["type"] = out["type"].lower()
         return out

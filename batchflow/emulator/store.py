@@ -166,9 +166,9 @@ def _check_limits(name: str, model: models.Model, request: dict[str, Any]) -> No
     if (config.get("responseLogprobs") or config.get("logprobs") is not None) and not model.logprobs:
         raise ApiError(400, f"Logprobs is not enabled for {name}")
     thinking = config.get("thinkingConfig") or config.get("thinking_config") or {}
-    if refused := refusals.thinking_budget(
-        model, thinking.get("thinkingBudget", thinking.get("thinking_budget"))
-    ):
+    level = thinking.get("thinkingLevel", thinking.get("thinking_level"))
+    budget = thinking.get("thinkingBudget", thinking.get("thinking_budget"))
+    if refused := refusals.thinking(model, level, budget):
         raise ApiError(400, refused)
 
 
