@@ -153,11 +153,12 @@ def load_catalog(override: str | os.PathLike[str] | None = None) -> Catalog:
     override = override or os.environ.get("BATCHFLOW_MODELS") or None
     if override is None:
         return _shipped()
-    return _with_override(_shipped(), str(override))
+    return _with_override(str(override))
 
 
 @functools.cache
-def _with_override(base: Catalog, path: str) -> Catalog:
+def _with_override(path: str) -> Catalog:
+    base = _shipped()
     try:
         doc = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         if not isinstance(doc, dict):

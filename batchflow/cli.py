@@ -821,9 +821,24 @@ def emulator(
             help="Cloud Storage the Vertex AI batch jobs read and write, e.g. a fake-gcs-server URL.",
         ),
     ] = None,
+    models: Annotated[
+        Path | None,
+        typer.Option(
+            "--models",
+            envvar="BATCHFLOW_MODELS",
+            help="A model catalog file (YAML or JSON, as batchflow's) whose models are served too, "
+            "e.g. one released after this batchflow.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve the local Gemini API emulator (prints `listening on URL` when ready)."""
+    from .catalog import load_catalog
     from .emulator import Faults, serve
+
+    if models is not None:
+        load_catalog(models)  # a bad file is one line now, not a 500 at the first call
+        os.environ["BATCHFLOW_MODELS"] = str(models.resolve())
 
     try:
         parsed = Faults.parse(faults)

@@ -10,6 +10,8 @@ import urllib.error
 import urllib.request
 
 import pytest
+from conftest import write
+from google import genai
 from google.genai import errors, types
 
 MODEL = "gemini-3.8-flash"
@@ -394,3 +396,52 @@ def test_unknown_request_fields_are_refused(emulator):
     )
     proto_names = {"contents": [{"parts": [{"text": "x"}]}], "generation_config": {"temperature": 0}}
     assert _http(f"{emulator.url}/v1beta/models/{MODEL}:generateContent", proto_names)["candidates"]
+
+
+@pytest.mark.parametrize("asked, served", [(None, "standard"), ("FLEX", "flex"), ("priority", "priority")])
+def test_the_service_tier_is_taken_and_said_in_a_header(emulator, asked, served):
+    """serviceTier sits at the top of the request, in any case; x-gemini-service-tier says which
+    tier served it. `store` is a field of the Developer API too."""
+    body = {"contents": [{"parts": [{"text": "x"}]}], "store": False}
+    if asked:
+        body["serviceTier"] = asked
+    request = urllib.request.Request(
+        f"{emulator.url}/v1beta/models/{MODEL}:generateContent",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "x-goog-api-key": "k"},
+    )
+    with urllib.request.urlopen(request) as answer:
+        assert answer.headers["x-gemini-service-tier"] == served
+        assert json.loads(answer.read())["candidates"]
+
+
+def test_the_sdk_sends_a_service_tier(client):
+    assert client.models.generate_content(model=MODEL, contents="x", config={"service_tier": "flex"}).text
+
+
+def test_a_model_released_after_batchflow_is_served_from_a_models_file(cli, tmp_path, monkeypatch):
+    """`batchflow emulator --models FILE` (BATCHFLOW_MODELS): a dry run of a model newer than
+    the catalog; validate knows it too."""
+    from batchflow.emulator import EmulatorServer
+
+    write(
+        tmp_path / "models.yaml",
+        """
+        models:
+          gemini-5-flash:
+            name: Gemini 5 Flash
+            stage: preview
+            input_tokens: 2000000
+            output_tokens: 65536
+            thinking: {levels: [LOW, HIGH], default: LOW}
+            prices: [{input: 1.0, output: 5.0}]
+        """,
+    )
+    monkeypatch.setenv("BATCHFLOW_MODELS", str(tmp_path / "models.yaml"))
+    with EmulatorServer(speed=3600) as emu:
+        sdk = genai.Client(api_key="k", http_options={"base_url": emu.url})
+        assert sdk.models.get(model="gemini-5-flash").input_token_limit == 2_000_000
+        assert (
+            sdk.models.generate_content(model="gemini-5-flash", contents="hi").model_version
+            == "gemini-5-flash"
+        )

@@ -516,3 +516,22 @@ def test_a_failed_vertex_job_keeps_the_rows_it_finished(
     rows = [json.loads(x) for x in (tmp_path / "pipelines/out.jsonl").read_text().splitlines()]
     assert [r["key"] for r in rows] == ["0", "1", "2", "3"]
     assert sum("error" in r for r in rows) == 1 and sum("text" in r for r in rows) == 3
+
+
+def test_vertex_answers_as_vertex_does(vertex):
+    """A cache that is not there is 404 there (the Developer API says 403); responses carry
+    createTime, responseId and usageMetadata.trafficType; Vertex-only fields are taken, and the
+    Developer API's serviceTier body field is refused, as the SDK's own test expects."""
+    with pytest.raises(errors.ClientError) as missing:
+        vertex.caches.get(name="projects/my-project/locations/us-central1/cachedContents/nope")
+    assert missing.value.code == 404
+    answer = vertex.models.generate_content(model="gemini-3.8-flash", contents="hi")
+    assert answer.create_time is not None and answer.response_id
+    assert answer.usage_metadata.traffic_type.name == "ON_DEMAND"
+    armor = {"model_armor_config": {"prompt_template_name": "t"}, "labels": {"team": "a"}}
+    assert vertex.models.generate_content(model="gemini-3.8-flash", contents="hi", config=armor).text
+    with pytest.raises(errors.ClientError) as tier:
+        vertex.models.generate_content(
+            model="gemini-3.8-flash", contents="hi", config={"service_tier": "flex"}
+        )
+    assert tier.value.code == 400

@@ -222,15 +222,20 @@ class Emulator:
                 functools.partial(self.store.generate, f"models/{model}", body, vertex=vertex)
             )
             chunks = responder.stream_chunks(response)
+            tier = {} if vertex else {"x-gemini-service-tier": responder.service_tier(body)}
             if request.query_params.get("alt") != "sse":
-                return JSONResponse(chunks)
+                return JSONResponse(chunks, headers=tier)
             return StreamingResponse(
                 (f"data: {json.dumps(c, ensure_ascii=False)}\r\n\r\n" for c in chunks),
                 media_type="text/event-stream",
+                headers=tier,
             )
         # Off the event loop: a create counts the lines of a file of up to 2 GB.
         call = functools.partial(self._model_call, f"models/{model}", verb, body, vertex=vertex)
-        return JSONResponse(await run_in_threadpool(call))
+        answer = JSONResponse(await run_in_threadpool(call))
+        if verb == "generateContent" and not vertex:  # the tier that served it, as the service says
+            answer.headers["x-gemini-service-tier"] = responder.service_tier(body)
+        return answer
 
     def _model_call(
         self, model: str, verb: str, body: dict[str, Any], *, vertex: bool = False

@@ -97,30 +97,45 @@ def _camel(name: str) -> str:
 
 
 # GenerateContentRequest's fields, in either JSON spelling the service reads (proto names too).
-_REQUEST_FIELDS = {
-    spelling
-    for name in (
-        "model",
-        "contents",
-        "tools",
-        "tool_config",
-        "safety_settings",
-        "system_instruction",
-        "generation_config",
-        "cached_content",
-        "labels",
-    )
-    for spelling in (name, _camel(name))
-}
+def _spellings(*names: str) -> frozenset[str]:
+    return frozenset(spelling for name in names for spelling in (name, _camel(name)))
+
+
+_REQUEST_FIELDS = _spellings(
+    "model",
+    "contents",
+    "tools",
+    "tool_config",
+    "safety_settings",
+    "system_instruction",
+    "generation_config",
+    "cached_content",
+    "labels",
+)
+# The Developer API's own (google-genai: models.py writes them at the top level), and Vertex's.
+_DEVELOPER_FIELDS = _spellings("service_tier", "store", "continuation_token")
+_VERTEX_FIELDS = _spellings("model_armor_config")
+SERVICE_TIERS = ("unspecified", "flex", "standard", "priority")
+
+
+def service_tier(request: dict[str, Any]) -> str:
+    """The tier a request asks for (any case); standard when it names none."""
+    tier = str(request.get("serviceTier") or request.get("service_tier") or "standard").lower()
+    return "standard" if tier == "unspecified" else tier
 
 
 def validate_request(request: Any, *, vertex: bool = False) -> None:
     """What the service checks before it runs a GenerateContentRequest."""
     if not isinstance(request, dict):
         raise ApiError(400, "request must be a JSON object")
+    known = _REQUEST_FIELDS | (_VERTEX_FIELDS if vertex else _DEVELOPER_FIELDS)
     for name in request:
-        if name not in _REQUEST_FIELDS:
+        if name not in known:
             raise ApiError(400, f'Invalid JSON payload received. Unknown name "{name}": Cannot find field.')
+    tier = request.get("serviceTier", request.get("service_tier"))
+    if tier is not None and str(tier).lower() not in SERVICE_TIERS:
+        enum = "type.googleapis.com/google.ai.generativelanguage.v1beta.ServiceTier"
+        raise ApiError(400, f"Invalid value at 'service_tier' ({enum}), \"{tier}\"")
     config = request.get("generationConfig") or {}
     if config.get("responseMimeType") == "text/x.enum":
         schema = config.get("responseSchema") or config.get("responseJsonSchema") or {}

@@ -386,9 +386,14 @@ class Store:
             or not re.fullmatch(r"[a-z0-9-]+", cache_id)
         ):
             raise ApiError(400, f"Invalid CachedContent name: {name}")
-        cache = self.get_cache(cache_id)
-        if cache.scope != (scope.rstrip("/") or None):
-            raise ApiError(403, f"CachedContent not found (or permission denied): {name}")
+        try:
+            cache = self.get_cache(cache_id)
+            if cache.scope != (scope.rstrip("/") or None):
+                raise ApiError(403, f"CachedContent not found (or permission denied): {name}")
+        except ApiError:
+            if scope:  # Vertex answers a cache that is not there as not found, not as forbidden
+                raise ApiError(404, f"CachedContent not found: {name}") from None
+            raise
         return cache
 
     def list_caches(self, scope: str | None = None) -> list[Cache]:
@@ -477,6 +482,9 @@ class Store:
             vertex=vertex,
             file_content=self.file_digest,
         )
+        if vertex:  # Vertex says when it answered and on which traffic; the Developer API does not
+            response["createTime"] = rfc3339(self.clock.now())
+            response["usageMetadata"]["trafficType"] = "ON_DEMAND"
         return self._safety(response)
 
     def _safety(self, response: dict[str, Any]) -> dict[str, Any]:
