@@ -61,6 +61,11 @@ FinishReason = Literal[
     "IMAGE_SAFETY",
     "UNEXPECTED_TOOL_CALL",
     "TOO_MANY_TOOL_CALLS",
+    # google-genai 3.x: stopped at the per-call output limit (long decode on Gemini 4), an
+    # answer the service could not form, a multi-turn thought signature missing.
+    "CONTINUATION",
+    "MALFORMED_RESPONSE",
+    "MISSING_THOUGHT_SIGNATURE",
 ]
 # Answers that carry no usable text: errors unless the spec says otherwise.
 DEFAULT_ERROR_FINISH_REASONS = (
@@ -71,6 +76,8 @@ DEFAULT_ERROR_FINISH_REASONS = (
     "SPII",
     "MALFORMED_FUNCTION_CALL",
     "IMAGE_SAFETY",
+    "TOO_MANY_TOOL_CALLS",
+    "MALFORMED_RESPONSE",
 )
 BuiltinTool = Literal["google_search", "url_context", "code_execution"]
 # The Batch API takes input files up to 2 GB and inline requests up to 20 MB in all.
@@ -325,7 +332,7 @@ class Pipeline(_Model):
     )
     model: str = Field(
         pattern=r"^(models/)?[a-z0-9][a-z0-9.\-]*$",
-        description="Gemini model, e.g. gemini-2.5-flash or gemini-embedding-001.",
+        description="Gemini model, e.g. gemini-3.8-flash or gemini-embedding-2 (`batchflow models`).",
     )
     labels: dict[str, str] = Field({}, description="Free-form labels, shown by `status`.")
     backend: Literal["gemini", "vertex"] | None = Field(
