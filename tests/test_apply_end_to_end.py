@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import write
 
 SPEC = """
@@ -170,3 +171,54 @@ def test_output_with_brackets_is_printed_as_is(cli, tmp_path):
     spec.rename(target)
     result = cli("validate", str(target))
     assert result.code == 0 and "[bold]odd.yaml: tags: valid" in result.out
+
+
+@pytest.mark.parametrize("model", ["gemini-3.8-flash", "gemini-4-argon"])
+def test_todays_models_validate_silently_are_priced_and_run(cli, client, emulator_env, tmp_path, model):
+    write(
+        tmp_path / "pipelines/today.yaml",
+        f"""
+        version: 1
+        name: today
+        model: {model}
+        source: {{uri: data.jsonl, key: "{{{{ id }}}}"}}
+        request:
+          prompt: "Say {{{{ word }}}}"
+          generation_config: {{thinking_config: {{thinking_level: HIGH}}}}
+        output: {{uri: out.jsonl}}
+        """,
+    )
+    write(
+        tmp_path / "pipelines/data.jsonl",
+        "".join(json.dumps({"id": i, "word": f"w{i}"}) + "\n" for i in range(3)),
+    )
+    validated = cli("validate")
+    assert validated.code == 0 and validated.err == ""
+    planned = json.loads(cli("plan", "--json").out)["pipelines"][0]
+    assert planned["estimate"]["usd"] > 0
+    done = cli("apply", "--wait")
+    assert done.code == 0, done.err
+    rows = [json.loads(x) for x in (tmp_path / "pipelines/out.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(r["text"] for r in rows)
+
+
+def test_a_misspelled_model_stops_plan_and_apply_before_any_upload(cli, client, emulator_env, tmp_path):
+    write(
+        tmp_path / "pipelines/typo.yaml",
+        """
+        version: 1
+        name: typo
+        model: gemini-3.8-flsh
+        source: {uri: data.jsonl, key: "{{ id }}"}
+        request: {prompt: "Say {{ id }}"}
+        output: {uri: out.jsonl}
+        """,
+    )
+    write(tmp_path / "pipelines/data.jsonl", '{"id": 1}\n')
+    warned = cli("validate")
+    assert warned.code == 0 and "did you mean 'gemini-3.8-flash'?" in warned.err
+    said = "'gemini-3.8-flsh' is a model neither batchflow nor the service knows (models.get: 404)"
+    for command in ("plan", "apply"):
+        result = cli(command)
+        assert result.code == 1 and said in result.err
+    assert list(client.files.list()) == [] and list(client.batches.list()) == []
