@@ -191,6 +191,12 @@ def kill_apply(env: dict[str, str], after_lines: int) -> None:
     proc.wait()
 
 
+def stopped(pid: int) -> bool:
+    """Whether the process is stopped (SIGSTOP): its state in /proc is T."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
 def apply_again(env: dict[str, str]) -> None:
     """`batchflow apply --wait` in a new process; it must succeed."""
     done = subprocess.run(

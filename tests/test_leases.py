@@ -12,7 +12,7 @@ import time
 
 import fsspec
 import pytest
-from conftest import kill_apply, write
+from conftest import kill_apply, stopped, write
 
 from batchflow.errors import LockedError, StateError
 from batchflow.state import LocalStore, PipelineState, RemoteStore
@@ -183,11 +183,6 @@ def test_two_contenders_for_an_expired_lease_one_wins(tmp_path):
     assert sorted(results) == ["locked", "locked", "locked", "won"]
 
 
-def _stopped(pid: int) -> bool:
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] == "T"
-
-
 @pytest.mark.parametrize("stall", ["create", "upload"])
 def test_a_runner_paused_past_its_lease_never_calls_the_service_again(client, emulator_env, tmp_path, stall):
     """Runner A stops (SIGSTOP) right before a create or upload; its lease runs out; runner B takes
@@ -203,7 +198,7 @@ def test_a_runner_paused_past_its_lease_never_calls_the_service_again(client, em
     )
     try:
         deadline = time.monotonic() + 60
-        while not _stopped(a.pid):
+        while not stopped(a.pid):
             assert a.poll() is None and time.monotonic() < deadline, a.stdout.read()
             time.sleep(0.05)
         b = subprocess.run(

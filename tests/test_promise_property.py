@@ -26,7 +26,7 @@ import time
 
 import httpx2 as httpx
 import pytest
-from conftest import TEST_SPEED, kill_apply, write
+from conftest import TEST_SPEED, kill_apply, stopped, write
 
 from batchflow.columns import result_fields
 from batchflow.join import ResultReader
@@ -130,7 +130,7 @@ def _pause_past_the_lease(env: dict[str, str], call: str) -> None:
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 60
-    while a.poll() is None and not _stopped(a.pid):
+    while a.poll() is None and not stopped(a.pid):
         assert time.monotonic() < deadline
         time.sleep(0.02)
     if a.returncode is None:
@@ -143,11 +143,6 @@ def _pause_past_the_lease(env: dict[str, str], call: str) -> None:
         assert b.returncode in (0, 3), b.stderr
         a.send_signal(signal.SIGCONT)
     assert a.wait(timeout=60) in (0, 1, 3)
-
-
-def _stopped(pid: int) -> bool:
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] == "T"
 
 
 def _assert_rows_are_the_states_results(tmp_path, state_dir: str, rows: list[dict]) -> None:
