@@ -73,7 +73,7 @@ class Model(_Data):
 
     @property
     def embedding(self) -> bool:
-        return "embedContent" in self.methods
+        return "embedContent" in self.methods or "predict" in self.methods
 
     def price(self, on: date) -> Price | None:
         """The price in force on `on`."""

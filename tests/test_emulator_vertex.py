@@ -542,3 +542,13 @@ def test_vertex_answers_as_vertex_does(vertex):
             model="gemini-3.8-flash", contents="hi", config={"service_tier": "flex"}
         )
     assert tier.value.code == 400
+
+
+def test_vertex_embedding_models(vertex):
+    """text-embedding-005 is served by :predict (768 values and their statistics); the Gemini
+    embedding models by :embedContent, on Vertex as on the Developer API."""
+    answer = vertex.models.embed_content(model="text-embedding-005", contents=["hello world", "bye"])
+    assert [len(e.values) for e in answer.embeddings] == [768, 768]
+    assert answer.embeddings[0].statistics.token_count == 3
+    for model in ("gemini-embedding-2", "gemini-embedding-001"):
+        assert len(vertex.models.embed_content(model=model, contents="hello").embeddings[0].values) == 3072

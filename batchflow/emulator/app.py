@@ -251,6 +251,8 @@ class Emulator:
             return self.store.count_tokens(model, body)
         if verb == "embedContent" and embedding:
             return responder.embed(body)
+        if verb == "predict" and embedding and vertex:
+            return responder.predict_embeddings(body)
         if verb == "batchEmbedContents" and embedding:
             requests = body.get("requests")
             if not isinstance(requests, list) or not requests:

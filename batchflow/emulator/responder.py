@@ -417,6 +417,27 @@ def embed(request: Any) -> dict[str, Any]:
     return {"embedding": {"values": [round(v / norm, 6) for v in values]}}
 
 
+PREDICT_EMBEDDING_SIZE = 768  # text-embedding-005's dimensionality
+
+
+def predict_embeddings(body: Any) -> dict[str, Any]:
+    """Vertex's `:predict` for its text embedding models: `{"instances": [{"content", "title",
+    "task_type"}], "parameters": {"outputDimensionality", "autoTruncate"}}` ->
+    `{"predictions": [{"embeddings": {"values", "statistics": {"token_count", "truncated"}}}]}`."""
+    instances = body.get("instances") if isinstance(body, dict) else None
+    if not isinstance(instances, list) or not instances:
+        raise ApiError(400, "instances is required")
+    size = (body.get("parameters") or {}).get("outputDimensionality") or PREDICT_EMBEDDING_SIZE
+    predictions = []
+    for instance in instances:
+        text = str((instance or {}).get("content") or "") if isinstance(instance, dict) else ""
+        vector = embed({"content": {"parts": [{"text": text}]}, "outputDimensionality": size})["embedding"]
+        statistics = {"token_count": tokens(text), "truncated": False}
+        predictions.append({"embeddings": {"values": vector["values"], "statistics": statistics}})
+    characters = sum(len(str(i.get("content") or "")) for i in instances if isinstance(i, dict))
+    return {"predictions": predictions, "metadata": {"billableCharacterCount": characters}}
+
+
 def _canonical(value: Any) -> Any:
     """A request as asked, not as spelled: the SDK's inline requests add empty fields, write
     schema types in capitals and some fields in snake_case (thinking_config), which must not
