@@ -150,16 +150,13 @@ def superseded_cost(
     input from the shard files' size, their output as `estimate` expects it, at the price of the
     model each was made for."""
     per_answer, _ = output_per_answer(p, state)
-    requests, total = 0, 0.0
+    requests, costs = 0, []
     for shard_id in scan.superseded:
         shard = state.shards[shard_id]
         requests += shard.requests
         tokens = Tokens(input=shard.bytes // CHARS_PER_TOKEN, output=shard.requests * per_answer)
-        cost = prices.cost(shard.model or p.spec.model, tokens)
-        if cost is None:
-            return requests, None
-        total += cost
-    return requests, total
+        costs.append(prices.cost(shard.model or p.spec.model, tokens))
+    return requests, None if None in costs else sum(costs)
 
 
 def budget_limit(p: LoadedPipeline, max_usd: float | None) -> float | None:
