@@ -16,35 +16,45 @@ import os as _os
 # every local emulator). batchflow needs none of it; a user may still turn it on.
 _os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
-from .apply import Outcome, apply_all
-from .backends import Backends
-from .errors import (
-    BatchflowError,
-    BudgetError,
-    LockedError,
-    OutputError,
-    RemoteError,
-    SourceError,
-    SpecError,
-    SpecErrors,
-    StateError,
-)
-from .loader import load_pipelines
-from .pricing import PriceTable, load_prices
-from .project import Project, Stores
-from .reconcile import Action, Kind, plan, scan
-from .settings import Settings
-from .spec import LoadedPipeline, Pipeline
-from .state import LocalStore, PipelineState
+# Imported when first asked for, so that `batchflow --version` and a `validate` do not pay for
+# what they do not use (the SDK alone takes half a second).
+_EXPORTS = {
+    "Outcome": "apply",
+    "apply_all": "apply",
+    "Backends": "backends",
+    "GeminiBackend": "backends.gemini",
+    "BatchflowError": "errors",
+    "BudgetError": "errors",
+    "LockedError": "errors",
+    "OutputError": "errors",
+    "RemoteError": "errors",
+    "SourceError": "errors",
+    "SpecError": "errors",
+    "SpecErrors": "errors",
+    "StateError": "errors",
+    "load_pipelines": "loader",
+    "PriceTable": "pricing",
+    "load_prices": "pricing",
+    "Project": "project",
+    "Stores": "project",
+    "Action": "reconcile",
+    "Kind": "reconcile",
+    "plan": "reconcile",
+    "scan": "reconcile",
+    "Settings": "settings",
+    "LoadedPipeline": "spec",
+    "Pipeline": "spec",
+    "LocalStore": "state",
+    "PipelineState": "state",
+}
 
 
 def __getattr__(name: str):
-    # The SDK takes half a second to import; commands that make no API call (validate, plan) skip it.
-    if name == "GeminiBackend":
-        from .backends.gemini import GeminiBackend
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'batchflow' has no attribute {name!r}")
+    import importlib
 
-        return GeminiBackend
-    raise AttributeError(f"module 'batchflow' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
 
 
 __all__ = [

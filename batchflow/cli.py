@@ -11,22 +11,20 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 
 from . import __version__
-from .apply import apply_all
 from .errors import BatchflowError, SourceError, SpecError, SpecErrors
-from .loader import load_each, load_pipelines
-from .project import Stores, default_paths
-from .reconcile import Action, check_shrink, output_uris, plan, scan
-from .settings import Settings
-from .sinks import check_writable
-from .spec import LoadedPipeline, Pipeline
-from .state import Shard, ShardStatus, now
+
+if TYPE_CHECKING:  # the commands import what they use: `--version` and `--help` start fast
+    from .project import Stores
+    from .settings import Settings
+    from .spec import LoadedPipeline
+    from .state import Shard
 
 app = typer.Typer(
     name="batchflow",
@@ -148,6 +146,8 @@ def command(name: str | None = None):
 
 
 def _settings(state: str | None = None, **flags) -> Settings:
+    from .settings import Settings
+
     given = {k: v for k, v in {"state": state, **flags}.items() if v is not None}
     try:
         return Settings(**given)
@@ -162,10 +162,15 @@ def _settings(state: str | None = None, **flags) -> Settings:
 
 
 def _stores(settings: Settings) -> Stores:
+    from .project import Stores
+
     return Stores(settings.state, lock_ttl=settings.lock_ttl, lock_timeout=settings.lock_timeout)
 
 
 def _load(paths: list[Path] | None) -> list[LoadedPipeline]:
+    from .loader import load_pipelines
+    from .project import default_paths
+
     return load_pipelines(paths or default_paths(Path.cwd()), _settings().backend)
 
 
@@ -174,6 +179,9 @@ def _load_targets(
 ) -> tuple[list[LoadedPipeline], list[str]]:
     """The pipelines plan and apply work on: every one that loads (the problems of the others
     are printed and returned, and the run goes on without them), or only the `--target` ones."""
+    from .loader import load_each
+    from .project import default_paths
+
     pipelines, problems = load_each(paths or default_paths(Path.cwd()), _settings().backend)
     for problem in problems:
         err.print(str(problem))
@@ -376,6 +384,10 @@ def _make_plan(pipelines, settings: Settings, options, *, count_tokens=False):
     from . import review
     from .backends import Backends, confirm_model
     from .pricing import load_prices
+    from .project import Stores
+    from .reconcile import check_shrink, output_uris, plan, scan
+    from .sinks import check_writable
+    from .state import now
 
     prices = load_prices(settings.prices)
     stores = Stores(settings.state)
@@ -429,9 +441,11 @@ def apply_cmd(
 ) -> None:
     """Take every action that can be taken now; with --wait, until done. Given a plan saved by
     `plan --out FILE`, apply exactly that plan, refusing if anything changed since."""
+    from .apply import apply_all
     from .backends import Backends
     from .pricing import load_prices
     from .progress import reporter_for
+    from .reconcile import Action
 
     settings = _settings(state, lock_timeout=lock_timeout)
     saved = _saved_plan(paths)
@@ -537,6 +551,7 @@ def _saved_plan(paths: list[Path] | None):
 def _check_saved_plan(saved, settings: Settings) -> list[LoadedPipeline]:
     """The pipelines of a saved plan, once each is shown to be as it was when planned."""
     from . import review
+    from .loader import load_pipelines
 
     problems = [f"{pp.pipeline}: it could not be planned ({pp.error})" for pp in saved.pipelines if pp.error]
     pipelines = load_pipelines([Path(pp.spec) for pp in saved.pipelines if not pp.error], _settings().backend)
@@ -587,6 +602,8 @@ def unlock(
     yes: Yes = False,
 ) -> None:
     """Remove the pipelines' locks, left by an apply that was killed on another machine."""
+    from .project import Stores
+
     pipelines = _load(paths)
     _confirm(yes, "unlock", "Remove the locks? Only if no apply of these pipelines is running.")
     stores = Stores(_settings(state).state)
@@ -607,6 +624,7 @@ def status(
 ) -> None:
     """Show each pipeline's shards, jobs, tokens, cost and output, from the state store."""
     from .pricing import Tokens, load_prices, usd
+    from .project import Stores
 
     settings = _settings(state)
     stores, prices = Stores(settings.state), load_prices(settings.prices)
@@ -623,7 +641,7 @@ def status(
                 "requests": sum(s.requests * _sends(s) for s in st.shards.values()),
                 "shards": {str(k): v for k, v in Counter(s.status.value for s in st.shards.values()).items()},
                 "waiting_for_quota": sum(
-                    bool(s.quota_refused_at) and s.status in _NO_JOB_YET for s in st.shards.values()
+                    bool(s.quota_refused_at) and _no_job_yet(s) for s in st.shards.values()
                 ),
                 "tokens": (
                     tokens := {
@@ -704,12 +722,15 @@ def status(
             out.print(f"  ! more requests failed than the errors policy tolerates ({r['policy']}): exit 3")
 
 
-_NO_JOB_YET = (ShardStatus.PREPARED, ShardStatus.UPLOADED, ShardStatus.CREATING)
+def _no_job_yet(shard: Shard) -> bool:
+    from .state import ShardStatus
+
+    return shard.status in (ShardStatus.PREPARED, ShardStatus.UPLOADED, ShardStatus.CREATING)
 
 
 def _sends(shard: Shard) -> int:
     """How many times a shard's requests went to the service: once per attempt whose job was made."""
-    return shard.attempt - (1 if shard.status in _NO_JOB_YET else 0)
+    return shard.attempt - (1 if _no_job_yet(shard) else 0)
 
 
 @command()
@@ -726,6 +747,8 @@ def schema(
 
 
 def schema_text() -> str:
+    from .spec import Pipeline
+
     doc = Pipeline.model_json_schema()
     doc["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     doc["title"] = "batchflow pipeline"
