@@ -1,10 +1,13 @@
 """batchflow: Gemini API Batch Mode workloads as declarative, idempotent pipelines.
 
-The library behind the `batchflow` command:
+The library behind the `batchflow` command (see batchflow/api.py):
 
-    pipelines = load_pipelines([Path("pipelines")])
-    outcomes = apply_all(pipelines, stores := Stores(), Backends(Settings(), stores), report=print, wait=True)
-    failed = [o for o in outcomes if o.failed]  # beyond the errors policy: `apply` exits 3
+    import batchflow
+
+    project = batchflow.load(["pipelines"])          # settings as BATCHFLOW_* gives them, or state=...
+    if project.plan(max_usd=25).has_changes:
+        result = project.apply(wait=True, max_usd=25)
+        assert result.ok, (result.problems, result.errors, result.failed)
 """
 
 __version__ = "0.1.0"
@@ -19,6 +22,9 @@ _os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 # Imported when first asked for, so that `batchflow --version` and a `validate` do not pay for
 # what they do not use (the SDK alone takes half a second).
 _EXPORTS = {
+    "load": "api",
+    "Project": "api",
+    "ApplyResult": "api",
     "Outcome": "apply",
     "apply_all": "apply",
     "Backends": "backends",
@@ -35,7 +41,6 @@ _EXPORTS = {
     "load_pipelines": "loader",
     "PriceTable": "pricing",
     "load_prices": "pricing",
-    "Project": "project",
     "Stores": "project",
     "Action": "reconcile",
     "Kind": "reconcile",
@@ -58,6 +63,8 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "ApplyResult",
+    "load",
     "Action",
     "Backends",
     "BatchflowError",

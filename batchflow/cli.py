@@ -174,24 +174,15 @@ def _load(paths: list[Path] | None) -> list[LoadedPipeline]:
     return load_pipelines(paths or default_paths(Path.cwd()), _settings().backend)
 
 
-def _load_targets(
-    paths: list[Path] | None, targets: list[str] | None
-) -> tuple[list[LoadedPipeline], list[str]]:
+def _project(paths: list[Path] | None, targets: list[str] | None, settings: Settings):
     """The pipelines plan and apply work on: every one that loads (the problems of the others
-    are printed and returned, and the run goes on without them), or only the `--target` ones."""
-    from .loader import load_each
-    from .project import default_paths
+    are printed, and the run goes on without them), or only the `--target` ones."""
+    from .api import load
 
-    pipelines, problems = load_each(paths or default_paths(Path.cwd()), _settings().backend)
-    for problem in problems:
-        err.print(str(problem))
-    if targets:
-        unknown = sorted(set(targets) - {p.name for p in pipelines})
-        if unknown:
-            known = ", ".join(sorted(p.name for p in pipelines)) or "none"
-            raise BatchflowError(f"--target {', '.join(unknown)}: no such pipeline (found: {known})")
-        pipelines = [p for p in pipelines if p.name in targets]
-    return pipelines, [str(problem) for problem in problems]
+    project = load(paths, targets=targets, settings=settings)
+    for problem in project.problems:
+        err.print(problem)
+    return project
 
 
 def _pipeline_error(pipeline: LoadedPipeline, message: str) -> None:
@@ -347,18 +338,16 @@ def plan_cmd(
     fmt = "json" if as_json else fmt
     if fmt not in ("text", "json", "markdown"):
         raise typer.BadParameter("use text, json or markdown", param_hint="--format")
-    settings = _settings(state)
-    pipelines, unloaded = _load_targets(paths, target)
-    options = review.PlanOptions(
+    project = _project(paths, target, _settings(state))
+    the_plan = project.plan(
         allow_shrink=allow_shrink,
         retry_errors=retry_errors,
         max_usd=max_usd,
         max_concurrent_jobs=max_concurrent_jobs,
-        targets=target or [],
+        count_tokens=count_tokens,
+        on_error=_pipeline_error,
     )
-    the_plan = _make_plan(pipelines, settings, options, count_tokens=count_tokens)
-    the_plan.unloaded = unloaded
-    broken = len(unloaded) + sum(1 for pp in the_plan.pipelines if pp.error)
+    broken = len(the_plan.unloaded) + sum(1 for pp in the_plan.pipelines if pp.error)
     if out_file is not None:
         review.save(the_plan, out_file)
     if fmt == "json":
@@ -377,46 +366,6 @@ def plan_cmd(
         raise typer.Exit(EXIT_ERROR)
     if the_plan.changes and detailed_exitcode:
         raise typer.Exit(EXIT_CHANGES)
-
-
-def _make_plan(pipelines, settings: Settings, options, *, count_tokens=False):
-    """The plan of each pipeline; one that cannot be planned is reported and carries its error."""
-    from . import review
-    from .backends import Backends, confirm_model
-    from .pricing import load_prices
-    from .project import Stores
-    from .reconcile import check_shrink, output_uris, plan, scan
-    from .sinks import check_writable
-    from .state import now
-
-    prices = load_prices(settings.prices)
-    stores = Stores(settings.state)
-    backends = Backends(settings, stores)  # only --count-tokens makes a client
-    planned = []
-    for p in pipelines:
-        try:
-            for uri in output_uris(p):
-                check_writable(uri, probe=False)
-            confirm_model(p, backends(p))
-            store = stores.checked(p)
-            st = store.load(p.name)
-            with contextlib.closing(store.index(p.name, readonly=True)) as index:
-                desired = scan(p, st, store, index, write=False, retry_errors=options.retry_errors)
-            check_shrink(p, st, desired, options.allow_shrink)
-            actions = plan(st, desired, p.spec.retry.attempts, p.spec.output.uri)
-            pp = review.pipeline_plan(p, actions, desired, st, prices, options.max_usd)
-            if count_tokens and pp.estimate and desired.sample:
-                review.count_sample(pp, p, desired, backends(p), prices, options.max_usd)
-        except (BatchflowError, OSError) as exc:  # this pipeline cannot be planned; the others can
-            _pipeline_error(p, str(exc))
-            pp = review.PipelinePlan(pipeline=p.name, spec=str(p.path), error=str(exc))
-        planned.append(pp)
-    return review.Plan(
-        created_at=now(),
-        prices=f"{prices.checked}, {prices.source}",
-        options=options,
-        pipelines=planned,
-    )
 
 
 def _step_summary(markdown: str) -> None:
@@ -441,9 +390,7 @@ def apply_cmd(
 ) -> None:
     """Take every action that can be taken now; with --wait, until done. Given a plan saved by
     `plan --out FILE`, apply exactly that plan, refusing if anything changed since."""
-    from .apply import apply_all
-    from .backends import Backends
-    from .pricing import load_prices
+    from .api import Project, check_saved_plan
     from .progress import reporter_for
     from .reconcile import Action
 
@@ -462,17 +409,15 @@ def apply_cmd(
                 f"{', '.join(flags)}: a saved plan is applied with the options it was made with; "
                 "give them to `plan --out` instead"
             )
-        pipelines, broken = _check_saved_plan(saved, settings), []
+        project = Project(check_saved_plan(saved, settings), [], settings)
         options = saved.options
         allow_shrink, retry_errors = options.allow_shrink, options.retry_errors
         max_usd, max_concurrent_jobs = options.max_usd, options.max_concurrent_jobs
-        if not pipelines:
+        if not project.pipelines:
             out.print("The saved plan has no changes: nothing to do.")
             return
     else:
-        pipelines, broken = _load_targets(paths, target)
-    stores = _stores(settings)
-    backends = Backends(settings, stores)
+        project = _project(paths, target, settings)
 
     def report(pipeline: str, action: Action, message: str) -> None:
         out.print(
@@ -494,24 +439,20 @@ def apply_cmd(
         with out.status(f"waiting for {jobs} job(s); next check in {seconds:.0f} s"):
             time.sleep(seconds)
 
-    outcomes = apply_all(
-        pipelines,
-        stores,
-        backends,
-        report,
+    applied = project.apply(
         wait=wait,
         allow_shrink=allow_shrink,
         retry_errors=retry_errors,
         max_concurrent_jobs=max_concurrent_jobs,
-        prices=load_prices(settings.prices),
         max_usd=max_usd,
-        progress=progress,
-        poll_interval=settings.poll_interval,
+        report=report,
         warn=warn,
+        progress=progress,
         pause=pause,
     )
+    outcomes = applied.outcomes
     progress.close()
-    by_name = {p.name: p for p in pipelines}
+    by_name = {p.name: p for p in project.pipelines}
     rows = ["### batchflow apply", "", "| pipeline | result |", "|---|---|"]
     for o in outcomes:
         if o.error:
@@ -532,7 +473,7 @@ def apply_cmd(
     failed = [o for o in outcomes if o.failed]
     for o in failed:
         err.print(f"{o.pipeline}: error: {o.failed}")
-    if broken or any(o.error for o in outcomes):
+    if applied.problems or applied.errors:
         raise typer.Exit(EXIT_ERROR)
     if failed:
         raise typer.Exit(EXIT_FAILED_REQUESTS)
@@ -546,23 +487,6 @@ def _saved_plan(paths: list[Path] | None):
     if not paths or len(paths) != 1 or not paths[0].is_file() or paths[0].suffix in SPEC_SUFFIXES:
         return None
     return review.load(paths[0])
-
-
-def _check_saved_plan(saved, settings: Settings) -> list[LoadedPipeline]:
-    """The pipelines of a saved plan, once each is shown to be as it was when planned."""
-    from . import review
-    from .loader import load_pipelines
-
-    problems = [f"{pp.pipeline}: it could not be planned ({pp.error})" for pp in saved.pipelines if pp.error]
-    pipelines = load_pipelines([Path(pp.spec) for pp in saved.pipelines if not pp.error], _settings().backend)
-    now_plan = _make_plan(pipelines, settings, saved.options)
-    current = {pp.pipeline: pp for pp in now_plan.pipelines}
-    for pp in saved.pipelines:
-        if not pp.error and (why := review.changed(pp, current[pp.pipeline])):
-            problems.append(f"{pp.pipeline}: {why}")
-    if problems:
-        raise BatchflowError("the saved plan is out of date, run plan again: " + "; ".join(problems))
-    return [p for p in pipelines if current[p.name].actions]
 
 
 @command()

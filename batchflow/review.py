@@ -98,6 +98,10 @@ class Plan(BaseModel):
     pipelines: list[PipelinePlan]
 
     @property
+    def has_changes(self) -> bool:
+        return self.changes > 0
+
+    @property
     def changes(self) -> int:
         return sum(len(p.actions) for p in self.pipelines)
 
