@@ -171,7 +171,7 @@ def _said(refusal: str) -> str:
 
 
 def _vertex_problems(spec: Pipeline) -> Iterator[tuple[Loc, str]]:
-    """What Vertex AI batch prediction cannot do (../shared/vertex-batch-protocol.md)."""
+    """What Vertex AI batch prediction cannot do (docs/vertex.md)."""
     if spec.cache is not None:
         yield (
             ("cache",),

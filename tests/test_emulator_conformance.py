@@ -1,6 +1,6 @@
 """The emulator answers and refuses as the service does, through the unmodified SDK and plain
-HTTP. Expected shapes and wording come from ../shared/gemini-batch-protocol.md (each case
-names the section) and the google-genai source."""
+HTTP. Expected shapes and wording come from docs/protocol.md and the
+sources it names, and the google-genai source."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The emulator's Vertex AI surface: batch prediction jobs through the unmodified SDK with
 `vertexai=True`, reading and writing Cloud Storage (fake-gcs-server). Shapes from
-../shared/vertex-batch-protocol.md."""
+docs/vertex.md."""
 
 from __future__ import annotations
 

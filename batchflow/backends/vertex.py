@@ -3,7 +3,7 @@
 The same interface as the Developer API backend, over Cloud Storage instead of the Files
 API: shards are written to the staging prefix, jobs read them from there and write their
 results beside them. Output rows echo their request but not its line's key, so each request
-carries its hash in `labels` (see ../shared/vertex-batch-protocol.md) and results join on it.
+carries its hash in `labels` (see docs/vertex.md) and results join on it.
 Embedding requests have no labels: their lines take Vertex's embedding shape, whose `key` the
 docs name for mapping outputs back to inputs.
 """

@@ -1,5 +1,5 @@
 """Vertex AI batch prediction, as the SDK speaks it with `vertexai=True` (see
-../shared/vertex-batch-protocol.md): jobs under /{v1,v1beta1}/projects/P/locations/L/
+docs/vertex.md): jobs under /{v1,v1beta1}/projects/P/locations/L/
 batchPredictionJobs that read their input from and write their output to Cloud Storage (the
 fake-gcs-server the tests run, `--gcs-endpoint` or STORAGE_EMULATOR_HOST).
 
