@@ -39,12 +39,14 @@ def load(
     *,
     targets: list[str] | None = None,
     settings: Settings | None = None,
+    strict: bool = False,
     **overrides,
 ) -> Project:
     """The pipelines of `paths` (spec files or folders; default: the project's). Settings come
     from `BATCHFLOW_*` and `.env` as for the command, with `overrides` on top (`state=`,
-    `api_base_url=`, ...), or as given. Spec files that do not load are in `Project.problems`;
-    `targets` keeps only the pipelines named."""
+    `api_base_url=`, ...), or as given. Spec files that do not load are in `Project.problems`
+    (with `strict`, they raise SpecErrors instead); `targets` keeps only the pipelines named."""
+    from .errors import SpecErrors
     from .loader import load_each
     from .project import default_paths
     from .settings import Settings
@@ -52,6 +54,8 @@ def load(
     config = settings or Settings(**{k: v for k, v in overrides.items() if v is not None})
     specs = [Path(p) for p in paths] if paths else default_paths(Path.cwd())
     found, problems = load_each(specs, config.backend)
+    if strict and problems:
+        raise SpecErrors(problems)
     if targets:
         unknown = sorted(set(targets) - {p.name for p in found})
         if unknown:
@@ -151,6 +155,60 @@ class Project:
             pause=pause or (lambda seconds, outcomes: time.sleep(seconds)),
         )
         return ApplyResult(outcomes, list(self.problems))
+
+    def status(self) -> list[dict]:
+        """Each pipeline's records, requests sent, shards, jobs, tokens, cost and output, from
+        its state store (the rows `batchflow status --json` prints, whose names are stable)."""
+        from collections import Counter
+
+        from .pricing import Tokens, load_prices
+        from .project import Stores
+
+        stores, prices = Stores(self.settings.state), load_prices(self.settings.prices)
+        report = []
+        for p in self.pipelines:
+            st = stores.of(p).load(p.name)
+            o = st.output
+            shards = list(st.shards.values())
+            tokens = {
+                kind: sum(s.usage.get(kind, 0) for s in shards) for kind in ("prompt", "output", "cached")
+            }
+            report.append(
+                {
+                    "pipeline": p.name,
+                    "labels": p.spec.labels,
+                    "records": st.records,
+                    # Every request sent, a request sent again (a retry) counting once more.
+                    "requests": sum(s.requests * (s.attempt - _no_job_yet(s)) for s in shards),
+                    "shards": {str(k): v for k, v in Counter(s.status.value for s in shards).items()},
+                    "waiting_for_quota": sum(bool(s.quota_refused_at) and _no_job_yet(s) for s in shards),
+                    "tokens": tokens,
+                    # At Batch Mode prices from the catalog; None for a model with no price.
+                    "cost_usd": prices.cost(p.spec.model, Tokens.from_usage(tokens)),
+                    "jobs": [
+                        {
+                            "name": s.job_name,
+                            "state": s.job_state,
+                            "shard": s.id,
+                            "attempt": s.attempt,
+                            "error": s.error.model_dump() if s.error else None,
+                        }
+                        for s in shards
+                        if s.job_name
+                    ],
+                    "output": o.model_dump() if o else None,
+                    "errors_uri": p.spec.errors.uri or p.spec.output.uri,
+                    "policy": p.spec.errors.exceeded(o.errors, o.records) if o else None,
+                }
+            )
+        return report
+
+
+def _no_job_yet(shard) -> bool:
+    """Whether a shard's current attempt has no job yet (so it was not sent)."""
+    from .state import ShardStatus
+
+    return shard.status in (ShardStatus.PREPARED, ShardStatus.UPLOADED, ShardStatus.CREATING)
 
 
 def plan_pipelines(

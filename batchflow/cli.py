@@ -9,7 +9,6 @@ import os
 import signal
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -24,7 +23,6 @@ if TYPE_CHECKING:  # the commands import what they use: `--version` and `--help`
     from .project import Stores
     from .settings import Settings
     from .spec import LoadedPipeline
-    from .state import Shard
 
 app = typer.Typer(
     name="batchflow",
@@ -547,50 +545,10 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show each pipeline's shards, jobs, tokens, cost and output, from the state store."""
-    from .pricing import Tokens, load_prices, usd
-    from .project import Stores
+    from .api import load
+    from .pricing import usd
 
-    settings = _settings(state)
-    stores, prices = Stores(settings.state), load_prices(settings.prices)
-    report = []
-    for p in _load(paths):
-        st = stores.of(p).load(p.name)
-        o = st.output
-        report.append(
-            {
-                "pipeline": p.name,
-                "labels": p.spec.labels,
-                "records": st.records,
-                # Every request sent, a request sent again (a retry) counting once more.
-                "requests": sum(s.requests * _sends(s) for s in st.shards.values()),
-                "shards": {str(k): v for k, v in Counter(s.status.value for s in st.shards.values()).items()},
-                "waiting_for_quota": sum(
-                    bool(s.quota_refused_at) and _no_job_yet(s) for s in st.shards.values()
-                ),
-                "tokens": (
-                    tokens := {
-                        kind: sum(s.usage.get(kind, 0) for s in st.shards.values())
-                        for kind in ("prompt", "output", "cached")
-                    }
-                ),
-                # At Batch Mode prices from the price table; None for a model it does not list.
-                "cost_usd": prices.cost(p.spec.model, Tokens.from_usage(tokens)),
-                "jobs": [
-                    {
-                        "name": s.job_name,
-                        "state": s.job_state,
-                        "shard": s.id,
-                        "attempt": s.attempt,
-                        "error": s.error.model_dump() if s.error else None,
-                    }
-                    for s in st.shards.values()
-                    if s.job_name
-                ],
-                "output": o.model_dump() if o else None,
-                "errors_uri": p.spec.errors.uri or p.spec.output.uri,
-                "policy": p.spec.errors.exceeded(o.errors, o.records) if o else None,
-            }
-        )
+    report = load(paths, settings=_settings(state), strict=True).status()
     rows = [
         "### batchflow status",
         "",
@@ -644,17 +602,6 @@ def status(
             out.print(f"  failed keys: {keys}{more} (error rows in {r['errors_uri']})")
         if r["policy"]:
             out.print(f"  ! more requests failed than the errors policy tolerates ({r['policy']}): exit 3")
-
-
-def _no_job_yet(shard: Shard) -> bool:
-    from .state import ShardStatus
-
-    return shard.status in (ShardStatus.PREPARED, ShardStatus.UPLOADED, ShardStatus.CREATING)
-
-
-def _sends(shard: Shard) -> int:
-    """How many times a shard's requests went to the service: once per attempt whose job was made."""
-    return shard.attempt - (1 if _no_job_yet(shard) else 0)
 
 
 @command()

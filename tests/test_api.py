@@ -53,3 +53,16 @@ def test_a_budget_and_an_unknown_target_from_python(client, emulator_env, tmp_pa
     refused = project.apply(max_usd=0.000001)
     assert not refused.ok and "over the budget" in refused.errors["library"]
     assert list(client.batches.list()) == []
+
+
+def test_status_from_python(client, emulator_env, tmp_path):
+    _project(tmp_path)
+    project = batchflow.load([tmp_path / "pipelines/library.yaml"])
+    assert project.apply(wait=True).ok
+    (row,) = project.status()
+    assert row["pipeline"] == "library" and row["records"] == 3 and row["requests"] == 3
+    assert (
+        row["output"]["records"] == 3
+        and row["cost_usd"] > 0
+        and row["jobs"][0]["name"].startswith("batches/")
+    )
