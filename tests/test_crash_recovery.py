@@ -35,17 +35,29 @@ def _project(tmp_path, n=5):
     )
 
 
+def _rewind_to_creating(store: LocalStore, client=None, **state_changes):
+    """The state as a kill during a create leaves it: its one shard `creating`, no job recorded.
+    With `client`, the job is deleted from the service too: the create never landed. Returns the
+    shard and the name of the job it had."""
+    state = store.load("crash")
+    (shard,) = state.shards.values()
+    job = shard.job_name
+    if client is not None:
+        client.batches.delete(name=job)
+    shard.status, shard.job_name, shard.job_state = ShardStatus.CREATING, None, None
+    for name, value in state_changes.items():
+        setattr(state, name, value)
+    store.save(state)
+    return shard, job
+
+
 def test_job_created_but_not_recorded_is_adopted(cli, client, emulator, emulator_env, tmp_path):
     """The window between batches.create and the state write: the job exists, state says `creating`."""
     _project(tmp_path, n=2)
     emulator.store.clock.set_speed(1)
     assert cli("apply").code == 0
-    store = LocalStore(emulator_env["BATCHFLOW_STATE"])
-    state = store.load("crash")
-    (shard,) = state.shards.values()
     # Rewind the state to the moment before the create's answer was saved.
-    shard.status, shard.job_name, shard.job_state = ShardStatus.CREATING, None, None
-    store.save(state)
+    _rewind_to_creating(LocalStore(emulator_env["BATCHFLOW_STATE"]))
     emulator.store.clock.advance(3600)
 
     result = cli("apply", "--wait")
@@ -60,13 +72,7 @@ def test_creating_with_no_job_creates_it(cli, client, emulator, emulator_env, tm
     _project(tmp_path, n=2)
     emulator.store.clock.set_speed(1)
     assert cli("apply").code == 0
-    store = LocalStore(emulator_env["BATCHFLOW_STATE"])
-    state = store.load("crash")
-    (shard,) = state.shards.values()
-    job = shard.job_name
-    client.batches.delete(name=job)
-    shard.status, shard.job_name, shard.job_state = ShardStatus.CREATING, None, None
-    store.save(state)
+    _, job = _rewind_to_creating(LocalStore(emulator_env["BATCHFLOW_STATE"]), client)
     emulator.store.clock.set_speed(3600)
 
     result = cli("apply", "--wait")
@@ -86,11 +92,7 @@ def test_a_crash_never_adopts_the_job_of_another_state_store(cli, client, emulat
     mine = tmp_path / "other-state"
     assert cli("apply", env={"BATCHFLOW_STATE": str(mine)}).code == 0
     store = LocalStore(mine)
-    state = store.load("crash")
-    (shard,) = state.shards.values()
-    client.batches.delete(name=shard.job_name)  # as if the kill came before the create landed
-    shard.status, shard.job_name, shard.job_state = ShardStatus.CREATING, None, None
-    store.save(state)
+    shard, _ = _rewind_to_creating(store, client)  # as if the kill came before the create landed
     emulator.store.clock.set_speed(3600)
 
     result = cli("apply", "--wait", env={"BATCHFLOW_STATE": str(mine)})
@@ -107,17 +109,12 @@ def test_a_state_of_an_earlier_version_adopts_by_the_old_name_then_gets_a_lineag
     emulator.store.clock.set_speed(1)
     assert cli("apply").code == 0
     store = LocalStore(emulator_env["BATCHFLOW_STATE"])
-    state = store.load("crash")
-    (shard,) = state.shards.values()
-    client.batches.delete(name=shard.job_name)
-    old = client.batches.create(
+    shard, _ = _rewind_to_creating(store, client, lineage=None)
+    old = client.batches.create(  # the job an earlier batchflow made, named as it named them
         model="gemini-3.8-flash",
         src=shard.file_name,
         config={"display_name": display_name("crash", shard)},
     )
-    shard.status, shard.job_name, shard.job_state = ShardStatus.CREATING, None, None
-    state.lineage = None
-    store.save(state)
     emulator.store.clock.advance(3600)
 
     result = cli("apply", "--wait")
