@@ -46,6 +46,7 @@ from .reconcile import (
     records,
     results_fingerprint,
     scan,
+    superseded_why,
 )
 from .requests import CACHE_PLACEHOLDER, FILE_PLACEHOLDER, cache_digest, canonical, resolve_line
 from .review import budget_breach, estimate
@@ -442,10 +443,7 @@ class Applier:
                     raise
             done = f"cancelled {shard.job_name}"
         self._save(state, shard, superseded=True)
-        self._say(
-            Action(Kind.CANCEL, shard.id, ""),
-            f"{done}: superseded, none of its {shard.requests} requests is in the spec now",
-        )
+        self._say(Action(Kind.CANCEL, shard.id, ""), f"{done}: {superseded_why(shard)}")
 
     def _cancel_if_stuck(self, state: PipelineState, shard: Shard, job: Job) -> None:
         """A job the service has left pending past batch.pending_timeout is cancelled: once the

@@ -99,22 +99,25 @@ def display_name(pipeline: str, shard: Shard, lineage: str | None = None) -> str
     """Deterministic job name: how a crashed apply finds the job it created. The state's lineage
     keeps another store's job for the same pipeline and shard from being taken for ours (a state
     of batchflow 0.x, with no lineage yet, keeps the old names until nothing awaits adoption)."""
-    store = f"{lineage}-" if lineage else ""
-    return f"batchflow-{pipeline}-{store}{shard.id[:16]}-{shard.attempt}"
+    return _service_name(pipeline, lineage, f"{shard.id[:16]}-{shard.attempt}")
 
 
 def cache_title(pipeline: str, state: PipelineState) -> str:
     """Deterministic, like job names: a run killed between the create and the state write finds
     its cache instead of paying for a second one."""
-    store = f"{state.lineage}-" if state.lineage else ""
-    return f"batchflow-{pipeline}-{store}{state.cache.digest[:12]}"
+    return _service_name(pipeline, state.lineage, state.cache.digest[:12])
 
 
 def file_title(pipeline: str, state: PipelineState, digest: str) -> str:
     """The display name of a file that requests or the cache name, uploaded for this pipeline:
     destroy finds an upload whose name a killed run never saved."""
-    store = f"{state.lineage}-" if state.lineage else ""
-    return f"batchflow-{pipeline}-{store}{digest[:16]}"
+    return _service_name(pipeline, state.lineage, digest[:16])
+
+
+def _service_name(pipeline: str, lineage: str | None, tail: str) -> str:
+    """What batchflow names a thing it makes on the service: the pipeline, the state's lineage
+    (none in a state of batchflow 0.x) and what tells the thing apart."""
+    return f"batchflow-{pipeline}-{lineage}-{tail}" if lineage else f"batchflow-{pipeline}-{tail}"
 
 
 def unsent(shard: Shard, attempts: int) -> bool:
@@ -130,13 +133,14 @@ def unsent(shard: Shard, attempts: int) -> bool:
 
 
 def superseded_action(shard: Shard) -> Action:
-    if shard.status is ShardStatus.SUBMITTED:
-        what = f"cancel {shard.job_name}"
-    else:
-        what = "drop it before it is sent"
-    return Action(
-        Kind.CANCEL, shard.id, f"{what}: superseded, none of its {shard.requests} requests is in the spec now"
+    what = (
+        f"cancel {shard.job_name}" if shard.status is ShardStatus.SUBMITTED else "drop it before it is sent"
     )
+    return Action(Kind.CANCEL, shard.id, f"{what}: {superseded_why(shard)}")
+
+
+def superseded_why(shard: Shard) -> str:
+    return f"superseded, none of its {shard.requests} requests is in the spec now"
 
 
 def next_action(shard: Shard, attempts: int) -> Action | None:
