@@ -13,11 +13,12 @@ import difflib
 import functools
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -25,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .errors import BatchflowError
 
 Level = Literal["MINIMAL", "LOW", "MEDIUM", "HIGH", "XHIGH"]
+T = TypeVar("T")
 GENERATE = ("generateContent", "countTokens", "createCachedContent", "batchGenerateContent")
 # What may follow a family's name in a versioned model name: gemini-2.5-flash-001, -latest,
 # -preview-05-20 (the service answers those as the family).
@@ -159,16 +161,26 @@ def load_catalog(override: str | os.PathLike[str] | None = None) -> Catalog:
 @functools.cache
 def _with_override(path: str) -> Catalog:
     base = _shipped()
+    models = read_override(
+        path,
+        "model catalog",
+        lambda doc: {name: Model.model_validate(entry) for name, entry in (doc.get("models") or {}).items()},
+    )
+    return base.model_copy(update={"models": {**base.models, **models}, "source": f"{base.source}; {path}"})
+
+
+def read_override(path: str | os.PathLike[str], what: str, parse: Callable[[dict], T]) -> T:
+    """A user's YAML or JSON file that overrides shipped data (BATCHFLOW_MODELS,
+    BATCHFLOW_PRICES), parsed by `parse`; any problem is one line naming the file and field."""
     try:
         doc = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         if not isinstance(doc, dict):
             raise TypeError("a mapping with `models` is expected")
-        models = {name: Model.model_validate(entry) for name, entry in (doc.get("models") or {}).items()}
+        return parse(doc)
     except (OSError, yaml.YAMLError, ValidationError, TypeError) as exc:
         first = exc.errors()[0] if isinstance(exc, ValidationError) else None
         why = f"{'.'.join(map(str, first['loc']))}: {first['msg']}" if first else str(exc).splitlines()[0]
-        raise BatchflowError(f"{path}: model catalog: {why}") from None
-    return base.model_copy(update={"models": {**base.models, **models}, "source": f"{base.source}; {path}"})
+        raise BatchflowError(f"{path}: {what}: {why}") from None
 
 
 def model_warning(catalog: Catalog, name: str, on: date | None = None) -> str | None:

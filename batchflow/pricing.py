@@ -16,11 +16,9 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
-from .catalog import load_catalog, today
-from .errors import BatchflowError
+from .catalog import load_catalog, read_override, today
 from .requests import FILE_PLACEHOLDER, FileRef
 from .tokens import CHARS_PER_TOKEN, PART_TOKENS
 
@@ -89,15 +87,16 @@ def load_prices(override: Path | None = None, on: date | None = None) -> PriceTa
     )
     if override is None:
         return table
-    try:
-        doc = yaml.safe_load(Path(override).read_text(encoding="utf-8")) or {}
-        extra = PriceTable.model_validate(
-            {"checked": "override", "source": str(override), **doc, "models": doc.get("models", {})}
-        )
-    except (OSError, yaml.YAMLError, ValidationError, TypeError) as exc:
-        first = exc.errors()[0] if isinstance(exc, ValidationError) else None
-        why = f"{'.'.join(map(str, first['loc']))}: {first['msg']}" if first else str(exc).splitlines()[0]
-        raise BatchflowError(f"{override}: price table: {why}") from None
+    doc, extra = read_override(
+        override,
+        "price table",
+        lambda doc: (
+            doc,
+            PriceTable.model_validate(
+                {"checked": "override", "source": str(override), **doc, "models": doc.get("models", {})}
+            ),
+        ),
+    )
     return table.model_copy(
         update={
             "models": {**table.models, **extra.models},
