@@ -58,13 +58,9 @@ def test_gs_glob_source_and_parquet_output(cli, emulator_env, gcs_bucket, tmp_pa
     assert [r["key"] for r in rows] == [i["sku"] for i in ITEMS]
 
 
-def test_request_files_from_s3(cli, client, emulator_env, s3_bucket, tmp_path):
-    with fsspec.open(f"s3://{s3_bucket}/img/cat.png", "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + b"cat" * 10)
-    write(
-        tmp_path / "pipelines/data.jsonl",
-        json.dumps({"id": 1, "img": f"s3://{s3_bucket}/img/cat.png"}) + "\n",
-    )
+def _describe_one_image(tmp_path, uri: str) -> None:
+    """A pipeline of one record whose request names the image at `uri`."""
+    write(tmp_path / "pipelines/data.jsonl", json.dumps({"id": 1, "img": uri}) + "\n")
     write(
         tmp_path / "pipelines/p.yaml",
         """
@@ -76,6 +72,12 @@ def test_request_files_from_s3(cli, client, emulator_env, s3_bucket, tmp_path):
         output: {uri: out.jsonl}
     """,
     )
+
+
+def test_request_files_from_s3(cli, client, emulator_env, s3_bucket, tmp_path):
+    with fsspec.open(f"s3://{s3_bucket}/img/cat.png", "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + b"cat" * 10)
+    _describe_one_image(tmp_path, f"s3://{s3_bucket}/img/cat.png")
     result = cli("apply", "--wait")
     assert result.code == 0, result.err
     assert [f.mime_type for f in client.files.list() if f.mime_type == "image/png"] == ["image/png"]
@@ -130,18 +132,7 @@ def test_a_missing_gs_file_named_by_a_record_is_one_clear_line(
 ):
     """gcsfs names a missing object by its URL path (b/bucket/o/media%2F...): say the gs:// URI."""
     uri = f"gs://{gcs_bucket}/media/cat.png"
-    write(tmp_path / "pipelines/data.jsonl", json.dumps({"id": 1, "img": uri}) + "\n")
-    write(
-        tmp_path / "pipelines/p.yaml",
-        """
-        version: 1
-        name: p
-        model: gemini-3.8-flash
-        source: {uri: data.jsonl, key: "{{ id }}"}
-        request: {prompt: Describe., files: ["{{ img }}"]}
-        output: {uri: out.jsonl}
-    """,
-    )
+    _describe_one_image(tmp_path, uri)
     result = cli("apply")
     assert result.code == 1
     assert result.err.strip().endswith(
