@@ -36,11 +36,11 @@ def is_text(mime: str) -> bool:
     return mime.startswith("text/") or mime in ("application/json", "application/xml")
 
 
-def file_tokens(path: str, mime: str) -> int:
+def file_tokens(path: str, mime: str, fs: fsspec.AbstractFileSystem | None = None) -> int:
     """Tokens of a local, gs:// or s3:// file sent as a part, by the service's rules: text by
     its size, media by what its header says. The whole file is read only for PDF pages and
-    MP4 durations."""
-    fs, target = fsspec.core.url_to_fs(path)
+    MP4 durations. `fs`: the filesystem to read it through, when not the default for its URL."""
+    fs, target = (fs, path) if fs is not None else fsspec.core.url_to_fs(path)
     if is_text(mime):
         return text_tokens(fs.size(target))
     with fs.open(target, "rb") as f:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import refusals
-from ..tokens import file_tokens, is_text
+from ..tokens import file_tokens
 from . import models, responder, vertex
 from .errors import ApiError
 from .faults import Faults
@@ -554,17 +554,10 @@ class Store:
     def _gcs_tokens(self, uri: str, mime: str) -> int:
         """A Cloud Storage object named by a Vertex request, counted like an uploaded file."""
         if uri not in self._media_tokens:
-            fs = vertex.gcs(self)
             try:
-                size = fs.size(uri)
-                with fs.open(uri, "rb") as f:
-                    head = f.read(1 << 16)
+                self._media_tokens[uri] = file_tokens(uri, mime, vertex.gcs(self))
             except FileNotFoundError:
                 raise ApiError(400, f"Cannot fetch content from the provided URL: {uri}") from None
-            if is_text(mime):
-                self._media_tokens[uri] = math.ceil(size / responder.CHARS_PER_TOKEN)
-            else:
-                self._media_tokens[uri] = responder.media_tokens(mime, head, lambda: fs.cat(uri))
         return self._media_tokens[uri]
 
     def count_tokens(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
