@@ -136,7 +136,7 @@ class Stores:
         CI, when nobody named it."""
         if applying and in_ci() and not self.named(pipeline):
             raise StateError(
-                f"in CI, this apply would keep {pipeline.name!r}'s state in {self.location(pipeline)}, "
+                f"in CI, this apply would keep the state of {pipeline.name!r} in {self.location(pipeline)}, "
                 "inside the checkout, which the next run will not have: it would send and pay for "
                 "every request again. Name a state: BATCHFLOW_STATE (a gs:// or s3:// URL), or "
                 "state: in batchflow.yaml or the spec"

@@ -93,7 +93,7 @@ def test_apply_in_ci_refuses_a_state_nobody_named(cli, client, project, monkeypa
     monkeypatch.chdir(project)
     refused = cli("apply", env=ci)
     assert refused.code == 1
-    assert "in CI, this apply would keep 'anchored''s state in" in refused.err
+    assert "in CI, this apply would keep the state of 'anchored' in" in refused.err
     assert "Name a state: BATCHFLOW_STATE" in refused.err and "Traceback" not in refused.err
     assert list(client.batches.list()) == [] and not (project / "pipelines/.batchflow").exists()
     assert cli("plan", env=ci).code == 0  # a plan sends nothing: it may read the default
