@@ -27,7 +27,7 @@ lint: install
 
 schema: install
 	$(BIN)/batchflow schema --output schemas/pipeline.schema.json
-	$(BIN)/python -m batchflow.reference README.md
+	$(BIN)/python -m batchflow.spec.reference README.md
 
 # Compiled first, as pip compiles an installed package: start-up is then measured as users
 # have it, also where PYTHONDONTWRITEBYTECODE keeps Python from caching what it compiles.

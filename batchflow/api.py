@@ -25,13 +25,17 @@ from typing import TYPE_CHECKING
 from .errors import BatchflowError
 
 if TYPE_CHECKING:
-    from .apply import Outcome, Report
-    from .progress import Reporter
-    from .review import Plan, PlanOptions
+    from .backends import Backends
+    from .run.act import Outcome, Report
+    from .run.progress import Reporter
+    from .run.review import Plan, PlanOptions
     from .settings import Settings
-    from .spec import LoadedPipeline
+    from .spec.datacheck import RecordCheck
+    from .spec.models import LoadedPipeline
+    from .spec.project import Stores
 
 OnError = Callable[["LoadedPipeline", str], None]
+Say = Callable[[str, str], None]  # (pipeline, message): what cancel and destroy did, as they do it
 
 
 def load(
@@ -47,9 +51,9 @@ def load(
     `api_base_url=`, ...), or as given. Spec files that do not load are in `Project.problems`
     (with `strict`, they raise SpecErrors instead); `targets` keeps only the pipelines named."""
     from .errors import SpecErrors
-    from .loader import load_each
-    from .project import default_paths
     from .settings import Settings
+    from .spec.loader import load_each
+    from .spec.project import default_paths
 
     config = settings or Settings(**{k: v for k, v in overrides.items() if v is not None})
     specs = [Path(p) for p in paths] if paths else default_paths(Path.cwd())
@@ -92,6 +96,24 @@ class Project:
     settings: Settings
     targets: list[str] = field(default_factory=list)  # the pipelines asked for, when not all
 
+    def validate(self, max_bytes: int | None = None) -> dict[str, RecordCheck]:
+        """Render every record of each pipeline's local source as apply would, with no network
+        (up to `max_bytes` of a source, default `BATCHFLOW_VALIDATE_MAX_BYTES`); raises
+        SpecErrors naming the data file and line of each record apply would refuse."""
+        from .errors import SourceError, SpecError, SpecErrors
+        from .spec.datacheck import check_records
+
+        limit = self.settings.validate_max_bytes if max_bytes is None else max_bytes
+        checked, problems = {}, []
+        for p in self.pipelines:
+            try:
+                checked[p.name] = check_records(p, limit)
+            except SourceError as exc:  # reported where validate reports problems: at the data's line
+                problems.append(SpecError(exc.message, file=_relative(exc.uri), line=exc.line))
+        if problems:
+            raise SpecErrors(problems)
+        return checked
+
     def plan(
         self,
         *,
@@ -103,7 +125,7 @@ class Project:
         on_error: OnError = lambda pipeline, message: None,
     ) -> Plan:
         """What `apply` would do now with these options, what it sends and what that costs."""
-        from .review import PlanOptions
+        from .run.review import PlanOptions
 
         options = PlanOptions(
             allow_shrink=allow_shrink,
@@ -130,18 +152,14 @@ class Project:
         pause: Callable[[float, list[Outcome]], None] | None = None,
     ) -> ApplyResult:
         """Take every action that can be taken now; with `wait`, until every pipeline is done."""
-        from .apply import apply_all
-        from .backends import Backends
-        from .pricing import load_prices
-        from .project import Stores
+        from .run.act import apply_all
+        from .spec.pricing import load_prices
 
-        stores = Stores(
-            self.settings.state, lock_ttl=self.settings.lock_ttl, lock_timeout=self.settings.lock_timeout
-        )
+        stores = self._stores()
         outcomes = apply_all(
             self.pipelines,
             stores,
-            Backends(self.settings, stores),
+            self._backends(stores),
             report,
             wait=wait,
             allow_shrink=allow_shrink,
@@ -161,10 +179,9 @@ class Project:
         its state store (the rows `batchflow status --json` prints, whose names are stable)."""
         from collections import Counter
 
-        from .pricing import Tokens, load_prices
-        from .project import Stores
+        from .spec.pricing import Tokens, load_prices
 
-        stores, prices = Stores(self.settings.state), load_prices(self.settings.prices)
+        stores, prices = self._stores(), load_prices(self.settings.prices)
         report = []
         for p in self.pipelines:
             st = stores.of(p).load(p.name)
@@ -203,10 +220,50 @@ class Project:
             )
         return report
 
+    def cancel(self, say: Say = lambda pipeline, message: None) -> int:
+        """Cancel every running job of the pipelines; returns how many. A later apply collects
+        what they finished and sends the rest again."""
+        from .run.teardown import cancel
+
+        stores = self._stores()
+        return cancel(self.pipelines, stores, self._backends(stores), say)
+
+    def destroy(self, say: Say = lambda pipeline, message: None) -> None:
+        """Delete the jobs, files and caches the pipelines made on the service, then their
+        state. Outputs are kept."""
+        from .run.teardown import destroy
+
+        stores = self._stores()
+        destroy(self.pipelines, stores, self._backends(stores), say)
+
+    def unlock(self) -> dict[str, bool]:
+        """Remove each pipeline's lock (left by an apply killed on another machine): whether
+        there was one. Only when no apply of these pipelines is running."""
+        stores = self._stores()
+        return {p.name: stores.of(p).unlock(p.name) for p in self.pipelines}
+
+    def _stores(self) -> Stores:
+        from .spec.project import Stores
+
+        s = self.settings
+        return Stores(s.state, lock_ttl=s.lock_ttl, lock_timeout=s.lock_timeout)
+
+    def _backends(self, stores: Stores) -> Backends:
+        from .backends import Backends
+
+        return Backends(self.settings, stores)
+
+
+def _relative(path: str) -> str:
+    """A path under the current folder, as the user would type it; any other as it is."""
+    with contextlib.suppress(ValueError):
+        return str(Path(path).relative_to(Path.cwd()))
+    return path
+
 
 def _no_job_yet(shard) -> bool:
     """Whether a shard's current attempt has no job yet (so it was not sent)."""
-    from .state import ShardStatus
+    from .state.store import ShardStatus
 
     return shard.status in (ShardStatus.PREPARED, ShardStatus.UPLOADED, ShardStatus.CREATING)
 
@@ -220,13 +277,13 @@ def plan_pipelines(
 ) -> Plan:
     """The plan of each pipeline; one that cannot be planned carries its error (and `on_error`
     hears of it), the others are planned."""
-    from . import review
     from .backends import Backends, confirm_model
-    from .pricing import load_prices
-    from .project import Stores
-    from .reconcile import check_shrink, output_uris, plan, scan
-    from .sinks import check_writable
-    from .state import now
+    from .output.sinks import check_writable
+    from .run import review
+    from .run.reconcile import check_shrink, output_uris, plan, scan
+    from .spec.pricing import load_prices
+    from .spec.project import Stores
+    from .state.store import now
 
     prices = load_prices(settings.prices)
     stores = Stores(settings.state)
@@ -261,8 +318,8 @@ def plan_pipelines(
 def check_saved_plan(saved: Plan, settings: Settings) -> list[LoadedPipeline]:
     """The pipelines of a saved plan that have actions, once each is shown to be as it was when
     planned; raises BatchflowError naming what changed otherwise."""
-    from . import review
-    from .loader import load_pipelines
+    from .run import review
+    from .spec.loader import load_pipelines
 
     problems = [f"{pp.pipeline}: it could not be planned ({pp.error})" for pp in saved.pipelines if pp.error]
     pipelines = load_pipelines([Path(pp.spec) for pp in saved.pipelines if not pp.error], settings.backend)

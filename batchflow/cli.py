@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
@@ -17,12 +16,11 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from . import __version__
-from .errors import BatchflowError, SourceError, SpecError, SpecErrors
+from .errors import BatchflowError, SpecErrors
 
 if TYPE_CHECKING:  # the commands import what they use: `--version` and `--help` start fast
-    from .project import Stores
     from .settings import Settings
-    from .spec import LoadedPipeline
+    from .spec.models import LoadedPipeline
 
 app = typer.Typer(
     name="batchflow",
@@ -159,19 +157,6 @@ def _settings(state: str | None = None, **flags) -> Settings:
         raise BatchflowError(f"{name}: {problem['msg'].removeprefix('Value error, ')}") from None
 
 
-def _stores(settings: Settings) -> Stores:
-    from .project import Stores
-
-    return Stores(settings.state, lock_ttl=settings.lock_ttl, lock_timeout=settings.lock_timeout)
-
-
-def _load(paths: list[Path] | None) -> list[LoadedPipeline]:
-    from .loader import load_pipelines
-    from .project import default_paths
-
-    return load_pipelines(paths or default_paths(Path.cwd()), _settings().backend)
-
-
 def _project(paths: list[Path] | None, targets: list[str] | None, settings: Settings):
     """The pipelines plan and apply work on: every one that loads (the problems of the others
     are printed, and the run goes on without them), or only the `--target` ones."""
@@ -210,19 +195,12 @@ def validate(
     as_json: Annotated[bool, typer.Option("--json", help="Print diagnostics as JSON.")] = False,
 ) -> None:
     """Check specs, templates and schemas, and render the records of local sources; no network."""
-    from .datacheck import check_records
+    from .api import load
 
-    max_bytes = _settings().validate_max_bytes
+    settings = _settings()
     try:
-        pipelines = _load(paths)
-        checked, problems = {}, []
-        for p in pipelines:
-            try:
-                checked[p.name] = check_records(p, max_bytes)
-            except SourceError as exc:
-                problems.append(_source_problem(exc))
-        if problems:
-            raise SpecErrors(problems)
+        project = load(paths, settings=settings, strict=True)
+        checked = project.validate()
     except SpecErrors as exc:
         if not as_json:
             raise
@@ -232,6 +210,7 @@ def validate(
         ]
         typer.echo(json.dumps({"valid": False, "pipelines": [], "problems": problems}, indent=2))
         raise typer.Exit(EXIT_ERROR) from None
+    pipelines = project.pipelines
     if as_json:
         found = [
             {
@@ -253,7 +232,7 @@ def validate(
         else:
             note = (
                 f"the first {c.records:,} records rendered; the source is over "
-                f"BATCHFLOW_VALIDATE_MAX_BYTES ({max_bytes:,} bytes), plan reads the rest"
+                f"BATCHFLOW_VALIDATE_MAX_BYTES ({settings.validate_max_bytes:,} bytes), plan reads the rest"
             )
         out.print(f"{p.path}: {p.name}: valid ({note})")
         _warn_model(p)
@@ -262,21 +241,10 @@ def validate(
 def _warn_model(p: LoadedPipeline) -> None:
     """A model that is deprecated, routed to another, or unknown (likely a typo; a model newer
     than the catalog is not refused): one warning line. A shut-down one is a spec error."""
-    from .catalog import load_catalog, model_warning
+    from .spec.catalog import load_catalog, model_warning
 
     if warning := model_warning(load_catalog(), p.spec.model):
         err.print(f"{p.path}: warning: model: {warning}")
-
-
-def _source_problem(exc: SourceError) -> SpecError:
-    """A record apply would refuse, reported where validate reports problems: at the data's line."""
-    return SpecError(exc.message, file=_relative(exc.uri), line=exc.line)
-
-
-def _relative(path: str) -> str:
-    with contextlib.suppress(ValueError):
-        return str(Path(path).relative_to(Path.cwd()))
-    return path
 
 
 MaxUsd = Annotated[
@@ -331,7 +299,7 @@ def plan_cmd(
     max_concurrent_jobs: MaxConcurrentJobs = None,
 ) -> None:
     """Show the actions apply would take now, what they send, and what that costs."""
-    from . import review
+    from .run import review
 
     fmt = "json" if as_json else fmt
     if fmt not in ("text", "json", "markdown"):
@@ -389,8 +357,8 @@ def apply_cmd(
     """Take every action that can be taken now; with --wait, until done. Given a plan saved by
     `plan --out FILE`, apply exactly that plan, refusing if anything changed since."""
     from .api import Project, check_saved_plan
-    from .progress import reporter_for
-    from .reconcile import Action
+    from .run.progress import reporter_for
+    from .run.reconcile import Action
 
     settings = _settings(state, lock_timeout=lock_timeout)
     saved = _saved_plan(paths)
@@ -479,8 +447,8 @@ def apply_cmd(
 
 def _saved_plan(paths: list[Path] | None):
     """The plan `apply FILE` was given, if its one argument is a file that is not a spec."""
-    from . import review
-    from .spec import SPEC_SUFFIXES
+    from .run import review
+    from .spec.models import SPEC_SUFFIXES
 
     if not paths or len(paths) != 1 or not paths[0].is_file() or paths[0].suffix in SPEC_SUFFIXES:
         return None
@@ -490,12 +458,9 @@ def _saved_plan(paths: list[Path] | None):
 @command()
 def cancel(paths: Paths = None, state: StateOpt = None) -> None:
     """Cancel the running jobs of the pipelines; a later apply sends what they did not finish."""
-    from .backends import Backends
-    from .teardown import cancel as cancel_jobs
+    from .api import load
 
-    settings = _settings(state)
-    stores = _stores(settings)
-    count = cancel_jobs(_load(paths), stores, Backends(settings, stores), _say)
+    count = load(paths, settings=_settings(state), strict=True).cancel(_say)
     out.print(f"{count} job(s) cancelled" if count else "no running jobs")
 
 
@@ -506,15 +471,12 @@ def destroy(
     yes: Yes = False,
 ) -> None:
     """Delete the jobs, files and caches the pipelines made, and their state (outputs are kept)."""
-    from .backends import Backends
-    from .teardown import destroy as destroy_all
+    from .api import load
 
-    settings = _settings(state)
-    pipelines = _load(paths)
-    names = ", ".join(p.name for p in pipelines)
+    project = load(paths, settings=_settings(state), strict=True)
+    names = ", ".join(p.name for p in project.pipelines)
     _confirm(yes, f"destroy {names}", f"Delete the jobs, files, caches and state of {names}?")
-    stores = _stores(settings)
-    destroy_all(pipelines, stores, Backends(settings, stores), _say)
+    project.destroy(_say)
 
 
 @command()
@@ -524,14 +486,12 @@ def unlock(
     yes: Yes = False,
 ) -> None:
     """Remove the pipelines' locks, left by an apply that was killed on another machine."""
-    from .project import Stores
+    from .api import load
 
-    pipelines = _load(paths)
+    project = load(paths, settings=_settings(state), strict=True)
     _confirm(yes, "unlock", "Remove the locks? Only if no apply of these pipelines is running.")
-    stores = Stores(_settings(state).state)
-    for p in pipelines:
-        removed = stores.of(p).unlock(p.name)
-        _say(p.name, "lock removed" if removed else "not locked")
+    for name, removed in project.unlock().items():
+        _say(name, "lock removed" if removed else "not locked")
 
 
 def _say(pipeline: str, message: str) -> None:
@@ -546,7 +506,7 @@ def status(
 ) -> None:
     """Show each pipeline's shards, jobs, tokens, cost and output, from the state store."""
     from .api import load
-    from .pricing import usd
+    from .spec.pricing import usd
 
     report = load(paths, settings=_settings(state), strict=True).status()
     rows = [
@@ -611,14 +571,14 @@ def schema(
     ),
 ) -> None:
     """Write the JSON Schema of the pipeline spec (for editors and CI)."""
-    from .atomic import write_atomic
+    from .state.atomic import write_atomic
 
     write_atomic(output, schema_text().encode())
     out.print(f"wrote {output}")
 
 
 def schema_text() -> str:
-    from .spec import Pipeline
+    from .spec.models import Pipeline
 
     doc = Pipeline.model_json_schema()
     doc["$schema"] = "https://json-schema.org/draft/2020-12/schema"
@@ -632,7 +592,7 @@ def models_cmd(
 ) -> None:
     """List the models batchflow knows (its catalog, BATCHFLOW_MODELS on top): what each is today,
     its limits, the thinking it takes and its price."""
-    from .catalog import load_catalog, today
+    from .spec.catalog import load_catalog, today
 
     catalog, now = load_catalog(), today()
     rows = []
@@ -678,7 +638,7 @@ def init(
 ) -> None:
     """Scaffold a pipeline repository: an example pipeline, a Makefile, GitHub Actions and GitLab CI
     recipes, .gitignore and .env.example. Existing files are left as they are."""
-    from .scaffold import scaffold
+    from .spec.scaffold import scaffold
 
     written = scaffold(folder, schema_text(), out.print)
     if written:
@@ -727,8 +687,8 @@ def emulator(
     ] = None,
 ) -> None:
     """Serve the local Gemini API emulator (prints `listening on URL` when ready)."""
-    from .catalog import load_catalog
     from .emulator import Faults, serve
+    from .spec.catalog import load_catalog
 
     if models is not None:
         load_catalog(models)  # a bad file is one line now, not a 500 at the first call

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .units import Duration, Size
+from .spec.units import Duration, Size
 
 
 class Settings(BaseSettings):

@@ -33,9 +33,9 @@ output: {uri: out.jsonl}
 
 
 def batchflow_side(folder: Path) -> None:
-    from batchflow.loader import load_pipelines
-    from batchflow.reconcile import scan
-    from batchflow.state import LocalStore, PipelineState
+    from batchflow.run.reconcile import scan
+    from batchflow.spec.loader import load_pipelines
+    from batchflow.state.store import LocalStore, PipelineState
 
     (pipeline,) = load_pipelines([folder / "spec.yaml"])
     store = LocalStore(folder / "state")
@@ -95,9 +95,9 @@ def poll(folder: Path) -> tuple[float, float, float]:
     """Scans as apply makes them: the first (it renders everything and writes the shards),
     one while nothing changed (what a poll pays), and one after results arrived, which
     checks the first one's order file against the index instead of rendering."""
-    from batchflow.loader import load_pipelines
-    from batchflow.reconcile import scan
-    from batchflow.state import LocalStore, PipelineState, Shard, ShardStatus
+    from batchflow.run.reconcile import scan
+    from batchflow.spec.loader import load_pipelines
+    from batchflow.state.store import LocalStore, PipelineState, Shard, ShardStatus
 
     (pipeline,) = load_pipelines([folder / "spec.yaml"])
     store = LocalStore(folder / "poll-state")

@@ -66,3 +66,25 @@ def test_status_from_python(client, emulator_env, tmp_path):
         and row["cost_usd"] > 0
         and row["jobs"][0]["name"].startswith("batches/")
     )
+
+
+def test_validate_cancel_unlock_and_destroy_from_python(client, emulator, emulator_env, tmp_path):
+    _project(tmp_path)
+    with pytest.raises(batchflow.SpecErrors) as refused:
+        batchflow.load([tmp_path / "pipelines"], strict=True)
+    assert refused.value.errors[0].field == "model" and refused.value.errors[0].file.endswith("broken.yaml")
+    project = batchflow.load([tmp_path / "pipelines/library.yaml"], strict=True)
+    (checked,) = project.validate().values()
+    assert checked.records == 3 and checked.complete
+    write(tmp_path / "pipelines/data.jsonl", '{"id": 1, "word": "a"}\n{"id": 1, "word": "b"}\n')
+    with pytest.raises(batchflow.SpecErrors, match=r"data.jsonl:2: .*1"):
+        project.validate()
+    write(tmp_path / "pipelines/data.jsonl", '{"id": 1, "word": "a"}\n')
+
+    emulator.store.clock.set_speed(0)  # the job stays running until cancelled
+    assert project.apply().ok and project.unlock() == {"library": False}
+    said = []
+    assert project.cancel(lambda pipeline, message: said.append(message)) == 1
+    assert said[0].startswith("cancelled batches/")
+    project.destroy(lambda pipeline, message: said.append(message))
+    assert said[-1] == "removed its state" and list(client.batches.list()) == []

@@ -7,7 +7,7 @@ import json
 import httpx2 as httpx
 from conftest import write
 
-from batchflow.state import LocalStore, ShardStatus
+from batchflow.state.store import LocalStore, ShardStatus
 
 SPEC = """
     version: 1

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import write
 
-from batchflow import sinks
+from batchflow.output import sinks
 
 ITEMS = [{"sku": f"S{i}", "title": f"item {i}", "price": i * 1.5} for i in range(5)]
 

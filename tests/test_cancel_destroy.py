@@ -71,7 +71,7 @@ def test_destroy_finds_what_a_killed_apply_made_but_never_named(
 ):
     """A kill -9 just as the cache appeared: the state names neither the cache, nor the file it
     was made of, nor the shard's upload. destroy finds them by their names, as apply would."""
-    from batchflow.state import LocalStore, ShardStatus
+    from batchflow.state.store import LocalStore, ShardStatus
 
     guide = "House style: short sentences, plain words, no hype. " * 400
     write(tmp_path / "pipelines/guide.txt", guide)

@@ -10,7 +10,7 @@ import pytest
 from conftest import write
 
 from batchflow.errors import BatchflowError
-from batchflow.pricing import PriceTable, Tokens, estimate_line, load_prices
+from batchflow.spec.pricing import PriceTable, Tokens, estimate_line, load_prices
 
 SPEC = """
     version: 1
@@ -200,7 +200,7 @@ def test_the_estimate_counts_a_caches_files_and_each_requests_files(cli, emulato
     """A 135k-token handbook in the cache, read by 40 requests: ~5.4M cached tokens, as the
     emulator (by the service's rules) then counts them. A budget that the old estimate passed
     now refuses before anything is uploaded."""
-    from batchflow.state import LocalStore
+    from batchflow.state.store import LocalStore
 
     handbook = "Refunds are given within thirty days of purchase. " * 10_800  # 540,000 characters
     write(tmp_path / "pipelines/handbook.txt", handbook)

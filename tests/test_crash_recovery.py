@@ -12,9 +12,9 @@ import pytest
 from conftest import apply_again, kill_apply, write
 
 from batchflow.backends.gemini import GeminiBackend
-from batchflow.reconcile import display_name
+from batchflow.run.reconcile import display_name
 from batchflow.settings import Settings
-from batchflow.state import LocalStore, ShardStatus
+from batchflow.state.store import LocalStore, ShardStatus
 
 SPEC = """
     version: 1
@@ -140,7 +140,7 @@ def test_kill_9_during_apply_then_apply_again(kill_after_lines, client, emulator
 
 
 def test_display_names_are_deterministic():
-    from batchflow.state import Shard
+    from batchflow.state.store import Shard
 
     shard = Shard(id="ab" * 16, requests=1, bytes=10)
     assert display_name("p", shard) == display_name("p", shard.model_copy())

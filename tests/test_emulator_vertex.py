@@ -420,7 +420,7 @@ def test_a_vertex_job_created_but_not_recorded_is_adopted(
 ):
     """The window between the create and the state write, on Vertex: the next apply finds the
     job by its display name instead of paying for a second one."""
-    from batchflow.state import LocalStore, ShardStatus
+    from batchflow.state.store import LocalStore, ShardStatus
 
     _vertex_pipeline(tmp_path, gcs_bucket)
     emulator.store.clock.set_speed(1)

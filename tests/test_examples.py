@@ -7,8 +7,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from batchflow.spec import Pipeline
-from batchflow.yamlsource import load_documents
+from batchflow.spec.models import Pipeline
+from batchflow.spec.yamlsource import load_documents
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "pipelines/examples"
 

@@ -8,8 +8,8 @@ import sqlite3
 
 import pytest
 
-from batchflow import index as index_module
-from batchflow.index import RequestIndex
+from batchflow.state import index as index_module
+from batchflow.state.index import RequestIndex
 
 
 def _results(path, lines) -> None:
@@ -54,7 +54,7 @@ def test_an_index_of_batchflow_0_1_is_read_and_upgraded(tmp_path):
 
 
 def test_result_lines_are_read_as_json_reads_them():
-    from batchflow.index import parse_result
+    from batchflow.state.index import parse_result
 
     assert parse_result(b'{"key": "a", "n": 18446744073709551615}\n')["n"] == 2**64 - 1
     assert math.isnan(parse_result(b'{"key": "a", "x": NaN}')["x"])

@@ -11,11 +11,11 @@ import sqlite3
 
 import pytest
 
-from batchflow.columns import USAGE_FIELDS, ResultFields, usage_of
-from batchflow.index import RequestIndex, chunks
-from batchflow.join import AnswerLine, AnswerRow, Joiner, RowForm, encode_jsonl
-from batchflow.spec import Pipeline
-from batchflow.state import ErrorInfo, Shard, ShardStatus
+from batchflow.output.columns import USAGE_FIELDS, ResultFields, usage_of
+from batchflow.output.join import AnswerLine, AnswerRow, Joiner, RowForm, encode_jsonl
+from batchflow.spec.models import Pipeline
+from batchflow.state.index import RequestIndex, chunks
+from batchflow.state.store import ErrorInfo, Shard, ShardStatus
 
 SPEC = Pipeline.model_validate(
     {
@@ -76,7 +76,9 @@ FORMS = {
 def test_results_read_in_turn_give_the_rows_looked_up_one_by_one(tmp_path, monkeypatch, form):
     """Shards in the source's order, one shuffled, one with a line a later round replaced, one
     holding a request twice, blank lines, a failed shard, and records with no result at all."""
-    monkeypatch.setattr("batchflow.join.chunks", functools.partial(chunks, size=7))  # runs cross chunks
+    monkeypatch.setattr(
+        "batchflow.output.join.chunks", functools.partial(chunks, size=7)
+    )  # runs cross chunks
     index = RequestIndex(tmp_path / "index.sqlite3")
     hashes = [f"h{i:03}" for i in range(120)]
     shuffled = [_answer(h) for h in hashes[30:50]]

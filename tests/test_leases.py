@@ -15,7 +15,7 @@ import pytest
 from conftest import kill_apply, stopped, write
 
 from batchflow.errors import LockedError, StateError
-from batchflow.state import LocalStore, PipelineState, RemoteStore
+from batchflow.state.store import LocalStore, PipelineState, RemoteStore
 
 SPEC = """
     version: 1

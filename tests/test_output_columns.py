@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import write
 
-from batchflow.columns import COLUMNS, reference_table
+from batchflow.output.columns import COLUMNS, reference_table
 
 BASE = """
     version: 1

@@ -17,12 +17,12 @@ import httpx2 as httpx
 import pytest
 from conftest import write
 
-import batchflow.parallel
+import batchflow.prepare.parallel
 from batchflow.errors import SourceError
-from batchflow.loader import load_pipelines
-from batchflow.parallel import BATCH_LINES
-from batchflow.reconcile import scan
-from batchflow.state import LocalStore, PipelineState
+from batchflow.prepare.parallel import BATCH_LINES
+from batchflow.run.reconcile import scan
+from batchflow.spec.loader import load_pipelines
+from batchflow.state.store import LocalStore, PipelineState
 
 SPEC = """
 version: 1
@@ -71,7 +71,7 @@ def _scan(spec: Path, folder: Path, monkeypatch, parallel: bool):
 @pytest.mark.parametrize("files", [True, False], ids=["record by record", "plain"])
 def test_a_parallel_prepare_writes_the_same_shards_as_a_serial_one(tmp_path, monkeypatch, files, threads):
     """Workers are forked when this process has no other thread, else come from the fork server."""
-    monkeypatch.setattr(batchflow.parallel, "_threads", lambda: threads)
+    monkeypatch.setattr(batchflow.prepare.parallel, "_threads", lambda: threads)
     spec = _project(tmp_path, files=files)
     serial, serial_shards = _scan(spec, tmp_path / "serial", monkeypatch, parallel=False)
     parallel, parallel_shards = _scan(spec, tmp_path / "parallel", monkeypatch, parallel=True)
@@ -100,7 +100,7 @@ MIDDLES = {
 def test_a_source_is_cut_into_lines_as_the_serial_reader_cuts_it(tmp_path, monkeypatch, block, end, middle):
     """Read in blocks of `block` bytes, lines and their numbers are those of the serial
     reader, blank lines (Unicode whitespace too) left out, whatever falls on a block's edge."""
-    monkeypatch.setattr(batchflow.parallel, "BLOCK", block)
+    monkeypatch.setattr(batchflow.prepare.parallel, "BLOCK", block)
     lines = [json.dumps({"id": i, "t": "ünï😀 " * (i % 4)}, ensure_ascii=False) for i in range(40)]
     lines[3:4] = ["   ", "", "\x0c\u00a0\u2028", ' {"indented": true}']
     data = ("\n".join(lines[:20]) + "\n").encode() + MIDDLES[middle] + ("\n".join(lines[20:]) + end).encode()
@@ -110,10 +110,10 @@ def test_a_source_is_cut_into_lines_as_the_serial_reader_cuts_it(tmp_path, monke
         expected = [(n, line.rstrip("\r\n")) for n, line in enumerate(text, 1) if line.strip()]
     except UnicodeDecodeError:
         with pytest.raises(SourceError, match="not UTF-8 text"):
-            list(batchflow.parallel._batches([str(tmp_path / "d.jsonl")]))
+            list(batchflow.prepare.parallel._batches([str(tmp_path / "d.jsonl")]))
         return
     got, position = [], 0
-    for path, first, numbers, batch in batchflow.parallel._batches([str(tmp_path / "d.jsonl")]):
+    for path, first, numbers, batch in batchflow.prepare.parallel._batches([str(tmp_path / "d.jsonl")]):
         assert (path, first, len(numbers)) == (str(tmp_path / "d.jsonl"), position, len(batch))
         got.extend(zip(numbers, (line.rstrip("\r\n") for line in batch), strict=True))
         position += len(batch)
@@ -231,7 +231,7 @@ def _output_record(project: Path) -> dict:
 
 
 def test_a_scan_whose_requests_are_all_covered_still_tells_its_progress(tmp_path, monkeypatch):
-    from batchflow.state import Shard, ShardStatus
+    from batchflow.state.store import Shard, ShardStatus
 
     spec = _project(tmp_path)
     first, _ = _scan(spec, tmp_path / "state", monkeypatch, parallel=False)

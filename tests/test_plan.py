@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from batchflow.reconcile import Kind, Scan, next_action, plan, results_fingerprint
-from batchflow.shards import KEYS_SUFFIX, ShardBuilder, ShardInfo, build, shard_rows
-from batchflow.state import OutputRecord, PipelineState, Shard, ShardStatus
+from batchflow.prepare.shards import KEYS_SUFFIX, ShardBuilder, ShardInfo, build, shard_rows
+from batchflow.run.reconcile import Kind, Scan, next_action, plan, results_fingerprint
+from batchflow.state.store import OutputRecord, PipelineState, Shard, ShardStatus
 
 
 def _scan(new=(), digest="d1", exists=True):

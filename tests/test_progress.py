@@ -8,7 +8,7 @@ import json
 from conftest import write
 from rich.console import Console
 
-from batchflow.progress import LiveReporter, PlainReporter, reporter_for
+from batchflow.run.progress import LiveReporter, PlainReporter, reporter_for
 
 
 class Clock:

@@ -28,12 +28,12 @@ import httpx2 as httpx
 import pytest
 from conftest import TEST_SPEED, kill_apply, stopped, write
 
-from batchflow.columns import result_fields
-from batchflow.join import ResultReader
-from batchflow.loader import load_pipelines
-from batchflow.reconcile import records
-from batchflow.requests import Renderer
-from batchflow.state import LocalStore
+from batchflow.output.columns import result_fields
+from batchflow.output.join import ResultReader
+from batchflow.prepare.render import Renderer
+from batchflow.run.reconcile import records
+from batchflow.spec.loader import load_pipelines
+from batchflow.state.store import LocalStore
 
 RECORDS = 6
 SPEC = """

@@ -86,7 +86,7 @@ def test_a_dead_local_holder_is_taken_over(cli, emulator_env, state_url, tmp_pat
 
 def test_only_one_of_two_racing_locks_wins(state_url):
     from batchflow.errors import LockedError
-    from batchflow.state import RemoteStore
+    from batchflow.state.store import RemoteStore
 
     first, second = RemoteStore(state_url), RemoteStore(state_url)
     with first.lock("race"):

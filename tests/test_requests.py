@@ -9,9 +9,9 @@ import pytest
 from conftest import write
 
 from batchflow.errors import SourceError
-from batchflow.loader import load_pipelines
-from batchflow.requests import Renderer
-from batchflow.sources import Record
+from batchflow.prepare.render import Renderer
+from batchflow.prepare.sources import Record
+from batchflow.spec.loader import load_pipelines
 
 
 def _pipeline(tmp_path, source: str, rest: str, data: str = "{}"):
@@ -71,7 +71,7 @@ FAST_CASES = [
 
 @pytest.mark.parametrize(("template", "data"), FAST_CASES)
 def test_field_templates_render_as_jinja_does(tmp_path, template, data):
-    from batchflow.requests import _compiled, _Template, compile_template
+    from batchflow.prepare.render import _compiled, _Template, compile_template
 
     fast = compile_template(template)
     jinja = _Template(_compiled(template))
@@ -85,7 +85,7 @@ def test_field_templates_render_as_jinja_does(tmp_path, template, data):
 
 
 def test_missing_fields_fail_as_jinja_says(tmp_path):
-    from batchflow.requests import compile_template
+    from batchflow.prepare.render import compile_template
 
     template = compile_template("Say {{ word }} and {{ a.b }}")
     renderer = _renderer(tmp_path, "{{ a }}")
@@ -100,7 +100,7 @@ def test_missing_fields_fail_as_jinja_says(tmp_path):
 
 def test_request_lines_are_the_canonical_json_of_the_request(tmp_path):
     """The body built from pieces is byte for byte canonical(request): hashes never change."""
-    from batchflow.requests import canonical
+    from batchflow.prepare.render import canonical
 
     write(tmp_path / "pic.png", "png")
     specs = {
@@ -212,7 +212,7 @@ def test_plain_rendering_leaves_the_rest_to_render(tmp_path, change, datas):
     ],
 )
 def test_records_are_read_exactly_as_json_reads_them(line):
-    from batchflow.sources import jsonl_batch, jsonl_record
+    from batchflow.prepare.sources import jsonl_batch, jsonl_record
 
     data = jsonl_record(line, "data.jsonl", 1).data
     assert repr(data) == repr(json.loads(line)) and list(data) == list(json.loads(line))
@@ -224,14 +224,14 @@ def test_records_are_read_exactly_as_json_reads_them(line):
     "line", ['{"x": 1}garbage', "[1, 2]", '"text"', '{"id": "1234567890123456789"}', '{"n": NaN}']
 )
 def test_a_batch_with_a_line_json_reads_otherwise_is_read_line_by_line(line):
-    from batchflow.sources import jsonl_batch
+    from batchflow.prepare.sources import jsonl_batch
 
     assert jsonl_batch(['{"a": 1}\n', line + "\n"]) is None
     assert jsonl_batch(['{"a": 1}\n', '{"id": "123456789012345678"}\n']) is not None
 
 
 def test_a_bad_line_keeps_jsons_message():
-    from batchflow.sources import jsonl_record
+    from batchflow.prepare.sources import jsonl_record
 
     with pytest.raises(SourceError, match=r"invalid JSON at column 9: Extra data"):
         jsonl_record('{"x": 1}garbage', "data.jsonl", 7)
@@ -239,7 +239,7 @@ def test_a_bad_line_keeps_jsons_message():
 
 @pytest.mark.parametrize("ending", ["\n", "\r\n", ""])
 def test_a_record_cut_short_is_placed_after_its_last_character(ending):
-    from batchflow.sources import jsonl_record
+    from batchflow.prepare.sources import jsonl_record
 
     with pytest.raises(SourceError, match=r"invalid JSON at column 16: Expecting ',' delimiter"):
         jsonl_record('{"sku": "S3000"' + ending, "data.jsonl", 3001)

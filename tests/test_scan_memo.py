@@ -10,7 +10,7 @@ import fsspec
 import pytest
 from conftest import write
 
-from batchflow import reconcile
+from batchflow.run import reconcile
 
 SPEC = """
     version: 1

@@ -10,7 +10,8 @@ import httpx2 as httpx
 import pytest
 from conftest import write
 
-from batchflow import order, requests
+from batchflow.prepare import order
+from batchflow.prepare import render as requests
 
 SPEC = """
     version: 1

@@ -11,10 +11,10 @@ import sys
 
 import pyarrow.parquet as pq
 
-from batchflow import sinks
-from batchflow.atomic import atomic_open
-from batchflow.sinks import Layout, open_sink
-from batchflow.spec import Pipeline
+from batchflow.output import sinks
+from batchflow.output.sinks import Layout, open_sink
+from batchflow.spec.models import Pipeline
+from batchflow.state.atomic import atomic_open
 
 SPEC = Pipeline.model_validate(
     {
@@ -141,7 +141,7 @@ def test_a_temporary_file_a_killed_writer_left_is_removed_by_the_next(tmp_path):
 
 def test_jsonl_lines_are_what_json_dumps_writes():
     """encode_jsonl reuses json's C encoder; the bytes must stay those of json.dumps."""
-    from batchflow.join import encode_jsonl
+    from batchflow.output.join import encode_jsonl
 
     rows = [
         ERROR,

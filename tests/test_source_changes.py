@@ -6,7 +6,7 @@ import json
 
 from conftest import write
 
-from batchflow.state import LocalStore
+from batchflow.state.store import LocalStore
 
 SPEC = """
     version: 1

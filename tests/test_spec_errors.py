@@ -535,7 +535,7 @@ def test_committed_schema_is_current():
 
 
 def test_readme_reference_is_current():
-    from batchflow.reference import markdown, section_of
+    from batchflow.spec.reference import markdown, section_of
 
     readme = Path(__file__).resolve().parent.parent / "README.md"
     assert section_of(readme).strip() == markdown().strip(), "run `make schema` and commit the result"

@@ -9,9 +9,9 @@ from ..errors import RemoteError, SpecError
 from ..lazy import Lazy
 
 if TYPE_CHECKING:
-    from ..project import Stores
     from ..settings import Settings
-    from ..spec import LoadedPipeline
+    from ..spec.models import LoadedPipeline
+    from ..spec.project import Stores
 
 
 class Backends:
@@ -64,7 +64,7 @@ _ASKED: set[str] = set()  # models the service was asked about in this process a
 def confirm_model(pipeline: LoadedPipeline, backend) -> None:
     """A model the catalog does not know may be newer than batchflow: ask the service (models.get)
     before anything is uploaded, and stop if it does not know the model either."""
-    from ..catalog import load_catalog
+    from ..spec.catalog import load_catalog
 
     model = pipeline.spec.model
     status = load_catalog().status(model)

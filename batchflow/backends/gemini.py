@@ -22,10 +22,10 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from ..atomic import atomic_open
 from ..errors import RemoteError
 from ..settings import Settings
-from ..state import JOB_ENDED, ErrorInfo
+from ..state.atomic import atomic_open
+from ..state.store import JOB_ENDED, ErrorInfo
 
 # A create is never retried blindly: a lost answer may hide a job that exists.
 # The reconciler finds such a job by its display name instead.

@@ -19,11 +19,11 @@ import fsspec
 from google import genai
 from google.genai import types
 
-from ..atomic import atomic_open
-from ..columns import ERROR_FIELDS
 from ..errors import RemoteError
+from ..output.columns import ERROR_FIELDS
 from ..settings import Settings
-from ..state import ErrorInfo
+from ..state.atomic import atomic_open
+from ..state.store import ErrorInfo
 from .gemini import _NO_RETRY, Job, SdkBatches, _remote
 
 KEY_LABEL = "batchflow-key"  # the request hash, carried through the job in the request's labels

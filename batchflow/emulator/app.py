@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 
-from .. import refusals
+from ..spec import refusals
 from . import models, responder
 from .errors import ApiError
 from .store import Store, rfc3339

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..catalog import Model, load_catalog
+from ..spec.catalog import Model, load_catalog
 from .errors import ApiError
 
 __all__ = ["Model", "describe", "find", "listed", "model_json"]

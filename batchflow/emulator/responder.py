@@ -13,8 +13,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from .. import refusals
-from ..tokens import CHARS_PER_TOKEN, PART_TOKENS, media_tokens
+from ..spec import refusals
+from ..spec.tokens import CHARS_PER_TOKEN, PART_TOKENS, media_tokens
 from . import models
 from .errors import ApiError
 

@@ -25,8 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .. import refusals
-from ..tokens import file_tokens
+from ..spec import refusals
+from ..spec.tokens import file_tokens
 from . import models, responder, vertex
 from .errors import ApiError
 from .faults import Faults

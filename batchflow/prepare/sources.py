@@ -14,7 +14,7 @@ from typing import Any
 import fsspec
 import orjson
 
-from .errors import SourceError
+from ..errors import SourceError
 
 _FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".txt": "text", ".parquet": "parquet"}
 

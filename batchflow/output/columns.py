@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .spec import FunctionsTool, Pipeline
+from ..spec.models import FunctionsTool, Pipeline
 
 if TYPE_CHECKING:
     import pyarrow as pa

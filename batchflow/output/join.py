@@ -14,11 +14,11 @@ from typing import IO, Any
 
 import orjson
 
+from ..prepare.render import Rendered
+from ..spec.models import Pipeline
+from ..state.index import RequestIndex, chunks, parse_result
+from ..state.store import ErrorInfo, Shard, state_word
 from .columns import USAGE_FIELDS, ResultFields, columns_for, usage_of
-from .index import RequestIndex, chunks, parse_result
-from .requests import Rendered
-from .spec import Pipeline
-from .state import ErrorInfo, Shard, state_word
 
 # (is an error row, record key, the row: a dict, JSONL bytes when encoded, or the values of
 # RowForm.columns_out)

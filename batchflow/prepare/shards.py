@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from .errors import StateError
+from ..errors import StateError
 
 # json.dumps(key, ensure_ascii=False) for a str, without json.dumps's cost per call.
 _json_string = json.encoder.encode_basestring

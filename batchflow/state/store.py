@@ -25,14 +25,14 @@ from pathlib import Path
 import fsspec
 from pydantic import BaseModel, ValidationError, field_validator
 
+from ..errors import StateError
+from ..lazy import Lazy
+from ..prepare.shards import KEYS_SUFFIX, shard_rows
+from ..spec.models import DEFAULT_ERROR_FINISH_REASONS
 from .atomic import atomic_open, write_atomic
 from .conditional import BucketObject, Conflict, LocalFile, Version
-from .errors import StateError
 from .index import RequestIndex
-from .lazy import Lazy
 from .lease import Held, acquire
-from .shards import KEYS_SUFFIX, shard_rows
-from .spec import DEFAULT_ERROR_FINISH_REASONS
 
 STATE_VERSION = 1
 DEFAULT_LOCK_TTL = 300.0  # seconds; BATCHFLOW_LOCK_TTL

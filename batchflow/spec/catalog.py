@@ -23,7 +23,7 @@ from typing import Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import BatchflowError
+from ..errors import BatchflowError
 
 Level = Literal["MINIMAL", "LOW", "MEDIUM", "HIGH", "XHIGH"]
 T = TypeVar("T")

@@ -6,14 +6,14 @@ import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .backends.fenced import Fenced
-from .project import Stores
+from ..backends.fenced import Fenced
+from ..spec.models import LoadedPipeline
+from ..spec.project import Stores
+from ..state.store import JOB_ENDED, ShardStatus
 from .reconcile import cache_title, display_name, file_title
-from .spec import LoadedPipeline
-from .state import JOB_ENDED, ShardStatus
 
 if TYPE_CHECKING:
-    from .backends.gemini import GeminiBackend
+    from ..backends.gemini import GeminiBackend
 
 Say = Callable[[str, str], None]
 

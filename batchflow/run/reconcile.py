@@ -19,20 +19,22 @@ from pathlib import Path
 
 import fsspec
 
-from . import __version__, order
-from .catalog import load_catalog
-from .errors import SourceError
-from .index import RequestIndex
-from .parallel import ScanBatch, render_source
-from .pricing import estimate_text
-from .requests import (
+from .. import __version__
+from ..errors import SourceError
+from ..prepare import order
+from ..prepare.parallel import ScanBatch, render_source
+from ..prepare.render import (
     FileRef,
     Renderer,
 )
-from .shards import ShardInfo, build
-from .sources import CsvDialect, Record, read_records, stamp
-from .spec import LoadedPipeline
-from .state import (
+from ..prepare.shards import ShardInfo, build
+from ..prepare.sources import CsvDialect, Record, read_records, stamp
+from ..spec.catalog import load_catalog
+from ..spec.models import LoadedPipeline
+from ..spec.pricing import estimate_text
+from ..spec.units import plural
+from ..state.index import RequestIndex
+from ..state.store import (
     ANSWERED,
     JOB_ENDED,
     LocalStore,
@@ -43,7 +45,6 @@ from .state import (
     ShardStatus,
     state_word,
 )
-from .units import plural
 
 # Bumped when the columns batchflow writes change, so existing outputs are written again.
 OUTPUT_LAYOUT = 2

@@ -14,11 +14,11 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import SourceError
+from ..errors import SourceError
+from ..prepare.render import FILE_PLACEHOLDER, Files, Renderer
+from ..run.reconcile import duplicate_error, empty_source, input_limit, over_input_limit, records
+from .models import LoadedPipeline
 from .pricing import estimate_line
-from .reconcile import duplicate_error, empty_source, input_limit, over_input_limit, records
-from .requests import FILE_PLACEHOLDER, Files, Renderer
-from .spec import LoadedPipeline
 
 PARTIAL_RECORDS = 10_000
 

@@ -11,9 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from ..errors import SpecError, SpecErrors
 from . import checks
-from .errors import SpecError, SpecErrors
-from .spec import PROJECT_FILES, SPEC_SUFFIXES, LoadedPipeline, Pipeline
+from .models import PROJECT_FILES, SPEC_SUFFIXES, LoadedPipeline, Pipeline
 from .yamlsource import Document, Loc, load_documents
 
 

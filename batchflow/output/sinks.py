@@ -16,11 +16,11 @@ from typing import IO, Any
 
 import fsspec
 
-from .atomic import atomic_open
+from ..errors import OutputError
+from ..spec.models import Pipeline
+from ..state.atomic import atomic_open
 from .columns import CSV_SPREAD, JSON_TEXT, Column, columns_for, fits
-from .errors import OutputError
 from .join import encode_jsonl
-from .spec import Pipeline
 
 
 @dataclass(frozen=True)

@@ -26,15 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
+from ..errors import SourceError
+from ..output.join import JoinedBatch, Joiner, Keyed, RowForm, keyed
+from ..spec.models import LoadedPipeline
+from ..spec.pricing import estimate_line
+from ..state.index import CHUNK, RequestIndex
+from ..state.store import Shard
 from . import order
-from .errors import SourceError
-from .index import CHUNK, RequestIndex
-from .join import JoinedBatch, Joiner, Keyed, RowForm, keyed
-from .pricing import estimate_line
-from .requests import FileRef, Rendered, Renderer
+from .render import FileRef, Rendered, Renderer
 from .sources import Record, infer_format, jsonl_batch, jsonl_record
-from .spec import LoadedPipeline
-from .state import Shard
 
 # Below this much source, starting workers costs more than it saves: on 2 cores, a prepare of
 # 13.5 MB took as long either way, of 18 MB a fifth less on workers, of 9 MB a fifth more.

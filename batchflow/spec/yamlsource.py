@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from .errors import SpecError
+from ..errors import SpecError
 
 Loc = tuple[str | int, ...]
 

@@ -15,13 +15,13 @@ from typing import Any
 
 from jinja2 import TemplateSyntaxError, meta, nodes
 
+from ..errors import SourceError, SpecError
+from ..output.sinks import output_format
+from ..prepare.render import TEMPLATES, is_template
+from ..prepare.sources import CsvDialect, infer_format, peek_fields
 from . import refusals
 from .catalog import load_catalog, shut_down
-from .errors import SourceError, SpecError
-from .requests import TEMPLATES, is_template
-from .sinks import output_format
-from .sources import CsvDialect, infer_format, peek_fields
-from .spec import URL_SCHEMES, Pipeline
+from .models import URL_SCHEMES, Pipeline
 from .yamlsource import Document, Loc, dotted
 
 _OPENAPI_TYPES = {"STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT", "NULL"}

@@ -19,16 +19,32 @@ from typing import TYPE_CHECKING
 
 import fsspec
 
-from . import order
-from .atomic import write_atomic
-from .backends import confirm_model
-from .backends.fenced import Fenced
-from .errors import BatchflowError, BudgetError, OutputError, RemoteError, SourceError, StateError
-from .join import FAILED_KEYS_KEPT, RowForm
-from .parallel import join_source
-from .pricing import PriceTable, load_prices
+from ..backends import confirm_model
+from ..backends.fenced import Fenced
+from ..errors import BatchflowError, BudgetError, OutputError, RemoteError, SourceError, StateError
+from ..output.join import FAILED_KEYS_KEPT, RowForm
+from ..output.sinks import Layout, check_writable, open_sink, output_format
+from ..prepare import order
+from ..prepare.parallel import join_source
+from ..prepare.render import CACHE_PLACEHOLDER, FILE_PLACEHOLDER, cache_digest, canonical, resolve_line
+from ..spec.models import LoadedPipeline
+from ..spec.pricing import PriceTable, load_prices
+from ..spec.project import Stores
+from ..spec.units import plural
+from ..state.atomic import write_atomic
+from ..state.store import (
+    ANSWERED,
+    Blob,
+    CacheRecord,
+    LocalStore,
+    OutputRecord,
+    PipelineState,
+    Shard,
+    ShardStatus,
+    now,
+    state_word,
+)
 from .progress import Reporter
-from .project import Stores
 from .reconcile import (
     Action,
     Kind,
@@ -48,26 +64,10 @@ from .reconcile import (
     scan,
     superseded_why,
 )
-from .requests import CACHE_PLACEHOLDER, FILE_PLACEHOLDER, cache_digest, canonical, resolve_line
 from .review import budget_breach, estimate
-from .sinks import Layout, check_writable, open_sink, output_format
-from .spec import LoadedPipeline
-from .state import (
-    ANSWERED,
-    Blob,
-    CacheRecord,
-    LocalStore,
-    OutputRecord,
-    PipelineState,
-    Shard,
-    ShardStatus,
-    now,
-    state_word,
-)
-from .units import plural
 
 if TYPE_CHECKING:  # the SDK is imported only by commands that call the API
-    from .backends.gemini import GeminiBackend, Job
+    from ..backends.gemini import GeminiBackend, Job
 
 _FILE_REF = re.compile(re.escape(FILE_PLACEHOLDER) + r"([0-9a-f]{64})")
 

@@ -30,9 +30,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
+from ..errors import LockedError, StateError
 from .atomic import process_alive
 from .conditional import Conflict, Version
-from .errors import LockedError, StateError
 
 
 def _iso(seconds: float) -> str:

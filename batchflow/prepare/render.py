@@ -16,11 +16,11 @@ import fsspec
 from jinja2 import StrictUndefined, Template, TemplateError, UndefinedError, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
-from . import refusals
-from .errors import SourceError, SpecError
+from ..errors import SourceError, SpecError
+from ..spec import refusals
+from ..spec.models import LoadedPipeline
+from ..spec.tokens import PART_TOKENS, file_tokens
 from .sources import Record
-from .spec import LoadedPipeline
-from .tokens import PART_TOKENS, file_tokens
 
 TEMPLATES = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 # Stand-ins written into shard files for what only exists once apply has made it: the name of

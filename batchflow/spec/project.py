@@ -23,9 +23,9 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError
 
-from .errors import SpecError, SpecErrors, StateError
-from .spec import PROJECT_FILES, LoadedPipeline, _Model
-from .state import LocalStore, RemoteStore, open_store
+from ..errors import SpecError, SpecErrors, StateError
+from ..state.store import LocalStore, RemoteStore, open_store
+from .models import PROJECT_FILES, LoadedPipeline, _Model
 from .yamlsource import load_documents
 
 DEFAULT_STATE = ".batchflow"

@@ -14,16 +14,16 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, field_validator
 
-from .errors import BatchflowError
-from .pricing import PriceTable, Tokens, estimate_text, file_part_tokens, usd
+from ..errors import BatchflowError
+from ..spec.models import LoadedPipeline
+from ..spec.pricing import PriceTable, Tokens, estimate_text, file_part_tokens, usd
+from ..spec.tokens import CHARS_PER_TOKEN
+from ..spec.units import plural
+from ..state.store import PipelineState, ShardStatus
 from .reconcile import Action, Scan, policy_breach
-from .spec import LoadedPipeline
-from .state import PipelineState, ShardStatus
-from .tokens import CHARS_PER_TOKEN
-from .units import plural
 
 if TYPE_CHECKING:  # the SDK is imported only by commands that call the API
-    from .backends.gemini import GeminiBackend
+    from ..backends.gemini import GeminiBackend
 
 ASSUMED_OUTPUT_TOKENS = 500  # per answer, before any answer was seen and without max_output_tokens
 PLAN_FORMAT = "batchflow-plan"
@@ -364,7 +364,7 @@ def markdown(plan: Plan) -> str:
 
 
 def save(plan: Plan, path: Path) -> None:
-    from .atomic import write_atomic
+    from ..state.atomic import write_atomic
 
     doc = plan.model_dump(mode="json")
     base = path.resolve().parent

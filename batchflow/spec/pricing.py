@@ -18,8 +18,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from ..prepare.render import FILE_PLACEHOLDER, FileRef
 from .catalog import load_catalog, read_override, today
-from .requests import FILE_PLACEHOLDER, FileRef
 from .tokens import CHARS_PER_TOKEN, PART_TOKENS
 
 # The batch input line around the request: {"key": "<64 hex>", "request": ...}.

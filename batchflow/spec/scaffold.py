@@ -6,8 +6,8 @@ from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
-from . import __version__
-from .atomic import write_atomic
+from .. import __version__
+from ..state.atomic import write_atomic
 
 # Template (in batchflow/data/scaffold) -> where it goes. Dotfiles are renamed on the way,
 # so the package itself carries no .gitignore.
