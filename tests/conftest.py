@@ -7,6 +7,7 @@ import os
 # Must be set before anything imports gcsfs (see shared offline-cloud-testing notes).
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
+import json
 import logging
 import re
 import signal
@@ -213,3 +214,19 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
     return path
+
+
+def project(
+    tmp_path: Path,
+    rows: int | list[dict] = 5,
+    *,
+    spec: str,
+    spec_file: str = "p.yaml",
+    data: str = "data.jsonl",
+) -> list[dict]:
+    """A pipeline as users keep one: `pipelines/<spec_file>` and its JSONL source at
+    `pipelines/<data>`, holding `rows`, or that many records {"id": i, "word": "w<i>"}."""
+    records = rows if isinstance(rows, list) else [{"id": i, "word": f"w{i}"} for i in range(rows)]
+    write(tmp_path / "pipelines" / spec_file, spec)
+    write(tmp_path / "pipelines" / data, "".join(json.dumps(r) + "\n" for r in records))
+    return records

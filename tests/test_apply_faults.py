@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import httpx2 as httpx
-from conftest import write
+from conftest import project
 
 from batchflow.state.store import LocalStore, ShardStatus
 
@@ -22,11 +22,7 @@ SPEC = """
 
 
 def _project(tmp_path, n=3):
-    write(tmp_path / "pipelines/faulty.yaml", SPEC)
-    write(
-        tmp_path / "pipelines/data/in.jsonl",
-        "".join(json.dumps({"id": i, "word": f"w{i}"}) + "\n" for i in range(n)),
-    )
+    project(tmp_path, n, spec=SPEC, spec_file="faulty.yaml", data="data/in.jsonl")
 
 
 def _faults(emulator, **values):
@@ -38,7 +34,7 @@ def _rows(tmp_path):
 
 
 def test_failed_jobs_are_resubmitted_until_attempts_run_out(cli, client, emulator, emulator_env, tmp_path):
-    _project(tmp_path, n=2)
+    _project(tmp_path, 2)
     _faults(emulator, job_fail_rate=1.0)
     result = cli("apply", "--wait")
     assert result.code == 3, result.err  # every request failed: beyond the default errors policy
@@ -71,7 +67,7 @@ def test_failed_jobs_are_resubmitted_until_attempts_run_out(cli, client, emulato
 def test_raising_attempts_sends_failed_requests_again_and_rewrites_the_output(
     cli, emulator, emulator_env, tmp_path
 ):
-    _project(tmp_path, n=2)
+    _project(tmp_path, 2)
     spec = tmp_path / "pipelines/faulty.yaml"
     spec.write_text(spec.read_text().replace("attempts: 3", "attempts: 1"))
     _faults(emulator, job_fail_rate=1.0)
@@ -90,7 +86,7 @@ def test_raising_attempts_sends_failed_requests_again_and_rewrites_the_output(
 
 
 def test_the_errors_policy_tolerates_what_it_says(cli, emulator, emulator_env, tmp_path):
-    _project(tmp_path, n=4)
+    _project(tmp_path, 4)
     spec = tmp_path / "pipelines/faulty.yaml"
     spec.write_text(spec.read_text().replace("attempts: 3", "attempts: 1") + "errors: {max_count: 4}\n")
     _faults(emulator, line_error_rate=0.5, seed=7)
@@ -104,7 +100,7 @@ def test_the_errors_policy_tolerates_what_it_says(cli, emulator, emulator_env, t
 
 
 def test_a_failed_job_is_retried_and_then_succeeds(cli, client, emulator, emulator_env, tmp_path):
-    _project(tmp_path, n=2)
+    _project(tmp_path, 2)
     _faults(emulator, job_fail_rate=1.0)
     emulator.store.clock.set_speed(1)  # the job stays pending while apply returns
     assert cli("apply").code == 0
@@ -120,7 +116,7 @@ def test_a_failed_job_is_retried_and_then_succeeds(cli, client, emulator, emulat
 
 
 def test_expired_upload_is_uploaded_again(cli, client, emulator, emulator_env, tmp_path):
-    _project(tmp_path, n=2)
+    _project(tmp_path, 2)
     emulator.store.clock.set_speed(1)
     assert cli("apply").code == 0
     store = LocalStore(emulator_env["BATCHFLOW_STATE"])
@@ -140,7 +136,7 @@ def test_expired_upload_is_uploaded_again(cli, client, emulator, emulator_env, t
 
 
 def test_rate_limits_and_outages_are_ridden_out_with_wait(cli, client, emulator, emulator_env, tmp_path):
-    _project(tmp_path, n=4)
+    _project(tmp_path, 4)
     _faults(emulator, rate_limit_rate=0.3, unavailable_rate=0.1, seed=7)
     result = cli("apply", "--wait")
     assert result.code == 0, result.err
@@ -150,7 +146,7 @@ def test_rate_limits_and_outages_are_ridden_out_with_wait(cli, client, emulator,
 
 
 def test_without_wait_a_refused_call_is_one_line_and_exit_1(cli, emulator, emulator_env, tmp_path):
-    _project(tmp_path, n=1)
+    _project(tmp_path, 1)
     _faults(emulator, unavailable_rate=1.0)
     result = cli("apply", env={"BATCHFLOW_HTTP_ATTEMPTS": "1"})
     assert result.code == 1
@@ -163,7 +159,7 @@ def test_without_wait_a_refused_call_is_one_line_and_exit_1(cli, emulator, emula
 def test_retry_errors_sends_failed_jobs_and_failed_lines_again_once(
     cli, client, emulator, emulator_env, tmp_path
 ):
-    _project(tmp_path, n=4)
+    _project(tmp_path, 4)
     spec = tmp_path / "pipelines/faulty.yaml"
     spec.write_text(spec.read_text().replace("attempts: 3", "attempts: 1"))
     # One job fails; the other's lines fail (seeded so that both happen).
@@ -195,7 +191,7 @@ def test_retry_errors_sends_blocked_prompts_and_safety_stops_again(
 ):
     """A blocked prompt or an answer stopped for safety is an error row; the service may answer
     it when asked again, so --retry-errors sends it again, as the README says."""
-    _project(tmp_path, n=12)
+    _project(tmp_path, 12)
     _faults(emulator, prompt_block_rate=0.3, safety_stop_rate=0.3, seed=1)
     assert cli("apply", "--wait").code == 3
     failed = {r["key"] for r in _rows(tmp_path) if "error" in r}
@@ -216,7 +212,7 @@ def test_jobs_the_spec_no_longer_wants_are_cancelled_not_paid_for(
     """Jobs for one model run; the spec moves to another. Plan says the old jobs are superseded and
     what they would still cost; apply cancels them (they hold no job slot) and sends the new ones."""
     emulator.store.clock.set_speed(1)  # the first jobs stay at work
-    _project(tmp_path, n=4)
+    _project(tmp_path, 4)
     assert cli("apply").code == 0
     old_jobs = {j.name for j in client.batches.list()}
     assert len(old_jobs) == 2

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
-from conftest import write
+from conftest import project, write
 
 SPEC = """
     version: 1
@@ -16,15 +17,13 @@ SPEC = """
 """
 
 
-def _project(tmp_path, n):
-    write(tmp_path / "pipelines/p.yaml", SPEC)
-    write(tmp_path / "pipelines/data.jsonl", "".join(json.dumps({"id": i}) + "\n" for i in range(n)))
+_project = functools.partial(project, spec=SPEC)
 
 
 def test_cancel_then_apply_collects_partial_results_and_sends_the_rest(
     cli, client, emulator, emulator_env, tmp_path
 ):
-    _project(tmp_path, n=1000)
+    _project(tmp_path, 1000)
     emulator.store.clock.set_speed(1)
     assert "waiting for 1 job" in cli("apply").out
     emulator.store.clock.advance(30 + 55)  # about half way through the job
@@ -45,7 +44,7 @@ def test_cancel_then_apply_collects_partial_results_and_sends_the_rest(
 
 
 def test_destroy_removes_jobs_files_cache_and_state_but_keeps_outputs(cli, client, emulator_env, tmp_path):
-    _project(tmp_path, n=3)
+    _project(tmp_path, 3)
     assert cli("apply", "--wait").code == 0
     assert list(client.batches.list()) and list(client.files.list())
     result = cli("destroy", "--yes")
@@ -60,7 +59,7 @@ def test_destroy_removes_jobs_files_cache_and_state_but_keeps_outputs(cli, clien
 def test_destroy_asks_for_yes_when_not_at_a_terminal(cli, emulator_env, tmp_path, monkeypatch):
     import io
 
-    _project(tmp_path, n=1)
+    _project(tmp_path, 1)
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     result = cli("destroy")
     assert result.code == 1 and "--yes" in result.err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -9,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import apply_again, kill_apply, write
+from conftest import apply_again, kill_apply, project, write
 
 from batchflow.backends.gemini import GeminiBackend
 from batchflow.run.reconcile import display_name
@@ -27,12 +28,7 @@ SPEC = """
 """
 
 
-def _project(tmp_path, n=5):
-    write(tmp_path / "pipelines/crash.yaml", SPEC)
-    write(
-        tmp_path / "pipelines/data/in.jsonl",
-        "".join(json.dumps({"id": i, "word": f"w{i}"}) + "\n" for i in range(n)),
-    )
+_project = functools.partial(project, spec=SPEC, spec_file="crash.yaml", data="data/in.jsonl")
 
 
 def _rewind_to_creating(store: LocalStore, client=None, **state_changes):
@@ -53,7 +49,7 @@ def _rewind_to_creating(store: LocalStore, client=None, **state_changes):
 
 def test_job_created_but_not_recorded_is_adopted(cli, client, emulator, emulator_env, tmp_path):
     """The window between batches.create and the state write: the job exists, state says `creating`."""
-    _project(tmp_path, n=2)
+    _project(tmp_path, 2)
     emulator.store.clock.set_speed(1)
     assert cli("apply").code == 0
     # Rewind the state to the moment before the create's answer was saved.
@@ -69,7 +65,7 @@ def test_job_created_but_not_recorded_is_adopted(cli, client, emulator, emulator
 
 def test_creating_with_no_job_creates_it(cli, client, emulator, emulator_env, tmp_path):
     """The other side of the window: the create never reached the service."""
-    _project(tmp_path, n=2)
+    _project(tmp_path, 2)
     emulator.store.clock.set_speed(1)
     assert cli("apply").code == 0
     _, job = _rewind_to_creating(LocalStore(emulator_env["BATCHFLOW_STATE"]), client)
@@ -85,7 +81,7 @@ def test_creating_with_no_job_creates_it(cli, client, emulator, emulator_env, tm
 def test_a_crash_never_adopts_the_job_of_another_state_store(cli, client, emulator, emulator_env, tmp_path):
     """Two stores hold the same pipeline; one is killed during its create. It must make its own job,
     not adopt the one the other store made (that one is the other store's to download and pay)."""
-    _project(tmp_path, n=2)
+    _project(tmp_path, 2)
     emulator.store.clock.set_speed(1)
     assert cli("apply").code == 0
     (theirs,) = client.batches.list()
@@ -105,7 +101,7 @@ def test_a_crash_never_adopts_the_job_of_another_state_store(cli, client, emulat
 def test_a_state_of_an_earlier_version_adopts_by_the_old_name_then_gets_a_lineage(
     cli, client, emulator, emulator_env, tmp_path
 ):
-    _project(tmp_path, n=2)
+    _project(tmp_path, 2)
     emulator.store.clock.set_speed(1)
     assert cli("apply").code == 0
     store = LocalStore(emulator_env["BATCHFLOW_STATE"])
@@ -127,7 +123,7 @@ def test_a_state_of_an_earlier_version_adopts_by_the_old_name_then_gets_a_lineag
 @pytest.mark.parametrize("kill_after_lines", [1, 3, 6, 9])
 def test_kill_9_during_apply_then_apply_again(kill_after_lines, client, emulator, emulator_env, tmp_path):
     """SIGKILL at several points of a real run; the next apply finishes with one job per shard."""
-    _project(tmp_path, n=5)  # 3 shards
+    _project(tmp_path, 5)  # 3 shards
     env = {**os.environ, **emulator_env}
     kill_apply(env, kill_after_lines)
     apply_again(env)
@@ -174,7 +170,7 @@ def _lock_as(path, pid: int) -> None:
 
 
 def test_a_second_apply_stops_while_the_first_holds_the_lock(cli, client, emulator_env, tmp_path):
-    _project(tmp_path, n=2)
+    _project(tmp_path, 2)
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         lock = tmp_path / "state/crash/lock"
@@ -195,7 +191,7 @@ def test_a_second_apply_stops_while_the_first_holds_the_lock(cli, client, emulat
 def test_apply_wait_waits_for_the_lock(cli, emulator_env, tmp_path):
     import threading
 
-    _project(tmp_path, n=2)
+    _project(tmp_path, 2)
     lock = tmp_path / "state/crash/lock"
     _lock_as(lock, os.getpid())  # held by a live process (this one)
     threading.Timer(2.0, lock.unlink).start()
@@ -246,7 +242,7 @@ def test_kill_9_with_files_and_a_cache(kill_after_lines, client, emulator, emula
 def test_an_interrupted_apply_says_its_jobs_go_on_and_a_rerun_resumes(
     sig, code, client, emulator, emulator_env, tmp_path
 ):
-    _project(tmp_path, n=4)
+    _project(tmp_path, 4)
     emulator.store.clock.set_speed(1)  # the jobs are still at work when the signal comes
     proc = subprocess.Popen(
         [sys.executable, "-m", "batchflow", "apply", "--wait"],

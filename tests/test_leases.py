@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -12,9 +13,10 @@ import time
 
 import fsspec
 import pytest
-from conftest import kill_apply, stopped, write
+from conftest import kill_apply, project, stopped
 
 from batchflow.errors import LockedError, StateError
+from batchflow.state import lease as leases
 from batchflow.state.store import LocalStore, PipelineState, RemoteStore
 
 SPEC = """
@@ -36,9 +38,7 @@ def state_location(request, tmp_path):
     return f"{request.param}://{bucket}/state"
 
 
-def _project(tmp_path, n=5):
-    write(tmp_path / "pipelines/p.yaml", SPEC)
-    write(tmp_path / "pipelines/data.jsonl", "".join(json.dumps({"id": i}) + "\n" for i in range(n)))
+_project = functools.partial(project, spec=SPEC)
 
 
 def _lock_path(location: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -63,7 +63,7 @@ def test_a_killed_apply_elsewhere_is_taken_over_once_its_lease_expires(
         **os.environ,
         **emulator_env,
         "BATCHFLOW_STATE": state_location,
-        "BATCHFLOW_LOCK_TTL": "5s",
+        "BATCHFLOW_LOCK_TTL": "3s",
         "XDG_CACHE_HOME": str(tmp_path / "runner-one"),
     }
     kill_apply(env, after_lines=3)
@@ -95,7 +95,7 @@ def test_a_killed_apply_elsewhere_is_taken_over_once_its_lease_expires(
 
 
 def test_a_live_lease_stops_apply_and_lock_timeout_waits_for_it(cli, emulator_env, tmp_path):
-    _project(tmp_path, n=2)
+    _project(tmp_path, 2)
     lock = tmp_path / "state/leased/lock"
     lock.parent.mkdir(parents=True)
     lease = {"owner": "o", "host": "ci-runner-7", "pid": 1, "acquired": "t", "expires": time.time() + 1.5}
@@ -131,16 +131,24 @@ def _store(location: str, tmp_path, name: str) -> LocalStore:
     return LocalStore(location)
 
 
-def test_a_holder_that_lost_its_lease_cannot_write(state_location, tmp_path):
+@pytest.fixture
+def clock(monkeypatch) -> list[float]:
+    """The leases' clock, moved by hand: `clock[0] += 60` runs a minute of leases out at once."""
+    now = [time.time()]
+    monkeypatch.setattr(leases, "clock", lambda: now[0])
+    return now
+
+
+def test_a_holder_that_lost_its_lease_cannot_write(state_location, tmp_path, clock):
     paused, other = _store(state_location, tmp_path, "a"), _store(state_location, tmp_path, "b")
-    paused.lock_ttl = other.lock_ttl = 1.0
+    paused.lock_ttl = other.lock_ttl = 60
     taken: list[str] = []
     with paused.lock("leased"):
         paused.save(PipelineState(pipeline="leased", records=1))
         held = paused._leases["leased"]
         held._stop.set()  # the VM pauses: no more heartbeats
         held._thread.join()
-        time.sleep(1.2)
+        clock[0] += 61
         with pytest.raises(StateError, match="expired"):  # it notices its own lease ran out
             paused.save(PipelineState(pipeline="leased", records=2))
         with other.lock("leased", taken.append):
@@ -187,7 +195,7 @@ def test_two_contenders_for_an_expired_lease_one_wins(tmp_path):
 def test_a_runner_paused_past_its_lease_never_calls_the_service_again(client, emulator_env, tmp_path, stall):
     """Runner A stops (SIGSTOP) right before a create or upload; its lease runs out; runner B takes
     over and finishes; A resumes (SIGCONT). The service must hold one job and one upload only."""
-    _project(tmp_path, n=2)  # one shard
+    _project(tmp_path, 2)  # one shard
     env = {**os.environ, **emulator_env, "BATCHFLOW_LOCK_TTL": "2s"}
     a = subprocess.Popen(
         [sys.executable, "-m", "batchflow", "apply", "--wait"],

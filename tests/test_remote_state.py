@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
 
 import fsspec
 import pytest
-from conftest import apply_again, kill_apply, write
+from conftest import apply_again, kill_apply, project
 
 SPEC = """
     version: 1
@@ -27,9 +28,7 @@ def state_url(request):
     return f"{request.param}://{bucket}/batchflow-state"
 
 
-def _project(tmp_path, n=5):
-    write(tmp_path / "pipelines/p.yaml", SPEC)
-    write(tmp_path / "pipelines/data.jsonl", "".join(json.dumps({"id": i}) + "\n" for i in range(n)))
+_project = functools.partial(project, spec=SPEC)
 
 
 def test_two_machines_share_one_pipeline(cli, client, emulator_env, state_url, tmp_path, monkeypatch):
@@ -51,7 +50,7 @@ def test_two_machines_share_one_pipeline(cli, client, emulator_env, state_url, t
     assert len(list(client.batches.list())) == 3
 
     # The source grows; the other machine sends only the new records.
-    _project(tmp_path, n=7)
+    _project(tmp_path, 7)
     assert cli("apply", "--wait", env=env).code == 0
     assert len(list(client.batches.list())) == 4
     assert len((tmp_path / "pipelines/out.jsonl").read_text().splitlines()) == 7
@@ -75,7 +74,7 @@ def test_a_dead_local_holder_is_taken_over(cli, emulator_env, state_url, tmp_pat
     import subprocess
     import sys
 
-    _project(tmp_path, n=1)
+    _project(tmp_path, 1)
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     fs, base = fsspec.core.url_to_fs(state_url)
@@ -98,7 +97,7 @@ def test_only_one_of_two_racing_locks_wins(state_url):
 
 
 def test_destroy_removes_the_remote_state(cli, client, emulator_env, state_url, tmp_path):
-    _project(tmp_path, n=2)
+    _project(tmp_path, 2)
     env = {"BATCHFLOW_STATE": state_url}
     assert cli("apply", "--wait", env=env).code == 0
     assert cli("destroy", "--yes", env=env).code == 0

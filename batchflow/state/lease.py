@@ -34,6 +34,10 @@ from ..errors import LockedError, StateError
 from .atomic import process_alive
 from .conditional import Conflict, Version
 
+# What a lease's times are read on: the wall clock, shared by every host (a lease written on one
+# runner is judged on another). Tests put a clock of their own here to run leases out at once.
+clock: Callable[[], float] = time.time
+
 
 def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -49,10 +53,10 @@ class Lease:
 
     @classmethod
     def new(cls, ttl: float) -> Lease:
-        return cls(uuid.uuid4().hex, socket.gethostname(), os.getpid(), _iso(time.time()), time.time() + ttl)
+        return cls(uuid.uuid4().hex, socket.gethostname(), os.getpid(), _iso(clock()), clock() + ttl)
 
     def renewed(self, ttl: float) -> Lease:
-        return Lease(self.owner, self.host, self.pid, self.acquired, time.time() + ttl)
+        return Lease(self.owner, self.host, self.pid, self.acquired, clock() + ttl)
 
     def encode(self) -> bytes:
         return json.dumps({**asdict(self), "expires_at": _iso(self.expires)}).encode()
@@ -91,7 +95,7 @@ class Held:
             try:
                 self._renew()
             except Exception:  # noqa: BLE001 - a failed renewal is retried at the next beat
-                if time.time() > self.lease.expires:
+                if clock() > self.lease.expires:
                     self.lost = f"this apply could not renew its lease on {self.lock.where} in time"
 
     def _renew(self) -> None:
@@ -118,7 +122,7 @@ class Held:
 
     def check(self) -> None:
         """Raise if the lease was lost: nothing may be written for the pipeline any more."""
-        if self.lost or time.time() > self.lease.expires:
+        if self.lost or clock() > self.lease.expires:
             raise StateError(self.lost or f"this apply's lease on {self.lock.where} expired; stopping")
 
     def release(self) -> None:
@@ -188,7 +192,7 @@ def _stale(holder: Lease | None, data: bytes) -> str | None:
         if old and old.get("host") == socket.gethostname() and not process_alive(old.get("pid")):
             return f"pid {old.get('pid')} on this host, which held it, is gone"
         return None
-    if time.time() > holder.expires:
+    if clock() > holder.expires:
         return f"the lease of {holder.describe()} expired"
     if holder.host == socket.gethostname() and not process_alive(holder.pid):
         return f"pid {holder.pid} on this host, which held it, is gone"
