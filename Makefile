@@ -24,6 +24,7 @@ test: install
 lint: install
 	$(BIN)/ruff check batchflow tests bench
 	$(BIN)/ruff format --check batchflow tests bench
+	$(BIN)/mypy
 
 schema: install
 	$(BIN)/batchflow schema --output schemas/pipeline.schema.json

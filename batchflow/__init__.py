@@ -50,6 +50,7 @@ _EXPORTS = {
     "LoadedPipeline": "spec.models",
     "Pipeline": "spec.models",
     "LocalStore": "state.store",
+    "StateStore": "state.store",
     "PipelineState": "state.store",
 }
 
@@ -73,6 +74,7 @@ __all__ = [
     "Kind",
     "LoadedPipeline",
     "LocalStore",
+    "StateStore",
     "LockedError",
     "Outcome",
     "OutputError",

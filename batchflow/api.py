@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,7 +39,7 @@ Say = Callable[[str, str], None]  # (pipeline, message): what cancel and destroy
 
 
 def load(
-    paths: list[str | Path] | None = None,
+    paths: Sequence[str | Path] | None = None,
     *,
     targets: list[str] | None = None,
     settings: Settings | None = None,
@@ -280,7 +280,7 @@ def plan_pipelines(
     from .backends import Backends, confirm_model
     from .output.sinks import check_writable
     from .run import review
-    from .run.reconcile import check_shrink, output_uris, plan, scan
+    from .run.reconcile import Rules, check_shrink, output_uris, plan, scan
     from .spec.pricing import load_prices
     from .spec.project import Stores
     from .state.store import now
@@ -299,7 +299,10 @@ def plan_pipelines(
             with contextlib.closing(store.index(p.name, readonly=True)) as index:
                 desired = scan(p, st, store, index, write=False, retry_errors=options.retry_errors)
             check_shrink(p, st, desired, options.allow_shrink)
-            actions = plan(st, desired, p.spec.retry.attempts, p.spec.output.uri)
+            rules = Rules.of(
+                p, max_concurrent_jobs=options.max_concurrent_jobs, takes_inline=backends.takes_inline(p)
+            )
+            actions = plan(st, desired, rules, p.spec.output.uri)
             pp = review.pipeline_plan(p, actions, desired, st, prices, options.max_usd)
             if count_tokens and pp.estimate and desired.sample:
                 review.count_sample(pp, p, desired, backends(p), prices, options.max_usd)

@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -595,7 +595,7 @@ def models_cmd(
     from .spec.catalog import load_catalog, today
 
     catalog, now = load_catalog(), today()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, model in catalog.models.items():
         status, price = catalog.status(name, now), catalog.price(name, now)
         thinking = model.thinking
@@ -619,15 +619,15 @@ def models_cmd(
         return
     out.print(f"Models as of {now} (catalog checked {catalog.checked}; standard prices, Batch Mode: half):")
     for r in rows:
-        price = r["usd_per_1m"]
-        cost = f"${price['input']:g} / ${price['output']:g} per 1M" if price else "unpriced"
+        usd = r["usd_per_1m"]
+        cost = f"${usd['input']:g} / ${usd['output']:g} per 1M" if usd else "unpriced"
         what = r["status"] + (f" -> {r['answered_by']}" if r["answered_by"] else "")
         what += f" (use {r['replacement']})" if r["replacement"] else ""
-        thinking = ", ".join(r["thinking_levels"]) or (
+        levels = ", ".join(r["thinking_levels"]) or (
             f"budget {r['thinking_budget'][0]}-{r['thinking_budget'][1]}" if r["thinking_budget"] else "-"
         )
         limits = f"{r['input_tokens'] or '?'} in / {r['output_tokens'] or '?'} out"
-        out.print(f"  {r['model']:<24} {what:<40} {limits:<22} {thinking:<28} {cost}")
+        out.print(f"  {r['model']:<24} {what:<40} {limits:<22} {levels:<28} {cost}")
 
 
 @command()

@@ -58,9 +58,13 @@ def test_max_concurrent_jobs_caps_the_jobs_at_work(cli, client, emulator, emulat
     spec = tmp_path / "pipelines/capped.yaml"
     spec.write_text(spec.read_text() + "batch: {max_requests: 1, max_concurrent_jobs: 2}\n")
     emulator.store.clock.set_speed(1)  # jobs stay at work while we look
+    planned = cli("plan")  # what apply does now: two of six start, four wait for a slot
+    assert planned.out.count("waits for a job slot") == 4 and planned.out.count("+ submit") == 6
     first = cli("apply")
     assert first.code == 0 and "waiting for a job slot" not in first.err
     assert len(list(client.batches.list())) == 2
+    held = cli("plan")
+    assert held.out.count("= hold shard") == 4 and "Plan: 2 to poll, 4 to hold." in held.out
     assert len(list(client.batches.list())) == 2 and cli("apply").code == 0  # still two at work
     assert len(list(client.batches.list())) == 2
     emulator.store.clock.set_speed(3600)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from batchflow.prepare.shards import KEYS_SUFFIX, ShardBuilder, ShardInfo, build, shard_rows
-from batchflow.run.reconcile import Kind, Scan, next_action, plan, results_fingerprint
+from batchflow.run.reconcile import Kind, Rules, Scan, next_action, plan, results_fingerprint
 from batchflow.state.store import OutputRecord, PipelineState, Shard, ShardStatus
 
 
@@ -12,7 +12,7 @@ def _scan(new=(), digest="d1", exists=True):
 
 
 def test_new_requests_are_submitted():
-    actions = plan(PipelineState(pipeline="p"), _scan([ShardInfo("a" * 32, 3, 100)]), 3, "out.jsonl")
+    actions = plan(PipelineState(pipeline="p"), _scan([ShardInfo("a" * 32, 3, 100)]), Rules(3), "out.jsonl")
     assert [a.kind for a in actions] == [Kind.SUBMIT]
     assert actions[0].symbol == "+"
 
@@ -36,15 +36,15 @@ def test_output_is_written_once_everything_settled():
     state = PipelineState(
         pipeline="p", shards={"s": Shard(id="s", requests=3, bytes=1, status=ShardStatus.DONE)}
     )
-    assert [a.kind for a in plan(state, _scan(), 3, "o")] == [Kind.OUTPUT]
+    assert [a.kind for a in plan(state, _scan(), Rules(3), "o")] == [Kind.OUTPUT]
     results = results_fingerprint(state)
     state.output = OutputRecord(uri="o", digest="d1", results=results, records=3, errors=0, written_at="t")
-    assert plan(state, _scan(), 3, "o") == []
-    assert [a.kind for a in plan(state, _scan(exists=False), 3, "o")] == [Kind.OUTPUT]
-    assert [a.kind for a in plan(state, _scan(digest="d2"), 3, "o")] == [Kind.OUTPUT]
+    assert plan(state, _scan(), Rules(3), "o") == []
+    assert [a.kind for a in plan(state, _scan(exists=False), Rules(3), "o")] == [Kind.OUTPUT]
+    assert [a.kind for a in plan(state, _scan(digest="d2"), Rules(3), "o")] == [Kind.OUTPUT]
     # A retried shard's answers arrived after the output was written: it is written again.
     state.shards["s"].attempt = 2
-    (action,) = plan(state, _scan(), 3, "o")
+    (action,) = plan(state, _scan(), Rules(3), "o")
     assert action.kind is Kind.OUTPUT and "new results arrived" in action.reason
 
 
@@ -61,7 +61,7 @@ def test_no_output_while_a_job_runs():
             )
         },
     )
-    assert [a.kind for a in plan(state, _scan(), 3, "o")] == [Kind.POLL]
+    assert [a.kind for a in plan(state, _scan(), Rules(3), "o")] == [Kind.POLL]
 
 
 def _chunks(rows, size=500):
@@ -119,3 +119,55 @@ def test_the_same_lines_sent_again_get_a_new_shard_id():
     (first,) = build(_chunks(lines), 10, 10**9, None)
     (again,) = build(_chunks(lines), 10, 10**9, None, taken={first.id})
     assert again.id != first.id and again.requests == 1
+
+
+def _shard(name, status, **kw):
+    return Shard(id=name, requests=2, bytes=10, status=status, **kw)
+
+
+def test_plan_holds_back_what_has_no_job_slot_as_apply_does():
+    state = PipelineState(
+        pipeline="p",
+        shards={
+            "run": _shard("run", ShardStatus.SUBMITTED, job_name="batches/1", job_state="JOB_STATE_RUNNING"),
+            "old": _shard("old", ShardStatus.SUBMITTED, job_name="batches/2", job_state="JOB_STATE_RUNNING"),
+            "wait": _shard("wait", ShardStatus.PREPARED),
+        },
+    )
+    new = [ShardInfo("n1", 2, 10), ShardInfo("n2", 2, 10)]
+    actions = plan(state, _scan(new), Rules(3, max_jobs=2), "o")
+    by_shard = {a.shard: a for a in actions}
+    assert by_shard["wait"].kind is Kind.HOLD and "waits for a job slot" in by_shard["wait"].reason
+    assert by_shard["wait"].symbol == "="
+    assert all("waits for a job slot" in by_shard[n].reason for n in ("n1", "n2"))
+    # A superseded job gives its slot up: the waiting shard takes it, the new ones still wait.
+    superseded = Scan(requests=3, new_shards=new, digest="d1", output_exists=True, superseded=["old"])
+    by_shard = {a.shard: a for a in plan(state, superseded, Rules(3, max_jobs=2), "o")}
+    assert by_shard["old"].kind is Kind.CANCEL and by_shard["wait"].kind is Kind.UPLOAD
+    assert "waits" in by_shard["n1"].reason and "waits" in by_shard["n2"].reason
+    # No limit: nothing waits.
+    assert not any(a.kind is Kind.HOLD for a in plan(state, _scan(new), Rules(3), "o"))
+
+
+def test_plan_says_which_shards_go_inline_and_which_jobs_it_would_cancel_as_stuck():
+    new = [ShardInfo("small", 2, 10), ShardInfo("large", 2, 5000)]
+    reasons = [
+        a.reason for a in plan(PipelineState(pipeline="p"), _scan(new), Rules(3, inline_below=1000), "o")
+    ]
+    assert reasons[0].endswith("(10 bytes, inline)") and reasons[1].endswith("(5000 bytes)")
+    pending = _shard(
+        "s",
+        ShardStatus.SUBMITTED,
+        job_name="batches/1",
+        job_state="JOB_STATE_PENDING",
+        submitted_at="2026-12-01T00:00:00+00:00",
+    )
+    state = PipelineState(pipeline="p", shards={"s": pending})
+    then = 1796083200.0 + 100  # 2026-12-01T00:00:00Z, 100 s later
+    rules = Rules(3, pending_timeout=3600, now=then)
+    (poll,) = plan(state, _scan(), rules, "o")
+    assert "cancel" not in poll.reason
+    (poll,) = plan(state, _scan(), Rules(3, pending_timeout=3600, now=then + 3600), "o")
+    assert (
+        poll.kind is Kind.POLL and "cancel it if still pending (batch.pending_timeout: 3600 s)" in poll.reason
+    )

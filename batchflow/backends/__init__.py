@@ -3,7 +3,7 @@ batch prediction (vertex.py), behind one interface; the reconciler never learns 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
 
 from ..errors import RemoteError, SpecError
 from ..lazy import Lazy
@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from ..settings import Settings
     from ..spec.models import LoadedPipeline
     from ..spec.project import Stores
+    from .base import Backend
 
 
 class Backends:
@@ -21,20 +22,29 @@ class Backends:
     def __init__(self, settings: Settings, stores: Stores) -> None:
         self.settings = settings
         self.stores = stores
-        self._made: dict[tuple[str, str | None], Any] = {}
+        self._made: dict[tuple[str, str | None], Backend] = {}
 
-    def __call__(self, pipeline: LoadedPipeline):
-        kind = pipeline.spec.backend or self.settings.backend
+    def kind(self, pipeline: LoadedPipeline) -> str:
+        return pipeline.spec.backend or self.settings.backend
+
+    def takes_inline(self, pipeline: LoadedPipeline) -> bool:
+        """Whether the pipeline's backend takes requests in the create call, known without
+        making it (Vertex batch prediction reads Cloud Storage only)."""
+        return self.kind(pipeline) != "vertex"
+
+    def __call__(self, pipeline: LoadedPipeline) -> Backend:
+        kind = self.kind(pipeline)
         staging = staging_of(pipeline, self.stores) if kind == "vertex" else None
         # Made on first use: an apply that finds nothing to do (a finished pipeline, a poll
         # answered by the state) never imports the SDK, which costs most of a second.
-        return Lazy(lambda: self._make(kind, staging))
+        return cast("Backend", Lazy(lambda: self._make(kind, staging)))
 
-    def _make(self, kind: str, staging: str | None):
+    def _make(self, kind: str, staging: str | None) -> Backend:
         if (kind, staging) not in self._made:
             if kind == "vertex":
                 from .vertex import VertexBackend
 
+                assert staging is not None  # every vertex pipeline has one (staging_of)
                 self._made[kind, staging] = VertexBackend(self.settings, staging)
             else:
                 from .gemini import GeminiBackend
@@ -61,7 +71,7 @@ def staging_of(pipeline: LoadedPipeline, stores: Stores) -> str:
 _ASKED: set[str] = set()  # models the service was asked about in this process and knew
 
 
-def confirm_model(pipeline: LoadedPipeline, backend) -> None:
+def confirm_model(pipeline: LoadedPipeline, backend: Backend) -> None:
     """A model the catalog does not know may be newer than batchflow: ask the service (models.get)
     before anything is uploaded, and stop if it does not know the model either."""
     from ..spec.catalog import load_catalog
@@ -70,11 +80,8 @@ def confirm_model(pipeline: LoadedPipeline, backend) -> None:
     status = load_catalog().status(model)
     if status.kind != "unknown" or model in _ASKED:
         return
-    ask = getattr(backend, "get_model", None)  # Vertex's publisher models are not asked
-    if ask is None:
-        return
     try:
-        ask(model)
+        backend.get_model(model)
     except RemoteError as exc:
         if exc.code != 404:
             raise

@@ -11,7 +11,10 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from .base import Backend
 
 # Calls that cost money, lose work or change what another runner sees.
 SIDE_EFFECTS = frozenset(
@@ -34,10 +37,15 @@ SIDE_EFFECTS = frozenset(
 _STALL = os.environ.get("BATCHFLOW_TEST_STALL_BEFORE")
 
 
+def fence(backend: Backend, confirm: Callable[[], None]) -> Backend:
+    """`backend`, each of its side effects preceded by `confirm`."""
+    return cast("Backend", Fenced(backend, confirm))
+
+
 class Fenced:
     """Stands for `backend`; `confirm` raises when the lease is no longer this runner's."""
 
-    def __init__(self, backend: Any, confirm: Callable[[], None]) -> None:
+    def __init__(self, backend: Backend, confirm: Callable[[], None]) -> None:
         self._backend, self._confirm = backend, confirm
 
     def __getattr__(self, name: str):

@@ -10,13 +10,13 @@ import dataclasses
 import functools
 import importlib
 import importlib.util
+import io
 import json
 import os
 import warnings
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 from google import genai
 from google.genai import errors as genai_errors
@@ -25,7 +25,8 @@ from google.genai import types
 from ..errors import RemoteError
 from ..settings import Settings
 from ..state.atomic import atomic_open
-from ..state.store import JOB_ENDED, ErrorInfo
+from ..state.store import ErrorInfo
+from .base import Job
 
 # A create is never retried blindly: a lost answer may hide a job that exists.
 # The reconciler finds such a job by its display name instead.
@@ -37,19 +38,6 @@ T = TypeVar("T")
 _TRANSPORT_ERRORS = tuple(
     importlib.import_module(m).HTTPError for m in ("httpx", "httpx2") if importlib.util.find_spec(m)
 )
-
-
-@dataclass(frozen=True)
-class Job:
-    name: str
-    display_name: str | None
-    state: str  # JOB_STATE_*
-    result_file: str | None
-    error: ErrorInfo | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.state in JOB_ENDED
 
 
 def _remote(call: Callable[..., T]) -> Callable[..., T]:
@@ -115,8 +103,8 @@ class SdkBatches:
     @_remote
     def count_tokens(self, model: str, contents: list[dict]) -> int:
         """Input tokens of `contents` (REST form), as the API counts them."""
-        contents = [types.Content.model_validate(c) for c in contents]
-        return self.client.models.count_tokens(model=model, contents=contents).total_tokens or 0
+        parts = [types.Content.model_validate(c) for c in contents]
+        return self.client.models.count_tokens(model=model, contents=parts).total_tokens or 0
 
 
 class GeminiBackend(SdkBatches):
@@ -152,7 +140,7 @@ class GeminiBackend(SdkBatches):
             file=str(path),
             config=types.UploadFileConfig(display_name=display_name, mime_type="jsonl"),
         )
-        return file.name
+        return _named(file.name, "upload")
 
     @_remote
     def upload_file(self, path: Path, mime_type: str, display_name: str) -> tuple[str, str]:
@@ -160,7 +148,7 @@ class GeminiBackend(SdkBatches):
         file = self.client.files.upload(
             file=str(path), config=types.UploadFileConfig(display_name=display_name, mime_type=mime_type)
         )
-        return file.name, file.uri
+        return _named(file.name, "upload"), _named(file.uri, "upload")
 
     @_remote
     def create_cache(self, model: str, body: dict, ttl: float, display_name: str) -> str:
@@ -174,7 +162,7 @@ class GeminiBackend(SdkBatches):
             else None,
             tools=[types.Tool.model_validate(t) for t in body.get("tools", [])] or None,
         )
-        return self.client.caches.create(model=model, config=config).name
+        return _named(self.client.caches.create(model=model, config=config).name, "caches.create")
 
     @_remote
     def find_cache(self, display_name: str) -> str | None:
@@ -202,7 +190,7 @@ class GeminiBackend(SdkBatches):
         if not wanted:
             return []
         files = self.client.files.list(config=types.ListFilesConfig(page_size=100))
-        return [f.name for f in files if f.display_name in wanted]
+        return [f.name for f in files if f.name and f.display_name in wanted]
 
     @_remote
     def file_exists(self, name: str) -> bool:
@@ -211,11 +199,13 @@ class GeminiBackend(SdkBatches):
     @_remote
     def create(self, model: str, file_name: str, display_name: str, *, embed: bool = False) -> Job:
         if embed:
-            config = types.CreateEmbeddingsBatchJobConfig(display_name=display_name, http_options=_NO_RETRY)
+            embeddings = types.CreateEmbeddingsBatchJobConfig(
+                display_name=display_name, http_options=_NO_RETRY
+            )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the SDK marks batch embeddings experimental
                 job = self.client.batches.create_embeddings(
-                    model=model, src=types.EmbeddingsBatchJobSource(file_name=file_name), config=config
+                    model=model, src=types.EmbeddingsBatchJobSource(file_name=file_name), config=embeddings
                 )
         else:
             config = types.CreateBatchJobConfig(display_name=display_name, http_options=_NO_RETRY)
@@ -241,11 +231,11 @@ class GeminiBackend(SdkBatches):
         """Write an inline job's responses as result lines, like a result file's."""
         job = self.client.batches.get(name=name)
         with atomic_open(destination) as f:
-            for item in job.dest.inlined_responses or []:
-                line = {"key": (item.metadata or {}).get("key")}
+            for item in (job.dest.inlined_responses if job.dest else None) or []:
+                line: dict[str, Any] = {"key": (item.metadata or {}).get("key")}
                 if item.error is not None:
                     line["error"] = item.error.model_dump(mode="json", exclude_none=True)
-                else:
+                elif item.response is not None:
                     line["response"] = item.response.model_dump(mode="json", by_alias=True, exclude_none=True)
                 f.write(json.dumps(line, ensure_ascii=False).encode() + b"\n")
 
@@ -285,7 +275,7 @@ class GeminiBackend(SdkBatches):
     def download(self, file_name: str, destination: Path) -> None:
         """Stream a file to `destination`, which appears only once complete."""
         with atomic_open(destination) as f:
-            self.client.files.download(file=file_name, destination=f)
+            self.client.files.download(file=file_name, destination=cast(io.IOBase, f))
 
 
 def _present(call: Callable[[], object]) -> bool:
@@ -311,4 +301,18 @@ def _job(job: types.BatchJob) -> Job:
     state = job.state.name if job.state is not None else "JOB_STATE_UNSPECIFIED"
     dest = job.dest.file_name if job.dest is not None else None
     error = ErrorInfo.of(job.error.code, job.error.message) if job.error is not None else None
-    return Job(name=job.name, display_name=job.display_name, state=state, result_file=dest, error=error)
+    return Job(
+        name=_named(job.name, "batches"),
+        display_name=job.display_name,
+        state=state,
+        result_file=dest,
+        error=error,
+    )
+
+
+def _named(value: str | None, call: str) -> str:
+    """A name the service must give back (of a file, job or cache); an answer without one is its
+    failure, not ours to carry on with."""
+    if not value:
+        raise RemoteError(f"{call}: the service answered without a name", transient=True)
+    return value

@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
 import fsspec
 from google import genai
@@ -24,7 +25,8 @@ from ..output.columns import ERROR_FIELDS
 from ..settings import Settings
 from ..state.atomic import atomic_open
 from ..state.store import ErrorInfo
-from .gemini import _NO_RETRY, Job, SdkBatches, _remote
+from .base import Job
+from .gemini import _NO_RETRY, SdkBatches, _named, _remote
 
 KEY_LABEL = "batchflow-key"  # the request hash, carried through the job in the request's labels
 # The Developer API's embedding options, as Vertex's `embed_content_config` names them.
@@ -153,10 +155,29 @@ class VertexBackend(SdkBatches):
 
     # ------------------------------------------------------------ what Vertex batch does not take
 
-    def create_cache(self, model, body, ttl, display_name):
-        raise RemoteError("backend vertex: batch prediction takes no context cache")
+    # The spec checks refuse a cache and inline jobs on Vertex; these say so if one gets here.
 
-    keep_cache = find_cache = delete_cache = create_cache
+    def create_cache(self, model: str, body: dict[str, Any], ttl: float, display_name: str) -> str:
+        raise _no_cache()
+
+    def find_cache(self, display_name: str) -> str | None:
+        raise _no_cache()
+
+    def keep_cache(self, name: str, ttl: float) -> bool:
+        raise _no_cache()
+
+    def delete_cache(self, name: str) -> None:
+        raise _no_cache()
+
+    def create_inline(self, model: str, requests: list[tuple[str, dict]], display_name: str) -> Job:
+        raise RemoteError("backend vertex: batch prediction reads its requests from Cloud Storage only")
+
+    def download_inline(self, name: str, destination: Path) -> None:
+        raise RemoteError("backend vertex: batch prediction writes its results to Cloud Storage only")
+
+
+def _no_cache() -> RemoteError:
+    return RemoteError("backend vertex: batch prediction takes no context cache")
 
 
 def _job(job: types.BatchJob) -> Job:
@@ -164,7 +185,7 @@ def _job(job: types.BatchJob) -> Job:
     folder = job.output_info.gcs_output_directory if job.output_info is not None else None
     error = ErrorInfo.of(job.error.code, job.error.message) if job.error is not None else None
     return Job(
-        name=job.name,
+        name=_named(job.name, "batchPredictionJobs"),
         display_name=job.display_name,
         state=_STATES.get(state, state),
         result_file=folder,

@@ -259,7 +259,7 @@ def generate(
         {
             **content,
             "parts": [
-                {"file": file_content(_file_uri(part))} if _file_uri(part) else part
+                {"file": file_content(uri)} if (uri := _file_uri(part)) else part
                 for part in content.get("parts") or []
             ],
         }
@@ -373,9 +373,10 @@ def _function_call(
     mentioned = [
         d for d in choices if d["name"].lower() in lowered or d["name"].lower().replace("_", " ") in lowered
     ]
-    chosen = (mentioned or (choices if mode == "ANY" else []) or [None])[0]
-    if chosen is None:
+    found = mentioned or (choices if mode == "ANY" else [])
+    if not found:
         return None
+    chosen = found[0]
     schema = (
         chosen.get("parameters") or chosen.get("parametersJsonSchema") or chosen.get("parameters_json_schema")
     )

@@ -184,7 +184,7 @@ class Store:
         self.gcs = None
         self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="batchflow-emulator-")
         self.persistent = data_dir is not None
-        self.root = Path(data_dir) if data_dir else Path(self._tmp.name)
+        self.root = Path(data_dir or self._tmp.name)  # type: ignore[union-attr]  # one of the two
         (self.root / "files").mkdir(parents=True, exist_ok=True)
         (self.root / "uploads").mkdir(parents=True, exist_ok=True)
         self.faults = faults or Faults()
@@ -590,9 +590,11 @@ class Store:
     ) -> Job:
         count = size = 0
         if input_file is not None or vertex is not None:
-            path = (
-                vertex["input"] if vertex else self.blob(self.get_file(input_file.removeprefix("files/")).id)
-            )
+            if vertex:
+                path = vertex["input"]
+            else:
+                assert input_file is not None
+                path = self.blob(self.get_file(input_file.removeprefix("files/")).id)
             with open(path, "rb") as f:
                 for line in f:
                     if line.strip():
@@ -722,6 +724,7 @@ class Store:
             ]
             return
         out_id = f"batch-{job.id}"
+        assert job.input_file is not None  # neither Vertex nor inline: a file job
         digest = hashlib.sha256()
         size = 0
         with open(self.blob(out_id), "wb") as dst:

@@ -114,6 +114,7 @@ def run(store: Store, job: Job, limit: int | None) -> None:
     in the shape Vertex writes: a status string, the time, the request echoed, the response.
     Embedding rows also echo their line's `key`, which the docs name for mapping outputs back to
     inputs (the rest of their shape is unconfirmed: they follow the generate rows)."""
+    assert job.vertex is not None
     prefix = job.vertex["outputConfig"]["gcsDestination"]["outputUriPrefix"].rstrip("/")
     folder = f"{prefix}/prediction-model-{_stamp(job.created, 6)}"
     with gcs(store).open(f"{folder}/predictions.jsonl", "wb") as out:
@@ -133,6 +134,7 @@ def run(store: Store, job: Job, limit: int | None) -> None:
 def resource(job: Job) -> dict[str, Any]:
     """A BatchPredictionJob resource."""
     v = job.vertex
+    assert v is not None
     state = _STATES.get(job.state, "JOB_STATE_PENDING")
     if job.cancelled_at is not None and job.state not in ("BATCH_STATE_CANCELLED",) and not job.ended:
         state = "JOB_STATE_CANCELLING"

@@ -235,6 +235,7 @@ class ResultFields:
             err = result["error"] or {}
             return {"error": {k: err.get(k) for k in ERROR_FIELDS}}
         response = result.get("response") or {}
+        out: dict[str, Any]
         if self.embed:
             out = {"response": response} if self.response else {}
             out["embedding"] = (response.get("embedding") or {}).get("values", [])
@@ -251,7 +252,11 @@ class ResultFields:
             return out
         first = candidates[0] if candidates else {}
         parts = (first.get("content") or {}).get("parts") or []
-        out = {"text": _text(parts), "finish_reason": first.get("finishReason"), "usage": _usage(response)}
+        out = {
+            "text": _text(parts),
+            "finish_reason": first.get("finishReason"),
+            "usage": _usage(response),
+        }
         if self.structured:
             with contextlib.suppress(ValueError):
                 out["json"] = json.loads(out["text"])

@@ -53,7 +53,7 @@ class RowForm:
     columns_out: tuple[str, ...] | None = None  # the output's rows by column, these (Sink.columns)
 
 
-def keyed(rendered: Iterator[Rendered]) -> Iterator[Keyed]:
+def keyed(rendered: Iterable[Rendered]) -> Iterator[Keyed]:
     return ((r.key, r.hash, r.record.data) for r in rendered)
 
 
@@ -68,16 +68,14 @@ class ResultReader:
         self._file: IO[bytes] | None = None
 
     def get(self, shard: str, offset: int) -> dict[str, Any]:
-        self._seek(shard, offset)
-        return self._loads(self._file.readline())
+        return self._loads(self._seek(shard, offset).readline())
 
     def run(self, shard: str, offset: int, hashes: list[str]) -> Iterator[dict[str, Any]]:
         """The result lines from `offset` on, as long as each is that of the next of `hashes`
         (a result line's key is its request's hash): read in turn, where `get` seeks to each.
         Given one at a time, to be done with before the next: results held at once were most
         of the garbage collector's work."""
-        self._seek(shard, offset)
-        lines = iter(self._file)
+        lines = iter(self._seek(shard, offset))
         for digest in hashes:
             line = next(lines, b"")
             while line and not line.strip():  # blank lines, which indexing skips as well
@@ -89,11 +87,12 @@ class ResultReader:
                 return
             yield result
 
-    def _seek(self, shard: str, offset: int) -> None:
-        if shard != self._shard:
+    def _seek(self, shard: str, offset: int) -> IO[bytes]:
+        if shard != self._shard or self._file is None:
             self.close()
             self._file, self._shard = open(self.path_of(shard), "rb"), shard
         self._file.seek(offset)
+        return self._file
 
     def close(self) -> None:
         if self._file is not None:
@@ -150,14 +149,15 @@ class Joiner:
         else:
             out, err = [row for _, _, row in rows], []
         count = len(out)
+        rows_out: bytes | list[dict[str, Any]] | dict[str, list[Any]]
         if (names := self.form.columns_out) is not None:  # each row a tuple of their values (_add)
             values = list(map(list, zip(*out, strict=True))) or [[] for _ in names]
-            out = dict(zip(names, values, strict=True))
+            rows_out = dict(zip(names, values, strict=True))
             for name, kind in self._arrow.items():
-                out[name] = kind(out[name])
+                rows_out[name] = kind(rows_out[name])
         else:
-            out = _joined(out)
-        return JoinedBatch(out, count, _joined(err), len(err), len(errors), errors[:FAILED_KEYS_KEPT])
+            rows_out = _joined(out)
+        return JoinedBatch(rows_out, count, _joined(err), len(err), len(errors), errors[:FAILED_KEYS_KEPT])
 
     def join(self, chunk: list[Keyed]) -> list[JoinedRow]:
         out: list[JoinedRow] = []
@@ -217,7 +217,7 @@ class Joiner:
         self.reader.close()
 
 
-def _row_encoder() -> Callable[[dict[str, Any]], str]:
+def _row_encoder() -> Callable[[Any], str]:
     """json.dumps(row, ensure_ascii=False), made once: the C encoder json.dumps builds anew
     for every call, without the check for circular references a row never needs. That work
     around the encoding was a third of encoding a row. (orjson would be faster still, but

@@ -58,7 +58,7 @@ class Sink:
         self._file = file
         self._csv: csv.DictWriter | None = None
         self._text: io.TextIOWrapper | None = None
-        self._parquet = None
+        self._parquet: Any = None  # a pyarrow ParquetWriter, made with the first row group
         self._types: dict[str, Any] = {}
         # Parquet rows not written yet: as columns (`columns`), each in pieces (lists of values,
         # or Arrow arrays), else as dicts
@@ -96,9 +96,10 @@ class Sink:
                     self._text, fieldnames=self.layout.csv_header(), extrasaction="ignore"
                 )
                 self._csv.writeheader()
+            assert isinstance(row, dict)  # lines come only for JSONL
             self._csv.writerow(_flatten(row))
 
-    def write_many(self, rows: bytes | list[dict[str, Any]] | dict[str, list[Any]], count: int) -> None:
+    def write_many(self, rows: bytes | list[Any] | dict[str, list[Any]], count: int) -> None:
         """`count` rows: dicts, for JSONL their lines as one bytes object, or for Parquet a
         list of values per column (`columns`)."""
         if isinstance(rows, bytes):
@@ -107,6 +108,7 @@ class Sink:
         elif self.format == "parquet":
             self.count += count
             if self.columns is None:
+                assert isinstance(rows, list)  # by dicts: the join gives what `columns` asks
                 self._batch.extend(rows)
             else:
                 for name, pieces in self._columns.items():
@@ -115,6 +117,7 @@ class Sink:
             while self._pending >= PARQUET_BATCH:  # row groups of PARQUET_BATCH rows
                 self._write_parquet(PARQUET_BATCH)
         else:
+            assert isinstance(rows, list)
             for row in rows:
                 self.write(row)
 
@@ -169,7 +172,8 @@ class Sink:
             with _one_type(self.uri, name):
                 kind = pa.array(first[name]).type
             fields.append(pa.field(name, pa.string() if pa.types.is_null(kind) else kind))
-        fields += [pa.field(c.name, c.arrow(self.layout.spec)) for c in self.layout.columns]
+        spec = self.layout.spec
+        fields += [pa.field(c.name, c.arrow(spec)) for c in self.layout.columns if spec is not None]
         return pa.schema(fields)
 
     def _for_parquet(self, row: dict[str, Any]) -> dict[str, Any]:

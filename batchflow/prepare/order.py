@@ -31,7 +31,7 @@ def find(folder: Path, inputs: str) -> Path | None:
 
 
 @contextlib.contextmanager
-def recording(folder: Path, inputs: str) -> Iterator[Callable[[Sequence[str], Sequence[str]], None]]:
+def recording(folder: Path, inputs: str) -> Iterator[Callable[[Sequence[str], Sequence[str]], object]]:
     """Give each chunk's (keys, hashes) to the function this yields; the file appears when the
     block ends without error, replacing the order files of other inputs."""
     path = folder / FOLDER / f"{inputs}.jsonl"

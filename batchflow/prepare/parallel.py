@@ -301,7 +301,7 @@ def _in_order(
             try:
                 for batch in _batches(paths):
                     keyed_by = () if cursor is None else (cursor.take(len(batch[3])),)
-                    if keyed_by and len(keyed_by[0][0]) < len(batch[3]):
+                    if cursor is not None and keyed_by and len(keyed_by[0][0]) < len(batch[3]):
                         raise order.StaleOrder(cursor.path)
                     pending.append(pool.submit(_do_batch, *batch, *keyed_by))
                     if len(pending) >= 2 * workers + 2:  # bounded: memory does not grow with the source
@@ -425,7 +425,7 @@ def _do_batch(
     assert renderer is not None
     datas = jsonl_batch(lines)
     plain = renderer.render_plain(datas) if datas is not None else None
-    if plain is not None:  # else record by record, which finds the same or the batch's error
+    if plain is not None and datas is not None:  # else record by record, which finds the same
         if _joiner is not None:
             keys, hashes, _ = plain
             return path, _joiner.batch(zip(keys, hashes, datas, strict=True)), {}, None

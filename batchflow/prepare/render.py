@@ -28,7 +28,7 @@ TEMPLATES = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 # are swapped for the real names when a shard is uploaded (see `resolve_line`).
 FILE_PLACEHOLDER = "batchflow://file/"
 CACHE_PLACEHOLDER = "batchflow://cache/"
-_TOOLS = {
+_TOOLS: dict[str, dict[str, Any]] = {
     "google_search": {"googleSearch": {}},
     "url_context": {"urlContext": {}},
     "code_execution": {"codeExecution": {}},
@@ -104,6 +104,7 @@ class Files:
 def cache_parts(pipeline: LoadedPipeline, files: Files) -> dict[str, Any]:
     """The cache's content (REST form); its digest names the cache in requests."""
     cache = pipeline.spec.cache
+    assert cache is not None
     body: dict[str, Any] = {}
     parts = [{"text": t} for t in cache.contents] + [files.part(f) for f in cache.files]
     if parts:
@@ -126,7 +127,7 @@ def resolve_line(line: str, names: dict[str, str]) -> str:
 
 def tools_wire(tools: list) -> list[dict[str, Any]]:
     """The spec's `tools` as the API's Tool objects."""
-    out = []
+    out: list[dict[str, Any]] = []
     for tool in tools:
         if isinstance(tool, str):
             out.append(_TOOLS[tool])
@@ -274,7 +275,7 @@ class Renderer:
         self.files = files or Files(pipeline.path.parent)
         self.cache: dict[str, Any] | None = None
         self._order: list[tuple[str, str]] | None = None  # (field, its JSON name and colon), sorted
-        self._plain: tuple | bool | None = None  # render_plain's layout; False: not plain
+        self._plain: tuple | None = None  # render_plain's layout; (): not plain
         if spec.embed is not None:
             self._content = self._compile(spec.embed.content, "embed.content")
             self._title = self._compile(spec.embed.title, "embed.title")
@@ -288,6 +289,7 @@ class Renderer:
             }
             return
         request = spec.request
+        assert request is not None  # a spec has request or embed
         self._system = self._compile(request.system, "request.system")
         if isinstance(self._system, _Constant):  # the same for every record
             self._fixed["systemInstruction"] = {"parts": [{"text": self._system.text}]}
@@ -391,8 +393,8 @@ class Renderer:
         one, then finds the same or raises its error. A worker's 300k records, parsing included:
         2.7-3.1 s of CPU this way, 3.7-3.9 s record by record."""
         if self._plain is None:
-            self._plain = self._plain_layout() or False
-        if self._plain is False or not set(map(type, datas)) <= {dict}:
+            self._plain = self._plain_layout() or ()
+        if not self._plain or not set(map(type, datas)) <= {dict}:
             return None
         key_format, key_names, key_field, texts, segments = self._plain
         one = len(texts) == 1

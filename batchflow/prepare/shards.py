@@ -119,6 +119,7 @@ class ShardBuilder:
                 os.fsync(f.fileno())
                 f.close()
             (_, shard_tmp), (_, keys_tmp) = self._files
+            assert self.folder is not None  # files are written only with a folder
             # The keys first: a shard is never without them.
             os.replace(keys_tmp, self.folder / f"{info.id}{KEYS_SUFFIX}")
             os.replace(shard_tmp, self.folder / f"{info.id}.jsonl")
@@ -152,8 +153,8 @@ def shard_rows(path: Path) -> Iterator[tuple[str, str | None]]:
         pass
     try:
         with open(path, "rb") as f:
-            for line in f:
-                yield json.loads(line)["key"], None
+            for raw in f:
+                yield json.loads(raw)["key"], None
     except FileNotFoundError:
         raise StateError(f"shard file {path} is missing from the state store") from None
 

@@ -13,14 +13,13 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import fsspec
 
 from ..backends import confirm_model
-from ..backends.fenced import Fenced
+from ..backends.fenced import fence
 from ..errors import BatchflowError, BudgetError, OutputError, RemoteError, SourceError, StateError
 from ..output.join import FAILED_KEYS_KEPT, RowForm
 from ..output.sinks import Layout, check_writable, open_sink, output_format
@@ -36,11 +35,11 @@ from ..state.store import (
     ANSWERED,
     Blob,
     CacheRecord,
-    LocalStore,
     OutputRecord,
     PipelineState,
     Shard,
     ShardStatus,
+    StateStore,
     now,
     state_word,
 )
@@ -48,6 +47,7 @@ from .progress import Reporter
 from .reconcile import (
     Action,
     Kind,
+    Rules,
     Scan,
     cache_title,
     check_shrink,
@@ -55,7 +55,6 @@ from .reconcile import (
     file_title,
     inputs_fingerprint,
     next_action,
-    occupies_slot,
     output_uris,
     plan,
     policy_breach,
@@ -67,7 +66,7 @@ from .reconcile import (
 from .review import budget_breach, estimate
 
 if TYPE_CHECKING:  # the SDK is imported only by commands that call the API
-    from ..backends.gemini import GeminiBackend, Job
+    from ..backends.base import Backend, Job
 
 _FILE_REF = re.compile(re.escape(FILE_PLACEHOLDER) + r"([0-9a-f]{64})")
 
@@ -105,8 +104,8 @@ class Applier:
     def __init__(
         self,
         pipeline: LoadedPipeline,
-        store: LocalStore,
-        backend: GeminiBackend,
+        store: StateStore,
+        backend: Backend,
         report: Report,
         *,
         allow_shrink: bool = False,
@@ -120,16 +119,17 @@ class Applier:
         self.progress = progress or Reporter()
         self.prices = prices or load_prices()
         self.max_usd = max_usd  # overrides budget.max_usd
-        self.max_concurrent_jobs = max_concurrent_jobs  # overrides batch.max_concurrent_jobs
         self.retry_errors = retry_errors
         self.retried = False  # the retry round was raised (once per `apply --retry-errors`)
         self.quota_refused = False  # a create was answered 429 this round: create no more
         self.p = pipeline
         self.store = store
         # Every call that makes or removes something on the service first confirms the lease.
-        self.backend = Fenced(backend, functools.partial(store.confirm, pipeline.name))
+        self.backend = fence(backend, functools.partial(store.confirm, pipeline.name))
         self.report = report
         self.attempts = pipeline.spec.retry.attempts
+        # The backend's takes_inline is asked where a shard is made, not here: asking makes it.
+        self.rules = Rules.of(pipeline, max_concurrent_jobs=max_concurrent_jobs)
         self.embed = pipeline.spec.embed is not None
 
     def run(self) -> Outcome:
@@ -182,7 +182,7 @@ class Applier:
                         requests=info.requests,
                         bytes=info.bytes,
                         model=self.p.spec.model,
-                        inline=self.backend.takes_inline and info.bytes < self.p.spec.batch.inline_below,
+                        inline=self.backend.takes_inline and self.rules.inline(info.bytes),
                         updated_at=now(),
                     )
                     outcome.actions += 1
@@ -205,7 +205,7 @@ class Applier:
                         state.scan_memo = fresh.memo
                         self.store.save(state)
                     break
-            for action in plan(state, fresh, self.attempts, self.p.spec.output.uri):
+            for action in plan(state, fresh, self.rules, self.p.spec.output.uri):
                 if action.kind is Kind.OUTPUT:
                     self._write_output(state, fresh, action)
                     outcome.actions += 1
@@ -250,7 +250,7 @@ class Applier:
 
     def _advance(self, state: PipelineState, shard: Shard, outcome: Outcome) -> None:
         while (action := next_action(shard, self.attempts)) is not None:
-            if shard.status is ShardStatus.PREPARED and not self._slot_free(state):
+            if shard.status is ShardStatus.PREPARED and self.rules.slots_free(state) == 0:
                 outcome.waiting.append(f"shard {shard.id[:8]} (waiting for a job slot)")
                 return  # started once a running job ends (batch.max_concurrent_jobs)
             outcome.actions += 1
@@ -288,6 +288,7 @@ class Applier:
                         self._say(action, f"adopted {job.name}")
                     self._record_job(state, shard, job, submitted_at=shard.submitted_at or now())
                 case Kind.POLL:
+                    assert shard.job_name is not None  # polled only once created
                     job = self.backend.get(shard.job_name)
                     changed = job.state != shard.job_state
                     self._record_job(state, shard, job)
@@ -305,6 +306,7 @@ class Applier:
                 case Kind.DOWNLOAD:
                     path = self.store.result_path(self.p.name, shard.id)
                     if shard.inline:
+                        assert shard.job_name is not None
                         self.backend.download_inline(shard.job_name, path)
                     elif shard.result_file:
                         self.backend.download(shard.result_file, path)
@@ -348,6 +350,7 @@ class Applier:
             return self.backend.create_inline(
                 self.p.spec.model, [(x["key"], x["request"]) for x in lines], name
             )
+        assert shard.file_name is not None  # created only once uploaded
         try:
             return self.backend.create(self.p.spec.model, shard.file_name, name, embed=self.embed)
         except RemoteError as exc:
@@ -362,10 +365,6 @@ class Applier:
                 self._save(state, shard, status=ShardStatus.CREATING, file_name=uploaded)
                 return self.backend.create(self.p.spec.model, uploaded, name, embed=self.embed)
             raise
-
-    def _slot_free(self, state: PipelineState) -> bool:
-        limit = self.max_concurrent_jobs or self.p.spec.batch.max_concurrent_jobs
-        return limit is None or sum(occupies_slot(sh) for sh in state.shards.values()) < limit
 
     def _upload_shard(self, state: PipelineState, shard: Shard) -> str:
         """Upload a shard's input file, with the names of its files and cache filled in."""
@@ -385,7 +384,7 @@ class Applier:
         if "batchflow://" not in text:
             return text
         names = self._file_names(state, set(_FILE_REF.findall(text)))
-        if CACHE_PLACEHOLDER in text:
+        if CACHE_PLACEHOLDER in text and state.cache is not None:
             names[CACHE_PLACEHOLDER + state.cache.digest] = self._cache_name(state, names)
         return "".join(resolve_line(line, names) for line in text.splitlines(True))
 
@@ -406,11 +405,14 @@ class Applier:
                         )
                     self._say(Action(Kind.UPLOAD, None, ""), f"uploaded {blob.path} as {blob.name}")
                 self.store.save(state)
+            assert blob.uri is not None
             names[FILE_PLACEHOLDER + digest] = blob.uri
         return names
 
     def _cache_name(self, state: PipelineState, names: dict[str, str]) -> str:
-        cache, ttl = state.cache, self.p.spec.cache.ttl
+        cache, spec = state.cache, self.p.spec.cache
+        assert cache is not None and spec is not None  # only a pipeline with a cache names one
+        ttl = spec.ttl
         if cache.name is not None and self.backend.keep_cache(cache.name, ttl):
             return cache.name
         title = cache_title(self.p.name, state)
@@ -429,13 +431,14 @@ class Applier:
     def _keep_cache(self, state: PipelineState) -> None:
         """Jobs still wait: push the cache's expiry out so their requests still find it."""
         if state.cache is not None and state.cache.name is not None:
+            assert self.p.spec.cache is not None
             self.backend.keep_cache(state.cache.name, self.p.spec.cache.ttl)
 
     def _supersede(self, state: PipelineState, shard: Shard) -> None:
         """None of the shard's requests is wanted now: stop its job before it spends more (what it
         finished is still downloaded: paid for already), or make sure it is never sent."""
         done = "dropped it before it was sent"
-        if shard.status is ShardStatus.SUBMITTED:
+        if shard.status is ShardStatus.SUBMITTED and shard.job_name is not None:
             try:
                 self.backend.cancel(shard.job_name)
             except RemoteError as exc:
@@ -448,11 +451,9 @@ class Applier:
     def _cancel_if_stuck(self, state: PipelineState, shard: Shard, job: Job) -> None:
         """A job the service has left pending past batch.pending_timeout is cancelled: once the
         cancel lands, its requests (none answered) are sent again in a new job."""
-        timeout = self.p.spec.batch.pending_timeout
-        if job.state != "JOB_STATE_PENDING" or shard.cancelled_pending or not shard.submitted_at:
+        if not self.rules.stuck(shard, job.state):
             return
-        if time.time() - datetime.fromisoformat(shard.submitted_at).timestamp() < timeout:
-            return
+        timeout = self.rules.pending_timeout
         self.backend.cancel(job.name)
         self._save(state, shard, cancelled_pending=True)
         self._say(
@@ -492,7 +493,8 @@ class Applier:
         layout = Layout.of(spec)
         out_uri = self.p.resolve(spec.output.uri)
         out_format = output_format(out_uri, spec.output.format)
-        errors, failed_keys = 0, []
+        assert out_format is not None  # validate refuses an output whose format it cannot tell
+        errors, failed_keys = 0, list[str]()
         try:
             with contextlib.ExitStack() as stack:
                 out = stack.enter_context(open_sink(out_uri, out_format, layout))
@@ -547,7 +549,7 @@ class Applier:
 def apply_all(
     pipelines: list[LoadedPipeline],
     stores: Stores,
-    backends: Callable[[LoadedPipeline], GeminiBackend],
+    backends: Callable[[LoadedPipeline], Backend],
     report: Report,
     *,
     wait: bool = False,

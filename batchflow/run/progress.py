@@ -10,8 +10,12 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 JobStats = tuple[int, int]  # requests done, requests in all
 
@@ -20,7 +24,11 @@ class Reporter:
     """Receives progress; the base class ignores it."""
 
     jobs = False  # whether jobs' request counts are wanted (they cost an API call)
-    active = False  # whether a live display is on the terminal now
+
+    @property
+    def active(self) -> bool:
+        """Whether a live display is on the terminal now."""
+        return False
 
     def render(self, pipeline: str, count: int, total: int | None, finished: bool = False) -> None:
         pass
@@ -104,10 +112,10 @@ class LiveReporter(Reporter):
             console=console,
             transient=True,
         )
-        self.tasks: dict[str, int] = {}
+        self.tasks: dict[str, TaskID] = {}
         self.started: dict[str, float] = {}
 
-    def _task(self, key: str, description: str, total: int | None) -> int:
+    def _task(self, key: str, description: str, total: int | None) -> TaskID:
         if not self.tasks:
             self.bars.start()
         if key not in self.tasks:

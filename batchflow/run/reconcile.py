@@ -1,8 +1,10 @@
 """Reconciling, the deciding half: what a pipeline needs, from its spec, its source and its state.
 
 `scan` reads the desired side (spec + source, and which requests the state
-already covers); `next_action` and `plan` are pure functions of that scan and
-the state. `apply.py` takes the actions.
+already covers); `next_action` and `plan` are pure functions of that scan, the
+state and the `Rules` (job slots, inline, pending timeout, the time). `act.py`
+takes the actions, asking the same `Rules`, so `plan` shows what `apply` does now,
+and what it holds back and why.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import functools
 import hashlib
 import itertools
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
@@ -37,12 +41,12 @@ from ..state.index import RequestIndex
 from ..state.store import (
     ANSWERED,
     JOB_ENDED,
-    LocalStore,
     OutputRecord,
     PipelineState,
     ScanMemo,
     Shard,
     ShardStatus,
+    StateStore,
     state_word,
 )
 
@@ -61,9 +65,64 @@ class Kind(StrEnum):
     DOWNLOAD = "download"
     RETRY = "retry"  # the job failed: submit the same shard again
     OUTPUT = "output"
+    HOLD = "hold"  # a step apply will not take now (no job slot): not a change
 
 
-_SYMBOL = {Kind.SUBMIT: "+", Kind.OUTPUT: "+", Kind.RETRY: "~", Kind.CANCEL: "-"}
+_SYMBOL = {Kind.SUBMIT: "+", Kind.OUTPUT: "+", Kind.RETRY: "~", Kind.CANCEL: "-", Kind.HOLD: "="}
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What decides a pipeline's next steps besides its state and its scan: its settings, the
+    apply's options, what its backend takes, and the time. `plan` and the applier both ask
+    these, so that `plan` shows what `apply` does now."""
+
+    attempts: int
+    max_jobs: int | None = None  # batch.max_concurrent_jobs, or --max-concurrent-jobs over it
+    inline_below: int = 0  # bytes; 0 where the backend takes no inline requests (Vertex)
+    pending_timeout: float | None = None  # seconds a job may stay pending before it is cancelled
+    now: float | None = None  # the time decisions are made at; None: the clock's, when asked
+
+    @classmethod
+    def of(
+        cls,
+        pipeline: LoadedPipeline,
+        *,
+        max_concurrent_jobs: int | None = None,
+        takes_inline: bool = True,
+        now: float | None = None,
+    ) -> Rules:
+        spec = pipeline.spec
+        return cls(
+            attempts=spec.retry.attempts,
+            max_jobs=max_concurrent_jobs or spec.batch.max_concurrent_jobs,
+            inline_below=spec.batch.inline_below if takes_inline else 0,
+            pending_timeout=spec.batch.pending_timeout,
+            now=now,
+        )
+
+    def inline(self, size: int) -> bool:
+        """Whether a new shard of `size` bytes travels in the create call instead of a file."""
+        return size < self.inline_below
+
+    def slots_free(self, state: PipelineState) -> int | None:
+        """Jobs that may start now under max_jobs (None: no limit)."""
+        if self.max_jobs is None:
+            return None
+        return max(0, self.max_jobs - sum(occupies_slot(sh) for sh in state.shards.values()))
+
+    def stuck(self, shard: Shard, job_state: str | None) -> bool:
+        """Whether a job pending since its create has waited past pending_timeout (and was not
+        cancelled for it already): apply cancels it, and its requests go in a new job."""
+        if job_state != "JOB_STATE_PENDING" or shard.cancelled_pending or not shard.submitted_at:
+            return False
+        if self.pending_timeout is None:
+            return False
+        now = time.time() if self.now is None else self.now
+        return now - datetime.fromisoformat(shard.submitted_at).timestamp() >= self.pending_timeout
+
+    def held(self) -> str:
+        return f"waits for a job slot ({self.max_jobs} at work: batch.max_concurrent_jobs)"
 
 
 @dataclass(frozen=True)
@@ -106,6 +165,7 @@ def display_name(pipeline: str, shard: Shard, lineage: str | None = None) -> str
 def cache_title(pipeline: str, state: PipelineState) -> str:
     """Deterministic, like job names: a run killed between the create and the state write finds
     its cache instead of paying for a second one."""
+    assert state.cache is not None
     return _service_name(pipeline, state.lineage, state.cache.digest[:12])
 
 
@@ -153,7 +213,8 @@ def next_action(shard: Shard, attempts: int) -> Action | None:
         case s.PREPARED if shard.inline:
             return Action(Kind.CREATE, shard.id, f"create batch job with {shard.requests} inline requests")
         case s.PREPARED:
-            return Action(Kind.UPLOAD, shard.id, f"upload input ({shard.requests} requests)")
+            count = f"{shard.requests} {plural(shard.requests, 'request')}"
+            return Action(Kind.UPLOAD, shard.id, f"upload input ({count})")
         case s.UPLOADED:
             return Action(Kind.CREATE, shard.id, "create batch job")
         case s.CREATING:
@@ -192,7 +253,9 @@ def is_live(shard: Shard, attempts: int, round: int) -> bool:
 
 def policy_breach(pipeline: LoadedPipeline, output: OutputRecord | None) -> str | None:
     """How the output's failed requests break the pipeline's errors policy; None if they do not."""
-    why = output and pipeline.spec.errors.exceeded(output.errors, output.records)
+    if output is None:
+        return None
+    why = pipeline.spec.errors.exceeded(output.errors, output.records)
     return f"{output.errors} of {output.records} requests failed ({why})" if why else None
 
 
@@ -239,22 +302,43 @@ def output_reason(state: PipelineState, scan: Scan) -> str | None:
     return None
 
 
-def plan(state: PipelineState, scan: Scan, attempts: int, output_uri: str) -> list[Action]:
-    """Every action apply would take now, in order. Pure: no I/O."""
-    actions = [
-        Action(
-            Kind.SUBMIT,
-            info.id,
-            f"submit {info.requests} new {plural(info.requests, 'request')} ({info.bytes} bytes)",
-        )
-        for info in scan.new_shards
-    ]
+def plan(state: PipelineState, scan: Scan, rules: Rules, output_uri: str) -> list[Action]:
+    """Every action apply would take now, in order, and those it holds back (Kind.HOLD), as
+    it decides them: superseded shards give up their job slots first, then the shards there
+    were take the free ones in turn, then the new shards. Pure: no I/O."""
     superseded = set(scan.superseded)
-    actions += [
-        a
-        for shard in state.shards.values()
-        if (a := superseded_action(shard) if shard.id in superseded else next_action(shard, attempts))
-    ]
+    free = rules.slots_free(state)
+    if free is not None:
+        free += sum(occupies_slot(state.shards[s]) for s in superseded)
+
+    def starts() -> bool:
+        nonlocal free
+        if free is None:
+            return True
+        free -= 1
+        return free >= 0
+
+    actions: list[Action] = []
+    for shard in state.shards.values():
+        if shard.id in superseded:
+            actions.append(superseded_action(shard))
+        elif (action := next_action(shard, rules.attempts)) is not None:
+            if shard.status is ShardStatus.PREPARED and not starts():
+                action = Action(Kind.HOLD, shard.id, f"{action.reason}: {rules.held()}")
+            elif shard.quota_refused_at and shard.status in (ShardStatus.PREPARED, ShardStatus.UPLOADED):
+                reason = f"{action.reason} (the last try was refused for quota)"
+                action = Action(action.kind, shard.id, reason)
+            elif action.kind is Kind.POLL and rules.stuck(shard, shard.job_state):
+                timeout = f"{rules.pending_timeout:g} s"
+                reason = f"{action.reason}; cancel it if still pending (batch.pending_timeout: {timeout})"
+                action = Action(Kind.POLL, shard.id, reason)
+            actions.append(action)
+    new = []
+    for info in scan.new_shards:
+        inline = ", inline" if rules.inline(info.bytes) else ""
+        reason = f"submit {info.requests} new {plural(info.requests, 'request')} ({info.bytes} bytes{inline})"
+        new.append(Action(Kind.SUBMIT, info.id, reason if starts() else f"{reason}; {rules.held()}"))
+    actions = new + actions
     if not actions and (why := output_reason(state, scan)):
         actions.append(Action(Kind.OUTPUT, None, f"write {scan.requests} records to {output_uri} ({why})"))
     return actions
@@ -272,7 +356,7 @@ def records(pipeline: LoadedPipeline) -> Iterator[Record]:
 def scan(
     pipeline: LoadedPipeline,
     state: PipelineState,
-    store: LocalStore,
+    store: StateStore,
     index: RequestIndex,
     *,
     write: bool,
@@ -305,7 +389,7 @@ def scan(
     # covered as they were then; only the digest, which covers the settings, is new.
     settled = memo is not None and (memo.requested, memo.results, memo.round) == (requested, results, round)
     memo_of = functools.partial(ScanMemo, inputs=inputs, requested=requested, results=results, round=round)
-    if settled:
+    if settled and memo is not None:
         used = live - set(memo.superseded)  # as the memo's scan found them
     if known is not None and (found := _rescan(pipeline, known, index, live, round, progress, settled, used)):
         requests, digest_hex = found
@@ -363,7 +447,7 @@ def scan(
             spec.batch.max_bytes,
             folder / "shards" if write else None,
             taken=set(state.shards),
-            on_seal=(lambda info, rows: add_shard(info.id, rows)) if write else None,
+            on_seal=(lambda info, rows: add_shard(info.id, rows)) if write else None,  # type: ignore[misc]
         )
         if count == 0:
             raise empty_source(pipeline)
@@ -394,7 +478,9 @@ def input_limit(pipeline: LoadedPipeline, renderer: Renderer) -> int | None:
 
 def over_input_limit(pipeline: LoadedPipeline, key: str, tokens: int, limit: int) -> str:
     """Why a request of `tokens` (estimated) is refused, when `input_limit` said `limit`."""
-    model_limit = load_catalog().answering(pipeline.spec.model)[1].input_tokens
+    found = load_catalog().answering(pipeline.spec.model)
+    model_limit = found[1].input_tokens if found else None
+    assert model_limit is not None  # as input_limit found it
     cached = f" (and {model_limit - limit:,} in the cache)" if model_limit > limit else ""
     return (
         f"record {key!r}: request: ~{tokens:,} input tokens{cached}, over the {model_limit:,} that "
@@ -426,17 +512,17 @@ def _first_error(
             for i, line in enumerate(batch.lines)
             if len(line) + 1 > limit and batch.hashes[i] not in covered
         )
-        if (i := next(big, None)) is not None:
-            size = len(batch.lines[i]) + 1
-            message = f"record {batch.keys[i]!r}: its request is {size} bytes, over batch.max_bytes"
-            errors.append((i, SourceError(message, uri=batch.uris[i], line=batch.numbers[i])))
+        if (first := next(big, None)) is not None:
+            size = len(batch.lines[first]) + 1
+            message = f"record {batch.keys[first]!r}: its request is {size} bytes, over batch.max_bytes"
+            errors.append((first, SourceError(message, uri=batch.uris[first], line=batch.numbers[first])))
     if token_limit is not None and max(batch.estimates) > token_limit:
         long = (
             i for i, n in enumerate(batch.estimates) if n > token_limit and batch.hashes[i] not in covered
         )
-        if (i := next(long, None)) is not None:
-            message = over_input_limit(pipeline, batch.keys[i], batch.estimates[i], token_limit)
-            errors.append((i, SourceError(message, uri=batch.uris[i], line=batch.numbers[i])))
+        if (first := next(long, None)) is not None:
+            message = over_input_limit(pipeline, batch.keys[first], batch.estimates[first], token_limit)
+            errors.append((first, SourceError(message, uri=batch.uris[first], line=batch.numbers[first])))
     return min(errors, key=lambda error: error[0])[1] if errors else None
 
 

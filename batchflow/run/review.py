@@ -23,10 +23,10 @@ from ..state.store import PipelineState, ShardStatus
 from .reconcile import Action, Scan, policy_breach
 
 if TYPE_CHECKING:  # the SDK is imported only by commands that call the API
-    from ..backends.gemini import GeminiBackend
+    from ..backends.base import Backend
 
 ASSUMED_OUTPUT_TOKENS = 500  # per answer, before any answer was seen and without max_output_tokens
-PLAN_FORMAT = "batchflow-plan"
+PLAN_FORMAT: Literal["batchflow-plan"] = "batchflow-plan"
 
 
 class Estimate(BaseModel):
@@ -103,7 +103,7 @@ class Plan(BaseModel):
 
     @property
     def changes(self) -> int:
-        return sum(len(p.actions) for p in self.pipelines)
+        return sum(a.kind != "hold" for p in self.pipelines for a in p.actions)
 
 
 def fingerprint(p: LoadedPipeline, scan: Scan, state: PipelineState) -> Fingerprint:
@@ -160,7 +160,8 @@ def superseded_cost(
         requests += shard.requests
         tokens = Tokens(input=shard.bytes // CHARS_PER_TOKEN, output=shard.requests * per_answer)
         costs.append(prices.cost(shard.model or p.spec.model, tokens))
-    return requests, None if None in costs else sum(costs)
+    known = [cost for cost in costs if cost is not None]
+    return requests, sum(known) if len(known) == len(costs) else None
 
 
 def budget_limit(p: LoadedPipeline, max_usd: float | None) -> float | None:
@@ -222,7 +223,7 @@ def count_sample(
     pp: PipelinePlan,
     p: LoadedPipeline,
     scan: Scan,
-    backend: GeminiBackend,
+    backend: Backend,
     prices: PriceTable,
     max_usd: float | None,
 ) -> None:
@@ -232,6 +233,7 @@ def count_sample(
     and so are file parts (their placeholders mean nothing to the service yet), by the
     service's rules. The cached tokens stay the local count of the cache's text and files."""
     est = pp.estimate
+    assert est is not None  # the caller counts only what it estimated
     counted = 0
     for line in scan.sample:
         request = json.loads(line)["request"]
@@ -348,7 +350,7 @@ def markdown(plan: Plan) -> str:
             notes.append(f"**over budget:** {pp.budget_message}")
         if pp.failed:
             notes.append(f"**failed requests:** {pp.failed}")
-        changes = "—" if pp.error else str(len(pp.actions))
+        changes = "—" if pp.error else str(sum(a.kind != "hold" for a in pp.actions))
         numbers = f"{est.requests:,} | {est.input_tokens:,} | {usd(est.usd)}" if est else "0 | 0 | —"
         rows.append(f"| `{pp.pipeline}` | {changes} | {numbers} | {'; '.join(notes)} |")
     rows += [f"| — | — | — | — | — | **error:** {problem} |" for problem in plan.unloaded]

@@ -6,19 +6,19 @@ import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..backends.fenced import Fenced
+from ..backends.fenced import fence
 from ..spec.models import LoadedPipeline
 from ..spec.project import Stores
 from ..state.store import JOB_ENDED, ShardStatus
 from .reconcile import cache_title, display_name, file_title
 
 if TYPE_CHECKING:
-    from ..backends.gemini import GeminiBackend
+    from ..backends.base import Backend
 
 Say = Callable[[str, str], None]
 
 
-Backends = Callable[[LoadedPipeline], "GeminiBackend"]
+Backends = Callable[[LoadedPipeline], "Backend"]
 
 
 def cancel(pipelines: list[LoadedPipeline], stores: Stores, backends: Backends, say: Say) -> int:
@@ -27,11 +27,15 @@ def cancel(pipelines: list[LoadedPipeline], stores: Stores, backends: Backends, 
     count = 0
     for p in pipelines:
         own = stores.of(p)
-        backend = Fenced(backends(p), functools.partial(own.confirm, p.name))
+        backend = fence(backends(p), functools.partial(own.confirm, p.name))
         with own.lock(p.name):
             state = own.load(p.name)
             for shard in state.shards.values():
-                if shard.status is ShardStatus.SUBMITTED and shard.job_state not in JOB_ENDED:
+                if (
+                    shard.job_name
+                    and shard.status is ShardStatus.SUBMITTED
+                    and shard.job_state not in JOB_ENDED
+                ):
                     backend.cancel(shard.job_name)
                     say(p.name, f"cancelled {shard.job_name}")
                     count += 1
@@ -44,7 +48,7 @@ def destroy(pipelines: list[LoadedPipeline], stores: Stores, backends: Backends,
     apply made but never named in the state is found as apply finds it: by its display name."""
     for p in pipelines:
         own = stores.of(p)
-        backend = Fenced(backends(p), functools.partial(own.confirm, p.name))
+        backend = fence(backends(p), functools.partial(own.confirm, p.name))
         with own.lock(p.name):
             state = own.load(p.name)
             files: list[str] = []
@@ -73,9 +77,9 @@ def destroy(pipelines: list[LoadedPipeline], stores: Stores, backends: Backends,
                 backend.delete_file(name)
                 say(p.name, f"deleted file {name}")
             if state.cache is not None:
-                name = state.cache.name or backend.find_cache(cache_title(p.name, state))
-                if name:
-                    backend.delete_cache(name)
-                    say(p.name, f"deleted cache {name}")
+                cache = state.cache.name or backend.find_cache(cache_title(p.name, state))
+                if cache:
+                    backend.delete_cache(cache)
+                    say(p.name, f"deleted cache {cache}")
         own.forget(p.name)
         say(p.name, "removed its state")

@@ -120,7 +120,7 @@ class Catalog(_Data):
         status = self.status(name, on)
         if status.kind == "routed" and status.target in self.models:
             return status.target, self.models[status.target]
-        if status.kind in ("unknown", "shut down"):
+        if status.kind in ("unknown", "shut down") or status.model is None:
             return None
         return status.name, status.model
 

@@ -249,7 +249,7 @@ def _openapi_problems(schema: Any, where: Loc) -> Iterator[tuple[Loc, str]]:
         yield where + ("enum",), "enum must be a non-empty list"
 
 
-def template_fields(spec: Pipeline) -> Iterator[tuple[Loc, str]]:
+def template_fields(spec: Pipeline) -> Iterator[tuple[Loc, str | None]]:
     """Every template in the spec, with where it is."""
     yield ("source", "key"), spec.source.key
     if spec.request is not None:
@@ -285,7 +285,9 @@ def _templates(doc: Document, spec: Pipeline, file: Path) -> list[SpecError]:
         optional = _optional_names(ast)
         for name in sorted(meta.find_undeclared_variables(ast) - optional):
             used.setdefault(name, loc)
-    columns = [(("output", "columns", i), c) for i, c in enumerate(spec.output.columns)]
+    columns: list[tuple[Loc, str]] = [
+        (("output", "columns", i), c) for i, c in enumerate(spec.output.columns)
+    ]
     if spec.source.csv:  # a typed column that is not in the file is a typo
         columns += [(("source", "csv", "types", c), c) for c in spec.source.csv.types]
     uri = spec.source.uri

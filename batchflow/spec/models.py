@@ -68,7 +68,7 @@ FinishReason = Literal[
     "MISSING_THOUGHT_SIGNATURE",
 ]
 # Answers that carry no usable text: errors unless the spec says otherwise.
-DEFAULT_ERROR_FINISH_REASONS = (
+DEFAULT_ERROR_FINISH_REASONS: tuple[FinishReason, ...] = (
     "SAFETY",
     "RECITATION",
     "BLOCKLIST",

@@ -24,7 +24,7 @@ from pathlib import Path
 from pydantic import Field, ValidationError
 
 from ..errors import SpecError, SpecErrors, StateError
-from ..state.store import LocalStore, RemoteStore, open_store
+from ..state.store import RemoteStore, StateStore, open_store
 from .models import PROJECT_FILES, LoadedPipeline, _Model
 from .yamlsource import load_documents
 
@@ -93,7 +93,7 @@ class Stores:
     ) -> None:
         self.explicit = _resolve(Path.cwd(), explicit) if explicit else None
         self.lock_ttl, self.lock_timeout = lock_ttl, lock_timeout
-        self._open: dict[str, LocalStore] = {}
+        self._open: dict[str, StateStore] = {}
         self._project_states: dict[Path, str | None] = {}
 
     def location(self, pipeline: LoadedPipeline) -> str:
@@ -110,10 +110,10 @@ class Stores:
         if spec_folder not in self._project_states:
             found = find_project(spec_folder)
             state = found[1].state if found is not None else None
-            self._project_states[spec_folder] = _resolve(found[0].parent, state) if state else None
+            self._project_states[spec_folder] = _resolve(found[0].parent, state) if found and state else None
         return self._project_states[spec_folder]
 
-    def of(self, pipeline: LoadedPipeline) -> LocalStore:
+    def of(self, pipeline: LoadedPipeline) -> StateStore:
         location = self.location(pipeline)
         if location not in self._open:
             store = open_store(location)
@@ -130,7 +130,7 @@ class Stores:
             or self._project_state(pipeline.path.resolve().parent) is not None
         )
 
-    def checked(self, pipeline: LoadedPipeline, *, applying: bool = False) -> LocalStore:
+    def checked(self, pipeline: LoadedPipeline, *, applying: bool = False) -> StateStore:
         """The pipeline's store, refused when it is empty for the pipeline while another
         store it may have used before holds its state (plan and apply); and, for an apply in
         CI, when nobody named it."""

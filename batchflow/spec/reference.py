@@ -85,7 +85,7 @@ def _type(prop: dict[str, Any], defs: dict[str, Any]) -> tuple[str, list[str]]:
         pattern = prop.get("pattern", "")
         return ("duration" if "dhms" in pattern else "size"), []
     return {"string": "text", "integer": "integer", "number": "number", "boolean": "true/false"}.get(
-        kind, "any"
+        str(kind), "any"
     ), []
 
 
@@ -110,7 +110,7 @@ def update(readme: Path) -> bool:
         (COLUMNS_START, COLUMNS_END, reference_table() + "\n"),
     ):
         block = f"{start}\n\n{body}\n{end}"
-        new = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _, b=block: b, new, flags=re.S)
+        new = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, new, flags=re.S)  # noqa: B023
     if new != text:
         readme.write_text(new, encoding="utf-8")
     return new != text

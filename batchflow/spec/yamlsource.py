@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,7 +84,7 @@ def _mark(m: yaml.Mark) -> Mark:
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def load_documents(text: str, file: str, env: dict[str, str] | None = None) -> Iterator[Document]:
+def load_documents(text: str, file: str, env: Mapping[str, str] | None = None) -> Iterator[Document]:
     """Parse every `---` document of `text`; `${VAR}` and `${VAR:-default}` read `env`."""
     env = os.environ if env is None else env
     if "\t" in text:
@@ -152,7 +152,7 @@ def _build(loader, node: yaml.Node, loc: Loc, doc: Document, env) -> Any:
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_build(loader, item, loc + (i,), doc, env) for i, item in enumerate(node.value)]
-    if node.style in ("|", ">"):
+    if isinstance(node, yaml.ScalarNode) and node.style in ("|", ">"):
         doc.block.add(loc)
     value = loader.construct_object(node, deep=True)
     if isinstance(value, str) and "$" in value:

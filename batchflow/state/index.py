@@ -225,8 +225,8 @@ class RequestIndex:
         service refused (a blocked prompt, or a finish reason in `refusals`: the pipeline's
         errors.finish_reasons) is indexed as an error, so `--retry-errors` sends it again."""
         usage = {"prompt": 0, "output": 0, "cached": 0}
-        retries: list[tuple[str, str, int, int]] = []
-        final: list[tuple[str, str, int, str, int]] = []
+        retries: list[tuple[str | None, str, int, int]] = []  # a line with no key: None
+        final: list[tuple[str | None, str, int, str, int]] = []
         with self._transaction():
             first = not self.db.execute("SELECT 1 FROM indexed WHERE shard = ?", (shard,)).fetchone()
             offset = lines = 0

@@ -18,9 +18,11 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import Protocol
 
 import fsspec
 from pydantic import BaseModel, ValidationError, field_validator
@@ -188,6 +190,38 @@ class PipelineState(BaseModel):
 
 def new_lineage() -> str:
     return uuid.uuid4().hex[:8]
+
+
+class StateStore(Protocol):
+    """Where pipelines' states live: a local folder (`LocalStore`) or a bucket (`RemoteStore`,
+    through a local mirror). Shards, results and the index are files in `folder`; a remote
+    store uploads them with `save` and `fetch`es them on demand."""
+
+    root: Path
+    lock_ttl: float
+    lock_timeout: float
+
+    def folder(self, pipeline: str) -> Path: ...
+    def shard_path(self, pipeline: str, shard_id: str) -> Path: ...
+    def result_path(self, pipeline: str, shard_id: str) -> Path: ...
+    def index_path(self, pipeline: str) -> Path: ...
+    def index(self, pipeline: str, *, readonly: bool = False) -> RequestIndex: ...
+    def fetch(self, path: Path) -> Path:
+        """The local copy of a file of the store (a remote one is downloaded if missing)."""
+        ...
+
+    def load(self, pipeline: str) -> PipelineState: ...
+    def save(self, state: PipelineState) -> None:
+        """Write the state, refused (LockedError) when this runner's lease was taken over."""
+        ...
+
+    def confirm(self, pipeline: str) -> None:
+        """Renew the lease now, fenced: raises when it is no longer this runner's."""
+        ...
+
+    def lock(self, pipeline: str, say: Callable[[str], None] = ...) -> AbstractContextManager[None]: ...
+    def unlock(self, pipeline: str) -> bool: ...
+    def forget(self, pipeline: str) -> None: ...
 
 
 class LocalStore:
@@ -390,9 +424,9 @@ class RemoteStore(LocalStore):
         try:
             if path.exists():
                 self.fs.put_file(str(path), self._remote(pipeline, "index", name))
-            elif self._synced.get(pipeline):  # never opened, so unchanged: the same snapshot
+            elif synced := self._synced.get(pipeline):  # never opened, so unchanged: the same snapshot
                 self.fs.copy(
-                    self._remote(pipeline, "index", self._synced[pipeline]),
+                    self._remote(pipeline, "index", synced),
                     self._remote(pipeline, "index", name),
                 )
         except FileNotFoundError:
@@ -440,12 +474,12 @@ def _named_files(state: PipelineState) -> set[str]:
     return names
 
 
-def open_store(location: str) -> LocalStore:
+def open_store(location: str) -> StateStore:
     """The state store at a folder or a gs:// / s3:// URL."""
     return RemoteStore(location) if "://" in location else LocalStore(location)
 
 
-def rebuild_index(store: LocalStore, state: PipelineState) -> None:
+def rebuild_index(store: StateStore, state: PipelineState) -> None:
     """The request index from the keys (or shard) and result files the state names."""
     name = state.pipeline
     with contextlib.closing(RequestIndex(store.index_path(name))) as index:
