@@ -19,16 +19,16 @@ demo: install
 	bash scripts/demo.sh
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto
 
 lint: install
-	$(BIN)/ruff check batchflow tests bench
-	$(BIN)/ruff format --check batchflow tests bench
+	$(BIN)/ruff check batchflow tests bench docs/examples
+	$(BIN)/ruff format --check batchflow tests bench docs/examples
 	$(BIN)/mypy
 
 schema: install
 	$(BIN)/batchflow schema --output schemas/pipeline.schema.json
-	$(BIN)/python -m batchflow.spec.reference README.md
+	$(BIN)/python -m batchflow.spec.reference docs/spec.md
 
 # Compiled first, as pip compiles an installed package: start-up is then measured as users
 # have it, also where PYTHONDONTWRITEBYTECODE keeps Python from caching what it compiles.

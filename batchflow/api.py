@@ -88,6 +88,23 @@ class ApplyResult:
     def ok(self) -> bool:
         return not (self.problems or self.errors or self.failed)
 
+    def raise_for_errors(self) -> ApplyResult:
+        """Raise unless `ok`, as an orchestrator's task should fail: the error itself when one
+        pipeline stopped (a BudgetError, LockedError, RemoteError, SourceError...), a
+        PolicyError when failed requests break an errors policy, else a BatchflowError naming
+        every problem. Returns the result when it is ok."""
+        from .errors import PolicyError
+
+        stopped = [o.exception for o in self.outcomes if o.exception is not None]
+        if len(stopped) == 1 and not (self.problems or self.failed):
+            raise stopped[0]
+        if self.failed and not (self.problems or self.errors):
+            raise PolicyError("; ".join(f"{p}: {why}" for p, why in self.failed.items()))
+        if not self.ok:
+            problems = [*self.problems, *(f"{p}: {e}" for p, e in {**self.errors, **self.failed}.items())]
+            raise BatchflowError("; ".join(problems))
+        return self
+
 
 @dataclass
 class Project:

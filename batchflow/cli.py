@@ -50,7 +50,7 @@ StateOpt = Annotated[
 ]
 
 
-# Exit codes, as documented in the README: terraform's, plus one for failed requests.
+# Exit codes, as documented in the README (Commands): terraform's, plus one for failed requests.
 EXIT_ERROR = 1
 EXIT_CHANGES = 2  # plan --detailed-exitcode: changes are pending
 EXIT_FAILED_REQUESTS = 3  # apply finished, but more requests failed than the errors policy tolerates

@@ -76,6 +76,10 @@ class BudgetError(BatchflowError):
     """The requests an apply would send are estimated to cost more than its budget."""
 
 
+class PolicyError(BatchflowError):
+    """More requests failed for good than a pipeline's errors policy tolerates (`apply` exits 3)."""
+
+
 class RemoteError(BatchflowError):
     """The Gemini API (or the emulator) refused or failed a call."""
 

@@ -52,7 +52,10 @@ def test_a_budget_and_an_unknown_target_from_python(client, emulator_env, tmp_pa
     assert project.plan(max_usd=0.000001).pipelines[0].over_budget
     refused = project.apply(max_usd=0.000001)
     assert not refused.ok and "over the budget" in refused.errors["library"]
+    with pytest.raises(batchflow.BudgetError, match="over the budget"):  # caught by its kind
+        refused.raise_for_errors()
     assert list(client.batches.list()) == []
+    assert project.apply(wait=True).raise_for_errors().ok
 
 
 def test_status_from_python(client, emulator_env, tmp_path):

@@ -190,7 +190,7 @@ def test_retry_errors_sends_blocked_prompts_and_safety_stops_again(
     cli, client, emulator, emulator_env, tmp_path
 ):
     """A blocked prompt or an answer stopped for safety is an error row; the service may answer
-    it when asked again, so --retry-errors sends it again, as the README says."""
+    it when asked again, so --retry-errors sends it again, as docs/running.md says."""
     _project(tmp_path, 12)
     _faults(emulator, prompt_block_rate=0.3, safety_stop_rate=0.3, seed=1)
     assert cli("apply", "--wait").code == 3

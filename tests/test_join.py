@@ -45,7 +45,9 @@ def _write(tmp_path, index: RequestIndex, shard: str, lines: list, round: int = 
     index.add_results(shard, path, round=round)
 
 
-def _rows(tmp_path, index: RequestIndex, records: list, unreplaced: frozenset[str], form: RowForm) -> list:
+def _rows(
+    tmp_path, index: RequestIndex, records: list, unreplaced: frozenset[str], form: RowForm, one_step=True
+) -> list:
     failed = {
         "f": Shard(
             id="f",
@@ -57,6 +59,8 @@ def _rows(tmp_path, index: RequestIndex, records: list, unreplaced: frozenset[st
         )
     }
     joiner = Joiner(SPEC, index, lambda shard: tmp_path / f"{shard}.jsonl", failed, form, unreplaced)
+    if not one_step:  # the reference: every row made field by field (ResultFields), then encoded
+        joiner.line = None
     try:
         return [(b.out, b.err, b.errors, b.failed_keys) for b in joiner.batches(iter(records))]
     finally:
@@ -115,6 +119,8 @@ def test_results_read_in_turn_give_the_rows_looked_up_one_by_one(tmp_path, monke
     looked_up.clear()
     assert fast == _rows(tmp_path, index, records, frozenset(), form)
     assert sum(looked_up) == len(records)
+    # The rows made in one step (AnswerLine, AnswerRow) are those made field by field.
+    assert fast == _rows(tmp_path, index, records, frozenset(), form, one_step=False)
     index.close()
 
 

@@ -534,8 +534,8 @@ def test_committed_schema_is_current():
     assert committed.read_text() == schema_text(), "run `make schema` and commit the result"
 
 
-def test_readme_reference_is_current():
+def test_the_spec_guide_reference_is_current():
     from batchflow.spec.reference import markdown, section_of
 
-    readme = Path(__file__).resolve().parent.parent / "README.md"
+    readme = Path(__file__).resolve().parent.parent / "docs/spec.md"
     assert section_of(readme).strip() == markdown().strip(), "run `make schema` and commit the result"

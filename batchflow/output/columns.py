@@ -1,5 +1,5 @@
 """The output's columns, defined once: which a pipeline has, what each holds, its Parquet type,
-and the README's column table (`make schema` writes it from `COLUMNS`).
+and the column table in docs/spec.md (`make schema` writes it from `COLUMNS`).
 
 A pipeline's columns follow from its spec alone, so every row of an output, and every format,
 has the same ones: `key`, the kept source `columns`, then those of `COLUMNS` that apply.
@@ -166,7 +166,7 @@ def columns_for(spec: Pipeline) -> list[Column]:
 
 
 def reference_table() -> str:
-    """The README's table of output columns."""
+    """The table of output columns in docs/spec.md."""
     rows = ["| column | when | holds |", "| --- | --- | --- |"]
     rows += [f"| `{c.name}` | {c.when} | {c.holds} |" for c in COLUMNS]
     return "\n".join(rows)

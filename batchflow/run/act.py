@@ -96,6 +96,7 @@ class Outcome:
     done: bool = False
     failed: str | None = None  # once done: how failed requests break the errors policy, if they do
     error: str | None = None  # why the pipeline stopped: its state, source, outputs or the API
+    exception: Exception | None = field(default=None, repr=False)  # the error itself, to catch by kind
 
 
 class Applier:
@@ -601,7 +602,7 @@ def apply_all(
                         warned[p.name] = type(exc)
                     continue
                 # This pipeline stops here; the others go on, and the run exits 1 at the end.
-                total.error, total.done = str(exc), True
+                total.error, total.exception, total.done = str(exc), exc, True
                 continue
             finally:
                 if applier is not None and applier.retried:

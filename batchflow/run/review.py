@@ -1,7 +1,7 @@
 """What `plan` shows a reviewer, as data: each pipeline's actions, what it would send and cost,
 what a change pays for again; rendered as text, JSON or markdown, and saved for `apply FILE`.
 
-The field names of `Plan` (and so of `plan --json`) are documented in the README and stable.
+The field names of `Plan` (and so of `plan --json`) are documented in docs/running.md and stable.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What requests cost: the price table shipped as data, local token estimates, and the arithmetic.
 
-Estimates are deliberately simple and documented (README, "What it costs"): about four
+Estimates are deliberately simple and documented (docs/running.md, "What it costs"): about four
 characters a token of the request as sent, and each file it or the cache names counted by the
 service's rules (tokens.py: text by its size, images by tiles, PDFs by pages, audio and video
 by seconds). `plan --count-tokens` corrects the text part with the API's countTokens.

@@ -1,9 +1,9 @@
-"""The spec reference and the output columns in the README, generated from the models (and
+"""The spec reference and the output columns in docs/spec.md, generated from the models (and
 columns.COLUMNS) so that they cannot drift.
 
-    python -m batchflow.spec.reference README.md    # rewrite the section between the markers
+    python -m batchflow.spec.reference docs/spec.md    # rewrite the section between the markers
 
-A test fails when the README's section differs from what this module generates.
+A test fails when the guide's section differs from what this module generates.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ COLUMNS_END = "<!-- output-columns:end -->"
 
 
 def update(readme: Path) -> bool:
-    """Rewrite the README's generated sections (spec reference, output columns); True if changed."""
+    """Rewrite the guide's generated sections (spec reference, output columns); True if changed."""
     from ..output.columns import reference_table
 
     text = readme.read_text(encoding="utf-8")
@@ -122,4 +122,4 @@ def section_of(readme: Path) -> str:
 
 
 if __name__ == "__main__":
-    update(Path(sys.argv[1] if len(sys.argv) > 1 else "README.md"))
+    update(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/spec.md"))
