@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -98,13 +98,25 @@ class Terminated(BaseException):
 
 
 _MAIN_PID = os.getpid()
+_RECEIVED: list[int] = []  # the signals this process was sent
 
 
-def _terminate(signum, frame) -> None:
+def _on_signal(signum, frame) -> None:
     if os.getpid() != _MAIN_PID:  # a forked worker: ended as it would be without the handler
+        if signum == signal.SIGINT:
+            signal.default_int_handler(signum, frame)
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
+    _RECEIVED.append(signum)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
     raise Terminated
+
+
+def _interrupted(fn, sigterm: bool) -> NoReturn:
+    signal_name = "SIGTERM" if sigterm else "SIGINT"
+    err.print(f"interrupted ({signal_name}): {_INTERRUPTED.get(fn.__name__, 'nothing was lost')}")
+    raise typer.Exit(143 if sigterm else 130)
 
 
 # What an interrupted command leaves, for its user: a stopped apply's jobs go on being paid for.
@@ -122,17 +134,18 @@ def command(name: str | None = None):
         def wrapper(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
-            except SpecErrors as exc:
-                for e in exc.errors:
-                    err.print(str(e))
-            except BatchflowError as exc:
-                err.print(f"error: {exc}")
-            except OSError as exc:  # a file or folder that cannot be read or written: one line, no traceback
-                err.print(f"error: {exc}")
             except (KeyboardInterrupt, Terminated) as exc:
-                signal_name = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
-                err.print(f"interrupted ({signal_name}): {_INTERRUPTED.get(fn.__name__, 'nothing was lost')}")
-                raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
+                _interrupted(fn, sigterm=isinstance(exc, Terminated))
+            except Exception as exc:
+                if _RECEIVED:  # the interrupt came out wrapped in a library's own error (pydantic's)
+                    _interrupted(fn, sigterm=_RECEIVED[-1] == signal.SIGTERM)
+                if isinstance(exc, SpecErrors):
+                    for e in exc.errors:
+                        err.print(str(e))
+                elif isinstance(exc, BatchflowError | OSError):  # OSError: a file not to be read or written
+                    err.print(f"error: {exc}")
+                else:
+                    raise
             raise typer.Exit(EXIT_ERROR)
 
         app.command(name)(wrapper)
@@ -719,5 +732,6 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def main() -> None:
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
     sys.exit(run())

@@ -264,3 +264,23 @@ def test_an_interrupted_apply_says_its_jobs_go_on_and_a_rerun_resumes(
     emulator.store.clock.set_speed(3600)
     apply_again({**os.environ, **emulator_env})
     assert len(list(client.batches.list())) == 2  # resumed, not sent again
+
+
+def test_an_interrupt_a_library_wrapped_in_its_own_error_still_exits_as_an_interrupt(
+    cli, emulator_env, tmp_path, monkeypatch
+):
+    """SIGINT landing inside pydantic's serializer comes out as a PydanticSerializationError
+    (a ValueError): it is still an interrupt, with its exit code and no traceback."""
+    import batchflow.api
+    import batchflow.cli
+
+    _project(tmp_path, 1)
+
+    def interrupted_while_serializing(self):
+        batchflow.cli._RECEIVED.append(signal.SIGINT)
+        raise ValueError("Error serializing to JSON: KeyboardInterrupt: ")
+
+    monkeypatch.setattr(batchflow.api.Project, "status", interrupted_while_serializing)
+    monkeypatch.setattr(batchflow.cli, "_RECEIVED", [])
+    done = cli("status")
+    assert done.code == 130 and done.err.startswith("interrupted (SIGINT): nothing was lost")

@@ -9,10 +9,13 @@ from ..errors import RemoteError, SpecError
 from ..lazy import Lazy
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..settings import Settings
     from ..spec.models import LoadedPipeline
     from ..spec.project import Stores
-    from .base import Backend
+    from .base import Backend, Job
+    from .rest import JobReader
 
 
 class Backends:
@@ -36,8 +39,11 @@ class Backends:
         kind = self.kind(pipeline)
         staging = staging_of(pipeline, self.stores) if kind == "vertex" else None
         # Made on first use: an apply that finds nothing to do (a finished pipeline, a poll
-        # answered by the state) never imports the SDK, which costs most of a second.
-        return cast("Backend", Lazy(lambda: self._make(kind, staging)))
+        # answered by the state) never imports the SDK, which costs most of a second; and a
+        # Developer API job is read over plain HTTP, so a poll of jobs at work does not either.
+        if kind == "vertex":
+            return cast("Backend", Lazy(lambda: self._make(kind, staging)))
+        return cast("Backend", _ReadsJobsOverHttp(lambda: self._make(kind, staging), self.settings))
 
     def _make(self, kind: str, staging: str | None) -> Backend:
         if (kind, staging) not in self._made:
@@ -51,6 +57,28 @@ class Backends:
 
                 self._made[kind, staging] = GeminiBackend(self.settings)
         return self._made[kind, staging]
+
+
+class _ReadsJobsOverHttp(Lazy):
+    """The Developer API backend, made when first needed, except for reading a job."""
+
+    def __init__(self, make: Callable[[], Backend], settings: Settings) -> None:
+        super().__init__(make)
+        self._settings = settings
+        self._jobs: JobReader | None = None
+
+    def get(self, name: str) -> Job:
+        return self._reader().get(name)
+
+    def stats(self, name: str) -> tuple[int, int] | None:
+        return self._reader().stats(name)
+
+    def _reader(self) -> JobReader:
+        if self._jobs is None:
+            from .rest import JobReader
+
+            self._jobs = JobReader(self._settings)
+        return self._jobs
 
 
 def staging_of(pipeline: LoadedPipeline, stores: Stores) -> str:

@@ -6,7 +6,6 @@ google-genai types.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import importlib
 import importlib.util
@@ -27,6 +26,7 @@ from ..settings import Settings
 from ..state.atomic import atomic_open
 from ..state.store import ErrorInfo
 from .base import Job
+from .rest import JobReader, api_key, refused
 
 # A create is never retried blindly: a lost answer may hide a job that exists.
 # The reconciler finds such a job by its display name instead.
@@ -46,17 +46,13 @@ def _remote(call: Callable[..., T]) -> Callable[..., T]:
         try:
             return call(self, *args, **kwargs)
         except genai_errors.APIError as exc:
-            code = exc.code or 0
-            if self.placeholder_key and code in (400, 401, 403) and "API key" in (exc.message or ""):
-                raise RemoteError(
-                    f"no API key is set, and {self.base_url} wants one: set GEMINI_API_KEY "
-                    "(for an emulator started with --api-key, that key)",
-                    code=code,
-                ) from None
-            raise RemoteError(
-                f"{call.__name__}: {exc.code} {exc.status or ''}: {exc.message or ''}".replace("  ", " "),
-                code=code,
-                transient=code in (408, 429) or code >= 500,
+            raise refused(
+                call.__name__,
+                exc.code or 0,
+                exc.status or "",
+                exc.message or "",
+                base_url=self.base_url,
+                placeholder=self.placeholder_key,
             ) from None
         except _TRANSPORT_ERRORS as exc:
             raise RemoteError(
@@ -119,14 +115,8 @@ class GeminiBackend(SdkBatches):
         self.base_url = (
             settings.api_base_url or os.environ.get("GOOGLE_GEMINI_BASE_URL") or "the default endpoint"
         )
-        key = settings.api_key.get_secret_value() if settings.api_key else None
-        self.placeholder_key = not key
-        if not key:
-            if not settings.api_base_url:
-                raise RemoteError(
-                    "no API key: set GEMINI_API_KEY, or BATCHFLOW_API_BASE_URL to use the emulator"
-                )
-            key = "batchflow-emulator"  # an emulator started without --api-key takes any key
+        key, self.placeholder_key = api_key(settings)
+        self.jobs = JobReader(settings)  # reading a job needs no SDK: see rest.py
         # Idempotent calls are retried by the SDK on 408/429/5xx with exponential backoff.
         retry = types.HttpRetryOptions(attempts=settings.http_attempts, initial_delay=1.0, max_delay=30.0)
         options = types.HttpOptions(retry_options=retry)
@@ -240,32 +230,18 @@ class GeminiBackend(SdkBatches):
                 f.write(json.dumps(line, ensure_ascii=False).encode() + b"\n")
 
     def _read(self, batch_job: types.BatchJob) -> Job:
-        """A failed job with the service's reason. The SDK drops the operation's `error` in
-        Developer mode (see the protocol notes), so it is read from the raw answer."""
+        """A failed job with the service's reason, which the SDK drops in Developer mode (see
+        docs/protocol.md): read again from the raw operation."""
         job = _job(batch_job)
         if job.state != "JOB_STATE_FAILED" or job.error is not None:
             return job
-        try:
-            answer = self.client._api_client.request("get", job.name, {}, None)
-            error = json.loads(answer.body or "{}").get("error")
-        except (AttributeError, ValueError):  # an SDK without that method: the state alone
-            return job
-        if not isinstance(error, dict):
-            return job
-        return dataclasses.replace(
-            job, error=ErrorInfo.of(error.get("code"), error.get("message"), error.get("status"))
-        )
+        return self.jobs.get(job.name)
 
-    @_remote
+    def get(self, name: str) -> Job:
+        return self.jobs.get(name)
+
     def stats(self, name: str) -> tuple[int, int] | None:
-        """(requests done, requests in all) of a job at work, from its batchStats, which the SDK
-        drops in Developer mode; None when the service does not say."""
-        answer = self.client._api_client.request("get", name, {}, None)
-        stats = (json.loads(answer.body or "{}").get("metadata") or {}).get("batchStats") or {}
-        total = int(stats.get("requestCount") or 0)
-        if not total:
-            return None
-        return total - int(stats.get("pendingRequestCount") or 0), total
+        return self.jobs.stats(name)
 
     @_remote
     def delete_file(self, name: str) -> None:
