@@ -27,8 +27,9 @@ from .errors import BatchflowError
 if TYPE_CHECKING:
     from .backends import Backends
     from .run.act import Outcome, Report
+    from .run.graph import Upstream
     from .run.progress import Reporter
-    from .run.review import Plan, PlanOptions
+    from .run.review import PipelinePlan, Plan, PlanOptions
     from .settings import Settings
     from .spec.datacheck import RecordCheck
     from .spec.models import LoadedPipeline
@@ -51,6 +52,7 @@ def load(
     `api_base_url=`, ...), or as given. Spec files that do not load are in `Project.problems`
     (with `strict`, they raise SpecErrors instead); `targets` keeps only the pipelines named."""
     from .errors import SpecErrors
+    from .run.graph import link, with_upstreams
     from .settings import Settings
     from .spec.loader import load_each
     from .spec.project import default_paths
@@ -58,6 +60,8 @@ def load(
     config = settings or Settings(**{k: v for k, v in overrides.items() if v is not None})
     specs = [Path(p) for p in paths] if paths else default_paths(Path.cwd())
     found, problems = load_each(specs, config.backend)
+    found, unlinked = link(found, stores_of(config))
+    problems += unlinked
     if strict and problems:
         raise SpecErrors(problems)
     if targets:
@@ -65,8 +69,15 @@ def load(
         if unknown:
             names = ", ".join(sorted(p.name for p in found)) or "none"
             raise BatchflowError(f"--target {', '.join(unknown)}: no such pipeline (found: {names})")
-        found = [p for p in found if p.name in targets]
+        wanted = with_upstreams(found, targets)  # a stage's upstream comes along
+        found = [p for p in found if p.name in wanted]
     return Project(found, [str(problem) for problem in problems], config, list(targets or []))
+
+
+def stores_of(settings: Settings) -> Stores:
+    from .spec.project import Stores
+
+    return Stores(settings.state, lock_ttl=settings.lock_ttl, lock_timeout=settings.lock_timeout)
 
 
 @dataclass
@@ -260,10 +271,7 @@ class Project:
         return {p.name: stores.of(p).unlock(p.name) for p in self.pipelines}
 
     def _stores(self) -> Stores:
-        from .spec.project import Stores
-
-        s = self.settings
-        return Stores(s.state, lock_ttl=s.lock_ttl, lock_timeout=s.lock_timeout)
+        return stores_of(self.settings)
 
     def _backends(self, stores: Stores) -> Backends:
         from .backends import Backends
@@ -305,9 +313,12 @@ def plan_pipelines(
     prices = load_prices(settings.prices)
     stores = Stores(settings.state)
     backends = Backends(settings, stores)  # made on first use: only --count-tokens and new models
-    planned = []
+    planned: list[review.PipelinePlan] = []
     for p in pipelines:
         try:
+            if p.upstream is not None and (why := _waits(p.upstream, planned)):
+                planned.append(review.waiting_plan(p, why))
+                continue
             for uri in output_uris(p):
                 check_writable(uri, probe=False)
             confirm_model(p, backends(p))
@@ -335,14 +346,39 @@ def plan_pipelines(
     )
 
 
+def _waits(up: Upstream, planned: list[PipelinePlan]) -> str | None:
+    """Why a stage's plan cannot be known yet: its upstream has work to do first (its answers,
+    not yet in, decide this stage's requests), could not be planned, or, out of this plan, has
+    not finished."""
+    from .run.graph import upstream_ready
+    from .spec.units import plural
+
+    upp = next((pp for pp in planned if pp.pipeline == up.name), None)
+    if upp is None:
+        return upstream_ready(up)
+    if upp.error:
+        return f"waits for {up.name}, which cannot be planned"
+    if not upp.actions:
+        return None
+    new = upp.estimate.requests if upp.estimate else 0
+    may = f"up to {new:,} of its records may change" if new else "its records may change"
+    actions = f"{len(upp.actions)} {plural(len(upp.actions), 'action')} there"
+    return f"waits for {up.name} ({actions}); then {may}, and its cost is known"
+
+
 def check_saved_plan(saved: Plan, settings: Settings) -> list[LoadedPipeline]:
     """The pipelines of a saved plan that have actions, once each is shown to be as it was when
     planned; raises BatchflowError naming what changed otherwise."""
+    from .errors import SpecErrors
     from .run import review
+    from .run.graph import link
     from .spec.loader import load_pipelines
 
     problems = [f"{pp.pipeline}: it could not be planned ({pp.error})" for pp in saved.pipelines if pp.error]
     pipelines = load_pipelines([Path(pp.spec) for pp in saved.pipelines if not pp.error], settings.backend)
+    pipelines, unlinked = link(pipelines, stores_of(settings))
+    if unlinked:
+        raise SpecErrors(unlinked)
     now_plan = plan_pipelines(pipelines, settings, saved.options)
     current = {pp.pipeline: pp for pp in now_plan.pipelines}
     for pp in saved.pipelines:

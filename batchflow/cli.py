@@ -437,6 +437,8 @@ def apply_cmd(
         if o.error:
             _pipeline_error(by_name[o.pipeline], o.error)
             result = f"**error:** {o.error}"
+        elif o.blocked:
+            result = o.blocked
         elif o.actions == 0:
             result = "up to date, nothing to do"
         elif o.done:

@@ -191,6 +191,8 @@ def _parallel_files(pipeline: LoadedPipeline) -> list[str] | None:
     if _workers() < 2:
         return None
     source = pipeline.spec.source
+    if source.uri is None:  # a stage's records are another pipeline's rows, not a file
+        return None
     uri = pipeline.resolve(source.uri)
     if "://" in uri or (source.format or infer_format(uri)) != "jsonl":
         return None

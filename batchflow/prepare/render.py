@@ -270,7 +270,7 @@ class Renderer:
     def __init__(self, pipeline: LoadedPipeline, files: Files | None = None) -> None:
         self.pipeline = pipeline
         spec = pipeline.spec
-        self._key = self._compile(spec.source.key, "source.key")
+        self._key = self._compile(spec.source.key_template, "source.key")
         self._fixed: dict[str, Any] = {}  # the parts of every request that no template changes
         self.files = files or Files(pipeline.path.parent)
         self.cache: dict[str, Any] | None = None

@@ -43,6 +43,7 @@ from ..state.store import (
     now,
     state_word,
 )
+from .graph import Upstream, upstream_ready
 from .progress import Reporter
 from .reconcile import (
     Action,
@@ -61,6 +62,7 @@ from .reconcile import (
     records,
     results_fingerprint,
     scan,
+    source_name,
     superseded_why,
 )
 from .review import budget_breach, estimate
@@ -93,6 +95,7 @@ class Outcome:
     pipeline: str
     actions: int = 0
     waiting: list[str] = field(default_factory=list)  # jobs still running
+    blocked: str | None = None  # a stage's upstream is not done: why it waits
     done: bool = False
     failed: str | None = None  # once done: how failed requests break the errors policy, if they do
     error: str | None = None  # why the pipeline stopped: its state, source, outputs or the API
@@ -163,7 +166,8 @@ class Applier:
                     if s.resent_answered:
                         self._say(
                             Action(Kind.SUBMIT, None, ""),
-                            f"{s.resent_answered} answered requests changed: sent and paid again",
+                            f"{s.resent_answered} answered {plural(s.resent_answered, 'request')} "
+                            "changed: sent and paid again",
                         )
                 if state.records != s.requests:
                     state.records = s.requests
@@ -529,7 +533,7 @@ class Applier:
             exc.path.unlink(missing_ok=True)  # the next apply renders the source instead
             raise SourceError(
                 "the source changed while the output was being written; run apply again",
-                uri=self.p.resolve(spec.source.uri),
+                uri=source_name(self.p),
             ) from None
         except OSError as exc:  # a full disk, a folder made read-only since the check
             raise OutputError(f"{out_uri}: cannot write the output: {exc}") from None
@@ -545,6 +549,18 @@ class Applier:
         self.store.save(state)
         where = f" ({errors} errors" + (f" to {spec.errors.uri})" if spec.errors.uri else ")")
         self._say(action, f"{count} records{where}")
+
+
+def _blocked(up: Upstream, outcome: Outcome | None) -> str | None:
+    """Why a stage cannot start now: its upstream, in this run, is not done yet or stopped;
+    out of this run, it has not written its output or has work in progress."""
+    if outcome is None:
+        return upstream_ready(up)
+    if outcome.error:
+        return f"waits for {up.name}, which stopped"
+    if not outcome.done:
+        return f"waits for {up.name}, whose jobs are at work"
+    return None
 
 
 def apply_all(
@@ -580,6 +596,12 @@ def apply_all(
             total = outcomes[p.name]
             if total.done:
                 continue  # finished in an earlier round
+            if p.upstream is not None:
+                total.blocked = _blocked(p.upstream, outcomes.get(p.upstream.name))
+                if total.blocked is not None:
+                    # An upstream that stopped will not finish in this run: neither can its stages.
+                    total.done = outcomes[p.upstream.name].done if p.upstream.name in outcomes else True
+                    continue
             applier = None
             try:
                 applier = Applier(

@@ -49,6 +49,7 @@ from ..state.store import (
     StateStore,
     state_word,
 )
+from . import graph
 
 # Bumped when the columns batchflow writes change, so existing outputs are written again.
 OUTPUT_LAYOUT = 2
@@ -260,7 +261,7 @@ def policy_breach(pipeline: LoadedPipeline, output: OutputRecord | None) -> str 
 
 
 def empty_source(pipeline: LoadedPipeline) -> SourceError:
-    return SourceError("the source has no records", uri=pipeline.resolve(pipeline.spec.source.uri))
+    return SourceError("the source has no records", uri=source_name(pipeline))
 
 
 def check_shrink(pipeline: LoadedPipeline, state: PipelineState, scan: Scan, allow: bool) -> None:
@@ -273,7 +274,7 @@ def check_shrink(pipeline: LoadedPipeline, state: PipelineState, scan: Scan, all
             f"the source has {scan.requests} records, {lost} fewer than the {before} of the last output; "
             f"writing it would drop {lost} rows (over output.max_shrink "
             f"{pipeline.spec.output.max_shrink:g}). Run with --allow-shrink if that is intended",
-            uri=pipeline.resolve(pipeline.spec.source.uri),
+            uri=source_name(pipeline),
         )
 
 
@@ -349,8 +350,17 @@ def plan(state: PipelineState, scan: Scan, rules: Rules, output_uri: str) -> lis
 
 def records(pipeline: LoadedPipeline) -> Iterator[Record]:
     source = pipeline.spec.source
+    if pipeline.upstream is not None:
+        return graph.records(pipeline)
+    assert source.uri is not None  # a source has uri or pipeline, and a pipeline's is linked
     dialect = CsvDialect(**source.csv.model_dump()) if source.csv else None
     return read_records(pipeline.resolve(source.uri), source.format, dialect)
+
+
+def source_name(pipeline: LoadedPipeline) -> str:
+    """The source as errors name it: its files, or the pipeline whose results it reads."""
+    source = pipeline.spec.source
+    return f"pipeline:{source.pipeline}" if source.uri is None else pipeline.resolve(source.uri)
 
 
 def scan(
@@ -581,7 +591,7 @@ def inputs_fingerprints(pipeline: LoadedPipeline, state: PipelineState) -> tuple
     renders nothing again). The files are stamped once for both (a bucket's costs a call)."""
     spec = pipeline.spec
     files = [stamp(path) for path in sorted({b.path for b in state.blobs.values()})]
-    source = stamp(pipeline.resolve(spec.source.uri))
+    source = graph.stamp(pipeline.upstream) if pipeline.upstream else stamp(source_name(pipeline))
 
     def digest(dumped: str) -> str:
         parts = [__version__, OUTPUT_LAYOUT, str(pipeline.path.resolve()), dumped, source, files]
@@ -595,7 +605,7 @@ def duplicate_error(
 ) -> SourceError:
     """The error for the record at `uri`:`line`, whose key was seen first at `first` (uri, line)."""
     where = f"line {first[1]}" if first[0] == uri else f"{first[0]}:{first[1]}"
-    if pipeline.spec.source.key is None:
+    if pipeline.spec.source.key_template is None:
         message = f"this record is an exact copy of the one at {where}; remove it, or set source.key"
     else:
         message = f"duplicate key {key!r}, also at {where} (source.key must be unique)"

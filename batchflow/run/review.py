@@ -192,6 +192,15 @@ def budget_breach(p: LoadedPipeline, est: Estimate | None, max_usd: float | None
     return None
 
 
+def waiting_plan(p: LoadedPipeline, why: str) -> PipelinePlan:
+    """The plan of a stage whose upstream must act first: its requests depend on answers not in."""
+    return PipelinePlan(
+        pipeline=p.name,
+        spec=str(p.path),
+        actions=[PlannedAction(kind="hold", symbol="=", shard=None, reason=why)],
+    )
+
+
 def pipeline_plan(
     p: LoadedPipeline,
     actions: list[Action],

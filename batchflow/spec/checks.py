@@ -67,11 +67,12 @@ def _problems(spec: Pipeline, file: Path, backend: str) -> Iterator[tuple[Loc, s
         scheme = uri.split("://", 1)[0] if "://" in uri else None
         if scheme is not None and scheme not in URL_SCHEMES:
             yield loc, f"unsupported URL scheme {scheme}://; use a local path, gs:// or s3://"
-    source_format = spec.source.format or infer_format(spec.source.uri)
-    if source_format is None:
-        yield ("source", "uri"), "cannot tell the format from the extension; set source.format"
-    if spec.source.csv is not None and source_format not in (None, "csv"):
-        yield ("source", "csv"), f"csv options given for a {source_format} source"
+    if spec.source.uri is not None:
+        source_format = spec.source.format or infer_format(spec.source.uri)
+        if source_format is None:
+            yield ("source", "uri"), "cannot tell the format from the extension; set source.format"
+        if spec.source.csv is not None and source_format not in (None, "csv"):
+            yield ("source", "csv"), f"csv options given for a {source_format} source"
     if output_format(spec.output.uri, spec.output.format) is None:
         yield (
             ("output", "uri"),
@@ -79,12 +80,16 @@ def _problems(spec: Pipeline, file: Path, backend: str) -> Iterator[tuple[Loc, s
         )
     resolved = {
         name: _resolve(base, uri)
-        for name, uri in [("source", spec.source.uri), ("output", spec.output.uri)]
-        + ([("errors", spec.errors.uri)] if spec.errors.uri else [])
+        for name, uri in [
+            ("source", spec.source.uri),
+            ("output", spec.output.uri),
+            ("errors", spec.errors.uri),
+        ]
+        if uri is not None
     }
-    if resolved["output"] == resolved["source"]:
+    if resolved["output"] == resolved.get("source"):
         yield ("output", "uri"), "output would overwrite the source"
-    if "errors" in resolved and resolved["errors"] in (resolved["output"], resolved["source"]):
+    if "errors" in resolved and resolved["errors"] in (resolved["output"], resolved.get("source")):
         yield (
             ("errors", "uri"),
             "errors would overwrite the "
@@ -200,7 +205,8 @@ def _resolve(base: Path, uri: str) -> str:
 
 
 def _uris(spec: Pipeline) -> Iterator[tuple[Loc, str]]:
-    yield ("source", "uri"), spec.source.uri
+    if spec.source.uri is not None:
+        yield ("source", "uri"), spec.source.uri
     yield ("output", "uri"), spec.output.uri
     if spec.errors.uri:
         yield ("errors", "uri"), spec.errors.uri
@@ -251,7 +257,7 @@ def _openapi_problems(schema: Any, where: Loc) -> Iterator[tuple[Loc, str]]:
 
 def template_fields(spec: Pipeline) -> Iterator[tuple[Loc, str | None]]:
     """Every template in the spec, with where it is."""
-    yield ("source", "key"), spec.source.key
+    yield ("source", "key"), spec.source.key_template
     if spec.request is not None:
         yield ("request", "system"), spec.request.system
         yield ("request", "prompt"), spec.request.prompt
@@ -291,6 +297,8 @@ def _templates(doc: Document, spec: Pipeline, file: Path) -> list[SpecError]:
     if spec.source.csv:  # a typed column that is not in the file is a typo
         columns += [(("source", "csv", "types", c), c) for c in spec.source.csv.types]
     uri = spec.source.uri
+    if uri is None:
+        return errors  # another pipeline's rows: their fields are known once it has answered
     if "://" in uri:
         return errors  # remote: no network in validate
     if any(ch in uri for ch in "*?["):

@@ -42,6 +42,9 @@ class _OfflineFiles(Files):
 def check_records(pipeline: LoadedPipeline, max_bytes: int) -> RecordCheck:
     """Render the pipeline's records; raise SourceError for the first that apply would refuse."""
     uri = pipeline.spec.source.uri
+    if uri is None:
+        upstream = pipeline.spec.source.pipeline
+        return RecordCheck(0, False, f"its records are the results of {upstream}: plan reads them")
     if "://" in uri:
         return RecordCheck(0, False, "a remote source is read by plan, not validate")
     size = sum(os.path.getsize(f) for f in glob.glob(pipeline.resolve(uri)) if os.path.isfile(f))

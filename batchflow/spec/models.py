@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -99,9 +99,28 @@ class CsvOptions(_Model):
 
 
 class Source(_Model):
-    """Where the records come from."""
+    """Where the records come from: files (`uri`), or another pipeline's results (`pipeline`: this
+    pipeline is then a stage downstream of it)."""
 
-    uri: str = Field(description="Local path (relative to the spec file), gs:// or s3:// URL; globs allowed.")
+    uri: str | None = Field(
+        None, description="Local path (relative to the spec file), gs:// or s3:// URL; globs allowed."
+    )
+    pipeline: str | None = Field(
+        None,
+        description="Another pipeline whose answered rows are the records (its key, kept columns, "
+        "text, json, usage...; error rows are left out), read from its state, whatever its output "
+        "format. It is applied first; its state must be in the same store.",
+    )
+    where: str | None = Field(
+        None,
+        description="With `pipeline`: keep only the rows for which this expression is true, e.g. "
+        "\"json.label == 'complaint'\" or 'usage.output_tokens > 100'.",
+    )
+    group_by: str | None = Field(
+        None,
+        description="With `pipeline`: one record per value of this template, e.g. '{{ json.book }}', "
+        "holding `group` (the value) and `rows` (its rows, in the upstream's order): the reduce step.",
+    )
     format: Literal["jsonl", "csv", "parquet", "text"] | None = Field(
         None, description="Record format; by default taken from the file extension."
     )
@@ -111,6 +130,23 @@ class Source(_Model):
         "record's content (inserting a record changes no other key; exact copies are an error).",
     )
     csv: CsvOptions | None = Field(None, description="Options for CSV sources.")
+
+    @model_validator(mode="after")
+    def _files_or_pipeline(self):
+        if (self.uri is None) == (self.pipeline is None):
+            raise ValueError("set uri (files) or pipeline (another pipeline's results), one of the two")
+        if self.pipeline is None and (self.where is not None or self.group_by is not None):
+            raise ValueError("where and group_by read another pipeline's results: set source.pipeline")
+        if self.pipeline is not None and (self.format is not None or self.csv is not None):
+            raise ValueError("format and csv describe files: a pipeline's results have neither")
+        return self
+
+    @property
+    def key_template(self) -> str | None:
+        """The key template in force: a stage's records keep their upstream key (or their group)."""
+        if self.key is not None or self.pipeline is None:
+            return self.key
+        return "{{ group }}" if self.group_by is not None else "{{ key }}"
 
 
 class ThinkingConfig(_Model):
@@ -367,6 +403,8 @@ class LoadedPipeline:
     spec: Pipeline
     path: Path
     line: int | None = None  # where its `name` is written, for errors about the pipeline as a whole
+    # A stage's run.graph.Upstream (its pipeline and store), set when the graph is linked.
+    upstream: Any = field(default=None, compare=False)
 
     @property
     def name(self) -> str:
