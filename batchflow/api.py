@@ -27,7 +27,6 @@ from .errors import BatchflowError
 if TYPE_CHECKING:
     from .backends import Backends
     from .run.act import Outcome, Report
-    from .run.graph import Upstream
     from .run.progress import Reporter
     from .run.review import PipelinePlan, Plan, PlanOptions
     from .settings import Settings
@@ -316,7 +315,7 @@ def plan_pipelines(
     planned: list[review.PipelinePlan] = []
     for p in pipelines:
         try:
-            if p.upstream is not None and (why := _waits(p.upstream, planned)):
+            if p.upstream is not None and (why := _waits(p, planned)):
                 planned.append(review.waiting_plan(p, why))
                 continue
             for uri in output_uris(p):
@@ -346,19 +345,20 @@ def plan_pipelines(
     )
 
 
-def _waits(up: Upstream, planned: list[PipelinePlan]) -> str | None:
-    """Why a stage's plan cannot be known yet: its upstream has work to do first (its answers,
-    not yet in, decide this stage's requests), could not be planned, or, out of this plan, has
-    not finished."""
-    from .run.graph import upstream_ready
+def _waits(p: LoadedPipeline, planned: list[PipelinePlan]) -> str | None:
+    """Why a stage's plan cannot be known yet: its upstream has work to do first and none of its
+    answers is in (they decide this stage's requests), could not be planned, or, out of this
+    plan, has not finished."""
+    from .run.graph import answered, upstream_ready
     from .spec.units import plural
 
+    up = p.upstream
     upp = next((pp for pp in planned if pp.pipeline == up.name), None)
     if upp is None:
         return upstream_ready(up)
     if upp.error:
         return f"waits for {up.name}, which cannot be planned"
-    if not upp.actions:
+    if not upp.actions or answered(up):
         return None
     new = upp.estimate.requests if upp.estimate else 0
     may = f"up to {new:,} of its records may change" if new else "its records may change"

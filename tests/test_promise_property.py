@@ -9,6 +9,10 @@ job's error); and the exit code is 3 exactly when more rows are errors than
 the pipeline's errors policy tolerates. No two jobs on the service are for the same shard and
 attempt (nothing was created twice), and none is left at work.
 
+Half the histories (drawn apart, so that each seed's history is what it always was) add a
+stage that reads the pipeline's answered rows: its output then holds one row per answered
+upstream row, each the latest result its state holds for it.
+
 Nine histories run with the suite (the ninth pauses a runner before a create, the case that
 once made a second job); PROMISE_SEEDS=40 runs more.
 """
@@ -28,11 +32,11 @@ import httpx2 as httpx
 import pytest
 from conftest import TEST_SPEED, kill_apply, stopped, write
 
+import batchflow
 from batchflow.output.columns import result_fields
 from batchflow.output.join import ResultReader
 from batchflow.prepare.render import Renderer
 from batchflow.run.reconcile import records
-from batchflow.spec.loader import load_pipelines
 from batchflow.state.store import LocalStore
 
 RECORDS = 6
@@ -49,6 +53,16 @@ SPEC = """
 """
 
 
+STAGE = """
+    version: 1
+    name: promise-next
+    model: gemini-3.8-flash
+    source: {pipeline: promise}
+    request: {prompt: "Echo {{ text }}"}
+    batch: {max_requests: 2}
+    output: {uri: next.jsonl}
+    POLICY
+"""
 MODELS = ["gemini-3.8-flash", "gemini-2.5-flash-lite"]
 
 
@@ -81,6 +95,10 @@ def test_after_any_history_the_output_is_the_state(
         "".join(json.dumps({"id": i, "word": f"w{i}"}) + "\n" for i in range(RECORDS)),
     )
     max_count = rng.choice([None, 1, 4])
+    staged = random.Random(f"stage {seed}").random() < 0.5
+    if staged:
+        policy = f"errors: {{max_count: {max_count}}}" if max_count is not None else ""
+        write(tmp_path / "pipelines/next.yaml", STAGE.replace("POLICY", policy))
     env = {**os.environ}
     model = MODELS[0]
     for _ in range(rng.randint(2, 4)):
@@ -110,12 +128,22 @@ def test_after_any_history_the_output_is_the_state(
     jobs = list(client.batches.list())
     assert len({j.display_name for j in jobs}) == len(jobs), sorted(j.display_name for j in jobs)
     assert not [j.name for j in jobs if not j.done]
-    rows = [json.loads(x) for x in (tmp_path / "pipelines/out.jsonl").read_text().splitlines()]
+    rows = _rows(tmp_path / "pipelines/out.jsonl")
     assert [r["key"] for r in rows] == [str(i) for i in range(RECORDS)]
-    _assert_rows_are_the_states_results(tmp_path, emulator_env["BATCHFLOW_STATE"], rows)
-    errors = sum("error" in r for r in rows)
-    beyond = errors > (max_count or 0)
+    state = emulator_env["BATCHFLOW_STATE"]
+    _assert_rows_are_the_states_results(tmp_path, state, "promise", rows)
+    errors = [sum("error" in r for r in rows)]
+    if staged:  # one row per answered upstream row, in its order
+        below = _rows(tmp_path / "pipelines/next.jsonl")
+        assert [r["key"] for r in below] == [r["key"] for r in rows if "error" not in r]
+        _assert_rows_are_the_states_results(tmp_path, state, "promise-next", below)
+        errors.append(sum("error" in r for r in below))
+    beyond = any(n > (max_count or 0) for n in errors)
     assert result.code == (3 if beyond else 0), (errors, max_count, result.err)
+
+
+def _rows(path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
 
 
 def _pause_past_the_lease(env: dict[str, str], call: str) -> None:
@@ -145,13 +173,15 @@ def _pause_past_the_lease(env: dict[str, str], call: str) -> None:
     assert a.wait(timeout=60) in (0, 1, 3)
 
 
-def _assert_rows_are_the_states_results(tmp_path, state_dir: str, rows: list[dict]) -> None:
-    (pipeline,) = load_pipelines([tmp_path / "pipelines/promise.yaml"])
+def _assert_rows_are_the_states_results(tmp_path, state_dir: str, name: str, rows: list[dict]) -> None:
+    (pipeline,) = [
+        p for p in batchflow.load([tmp_path / "pipelines"], state=state_dir).pipelines if p.name == name
+    ]
     store = LocalStore(state_dir)
-    state = store.load("promise")
+    state = store.load(name)
     failed = {s.id: s for s in state.shards.values() if s.status == "failed"}
-    reader = ResultReader(lambda shard: store.result_path("promise", shard))
-    with contextlib.closing(store.index("promise", readonly=True)) as index, contextlib.closing(reader):
+    reader = ResultReader(lambda shard: store.result_path(name, shard))
+    with contextlib.closing(store.index(name, readonly=True)) as index, contextlib.closing(reader):
         for rendered, row in zip(Renderer(pipeline).render(records(pipeline)), rows, strict=True):
             found = index.results([rendered.hash])
             if rendered.hash in found:

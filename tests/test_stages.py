@@ -146,3 +146,77 @@ def test_a_target_brings_its_upstream_and_a_store_apart_is_refused(cli, client, 
     write(tmp_path / "pipelines/replies.yaml", REPLIES + "    state: elsewhere\n")
     apart = cli("validate")
     assert apart.code == 1 and "a stage reads its upstream's state, so both need one store" in apart.err
+
+
+def test_a_map_stage_starts_on_its_upstreams_first_answers(cli, client, emulator, emulator_env, tmp_path):
+    capped = (
+        CLASSIFY.replace("OUT", "classes.jsonl") + "    batch: {max_requests: 2, max_concurrent_jobs: 1}\n"
+    )
+    write(tmp_path / "pipelines/classify.yaml", capped)
+    write(tmp_path / "pipelines/replies.yaml", REPLIES.replace(", where: \"json.label == 'complaint'\"", ""))
+    _tickets(tmp_path)
+    emulator.store.clock.set_speed(0)  # jobs move only when the test moves the clock
+    first = cli("apply")
+    assert first.code == 0 and "replies: waits for classify, whose jobs are at work" in first.out
+    emulator.store.clock.advance(3600)  # the first upstream job is done; the next one starts
+    second = cli("apply")
+    assert second.code == 0, second.err
+    assert "replies: + submit" in second.out and "new shard of 2 requests" in second.out
+    assert "replies: waiting for 1 job(s)" in second.out  # while classify still works
+    planned = cli("plan")
+    assert "replies:\n  ~ poll shard" in planned.out and "waits for classify" not in planned.out
+    emulator.store.clock.set_speed(3600)
+    assert cli("apply", "--wait").code == 0
+    classes = _rows(tmp_path / "pipelines/classes.jsonl")
+    replies = _rows(tmp_path / "pipelines/replies.jsonl")
+    assert [r["key"] for r in replies] == [r["key"] for r in classes]  # every row, in order
+    assert "No changes" in cli("plan").out
+
+
+def test_a_reduce_starts_on_the_groups_whose_rows_are_all_answered(cli, emulator, emulator_env, tmp_path):
+    write(
+        tmp_path / "pipelines/books.yaml",
+        """
+        version: 1
+        name: chapters
+        model: gemini-3.8-flash
+        source: {uri: chapters.jsonl, key: "{{ book }}-{{ n }}"}
+        request: {prompt: "Summarize {{ book }} {{ n }}"}
+        batch: {max_requests: 2, max_concurrent_jobs: 1}
+        output: {uri: chapters-out.jsonl, columns: [book, n]}
+        ---
+        version: 1
+        name: books
+        model: gemini-3.8-flash
+        source: {pipeline: chapters, group_by: "{{ book }}"}
+        request: {prompt: "{{ group }}: {{ rows | length }} chapters"}
+        output: {uri: books-out.jsonl}
+        """,
+    )
+    chapters = [("a", 1), ("a", 2), ("b", 1), ("b", 2)]  # a's rows in the first job, b's in the next
+    write(
+        tmp_path / "pipelines/chapters.jsonl",
+        "".join(json.dumps({"book": b, "n": n}) + "\n" for b, n in chapters),
+    )
+    emulator.store.clock.set_speed(0)
+    assert "books: waits for chapters" in cli("apply").out
+    emulator.store.clock.advance(3600)
+    early = cli("apply")
+    assert early.code == 0 and "books: + submit" in early.out and "new shard of 1 request" in early.out
+    emulator.store.clock.set_speed(3600)
+    assert cli("apply", "--wait").code == 0
+    books = _rows(tmp_path / "pipelines/books-out.jsonl")
+    assert [r["key"] for r in books] == ["a", "b"] and "b: 2 chapters" in books[1]["text"]
+
+
+def test_a_saved_plan_and_a_budget_hold_across_stages(cli, client, emulator_env, tmp_path):
+    _stages(tmp_path)
+    assert cli("plan", "--out", "tfplan").code == 0
+    applied = cli("apply", "tfplan")  # planned waiting for its upstream: it goes once that is done
+    assert applied.code == 0, applied.err
+    assert "classify: done" in applied.out and "replies: done" in applied.out
+    _tickets(tmp_path, [f"{body}, again" for body in BODIES])  # every answer upstream changes
+    refused = cli("apply", "--wait", "--max-usd", "0.000001")
+    assert refused.code == 1 and "classify: error:" in refused.err and "over the budget" in refused.err
+    assert "replies: waits for classify, which stopped" in refused.out
+    assert len(list(client.batches.list())) == 2  # nothing sent above the budget, downstream either

@@ -320,10 +320,13 @@ def _joined(rows: list) -> bytes | list[dict[str, Any]]:
     return b"".join(rows) if rows and type(rows[0]) is bytes else rows
 
 
+NO_RESULT = "no result"  # the error of a request with no answer and no failed job: not answered yet
+
+
 def job_error(shard: Shard | None) -> dict:
     """The error row of a request whose job failed for good: the service's code, status and message."""
     if shard is None:
-        return {"code": None, "status": None, "message": "no result"}
+        return {"code": None, "status": None, "message": NO_RESULT}
     error = shard.error or ErrorInfo()
     why = f"job {shard.job_name} ended {state_word(shard.job_state)}"
     message = f"{error.message} ({why})" if error.message else why

@@ -43,7 +43,7 @@ from ..state.store import (
     now,
     state_word,
 )
-from .graph import Upstream, upstream_ready
+from .graph import answered, upstream_ready
 from .progress import Reporter
 from .reconcile import (
     Action,
@@ -551,16 +551,17 @@ class Applier:
         self._say(action, f"{count} records{where}")
 
 
-def _blocked(up: Upstream, outcome: Outcome | None) -> str | None:
-    """Why a stage cannot start now: its upstream, in this run, is not done yet or stopped;
+def _blocked(p: LoadedPipeline, outcome: Outcome | None) -> str | None:
+    """Why a stage cannot go on now: its upstream, in this run, stopped or has no answer yet;
     out of this run, it has not written its output or has work in progress."""
+    up = p.upstream
     if outcome is None:
         return upstream_ready(up)
     if outcome.error:
         return f"waits for {up.name}, which stopped"
-    if not outcome.done:
-        return f"waits for {up.name}, whose jobs are at work"
-    return None
+    if outcome.done or answered(up):
+        return None
+    return f"waits for {up.name}, whose jobs are at work"
 
 
 def apply_all(
@@ -596,12 +597,15 @@ def apply_all(
             total = outcomes[p.name]
             if total.done:
                 continue  # finished in an earlier round
+            upstream_done = True
             if p.upstream is not None:
-                total.blocked = _blocked(p.upstream, outcomes.get(p.upstream.name))
+                total.blocked = _blocked(p, outcomes.get(p.upstream.name))
                 if total.blocked is not None:
                     # An upstream that stopped will not finish in this run: neither can its stages.
                     total.done = outcomes[p.upstream.name].done if p.upstream.name in outcomes else True
                     continue
+                up = outcomes.get(p.upstream.name)
+                upstream_done = up is None or up.done
             applier = None
             try:
                 applier = Applier(
@@ -631,7 +635,10 @@ def apply_all(
                     retried.add(p.name)
             warned.pop(p.name, None)
             total.actions += this.actions
-            total.waiting, total.done, total.failed = this.waiting, this.done, this.failed
+            # A stage that started on its upstream's first answers is done once the upstream is.
+            total.waiting, total.done, total.failed = this.waiting, this.done and upstream_done, this.failed
+            if not upstream_done and this.done:
+                total.blocked = f"more records as {p.upstream.name} answers"
         if not wait or all(o.done for o in outcomes.values()):
             return list(outcomes.values())
         pause(delay, list(outcomes.values()))

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import SourceError, SpecError
+from ..output.join import NO_RESULT
 from ..prepare.render import TEMPLATES
 from ..prepare.sources import Record
 from ..spec.models import LoadedPipeline
@@ -130,39 +131,66 @@ def upstream_ready(up: Upstream) -> str | None:
 
 
 def stamp(up: Upstream) -> list[Any]:
-    """What tells, without reading them, whether the upstream's rows changed: its output's
-    digest (its records and settings) and the fingerprint of its results."""
+    """What tells, without reading them, whether the upstream's rows changed: what its
+    requests are made of (its spec and source, its own upstream's rows for a stage of a stage),
+    the results its state holds (new ones arrive while its jobs work) and its retry round."""
+    from .reconcile import inputs_fingerprint, results_fingerprint
+
     state = up.store.load(up.name)
-    output = state.output
-    return [up.name, output.digest if output else None, output.results if output else None]
+    return [up.name, inputs_fingerprint(up.pipeline, state), results_fingerprint(state), state.retry_round]
+
+
+def answered(up: Upstream) -> bool:
+    """Whether some of the upstream's requests are answered: a stage that maps row by row (no
+    group_by) starts on those while the upstream's other jobs still work."""
+    return any(s.status is ShardStatus.DONE for s in up.store.load(up.name).shards.values())
 
 
 def records(p: LoadedPipeline) -> Iterator[Record]:
     """The stage's records: its upstream's answered rows, filtered by `where`, grouped by
-    `group_by`. Numbered from 1 in the upstream's order, under the name `pipeline:<upstream>`."""
+    `group_by`. Numbered from 1 in the upstream's order, under the name `pipeline:<upstream>`.
+    While the upstream still works, a group is a record only once none of its rows waits for
+    an answer (a row whose group cannot be told before its answer holds every group back)."""
     source = p.spec.source
     up: Upstream = p.upstream
     uri = f"pipeline:{up.name}"
     where = TEMPLATES.compile_expression(source.where) if source.where else None
-    rows = (
-        (n, row) for n, row in enumerate(upstream_rows(up), 1) if where is None or _true(where, row, uri, n)
-    )
     if source.group_by is None:
-        for n, row in rows:
-            yield Record(uri, n, row)
+        rows = (row for row in upstream_rows(up) if row.get("error") is None)
+        for n, row in enumerate(rows, 1):
+            if where is None or _true(where, row, uri, n):
+                yield Record(uri, n, row)
         return
     group = TEMPLATES.from_string(source.group_by)
+    finished = upstream_ready(up) is None
     groups: dict[str, list[dict[str, Any]]] = {}  # held whole: a group is known once every row is read
     first: dict[str, int] = {}
-    for n, row in rows:
+    waiting: set[str] = set()  # groups with a row still to be answered
+    for n, row in enumerate(upstream_rows(up), 1):
+        pending = not finished and _pending(row)
+        if row.get("error") is not None and not pending:
+            continue  # failed for good: reported upstream
         try:
             value = group.render(row).strip()
         except Exception as exc:  # noqa: BLE001 - any template error names the row it came from
+            if pending:
+                return  # its group is unknown until it is answered: every group may be incomplete
             raise SourceError(f"source.group_by: {exc}", uri=uri, line=n) from None
-        groups.setdefault(value, []).append(row)
-        first.setdefault(value, n)
+        if pending:
+            waiting.add(value)
+        elif where is None or _true(where, row, uri, n):
+            groups.setdefault(value, []).append(row)
+            first.setdefault(value, n)
     for value, members in groups.items():
-        yield Record(uri, first[value], {"group": value, "rows": members})
+        if value not in waiting:
+            yield Record(uri, first[value], {"group": value, "rows": members})
+
+
+def _pending(row: dict[str, Any]) -> bool:
+    """Whether an upstream row is one whose request has no answer yet (the join's "no result",
+    which a request whose job failed for good never gets)."""
+    error = row.get("error")
+    return isinstance(error, dict) and error.get("code") is None and error.get("message") == NO_RESULT
 
 
 def _true(where, row: dict[str, Any], uri: str, line: int) -> bool:
@@ -173,9 +201,9 @@ def _true(where, row: dict[str, Any], uri: str, line: int) -> bool:
 
 
 def upstream_rows(up: Upstream) -> Iterator[dict[str, Any]]:
-    """The upstream's answered rows, as its output holds them (key, kept columns, then its
-    result columns), in its source's order; error rows are left out: an upstream error is
-    reported where it happened, and the upstream's error policy applies there."""
+    """The upstream's rows as its output holds them (key, kept columns, then its result
+    columns, or `error`), in its source's order. A stage leaves the error rows out: an upstream
+    error is reported where it happened, and the upstream's error policy applies there."""
     from ..output.join import RowForm
     from ..prepare.parallel import join_source
     from .reconcile import records as source_records
@@ -194,9 +222,7 @@ def upstream_rows(up: Upstream) -> Iterator[dict[str, Any]]:
         )
         for batch in batches:
             assert isinstance(batch.out, list)  # RowForm(): rows as dicts
-            for row in batch.out:
-                if row.get("error") is None:
-                    yield _plain(row)
+            yield from map(_plain, batch.out)
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:

@@ -266,7 +266,11 @@ def empty_source(pipeline: LoadedPipeline) -> SourceError:
 
 def check_shrink(pipeline: LoadedPipeline, state: PipelineState, scan: Scan, allow: bool) -> None:
     """Refuse to let a source that lost many records since the last output replace that output
-    (a truncated or wrong file), unless the user says so."""
+    (a truncated or wrong file), unless the user says so. A stage's records are its upstream's
+    answered rows: fewer of them means rows still to come or answers that failed, which the
+    upstream reports (and its own guard stands for a truncated file)."""
+    if pipeline.upstream is not None:
+        return
     before = state.output.records if state.output else 0
     lost = before - scan.requests
     if lost > 0 and lost > before * pipeline.spec.output.max_shrink and not allow:
@@ -459,7 +463,7 @@ def scan(
             taken=set(state.shards),
             on_seal=(lambda info, rows: add_shard(info.id, rows)) if write else None,  # type: ignore[misc]
         )
-        if count == 0:
+        if count == 0 and pipeline.upstream is None:  # a stage's upstream may have no answer (yet)
             raise empty_source(pipeline)
     return Scan(
         requests=count,

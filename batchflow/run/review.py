@@ -399,6 +399,9 @@ def load(path: Path) -> Plan:
 
 def changed(saved: PipelinePlan, now: PipelinePlan) -> str | None:
     """What changed since a saved plan was made, in words; None if nothing did."""
+    if saved.fingerprint is None and now.fingerprint is None and not (saved.error or now.error):
+        # A stage waiting for its upstream, then and now: the upstream's own plan is checked.
+        return None if saved.actions == now.actions else "what it waits for changed"
     if saved.error or saved.fingerprint is None or now.fingerprint is None:
         return "it could not be planned then" if saved.error else "it could not be planned now"
     parts = [
