@@ -164,13 +164,19 @@ if __name__ == "__main__":
     if len(sys.argv) == 1:
         main()
         import emulator_memory
+        import flex
         import noop_plan
         import remote_state
+        import stages
+        import startup
         import ten_million
         import validate_many
 
+        startup.main()
         validate_many.main()
         noop_plan.main()
+        stages.main()
+        flex.main()
         emulator_memory.main()
         remote_state.main()
         ten_million.main()  # the longest by far: BENCH_BIG_RECORDS=1000000 for a quicker look

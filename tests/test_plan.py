@@ -171,3 +171,11 @@ def test_plan_says_which_shards_go_inline_and_which_jobs_it_would_cancel_as_stuc
     assert (
         poll.kind is Kind.POLL and "cancel it if still pending (batch.pending_timeout: 3600 s)" in poll.reason
     )
+
+
+def test_auto_chooses_flex_for_small_work_and_for_stages():
+    rules = Rules(3, auto_below=100, inline_below=1000)
+    assert rules.choose(99)[0] == "flex" and rules.choose(100)[0] is None
+    assert Rules(3, auto_below=100, stage=True).choose(10_000)[0] == "flex"
+    assert Rules(3, tier="flex").choose(10_000) == ("flex", "")
+    assert not rules.inline(10, "flex") and rules.inline(10)  # calls travel in no create

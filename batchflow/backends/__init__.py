@@ -3,7 +3,7 @@ batch prediction (vertex.py), behind one interface; the reconciler never learns 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import RemoteError, SpecError
 from ..lazy import Lazy
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from ..spec.models import LoadedPipeline
     from ..spec.project import Stores
     from .base import Backend, Job
-    from .rest import JobReader
+    from .rest import Generator, JobReader
 
 
 class Backends:
@@ -66,12 +66,20 @@ class _ReadsJobsOverHttp(Lazy):
         super().__init__(make)
         self._settings = settings
         self._jobs: JobReader | None = None
+        self._generator: Generator | None = None
 
     def get(self, name: str) -> Job:
         return self._reader().get(name)
 
     def stats(self, name: str) -> tuple[int, int] | None:
         return self._reader().stats(name)
+
+    def generate(self, model: str, request: dict[str, Any], tier: str) -> tuple[dict[str, Any], str | None]:
+        if self._generator is None:
+            from .rest import Generator
+
+            self._generator = Generator(self._settings)
+        return self._generator.generate(model, request, tier)
 
     def _reader(self) -> JobReader:
         if self._jobs is None:

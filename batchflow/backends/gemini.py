@@ -26,7 +26,7 @@ from ..settings import Settings
 from ..state.atomic import atomic_open
 from ..state.store import ErrorInfo
 from .base import Job
-from .rest import JobReader, api_key, refused
+from .rest import Generator, JobReader, api_key, refused
 
 # A create is never retried blindly: a lost answer may hide a job that exists.
 # The reconciler finds such a job by its display name instead.
@@ -117,6 +117,7 @@ class GeminiBackend(SdkBatches):
         )
         key, self.placeholder_key = api_key(settings)
         self.jobs = JobReader(settings)  # reading a job needs no SDK: see rest.py
+        self.generator = Generator(settings)
         # Idempotent calls are retried by the SDK on 408/429/5xx with exponential backoff.
         retry = types.HttpRetryOptions(attempts=settings.http_attempts, initial_delay=1.0, max_delay=30.0)
         options = types.HttpOptions(retry_options=retry)
@@ -239,6 +240,9 @@ class GeminiBackend(SdkBatches):
 
     def get(self, name: str) -> Job:
         return self.jobs.get(name)
+
+    def generate(self, model: str, request: dict[str, Any], tier: str) -> tuple[dict[str, Any], str | None]:
+        return self.generator.generate(model, request, tier)
 
     def stats(self, name: str) -> tuple[int, int] | None:
         return self.jobs.stats(name)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
 import urllib.error
 import urllib.request
@@ -128,3 +129,70 @@ def _error_of(exc: urllib.error.HTTPError) -> dict[str, Any]:
     except (ValueError, AttributeError):
         return {}
     return error if isinstance(error, dict) else {}
+
+
+class Generator:
+    """`generateContent` on a service tier (Flex, Standard, Priority), over HTTP.
+
+    Flex is best effort: the service may shed a call (503) or limit the rate (429). Such calls,
+    and 500, 504 and lost connections, are tried again with exponential backoff and full
+    jitter, waiting at least what `Retry-After` asks, up to `attempts` times; the answer then
+    is the last error, as a result line holds it (a retryable code: a later apply sends it
+    again). Other refusals (400, 404...) are answered at once as errors.
+    """
+
+    def __init__(self, settings: Settings, *, attempts: int = 8, max_delay: float = 60.0) -> None:
+        self.base_url = (
+            settings.api_base_url or os.environ.get("GOOGLE_GEMINI_BASE_URL") or DEFAULT_BASE_URL
+        ).rstrip("/")
+        self.key, self.placeholder = api_key(settings)
+        self.attempts, self.max_delay = attempts, max_delay
+        self.retried = 0  # calls tried again, for progress and tests
+        self._random = random.Random()
+
+    def generate(self, model: str, request: dict[str, Any], tier: str) -> tuple[dict[str, Any], str | None]:
+        """(the answer or the error, as a result line holds it: {"response": ...} or {"error": ...};
+        the tier that served it, from the `x-gemini-service-tier` header)."""
+        body = json.dumps({**request, "serviceTier": tier}).encode()
+        name = model if model.startswith("models/") else f"models/{model}"
+        url = f"{self.base_url}/{API_VERSION}/{name}:generateContent"
+        headers = {"x-goog-api-key": self.key, "content-type": "application/json"}
+        error: dict[str, Any] = {}
+        for attempt in range(1, self.attempts + 1):
+            wait = 0.0
+            try:
+                with urllib.request.urlopen(
+                    urllib.request.Request(url, body, headers), timeout=TIMEOUT * 15
+                ) as answer:
+                    return {"response": json.loads(answer.read())}, answer.headers.get(
+                        "x-gemini-service-tier"
+                    )
+            except urllib.error.HTTPError as exc:
+                found = _error_of(exc)
+                error = {
+                    "code": exc.code,
+                    "message": str(found.get("message") or exc.reason),
+                    "status": found.get("status"),
+                }
+                if exc.code not in (429, 500, 503, 504):
+                    return {"error": error}, None
+                wait = _retry_after(exc.headers.get("retry-after"))
+            except (urllib.error.URLError, OSError) as exc:
+                error = {
+                    "code": 503,
+                    "message": f"cannot reach the Gemini API at {self.base_url}: {exc}",
+                    "status": "UNAVAILABLE",
+                }
+            if attempt == self.attempts:
+                break
+            self.retried += 1
+            backoff = self._random.uniform(0, min(self.max_delay, 0.5 * 2**attempt))
+            time.sleep(max(wait, backoff))
+        return {"error": error}, None
+
+
+def _retry_after(value: str | None) -> float:
+    try:
+        return max(0.0, float(value)) if value else 0.0
+    except ValueError:
+        return 0.0  # an HTTP date: the backoff stands

@@ -172,6 +172,9 @@ class VertexBackend(SdkBatches):
     def create_inline(self, model: str, requests: list[tuple[str, dict]], display_name: str) -> Job:
         raise RemoteError("backend vertex: batch prediction reads its requests from Cloud Storage only")
 
+    def generate(self, model: str, request: dict[str, Any], tier: str) -> tuple[dict[str, Any], str | None]:
+        raise RemoteError("backend vertex: the flex tier runs on the gemini backend for now")
+
     def download_inline(self, name: str, destination: Path) -> None:
         raise RemoteError("backend vertex: batch prediction writes its results to Cloud Storage only")
 

@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import itertools
 import json
+import random
 import threading
 from typing import Any
 
@@ -79,6 +80,22 @@ class Emulator:
             raise ApiError(429, "Resource has been exhausted (e.g. check quota).")
         if faults.hit(faults.unavailable_rate, "503", n):
             raise ApiError(503, "The service is currently unavailable.")
+
+    async def _flex(self, request: Request) -> None:
+        """Flex is best effort, with a 1 to 15 minute target: a share of calls is shed (503,
+        with Retry-After), and the others answer after a latency drawn on the emulator's clock
+        (most within a minute or two, a few near the target's end)."""
+        faults = self.store.faults
+        with self._calls_lock:
+            n = next(self._calls)
+        self.store.flex_calls += 1
+        if faults.hit(faults.flex_shed_rate, "flex", n):
+            self.store.flex_shed += 1
+            raise ApiError(503, "The model is overloaded. Please try again later.", retry_after=1)
+        latency = min(900.0, random.Random(f"{faults.seed}:{n}").expovariate(1 / 90))
+        speed = self.store.clock.speed
+        if speed > 0:
+            await asyncio.sleep(latency / speed)
 
     def _auth(self, request: Request) -> None:
         if "/projects/" in request.url.path:  # Vertex: an OAuth bearer token (any, here)
@@ -230,6 +247,8 @@ class Emulator:
                 media_type="text/event-stream",
                 headers=tier,
             )
+        if verb == "generateContent" and not vertex and responder.service_tier(body) == "flex":
+            await self._flex(request)
         # Off the event loop: a create counts the lines of a file of up to 2 GB.
         call = functools.partial(self._model_call, f"models/{model}", verb, body, vertex=vertex)
         answer = JSONResponse(await run_in_threadpool(call))
@@ -382,7 +401,8 @@ def _is_api_call(scope) -> bool:
 
 async def _error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return JSONResponse(exc.body(), status_code=exc.code)
+    headers = {"retry-after": str(exc.retry_after)} if exc.retry_after is not None else None
+    return JSONResponse(exc.body(), status_code=exc.code, headers=headers)
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:

@@ -15,8 +15,11 @@ _STATUS = {
 
 
 class ApiError(Exception):
-    def __init__(self, code: int, message: str, status: str | None = None) -> None:
+    def __init__(
+        self, code: int, message: str, status: str | None = None, *, retry_after: int | None = None
+    ) -> None:
         super().__init__(message)
+        self.retry_after = retry_after  # seconds, sent as the Retry-After header
         self.code = code
         self.message = message
         self.status = status or _STATUS.get(code, "UNKNOWN")

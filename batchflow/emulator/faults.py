@@ -18,6 +18,7 @@ class Faults:
     safety_stop_rate: float = 0.0  # share of answers stopped with finishReason SAFETY
     rate_limit_rate: float = 0.0  # share of API calls answered 429 RESOURCE_EXHAUSTED
     unavailable_rate: float = 0.0  # share of API calls answered 503 UNAVAILABLE
+    flex_shed_rate: float = 0.0  # share of Flex generateContent calls shed (503): best effort
     file_ttl: float = 48 * 3600.0  # emulator seconds a file lives (the service keeps files 48 h)
     expire_after: float = 24 * 3600.0  # emulator seconds before a job that never ran expires
     latency: float = 0.0  # real seconds added to every API call

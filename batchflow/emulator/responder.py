@@ -253,8 +253,8 @@ def generate(
     validate_request(request, vertex=vertex)
     prompt = "\n".join(t for c in request["contents"] for t in _texts(c))
     # Labels are for billing reports; they change nothing in an answer (and the Vertex backend
-    # adds one to carry each request's hash).
-    asked = {k: v for k, v in request.items() if k != "labels"}
+    # adds one to carry each request's hash). Nor does the tier that serves a request.
+    asked = {k: v for k, v in request.items() if k not in ("labels", "serviceTier", "service_tier")}
     asked["contents"] = [
         {
             **content,

@@ -188,6 +188,8 @@ class Store:
         (self.root / "files").mkdir(parents=True, exist_ok=True)
         (self.root / "uploads").mkdir(parents=True, exist_ok=True)
         self.faults = faults or Faults()
+        self.flex_calls = 0  # generateContent calls on the Flex tier, shed ones included
+        self.flex_shed = 0
         self.files: dict[str, StoredFile] = {}
         self.uploads: dict[str, Upload] = {}
         self.jobs: dict[str, Job] = {}

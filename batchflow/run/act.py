@@ -7,14 +7,16 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import re
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 
@@ -180,6 +182,7 @@ class Applier:
                         state.cache = CacheRecord(digest=digest, body=s.cache)
                 for shard_id in s.superseded:
                     self._supersede(state, state.shards[shard_id])
+                flex, _ = self.rules.choose(sum(info.requests for info in s.new_shards))
                 for info in s.new_shards:
                     state.shards[info.id] = Shard(
                         id=info.id,
@@ -187,7 +190,8 @@ class Applier:
                         requests=info.requests,
                         bytes=info.bytes,
                         model=self.p.spec.model,
-                        inline=self.backend.takes_inline and self.rules.inline(info.bytes),
+                        inline=self.rules.inline(info.bytes, flex) and self.backend.takes_inline,
+                        tier=flex,
                         updated_at=now(),
                     )
                     outcome.actions += 1
@@ -255,7 +259,7 @@ class Applier:
 
     def _advance(self, state: PipelineState, shard: Shard, outcome: Outcome) -> None:
         while (action := next_action(shard, self.attempts)) is not None:
-            if shard.status is ShardStatus.PREPARED and self.rules.slots_free(state) == 0:
+            if shard.status is ShardStatus.PREPARED and not shard.tier and self.rules.slots_free(state) == 0:
                 outcome.waiting.append(f"shard {shard.id[:8]} (waiting for a job slot)")
                 return  # started once a running job ends (batch.max_concurrent_jobs)
             outcome.actions += 1
@@ -327,6 +331,13 @@ class Applier:
                     )
                     self._save(state, shard, status=ShardStatus.DONE, usage=usage)
                     self._say(action, f"saved to {path}")
+                case Kind.SEND:
+                    path = self._send(state, shard)
+                    usage = self.index.add_results(
+                        shard.id, path, shard.round, frozenset(self.p.spec.errors.finish_reasons)
+                    )
+                    self._save(state, shard, status=ShardStatus.DONE, usage=usage)
+                    self._say(action, f"{shard.requests} answered on the {shard.tier} tier, saved to {path}")
                 case Kind.RETRY:
                     self._save(
                         state,
@@ -343,6 +354,50 @@ class Applier:
                         cancelled_pending=False,
                     )
                     self._say(action, f"queued again (attempt {shard.attempt} of {self.attempts})")
+
+    def _send(self, state: PipelineState, shard: Shard) -> Path:
+        """A flex shard's requests as generateContent calls, `flex.concurrency` at once. Each
+        answer is appended to `<result>.part` as it arrives (flushed; synced and kept in the
+        store at least every second), so a killed apply loses at most the calls in flight, and
+        the next one sends only the requests with no answer there. The lease is confirmed before
+        every `4 x concurrency` calls: a runner taken over sends nothing more."""
+        path = self.store.result_path(self.p.name, shard.id)
+        part = self.store.fetch(path.with_name(path.name + ".part"))
+        part.parent.mkdir(parents=True, exist_ok=True)
+        answered = _answered_keys(part)
+        text = self.store.fetch(self.store.shard_path(self.p.name, shard.id)).read_text(encoding="utf-8")
+        lines = [json.loads(line) for line in self._resolve(state, text).splitlines() if line.strip()]
+        todo = [line for line in lines if line["key"] not in answered]
+        model, tier = self.p.spec.model, shard.tier or "flex"
+        at_once = self.p.spec.flex.concurrency
+
+        def call(line: dict[str, Any]) -> bytes:
+            answer, _served = self.backend.generate(model, line["request"], tier)
+            return json.dumps({"key": line["key"], **answer}, ensure_ascii=False).encode() + b"\n"
+
+        waiting = iter(todo)
+        with ThreadPoolExecutor(at_once) as pool, open(part, "ab") as out:
+            in_flight: set[Future[bytes]] = set()
+            sent, kept = 0, time.monotonic()
+            while True:
+                # A window, not rounds: a slow or retried call holds up no other.
+                while len(in_flight) < at_once and (line := next(waiting, None)) is not None:
+                    if sent % (at_once * 4) == 0:
+                        self.store.confirm(self.p.name)
+                    in_flight.add(pool.submit(call, line))
+                    sent += 1
+                if not in_flight:
+                    break
+                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    out.write(future.result())
+                out.flush()
+                if time.monotonic() - kept > 1.0 or not in_flight:
+                    os.fsync(out.fileno())
+                    self.store.keep(part)
+                    kept = time.monotonic()
+        os.replace(part, path)
+        return path
 
     def _create(self, state: PipelineState, shard: Shard) -> Job:
         name = display_name(self.p.name, shard, state.lineage)
@@ -549,6 +604,26 @@ class Applier:
         self.store.save(state)
         where = f" ({errors} errors" + (f" to {spec.errors.uri})" if spec.errors.uri else ")")
         self._say(action, f"{count} records{where}")
+
+
+def _answered_keys(part: Path) -> set[str]:
+    """The request hashes a flex shard's partial answers hold; a last line cut by a kill is
+    dropped from the file, so the next answer starts a line of its own."""
+    if not part.exists():
+        return set()
+    keys, good = set(), 0
+    with open(part, "rb") as f:
+        for line in f:
+            if not line.endswith(b"\n"):
+                break
+            try:
+                keys.add(json.loads(line)["key"])
+            except (ValueError, KeyError):
+                break
+            good += len(line)
+    if good != part.stat().st_size:
+        os.truncate(part, good)
+    return keys
 
 
 def _blocked(p: LoadedPipeline, outcome: Outcome | None) -> str | None:

@@ -67,6 +67,7 @@ class Kind(StrEnum):
     RETRY = "retry"  # the job failed: submit the same shard again
     OUTPUT = "output"
     HOLD = "hold"  # a step apply will not take now (no job slot): not a change
+    SEND = "send"  # a flex shard: its requests go out as calls, each answer saved as it comes
 
 
 _SYMBOL = {Kind.SUBMIT: "+", Kind.OUTPUT: "+", Kind.RETRY: "~", Kind.CANCEL: "-", Kind.HOLD: "="}
@@ -82,6 +83,9 @@ class Rules:
     max_jobs: int | None = None  # batch.max_concurrent_jobs, or --max-concurrent-jobs over it
     inline_below: int = 0  # bytes; 0 where the backend takes no inline requests (Vertex)
     pending_timeout: float | None = None  # seconds a job may stay pending before it is cancelled
+    tier: str | None = None  # flex: new shards go out as calls on that tier, not as jobs
+    auto_below: int | None = None  # tier: auto: flex for fewer new requests than this, else batch
+    stage: bool = False  # the pipeline reads another's results (auto sends a stage on flex)
     now: float | None = None  # the time decisions are made at; None: the clock's, when asked
 
     @classmethod
@@ -99,12 +103,28 @@ class Rules:
             max_jobs=max_concurrent_jobs or spec.batch.max_concurrent_jobs,
             inline_below=spec.batch.inline_below if takes_inline else 0,
             pending_timeout=spec.batch.pending_timeout,
+            tier="flex" if spec.tier == "flex" else None,
+            auto_below=spec.flex.auto_below if spec.tier == "auto" else None,
+            stage=pipeline.spec.source.pipeline is not None,
             now=now,
         )
 
-    def inline(self, size: int) -> bool:
-        """Whether a new shard of `size` bytes travels in the create call instead of a file."""
-        return size < self.inline_below
+    def inline(self, size: int, tier: str | None = None) -> bool:
+        """Whether a new shard of `size` bytes (going out on `tier`, None for batch) travels in
+        the create call instead of a file."""
+        return tier is None and size < self.inline_below
+
+    def choose(self, new_requests: int) -> tuple[str | None, str]:
+        """The tier of a run's new shards (None: batch), and with `tier: auto`, why: flex for a
+        stage (its upstream's answers come in minutes; a day's batch would hold the chain) and
+        for small work, batch for large."""
+        if self.auto_below is None:
+            return self.tier, ""
+        if self.stage:
+            return "flex", "auto: a stage goes on flex"
+        if new_requests < self.auto_below:
+            return "flex", f"auto: {new_requests:,} new requests, under flex.auto_below ({self.auto_below:,})"
+        return None, f"auto: batch for {new_requests:,} new requests (flex.auto_below: {self.auto_below:,})"
 
     def slots_free(self, state: PipelineState) -> int | None:
         """Jobs that may start now under max_jobs (None: no limit)."""
@@ -211,6 +231,9 @@ def next_action(shard: Shard, attempts: int) -> Action | None:
     if shard.superseded and shard.status is not s.SUBMITTED:
         return None  # never sent, or failed: nothing to wait for
     match shard.status:
+        case s.PREPARED if shard.tier:
+            count = f"{shard.requests} {plural(shard.requests, 'request')}"
+            return Action(Kind.SEND, shard.id, f"send {count} on the {shard.tier} tier")
         case s.PREPARED if shard.inline:
             return Action(Kind.CREATE, shard.id, f"create batch job with {shard.requests} inline requests")
         case s.PREPARED:
@@ -328,7 +351,7 @@ def plan(state: PipelineState, scan: Scan, rules: Rules, output_uri: str) -> lis
         if shard.id in superseded:
             actions.append(superseded_action(shard))
         elif (action := next_action(shard, rules.attempts)) is not None:
-            if shard.status is ShardStatus.PREPARED and not starts():
+            if shard.status is ShardStatus.PREPARED and not shard.tier and not starts():
                 action = Action(Kind.HOLD, shard.id, f"{action.reason}: {rules.held()}")
             elif shard.quota_refused_at and shard.status in (ShardStatus.PREPARED, ShardStatus.UPLOADED):
                 reason = f"{action.reason} (the last try was refused for quota)"
@@ -339,10 +362,13 @@ def plan(state: PipelineState, scan: Scan, rules: Rules, output_uri: str) -> lis
                 action = Action(Kind.POLL, shard.id, reason)
             actions.append(action)
     new = []
+    tier, chosen = rules.choose(sum(info.requests for info in scan.new_shards))
     for info in scan.new_shards:
-        inline = ", inline" if rules.inline(info.bytes) else ""
-        reason = f"submit {info.requests} new {plural(info.requests, 'request')} ({info.bytes} bytes{inline})"
-        new.append(Action(Kind.SUBMIT, info.id, reason if starts() else f"{reason}; {rules.held()}"))
+        how = ", inline" if rules.inline(info.bytes, tier) else f", on the {tier} tier" if tier else ""
+        how += f"; {chosen}" if chosen else ""
+        reason = f"submit {info.requests} new {plural(info.requests, 'request')} ({info.bytes} bytes{how})"
+        held = tier is None and not starts()  # calls take no job slot
+        new.append(Action(Kind.SUBMIT, info.id, f"{reason}; {rules.held()}" if held else reason))
     actions = new + actions
     if not actions and (why := output_reason(state, scan)):
         actions.append(Action(Kind.OUTPUT, None, f"write {scan.requests} records to {output_uri} ({why})"))

@@ -60,6 +60,8 @@ def _problems(spec: Pipeline, file: Path, backend: str) -> Iterator[tuple[Loc, s
         yield ("request", "system"), "with a cache, the system instruction goes in cache.system"
     if spec.cache is not None and not (spec.cache.system or spec.cache.contents or spec.cache.files):
         yield ("cache",), "a cache needs system, contents or files"
+    if spec.tier != "batch" and spec.embed is not None:
+        yield ("tier",), "flex sends generateContent calls: embeddings go by batch (tier: batch)"
     if backend == "vertex":
         yield from _vertex_problems(spec)
 
@@ -186,6 +188,8 @@ def _vertex_problems(spec: Pipeline) -> Iterator[tuple[Loc, str]]:
                 "implicitly)"
             ),
         )
+    if spec.tier != "batch":
+        yield ("tier",), "flex runs on the gemini backend for now (Vertex's Flex PayGo is not supported yet)"
     if spec.batch.max_requests > 200_000:
         yield ("batch", "max_requests"), "Vertex AI takes at most 200,000 requests a job"
     if spec.batch.max_bytes > 1_000_000_000:

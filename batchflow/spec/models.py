@@ -257,6 +257,20 @@ class FunctionsTool(_Model):
     functions: list[FunctionDeclaration] = Field(min_length=1, description="Function declarations.")
 
 
+class Flex(_Model):
+    """How requests go out on the Flex tier (`tier: flex`)."""
+
+    concurrency: int = Field(
+        8, ge=1, le=256, description="Calls at once; shed (503) and rate-limited (429) calls are retried."
+    )
+    auto_below: int = Field(
+        1000,
+        ge=1,
+        description="With `tier: auto`: a run with fewer new requests than this goes on flex, a larger "
+        "one by batch (a stage always goes on flex).",
+    )
+
+
 class Batch(_Model):
     """How requests are grouped into batch jobs."""
 
@@ -389,6 +403,13 @@ class Pipeline(_Model):
         [],
         description="Tools the model may use: google_search, url_context, code_execution, {functions: [...]}",
     )
+    tier: Literal["batch", "flex", "auto"] = Field(
+        "batch",
+        description="How requests are sent: batch (Batch Mode jobs: half price, up to 24 h), flex "
+        "(generateContent calls on the Flex tier: half price, minutes, best effort; each answer is "
+        "saved as it arrives), or auto (flex for small work and for stages, batch for large).",
+    )
+    flex: Flex = Flex()
     batch: Batch = Batch()
     budget: Budget | None = None
     retry: Retry = Retry()

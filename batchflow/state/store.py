@@ -101,6 +101,7 @@ class Shard(BaseModel):
     bytes: int
     status: ShardStatus = ShardStatus.PREPARED
     inline: bool = False  # sent as inline requests (no input file; results come with the job)
+    tier: str | None = None  # sent as generateContent calls on this tier (flex), not as a job
     attempt: int = 1
     round: int = 0  # the pipeline's retry round when it was made (see PipelineState.retry_round)
     file_name: str | None = None  # the uploaded input file, files/...
@@ -210,6 +211,10 @@ class StateStore(Protocol):
         """The local copy of a file of the store (a remote one is downloaded if missing)."""
         ...
 
+    def keep(self, path: Path) -> None:
+        """Make a file of the store that is still growing durable now (flex answers as they come)."""
+        ...
+
     def load(self, pipeline: str) -> PipelineState: ...
     def save(self, state: PipelineState) -> None:
         """Write the state, refused (LockedError) when this runner's lease was taken over."""
@@ -251,6 +256,9 @@ class LocalStore:
     def fetch(self, path: Path) -> Path:
         """`path` (a shard, keys or result file of the store), present locally to be read."""
         return path
+
+    def keep(self, path: Path) -> None:
+        pass  # its writer flushed and synced it
 
     def load(self, pipeline: str) -> PipelineState:
         path = self.folder(pipeline) / "state.json"
@@ -372,6 +380,10 @@ class RemoteStore(LocalStore):
                 with self.fs.open(f"{self.base}/{relative}", "rb") as src, atomic_open(path) as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)  # result files can be large: stream
         return path
+
+    def keep(self, path: Path) -> None:
+        relative = path.relative_to(self.root).as_posix()
+        self.fs.put_file(str(path), f"{self.base}/{relative}")
 
     def index(self, pipeline: str, *, readonly: bool = False) -> RequestIndex:
         # Opened on first use: a command that never queries it (status, a plan that skips

@@ -1,0 +1,113 @@
+"""The Flex tier: requests as generateContent calls, each answer saved as it arrives."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx2 as httpx
+from conftest import TEST_SPEED, write
+
+SPEC = """
+    version: 1
+    name: quick
+    model: gemini-3.8-flash
+    TIER
+    source: {uri: data.jsonl, key: "{{ id }}"}
+    request: {prompt: "Say {{ id }}"}
+    output: {uri: OUT}
+"""
+
+
+def _pipeline(tmp_path, tier: str, out: str, n: int = 20, name: str = "quick.yaml") -> None:
+    write(tmp_path / "pipelines" / name, SPEC.replace("TIER", tier).replace("OUT", out))
+    write(tmp_path / "pipelines/data.jsonl", "".join(json.dumps({"id": i}) + "\n" for i in range(n)))
+
+
+def _rows(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_flex_answers_every_request_through_shed_calls_as_batch_would(
+    cli, client, emulator, emulator_env, tmp_path
+):
+    httpx.post(f"{emulator.url}/_emulator/faults", json={"flex_shed_rate": 0.2}).raise_for_status()
+    _pipeline(tmp_path, "tier: flex\n    flex: {concurrency: 4}", "flex.jsonl")
+    planned = cli("plan")
+    assert planned.code == 0 and "bytes, on the flex tier)" in planned.out
+    done = cli("apply")  # no --wait needed: the calls are answered in the run
+    assert done.code == 0, done.err
+    assert "20 answered on the flex tier" in done.out and "quick: done" in done.out
+    assert list(client.batches.list()) == []  # no job: calls
+    assert emulator.store.flex_shed > 0 and emulator.store.flex_calls == 20 + emulator.store.flex_shed
+    assert "No changes" in cli("plan").out and cli("apply").code == 0
+    assert emulator.store.flex_calls == 20 + emulator.store.flex_shed  # nothing sent again
+    # The same spec on batch answers with the same rows.
+    _pipeline(tmp_path, "tier: batch", "batch.jsonl")
+    assert cli("apply", "--wait", env={"BATCHFLOW_STATE": str(tmp_path / "batch-state")}).code == 0
+    assert _rows(tmp_path / "pipelines/flex.jsonl") == _rows(tmp_path / "pipelines/batch.jsonl")
+
+
+def test_a_killed_flex_apply_resends_only_what_had_no_answer(cli, emulator, emulator_env, tmp_path):
+    _pipeline(tmp_path, "tier: flex\n    flex: {concurrency: 2}", "flex.jsonl", n=40)
+    emulator.store.clock.set_speed(60)  # about 1.5 s a call: the kill lands mid-way
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batchflow", "apply"],
+        env={**os.environ, **emulator_env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    results = tmp_path / "state/quick/results"
+    deadline = time.monotonic() + 60
+    while not any(len(p.read_bytes().splitlines()) >= 4 for p in results.glob("*.part")):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (part,) = results.glob("*.part")
+    kept = len(part.read_bytes().splitlines())
+    calls = emulator.store.flex_calls
+    emulator.store.clock.set_speed(TEST_SPEED)
+    done = cli("apply")
+    assert done.code == 0, done.err
+    assert [r["key"] for r in _rows(tmp_path / "pipelines/flex.jsonl")] == [str(i) for i in range(40)]
+    sent_again = emulator.store.flex_calls - calls
+    assert sent_again == 40 - kept  # only what had no answer saved
+    assert calls - kept <= 2  # at most the calls in flight were lost
+
+
+def test_validate_refuses_flex_for_embeddings_and_on_vertex(cli, tmp_path):
+    write(
+        tmp_path / "pipelines/emb.yaml",
+        """
+        version: 1
+        name: emb
+        model: gemini-embedding-2
+        tier: flex
+        source: {uri: data.jsonl, key: "{{ id }}"}
+        embed: {content: "{{ id }}"}
+        output: {uri: out.jsonl}
+        """,
+    )
+    write(tmp_path / "pipelines/data.jsonl", '{"id": 1}\n')
+    refused = cli("validate")
+    assert refused.code == 1 and "tier: flex sends generateContent calls" in refused.err
+    _pipeline(tmp_path, "tier: flex\n    backend: vertex", "o.jsonl", name="emb.yaml")
+    on_vertex = cli("validate")
+    assert on_vertex.code == 1 and "flex runs on the gemini backend for now" in on_vertex.err
+
+
+def test_auto_sends_small_work_on_flex_and_large_work_by_batch(cli, client, emulator_env, tmp_path):
+    _pipeline(tmp_path, "tier: auto\n    flex: {auto_below: 25}", "auto.jsonl")
+    planned = cli("plan")
+    assert "on the flex tier; auto: 20 new requests, under flex.auto_below (25)" in planned.out
+    assert cli("apply").code == 0 and list(client.batches.list()) == []
+    _pipeline(tmp_path, "tier: auto\n    flex: {auto_below: 25}", "auto.jsonl", n=60)
+    planned = cli("plan")
+    assert "auto: batch for 40 new requests (flex.auto_below: 25)" in planned.out
+    assert cli("apply", "--wait").code == 0 and len(list(client.batches.list())) == 1
+    assert len(_rows(tmp_path / "pipelines/auto.jsonl")) == 60
