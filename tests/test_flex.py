@@ -49,7 +49,9 @@ def test_flex_answers_every_request_through_shed_calls_as_batch_would(
     # The same spec on batch answers with the same rows.
     _pipeline(tmp_path, "tier: batch", "batch.jsonl")
     assert cli("apply", "--wait", env={"BATCHFLOW_STATE": str(tmp_path / "batch-state")}).code == 0
-    assert _rows(tmp_path / "pipelines/flex.jsonl") == _rows(tmp_path / "pipelines/batch.jsonl")
+    on_flex = _rows(tmp_path / "pipelines/flex.jsonl")
+    assert {r.pop("tier") for r in on_flex} == {"flex"}  # as the service's header said
+    assert on_flex == _rows(tmp_path / "pipelines/batch.jsonl")
 
 
 def test_a_killed_flex_apply_resends_only_what_had_no_answer(cli, emulator, emulator_env, tmp_path):

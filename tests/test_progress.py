@@ -84,3 +84,19 @@ def test_apply_wait_in_ci_says_how_far_jobs_are(cli, emulator, emulator_env, tmp
     assert result.code == 0, result.err
     assert "requests done" in result.out and "\x1b" not in result.out
     assert "requests done" not in cli("apply").out  # without --wait: no extra calls, no extra lines
+
+
+def test_flex_calls_are_told_in_ci_a_minute_in_and_then_each_minute():
+    lines: list[str] = []
+    clock = Clock()
+    reporter = PlainReporter(lines.append, clock=clock)
+    reporter.calls("p", (1, 100, 8, 0))
+    clock.now = 30
+    reporter.calls("p", (40, 100, 8, 2))
+    assert lines == []  # calls that take under a minute say nothing
+    clock.now = 61
+    reporter.calls("p", (70, 100, 8, 5))
+    clock.now = 90
+    reporter.calls("p", (80, 100, 8, 5))
+    assert lines == ["p: flex: 70 of 100 answered, 8 in flight, 5 retried"]
+    reporter.calls("p", (100, 100, 0, 5), finished=True)

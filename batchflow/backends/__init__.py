@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from ..settings import Settings
     from ..spec.models import LoadedPipeline
     from ..spec.project import Stores
-    from .base import Backend, Job
+    from .base import Backend, Generated, Job
     from .rest import Generator, JobReader
 
 
@@ -74,7 +74,7 @@ class _ReadsJobsOverHttp(Lazy):
     def stats(self, name: str) -> tuple[int, int] | None:
         return self._reader().stats(name)
 
-    def generate(self, model: str, request: dict[str, Any], tier: str) -> tuple[dict[str, Any], str | None]:
+    def generate(self, model: str, request: dict[str, Any], tier: str) -> Generated:
         if self._generator is None:
             from .rest import Generator
 

@@ -13,6 +13,9 @@ from typing import Any, Protocol
 
 from ..state.store import JOB_ENDED, ErrorInfo
 
+# One call's answer or error, as a result line holds it; the tier that served it; calls taken.
+Generated = tuple[dict[str, Any], str | None, int]
+
 
 @dataclass(frozen=True)
 class Job:
@@ -63,7 +66,7 @@ class Backend(Protocol):
     def delete_cache(self, name: str) -> None: ...
 
     # ------------------------------------------------------------ synchronous tiers
-    def generate(self, model: str, request: dict[str, Any], tier: str) -> tuple[dict[str, Any], str | None]:
+    def generate(self, model: str, request: dict[str, Any], tier: str) -> Generated:
         """One generateContent call on `tier` (flex), retried while the service sheds it: the
         answer as a result line holds it ({"response": ...} or {"error": ...}), and the tier
         that served it."""

@@ -25,7 +25,7 @@ from ..errors import RemoteError
 from ..settings import Settings
 from ..state.atomic import atomic_open
 from ..state.store import ErrorInfo
-from .base import Job
+from .base import Generated, Job
 from .rest import Generator, JobReader, api_key, refused
 
 # A create is never retried blindly: a lost answer may hide a job that exists.
@@ -241,7 +241,7 @@ class GeminiBackend(SdkBatches):
     def get(self, name: str) -> Job:
         return self.jobs.get(name)
 
-    def generate(self, model: str, request: dict[str, Any], tier: str) -> tuple[dict[str, Any], str | None]:
+    def generate(self, model: str, request: dict[str, Any], tier: str) -> Generated:
         return self.generator.generate(model, request, tier)
 
     def stats(self, name: str) -> tuple[int, int] | None:

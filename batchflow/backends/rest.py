@@ -21,7 +21,7 @@ from typing import Any
 from ..errors import RemoteError
 from ..settings import Settings
 from ..state.store import ErrorInfo
-from .base import Job
+from .base import Generated, Job
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 API_VERSION = "v1beta"  # the SDK's, for the Developer API
@@ -147,12 +147,12 @@ class Generator:
         ).rstrip("/")
         self.key, self.placeholder = api_key(settings)
         self.attempts, self.max_delay = attempts, max_delay
-        self.retried = 0  # calls tried again, for progress and tests
         self._random = random.Random()
 
-    def generate(self, model: str, request: dict[str, Any], tier: str) -> tuple[dict[str, Any], str | None]:
-        """(the answer or the error, as a result line holds it: {"response": ...} or {"error": ...};
-        the tier that served it, from the `x-gemini-service-tier` header)."""
+    def generate(self, model: str, request: dict[str, Any], tier: str) -> Generated:
+        """The answer or the error, as a result line holds it ({"response": ...} or
+        {"error": ...}); the tier that served it, from the `x-gemini-service-tier` header; and
+        the calls it took."""
         body = json.dumps({**request, "serviceTier": tier}).encode()
         name = model if model.startswith("models/") else f"models/{model}"
         url = f"{self.base_url}/{API_VERSION}/{name}:generateContent"
@@ -161,34 +161,25 @@ class Generator:
         for attempt in range(1, self.attempts + 1):
             wait = 0.0
             try:
-                with urllib.request.urlopen(
-                    urllib.request.Request(url, body, headers), timeout=TIMEOUT * 15
-                ) as answer:
-                    return {"response": json.loads(answer.read())}, answer.headers.get(
-                        "x-gemini-service-tier"
-                    )
+                call = urllib.request.Request(url, body, headers)
+                with urllib.request.urlopen(call, timeout=900) as answer:  # flex's target: 15 minutes
+                    served = answer.headers.get("x-gemini-service-tier")
+                    return {"response": json.loads(answer.read())}, served, attempt
             except urllib.error.HTTPError as exc:
                 found = _error_of(exc)
-                error = {
-                    "code": exc.code,
-                    "message": str(found.get("message") or exc.reason),
-                    "status": found.get("status"),
-                }
+                message = str(found.get("message") or exc.reason)
+                error = {"code": exc.code, "message": message, "status": found.get("status")}
                 if exc.code not in (429, 500, 503, 504):
-                    return {"error": error}, None
+                    return {"error": error}, None, attempt
                 wait = _retry_after(exc.headers.get("retry-after"))
             except (urllib.error.URLError, OSError) as exc:
-                error = {
-                    "code": 503,
-                    "message": f"cannot reach the Gemini API at {self.base_url}: {exc}",
-                    "status": "UNAVAILABLE",
-                }
+                message = f"cannot reach the Gemini API at {self.base_url}: {exc}"
+                error = {"code": 503, "message": message, "status": "UNAVAILABLE"}
             if attempt == self.attempts:
                 break
-            self.retried += 1
             backoff = self._random.uniform(0, min(self.max_delay, 0.5 * 2**attempt))
             time.sleep(max(wait, backoff))
-        return {"error": error}, None
+        return {"error": error}, None, self.attempts
 
 
 def _retry_after(value: str | None) -> float:

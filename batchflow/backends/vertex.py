@@ -25,7 +25,7 @@ from ..output.columns import ERROR_FIELDS
 from ..settings import Settings
 from ..state.atomic import atomic_open
 from ..state.store import ErrorInfo
-from .base import Job
+from .base import Generated, Job
 from .gemini import _NO_RETRY, SdkBatches, _named, _remote
 
 KEY_LABEL = "batchflow-key"  # the request hash, carried through the job in the request's labels
@@ -172,7 +172,7 @@ class VertexBackend(SdkBatches):
     def create_inline(self, model: str, requests: list[tuple[str, dict]], display_name: str) -> Job:
         raise RemoteError("backend vertex: batch prediction reads its requests from Cloud Storage only")
 
-    def generate(self, model: str, request: dict[str, Any], tier: str) -> tuple[dict[str, Any], str | None]:
+    def generate(self, model: str, request: dict[str, Any], tier: str) -> Generated:
         raise RemoteError("backend vertex: the flex tier runs on the gemini backend for now")
 
     def download_inline(self, name: str, destination: Path) -> None:

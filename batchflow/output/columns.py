@@ -132,6 +132,13 @@ COLUMNS = [
         lambda s: _pa().list_(_pa().struct([("text", _pa().string()), ("finish_reason", _pa().string())])),
     ),
     Column(
+        "tier",
+        "`tier: flex` or `auto`",
+        "the tier that answered: `flex` (as the service's `x-gemini-service-tier` header said) or `batch`",
+        lambda s: s.tier != "batch",
+        lambda s: _pa().string(),
+    ),
+    Column(
         "response",
         "`output.include_response: true`",
         "the whole response, as the service gave it (JSON text in Parquet and CSV)",
@@ -192,6 +199,7 @@ class ResultFields:
         self.grounded = _grounded(spec)
         self.thoughts = _thoughts(spec)
         self.candidates = _candidates(spec)
+        self.tiered = spec.tier != "batch"
         self.finish_reasons = frozenset(spec.errors.finish_reasons)
         # Columns that hold the service's JSON as it came, numbers and all.
         self.verbatim = self.response or self.functions
@@ -204,6 +212,7 @@ class ResultFields:
             or self.grounded
             or self.thoughts
             or self.candidates
+            or self.tiered
         )
 
     def answer(self, result: dict[str, Any]) -> tuple[str, Any, tuple[Any, ...]] | None:
@@ -288,6 +297,8 @@ class ResultFields:
                 }
                 for c in candidates
             ]
+        if self.tiered:
+            out["tier"] = result.get("tier") or "batch"
         if self.response:
             out["response"] = response
         if out["finish_reason"] in self.finish_reasons:

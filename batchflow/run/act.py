@@ -371,14 +371,15 @@ class Applier:
         model, tier = self.p.spec.model, shard.tier or "flex"
         at_once = self.p.spec.flex.concurrency
 
-        def call(line: dict[str, Any]) -> bytes:
-            answer, _served = self.backend.generate(model, line["request"], tier)
-            return json.dumps({"key": line["key"], **answer}, ensure_ascii=False).encode() + b"\n"
+        def call(line: dict[str, Any]) -> tuple[bytes, int]:
+            answer, served, calls = self.backend.generate(model, line["request"], tier)
+            result = {"key": line["key"], **answer, "tier": served or tier}
+            return json.dumps(result, ensure_ascii=False).encode() + b"\n", calls - 1
 
         waiting = iter(todo)
         with ThreadPoolExecutor(at_once) as pool, open(part, "ab") as out:
-            in_flight: set[Future[bytes]] = set()
-            sent, kept = 0, time.monotonic()
+            in_flight: set[Future[tuple[bytes, int]]] = set()
+            sent, kept, retried, total = 0, time.monotonic(), 0, len(lines)
             while True:
                 # A window, not rounds: a slow or retried call holds up no other.
                 while len(in_flight) < at_once and (line := next(waiting, None)) is not None:
@@ -390,12 +391,17 @@ class Applier:
                     break
                 done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                 for future in done:
-                    out.write(future.result())
+                    result, again = future.result()
+                    out.write(result)
+                    retried += again
                 out.flush()
+                answered_now = total - len(todo) + sent - len(in_flight)
+                self.progress.calls(self.p.name, (answered_now, total, len(in_flight), retried))
                 if time.monotonic() - kept > 1.0 or not in_flight:
                     os.fsync(out.fileno())
                     self.store.keep(part)
                     kept = time.monotonic()
+        self.progress.calls(self.p.name, (total, total, 0, retried), finished=True)
         os.replace(part, path)
         return path
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from rich.progress import TaskID
 
 JobStats = tuple[int, int]  # requests done, requests in all
+CallStats = tuple[int, int, int, int]  # calls answered, in all, in flight, tried again
 
 
 class Reporter:
@@ -35,6 +36,9 @@ class Reporter:
 
     def job(self, pipeline: str, name: str, stats: Callable[[], JobStats | None]) -> None:
         pass
+
+    def calls(self, pipeline: str, calls: CallStats, finished: bool = False) -> None:
+        """Flex calls of a shard: answered of all, in flight, tried again (shed or limited)."""
 
     def close(self) -> None:
         pass
@@ -96,6 +100,21 @@ class PlainReporter(Reporter):
         self.say(f"{pipeline}: {name}: {done:,} of {total:,} requests done")
         self._last[key] = (self.clock(), counts)
 
+    def calls(self, pipeline: str, calls: CallStats, finished: bool = False) -> None:
+        key = f"calls:{pipeline}"
+        if finished:
+            self._last.pop(key, None)
+            return
+        if key not in self._last:
+            self._last[key] = (self.clock(), None)  # the first line a minute in, as for renders
+            return
+        if not self._due(key):
+            return
+        answered, total, in_flight, retried = calls
+        counts = f"{answered:,} of {total:,} answered, {in_flight} in flight, {retried:,} retried"
+        self.say(f"{pipeline}: flex: {counts}")
+        self._last[key] = (self.clock(), None)
+
 
 class LiveReporter(Reporter):
     """A live bar per source being rendered and per job at work, cleared when done."""
@@ -155,6 +174,15 @@ class LiveReporter(Reporter):
         self.bars.update(task, completed=done, total=total)
         if done >= total:
             self._drop(key)
+
+    def calls(self, pipeline: str, calls: CallStats, finished: bool = False) -> None:
+        key = f"calls:{pipeline}"
+        if finished:
+            self._drop(key)
+            return
+        answered, total, in_flight, retried = calls
+        task = self._task(key, f"{pipeline}: flex calls", total)
+        self.bars.update(task, completed=answered, rate=f"{in_flight} in flight, {retried} retried")
 
     def close(self) -> None:
         for key in list(self.tasks):
