@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from .settings import Settings
     from .spec.datacheck import RecordCheck
     from .spec.models import LoadedPipeline
+    from .spec.pricing import PriceTable
     from .spec.project import Stores
 
 OnError = Callable[["LoadedPipeline", str], None]
@@ -206,7 +207,7 @@ class Project:
         its state store (the rows `batchflow status --json` prints, whose names are stable)."""
         from collections import Counter
 
-        from .spec.pricing import Tokens, load_prices
+        from .spec.pricing import load_prices
 
         stores, prices = self._stores(), load_prices(self.settings.prices)
         report = []
@@ -227,8 +228,8 @@ class Project:
                     "shards": {str(k): v for k, v in Counter(s.status.value for s in shards).items()},
                     "waiting_for_quota": sum(bool(s.quota_refused_at) and _no_job_yet(s) for s in shards),
                     "tokens": tokens,
-                    # At Batch Mode prices from the catalog; None for a model with no price.
-                    "cost_usd": prices.cost(p.spec.model, Tokens.from_usage(tokens)),
+                    # At the prices of the tier each shard went on; None for a model with no price.
+                    "cost_usd": _cost(prices, p.spec.model, shards),
                     "jobs": [
                         {
                             "name": s.job_name,
@@ -283,6 +284,13 @@ def _relative(path: str) -> str:
     with contextlib.suppress(ValueError):
         return str(Path(path).relative_to(Path.cwd()))
     return path
+
+
+def _cost(prices: PriceTable, model: str, shards: list) -> float | None:
+    from .spec.pricing import Tokens
+
+    costs = [prices.cost(s.model or model, Tokens.from_usage(s.usage), s.tier or "batch") for s in shards]
+    return None if None in costs else sum(c for c in costs if c is not None)
 
 
 def _no_job_yet(shard) -> bool:

@@ -113,3 +113,18 @@ def test_auto_sends_small_work_on_flex_and_large_work_by_batch(cli, client, emul
     assert "auto: batch for 40 new requests (flex.auto_below: 25)" in planned.out
     assert cli("apply", "--wait").code == 0 and len(list(client.batches.list())) == 1
     assert len(_rows(tmp_path / "pipelines/auto.jsonl")) == 60
+
+
+def test_standard_and_priority_are_calls_at_their_prices(cli, client, emulator_env, tmp_path):
+    def estimate(tier: str) -> dict:
+        _pipeline(tmp_path, f"tier: {tier}", "urgent.jsonl")
+        planned = cli("plan", "--json")
+        assert planned.code == 0, planned.err
+        return json.loads(planned.out)["pipelines"][0]["estimate"]
+
+    batch, flex, standard, priority = (estimate(t) for t in ("batch", "flex", "standard", "priority"))
+    assert flex["usd"] == batch["usd"] and flex["tier"] == "flex"
+    assert standard["usd"] == 2 * batch["usd"] and priority["usd"] == 4 * batch["usd"]
+    assert "at Priority prices" in cli("plan").out
+    assert cli("apply").code == 0 and list(client.batches.list()) == []
+    assert {r["tier"] for r in _rows(tmp_path / "pipelines/urgent.jsonl")} == {"priority"}

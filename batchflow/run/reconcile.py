@@ -103,7 +103,7 @@ class Rules:
             max_jobs=max_concurrent_jobs or spec.batch.max_concurrent_jobs,
             inline_below=spec.batch.inline_below if takes_inline else 0,
             pending_timeout=spec.batch.pending_timeout,
-            tier="flex" if spec.tier == "flex" else None,
+            tier=spec.tier if spec.tier in ("flex", "standard", "priority") else None,
             auto_below=spec.flex.auto_below if spec.tier == "auto" else None,
             stage=pipeline.spec.source.pipeline is not None,
             now=now,

@@ -16,11 +16,11 @@ from pydantic import BaseModel, field_validator
 
 from ..errors import BatchflowError
 from ..spec.models import LoadedPipeline
-from ..spec.pricing import PriceTable, Tokens, estimate_text, file_part_tokens, usd
+from ..spec.pricing import TIER_NAMES, PriceTable, Tokens, estimate_text, file_part_tokens, usd
 from ..spec.tokens import CHARS_PER_TOKEN
 from ..spec.units import plural
 from ..state.store import PipelineState, ShardStatus
-from .reconcile import Action, Scan, policy_breach
+from .reconcile import Action, Rules, Scan, policy_breach
 
 if TYPE_CHECKING:  # the SDK is imported only by commands that call the API
     from ..backends.base import Backend
@@ -30,7 +30,9 @@ PLAN_FORMAT: Literal["batchflow-plan"] = "batchflow-plan"
 
 
 class Estimate(BaseModel):
-    """What the requests a plan would send cost, at Batch Mode prices."""
+    """What the requests a plan would send cost, at the prices of the tier they go on."""
+
+    tier: str = "batch"  # batch, flex, standard or priority: the prices below are that tier's
 
     requests: int
     input_tokens: int
@@ -123,14 +125,16 @@ def estimate(p: LoadedPipeline, scan: Scan, state: PipelineState, prices: PriceT
     per_answer, basis = output_per_answer(p, state)
     cached = requests * estimate_text(scan.cache, scan.files) if scan.cache else 0
     tokens = Tokens(input=scan.new_tokens, output=requests * per_answer, cached=cached)
+    tier = Rules.of(p).choose(requests)[0] or "batch"
     return Estimate(
+        tier=tier,
         requests=requests,
         input_tokens=tokens.input,
         cached_tokens=tokens.cached,
         output_tokens=tokens.output,
         input_basis="local estimate",
         output_basis=basis,
-        usd=prices.cost(p.spec.model, tokens),
+        usd=prices.cost(p.spec.model, tokens, tier),
     )
 
 
@@ -258,7 +262,9 @@ def count_sample(
             counted += estimate_text(system)
     est.input_tokens = round(counted / len(scan.sample) * est.requests)
     est.input_basis = f"countTokens on {len(scan.sample)} requests"
-    est.usd = prices.cost(p.spec.model, Tokens(est.input_tokens, est.output_tokens, est.cached_tokens))
+    est.usd = prices.cost(
+        p.spec.model, Tokens(est.input_tokens, est.output_tokens, est.cached_tokens), est.tier
+    )
     for name, value in _budget(p, est, max_usd).items():
         setattr(pp, name, value)
 
@@ -281,7 +287,7 @@ def describe(est: Estimate) -> str:
         f"{est.requests:,} {plural(est.requests, 'request')}, "
         f"~{est.input_tokens:,} input tokens ({est.input_basis}){cached}, "
         f"~{est.output_tokens:,} output tokens ({output}): "
-        + (f"~{usd(est.usd)} at Batch Mode prices" if est.usd is not None else UNPRICED)
+        + (f"~{usd(est.usd)} at {TIER_NAMES[est.tier]} prices" if est.usd is not None else UNPRICED)
     )
 
 

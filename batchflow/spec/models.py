@@ -403,11 +403,12 @@ class Pipeline(_Model):
         [],
         description="Tools the model may use: google_search, url_context, code_execution, {functions: [...]}",
     )
-    tier: Literal["batch", "flex", "auto"] = Field(
+    tier: Literal["batch", "flex", "auto", "standard", "priority"] = Field(
         "batch",
         description="How requests are sent: batch (Batch Mode jobs: half price, up to 24 h), flex "
         "(generateContent calls on the Flex tier: half price, minutes, best effort; each answer is "
-        "saved as it arrives), or auto (flex for small work and for stages, batch for large).",
+        "saved as it arrives), auto (flex for small work and for stages, batch for large), or "
+        "standard and priority (calls at the full price and above, for urgent work).",
     )
     flex: Flex = Flex()
     batch: Batch = Batch()

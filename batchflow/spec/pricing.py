@@ -46,13 +46,21 @@ class PriceTable(BaseModel):
         names = [name for name in self.models if model == name or model.startswith(name + "-")]
         return self.models[max(names, key=len)] if names else None
 
-    def cost(self, model: str, tokens: Tokens) -> float | None:
-        """USD at Batch Mode prices; None for a model the table does not know."""
+    def cost(self, model: str, tokens: Tokens, tier: str = "batch") -> float | None:
+        """USD on `tier` (Batch Mode's prices by default); None for a model the table does not know."""
         price = self.of(model)
         if price is None:
             return None
         full = tokens.input * price.input + tokens.output * price.output + tokens.cached * price.cached_input
-        return full / 1e6 * (1 - self.batch_discount)
+        share = (1 - self.batch_discount) if tier in ("batch", "flex") else TIER_PRICE[tier]
+        return full / 1e6 * share
+
+
+# What the synchronous tiers cost against the standard price (docs/tiers.md): Flex is Batch
+# Mode's half; Priority is "75-100% more than Standard" (ai.google.dev, optimization), taken at
+# its top so that a budget never counts it short.
+TIER_PRICE = {"standard": 1.0, "priority": 2.0}
+TIER_NAMES = {"batch": "Batch Mode", "flex": "Flex", "standard": "Standard", "priority": "Priority"}
 
 
 @dataclass
