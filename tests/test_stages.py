@@ -119,8 +119,11 @@ def test_group_by_makes_one_record_per_group_from_its_rows(cli, emulator_env, tm
 def test_validate_refuses_an_unknown_upstream_a_cycle_and_where_without_a_pipeline(cli, tmp_path):
     _stages(tmp_path)
     write(tmp_path / "pipelines/replies.yaml", REPLIES.replace("pipeline: classify", "pipeline: clasify"))
+    below = REPLIES.replace("name: replies", "name: acks").replace("pipeline: classify", "pipeline: replies")
+    write(tmp_path / "pipelines/acks.yaml", below.replace("replies.jsonl", "acks.jsonl"))
     bad = cli("validate")
     assert bad.code == 1
+    assert "acks.yaml:2: source.pipeline: its upstream 'replies' cannot run (see its error)" in bad.err
     unknown = "no pipeline named 'clasify' was loaded (did you mean 'classify'?)"
     assert f"pipelines/replies.yaml:2: source.pipeline: {unknown}" in bad.err
     write(
@@ -128,6 +131,7 @@ def test_validate_refuses_an_unknown_upstream_a_cycle_and_where_without_a_pipeli
         CLASSIFY.replace("uri: tickets.jsonl, ", "pipeline: replies, ").replace("OUT", "c.jsonl"),
     )
     write(tmp_path / "pipelines/replies.yaml", REPLIES)
+    (tmp_path / "pipelines/acks.yaml").unlink()
     cycle = cli("validate")
     assert cycle.code == 1 and "a cycle of stages: classify -> replies -> classify" in cycle.err
     write(

@@ -72,6 +72,8 @@ def link(pipelines: list[LoadedPipeline], stores: Stores) -> tuple[list[LoadedPi
                 linked[p.name] = p
             elif (up := visit(by_name[name])) is not None:
                 linked[p.name] = dataclasses.replace(p, upstream=Upstream(up, stores.of(up)))
+            else:
+                problems[p.name] = _error(p, f"its upstream {name!r} cannot run (see its error)")
         return linked[p.name]
 
     for p in pipelines:
