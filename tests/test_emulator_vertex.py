@@ -252,8 +252,6 @@ def test_every_example_gives_the_same_outputs_on_both_backends(
     cache = spec.pop("cache")
     spec["request"].update(system=cache["system"], files=cache["files"])
     with_cache.write_text(yaml.safe_dump(spec, sort_keys=False))
-    triage = tmp_path / "pipelines/examples/ticket-triage.yaml"  # flex runs on the gemini backend only
-    triage.write_text(triage.read_text().replace("tier: auto", "tier: batch"))
 
     def outputs() -> dict[str, list[dict]]:
         return {p.name: _rows(p) for p in sorted((tmp_path / "out").iterdir())}
@@ -554,3 +552,20 @@ def test_vertex_embedding_models(vertex):
     assert answer.embeddings[0].statistics.token_count == 3
     for model in ("gemini-embedding-2", "gemini-embedding-001"):
         assert len(vertex.models.embed_content(model=model, contents="hello").embeddings[0].values) == 3072
+
+
+def test_flex_on_the_vertex_backend_asks_in_headers_and_reads_the_traffic_type(
+    cli, emulator, emulator_env, gcs_endpoint, gcs_bucket, tmp_path
+):
+    """Vertex takes the tier in X-Vertex-AI-LLM-Shared-Request-Type (a serviceTier in the body is
+    refused) and says in usageMetadata.trafficType which served the call."""
+    emulator.store.gcs_endpoint, emulator.store.gcs = gcs_endpoint, None
+    _vertex_pipeline(tmp_path, gcs_bucket)
+    spec = tmp_path / "pipelines/v.yaml"
+    spec.write_text(spec.read_text().replace("backend: vertex", "backend: vertex\ntier: flex"))
+    result = cli("apply", env={"BATCHFLOW_VERTEX_PROJECT": "my-project"})
+    assert result.code == 0, result.out + result.err
+    assert "batchPredictionJobs" not in result.out and emulator.store.flex_calls == 5
+    rows = [json.loads(x) for x in (tmp_path / "pipelines/out.jsonl").read_text().splitlines()]
+    assert [r["key"] for r in rows] == ["0", "1", "2", "3", "4"]
+    assert all(r["tier"] == "flex" and "w" + r["key"] in r["text"] for r in rows)

@@ -16,6 +16,7 @@ import random
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import RemoteError
@@ -131,23 +132,53 @@ def _error_of(exc: urllib.error.HTTPError) -> dict[str, Any]:
     return error if isinstance(error, dict) else {}
 
 
+RETRY_CODES = (429, 500, 503, 504)  # shed, rate-limited, or failed in passing: tried again
+
+
+class TryAgain(Exception):  # noqa: N818 - a signal between a call and its retries, not an error
+    """A call the service asks to make again later; `error` is its answer if no later one comes."""
+
+    def __init__(self, error: dict[str, Any], retry_after: float = 0.0) -> None:
+        super().__init__(error.get("message"))
+        self.error, self.retry_after = error, retry_after
+
+
+class Retries:
+    """Calls tried again while the service sheds them or limits their rate: exponential backoff
+    with full jitter, waiting at least what `Retry-After` asked, up to `attempts` calls."""
+
+    def __init__(self, attempts: int = 8, max_delay: float = 60.0) -> None:
+        self.attempts, self.max_delay = attempts, max_delay
+        self._random = random.Random()
+
+    def run(self, call: Callable[[], tuple[dict[str, Any], str | None]]) -> Generated:
+        error: dict[str, Any] = {}
+        for attempt in range(1, self.attempts + 1):
+            try:
+                answer, served = call()
+                return answer, served, attempt
+            except TryAgain as again:
+                error, wait = again.error, again.retry_after
+            if attempt < self.attempts:
+                time.sleep(max(wait, self._random.uniform(0, min(self.max_delay, 0.5 * 2**attempt))))
+        return {"error": error}, None, self.attempts
+
+
 class Generator:
     """`generateContent` on a service tier (Flex, Standard, Priority), over HTTP.
 
     Flex is best effort: the service may shed a call (503) or limit the rate (429). Such calls,
-    and 500, 504 and lost connections, are tried again with exponential backoff and full
-    jitter, waiting at least what `Retry-After` asks, up to `attempts` times; the answer then
-    is the last error, as a result line holds it (a retryable code: a later apply sends it
-    again). Other refusals (400, 404...) are answered at once as errors.
+    and 500, 504 and lost connections, are tried again (`Retries`); the answer then is the last
+    error, as a result line holds it (a retryable code: a later apply sends it again). Other
+    refusals (400, 404...) are answered at once as errors.
     """
 
-    def __init__(self, settings: Settings, *, attempts: int = 8, max_delay: float = 60.0) -> None:
+    def __init__(self, settings: Settings, retries: Retries | None = None) -> None:
         self.base_url = (
             settings.api_base_url or os.environ.get("GOOGLE_GEMINI_BASE_URL") or DEFAULT_BASE_URL
         ).rstrip("/")
         self.key, self.placeholder = api_key(settings)
-        self.attempts, self.max_delay = attempts, max_delay
-        self._random = random.Random()
+        self.retries = retries or Retries()
 
     def generate(self, model: str, request: dict[str, Any], tier: str) -> Generated:
         """The answer or the error, as a result line holds it ({"response": ...} or
@@ -157,29 +188,25 @@ class Generator:
         name = model if model.startswith("models/") else f"models/{model}"
         url = f"{self.base_url}/{API_VERSION}/{name}:generateContent"
         headers = {"x-goog-api-key": self.key, "content-type": "application/json"}
-        error: dict[str, Any] = {}
-        for attempt in range(1, self.attempts + 1):
-            wait = 0.0
+
+        def call() -> tuple[dict[str, Any], str | None]:
             try:
-                call = urllib.request.Request(url, body, headers)
-                with urllib.request.urlopen(call, timeout=900) as answer:  # flex's target: 15 minutes
+                post = urllib.request.Request(url, body, headers)
+                with urllib.request.urlopen(post, timeout=900) as answer:  # flex's target: 15 minutes
                     served = answer.headers.get("x-gemini-service-tier")
-                    return {"response": json.loads(answer.read())}, served, attempt
+                    return {"response": json.loads(answer.read())}, served
             except urllib.error.HTTPError as exc:
                 found = _error_of(exc)
-                message = str(found.get("message") or exc.reason)
-                error = {"code": exc.code, "message": message, "status": found.get("status")}
-                if exc.code not in (429, 500, 503, 504):
-                    return {"error": error}, None, attempt
-                wait = _retry_after(exc.headers.get("retry-after"))
+                error = {"code": exc.code, "message": str(found.get("message") or exc.reason)}
+                error["status"] = found.get("status")
+                if exc.code in RETRY_CODES:
+                    raise TryAgain(error, _retry_after(exc.headers.get("retry-after"))) from None
+                return {"error": error}, None
             except (urllib.error.URLError, OSError) as exc:
                 message = f"cannot reach the Gemini API at {self.base_url}: {exc}"
-                error = {"code": 503, "message": message, "status": "UNAVAILABLE"}
-            if attempt == self.attempts:
-                break
-            backoff = self._random.uniform(0, min(self.max_delay, 0.5 * 2**attempt))
-            time.sleep(max(wait, backoff))
-        return {"error": error}, None, self.attempts
+                raise TryAgain({"code": 503, "message": message, "status": "UNAVAILABLE"}) from None
+
+        return self.retries.run(call)
 
 
 def _retry_after(value: str | None) -> float:

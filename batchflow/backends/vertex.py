@@ -18,6 +18,7 @@ from typing import Any
 
 import fsspec
 from google import genai
+from google.genai import errors as genai_errors
 from google.genai import types
 
 from ..errors import RemoteError
@@ -26,7 +27,8 @@ from ..settings import Settings
 from ..state.atomic import atomic_open
 from ..state.store import ErrorInfo
 from .base import Generated, Job
-from .gemini import _NO_RETRY, SdkBatches, _named, _remote
+from .gemini import _NO_RETRY, SdkBatches, _config_of, _named, _remote
+from .rest import RETRY_CODES, Retries, TryAgain
 
 KEY_LABEL = "batchflow-key"  # the request hash, carried through the job in the request's labels
 # The Developer API's embedding options, as Vertex's `embed_content_config` names them.
@@ -70,6 +72,7 @@ class VertexBackend(SdkBatches):
             http_options=options,
         )
         self.fs, _ = fsspec.core.url_to_fs(self.staging)
+        self.retries = Retries()
 
     # ------------------------------------------------------------ inputs
 
@@ -173,10 +176,37 @@ class VertexBackend(SdkBatches):
         raise RemoteError("backend vertex: batch prediction reads its requests from Cloud Storage only")
 
     def generate(self, model: str, request: dict[str, Any], tier: str) -> Generated:
-        raise RemoteError("backend vertex: the flex tier runs on the gemini backend for now")
+        """A call on Flex or Priority PayGo: the tier goes in the request's headers (a
+        `serviceTier` in the body is refused), `shared` so that no Provisioned Throughput is
+        used; `usageMetadata.trafficType` says which served it (docs/vertex.md)."""
+        headers = {"X-Vertex-AI-LLM-Request-Type": "shared"} if tier in _SHARED else {}
+        if tier in _SHARED:
+            headers["X-Vertex-AI-LLM-Shared-Request-Type"] = tier
+        config = types.GenerateContentConfig.model_validate(_config_of(request))
+        config.http_options = types.HttpOptions(headers=headers, retry_options=_NO_RETRY.retry_options)
+        contents = [types.Content.model_validate(c) for c in request["contents"]]
+
+        def call() -> tuple[dict[str, Any], str | None]:
+            try:
+                answer = self.client.models.generate_content(model=model, contents=contents, config=config)
+            except genai_errors.APIError as exc:
+                error = {"code": exc.code, "message": exc.message or "", "status": exc.status}
+                if exc.code in RETRY_CODES:
+                    raise TryAgain(error) from None
+                return {"error": error}, None
+            response = answer.model_dump(mode="json", by_alias=True, exclude_none=True)
+            traffic = (response.get("usageMetadata") or {}).get("trafficType")
+            return {"response": response}, _TRAFFIC.get(str(traffic), traffic)
+
+        return self.retries.run(call)
 
     def download_inline(self, name: str, destination: Path) -> None:
         raise RemoteError("backend vertex: batch prediction writes its results to Cloud Storage only")
+
+
+# The tiers Vertex serves on shared capacity, and what trafficType says served a call.
+_SHARED = ("flex", "priority")
+_TRAFFIC = {"ON_DEMAND_FLEX": "flex", "ON_DEMAND_PRIORITY": "priority", "ON_DEMAND": "standard"}
 
 
 def _no_cache() -> RemoteError:

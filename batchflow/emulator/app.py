@@ -247,11 +247,17 @@ class Emulator:
                 media_type="text/event-stream",
                 headers=tier,
             )
-        if verb == "generateContent" and not vertex and responder.service_tier(body) == "flex":
+        # Vertex takes the tier in headers (Flex and Priority PayGo), the Developer API in the body.
+        shared = request.headers.get("x-vertex-ai-llm-shared-request-type", "").lower() if vertex else ""
+        asked = shared if vertex else responder.service_tier(body)
+        if verb == "generateContent" and asked == "flex":
             await self._flex(request)
         # Off the event loop: a create counts the lines of a file of up to 2 GB.
         call = functools.partial(self._model_call, f"models/{model}", verb, body, vertex=vertex)
-        answer = JSONResponse(await run_in_threadpool(call))
+        result = await run_in_threadpool(call)
+        if verb == "generateContent" and vertex and shared in _TRAFFIC:
+            result["usageMetadata"]["trafficType"] = _TRAFFIC[shared]  # which traffic served it
+        answer = JSONResponse(result)
         if verb == "generateContent" and not vertex:  # the tier that served it, as the service says
             answer.headers["x-gemini-service-tier"] = responder.service_tier(body)
         return answer
@@ -397,6 +403,9 @@ def _is_api_call(scope) -> bool:
     if path.startswith("/upload/"):
         return b"upload_id=" not in scope.get("query_string", b"")
     return path.startswith(("/v1/", "/v1beta/", "/v1beta1/", "/v1alpha/", "/download/"))
+
+
+_TRAFFIC = {"flex": "ON_DEMAND_FLEX", "priority": "ON_DEMAND_PRIORITY"}  # Vertex's usageMetadata
 
 
 async def _error(request: Request, exc: Exception) -> Response:

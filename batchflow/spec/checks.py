@@ -188,8 +188,6 @@ def _vertex_problems(spec: Pipeline) -> Iterator[tuple[Loc, str]]:
                 "implicitly)"
             ),
         )
-    if spec.tier != "batch":
-        yield ("tier",), "flex runs on the gemini backend for now (Vertex's Flex PayGo is not supported yet)"
     if spec.batch.max_requests > 200_000:
         yield ("batch", "max_requests"), "Vertex AI takes at most 200,000 requests a job"
     if spec.batch.max_bytes > 1_000_000_000:
