@@ -82,7 +82,7 @@ def test_a_killed_flex_apply_resends_only_what_had_no_answer(cli, emulator, emul
     assert calls - kept <= 2  # at most the calls in flight were lost
 
 
-def test_validate_refuses_flex_for_embeddings_and_on_vertex(cli, tmp_path):
+def test_validate_refuses_flex_for_embeddings(cli, tmp_path):
     write(
         tmp_path / "pipelines/emb.yaml",
         """
@@ -98,9 +98,6 @@ def test_validate_refuses_flex_for_embeddings_and_on_vertex(cli, tmp_path):
     write(tmp_path / "pipelines/data.jsonl", '{"id": 1}\n')
     refused = cli("validate")
     assert refused.code == 1 and "tier: flex sends generateContent calls" in refused.err
-    _pipeline(tmp_path, "tier: flex\n    backend: vertex", "o.jsonl", name="emb.yaml")
-    on_vertex = cli("validate")
-    assert on_vertex.code == 1 and "flex runs on the gemini backend for now" in on_vertex.err
 
 
 def test_auto_sends_small_work_on_flex_and_large_work_by_batch(cli, client, emulator_env, tmp_path):
@@ -128,3 +125,24 @@ def test_standard_and_priority_are_calls_at_their_prices(cli, client, emulator_e
     assert "at Priority prices" in cli("plan").out
     assert cli("apply").code == 0 and list(client.batches.list()) == []
     assert {r["tier"] for r in _rows(tmp_path / "pipelines/urgent.jsonl")} == {"priority"}
+
+
+def test_a_budget_refuses_before_the_first_call_and_errors_are_sent_again_on_flex(
+    cli, emulator, emulator_env, tmp_path
+):
+    _pipeline(tmp_path, "tier: flex", "flex.jsonl")
+    refused = cli("apply", "--max-usd", "0.000001")
+    assert refused.code == 1 and "over the budget" in refused.err and emulator.store.flex_calls == 0
+    httpx.post(
+        f"{emulator.url}/_emulator/faults", json={"prompt_block_rate": 0.5, "seed": 3}
+    ).raise_for_status()
+    blocked = cli("apply")
+    rows = _rows(tmp_path / "pipelines/flex.jsonl")
+    errors = [r["key"] for r in rows if "error" in r]
+    assert blocked.code == 3 and errors and len(rows) == 20  # blocked prompts are error rows
+    httpx.post(f"{emulator.url}/_emulator/faults", json={"prompt_block_rate": 0}).raise_for_status()
+    calls = emulator.store.flex_calls
+    again = cli("apply", "--retry-errors")
+    assert again.code == 0, again.err
+    assert emulator.store.flex_calls - calls == len(errors)  # only the errors were sent again
+    assert not [r for r in _rows(tmp_path / "pipelines/flex.jsonl") if "error" in r]
