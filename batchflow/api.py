@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .spec.models import LoadedPipeline
     from .spec.pricing import PriceTable
     from .spec.project import Stores
+    from .state.store import StateStore
 
 OnError = Callable[["LoadedPipeline", str], None]
 Say = Callable[[str, str], None]  # (pipeline, message): what cancel and destroy did, as they do it
@@ -227,6 +228,7 @@ class Project:
                     "requests": sum(s.requests * (s.attempt - _no_job_yet(s)) for s in shards),
                     "shards": {str(k): v for k, v in Counter(s.status.value for s in shards).items()},
                     "waiting_for_quota": sum(bool(s.quota_refused_at) and _no_job_yet(s) for s in shards),
+                    "calls": _calls(stores.of(p), p.name, shards),
                     "tokens": tokens,
                     # At the prices of the tier each shard went on; None for a model with no price.
                     "cost_usd": _cost(prices, p.spec.model, shards),
@@ -291,6 +293,21 @@ def _cost(prices: PriceTable, model: str, shards: list) -> float | None:
 
     costs = [prices.cost(s.model or model, Tokens.from_usage(s.usage), s.tier or "batch") for s in shards]
     return None if None in costs else sum(c for c in costs if c is not None)
+
+
+def _calls(store: StateStore, pipeline: str, shards: list) -> dict[str, int] | None:
+    """Flex calls under way: the answers saved so far of the shards whose calls are not all done."""
+    from .state.store import ShardStatus
+
+    sending = [s for s in shards if s.tier and s.status is ShardStatus.PREPARED]
+    if not sending:
+        return None
+    answered = 0
+    for s in sending:
+        path = store.result_path(pipeline, s.id)
+        part = store.fetch(path.with_name(path.name + ".part"))
+        answered += part.read_bytes().count(b"\n") if part.exists() else 0
+    return {"answered": answered, "requests": sum(s.requests for s in sending)}
 
 
 def _no_job_yet(shard) -> bool:

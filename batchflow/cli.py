@@ -546,6 +546,9 @@ def status(
         shards = ", ".join(f"{n} {k}" for k, n in r["shards"].items()) or "none"
         records = f"{r['records']:,} records; " if r["records"] is not None else ""
         out.print(f"{r['pipeline']}: {records}{r['requests']:,} requests sent; shards: {shards}")
+        if r["calls"]:
+            c = r["calls"]
+            out.print(f"  flex calls: {c['answered']:,} of {c['requests']:,} answered; apply sends the rest")
         if r["waiting_for_quota"]:
             out.print(
                 f"  {r['waiting_for_quota']} shard(s) waiting for quota "

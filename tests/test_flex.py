@@ -71,8 +71,9 @@ def test_a_killed_flex_apply_resends_only_what_had_no_answer(cli, emulator, emul
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     (part,) = results.glob("*.part")
-    kept = len(part.read_bytes().splitlines())
+    kept = part.read_bytes().count(b"\n")  # whole lines: a line the kill cut is no answer
     calls = emulator.store.flex_calls
+    assert f"flex calls: {kept} of 40 answered; apply sends the rest" in cli("status").out
     emulator.store.clock.set_speed(TEST_SPEED)
     done = cli("apply")
     assert done.code == 0, done.err
@@ -146,3 +147,28 @@ def test_a_budget_refuses_before_the_first_call_and_errors_are_sent_again_on_fle
     assert again.code == 0, again.err
     assert emulator.store.flex_calls - calls == len(errors)  # only the errors were sent again
     assert not [r for r in _rows(tmp_path / "pipelines/flex.jsonl") if "error" in r]
+
+
+def test_the_project_file_sets_the_tier_of_specs_that_name_none(cli, emulator_env, tmp_path):
+    write(tmp_path / "batchflow.yaml", "version: 1\ntier: flex\n")
+    _pipeline(tmp_path, "", "default.jsonl")
+    write(
+        tmp_path / "pipelines/own.yaml",
+        SPEC.replace("TIER", "tier: batch").replace("name: quick", "name: own").replace("OUT", "own.jsonl"),
+    )
+    planned = cli("plan")
+    assert planned.code == 0, planned.err
+    own, quick = planned.out.split("quick:")  # own.yaml comes first
+    assert "on the flex tier" in quick and "on the flex tier" not in own
+
+
+def test_each_tier_has_its_own_rate_limit_and_flex_rides_it_out(cli, emulator, emulator_env, tmp_path):
+    httpx.post(f"{emulator.url}/_emulator/faults", json={"flex_rpm": 2}).raise_for_status()
+    emulator.store.clock.set_speed(600)  # two flex calls every 0.1 s, and three at once ask
+    _pipeline(tmp_path, "tier: flex\n    flex: {concurrency: 3}", "flex.jsonl", n=6)
+    done = cli("apply")
+    assert done.code == 0, done.err
+    assert emulator.store.tier_limited > 0 and len(_rows(tmp_path / "pipelines/flex.jsonl")) == 6
+    _pipeline(tmp_path, "tier: standard", "standard.jsonl", n=6)  # standard has no limit here
+    limited = emulator.store.tier_limited
+    assert cli("apply").code == 0 and emulator.store.tier_limited == limited

@@ -8,6 +8,7 @@ parameter; upload chunks carry none and are authorised by their upload id.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import functools
 import itertools
@@ -67,6 +68,7 @@ class Emulator:
         self.app = _Gate(app, self)
         self._calls = itertools.count()
         self._calls_lock = threading.Lock()
+        self._tier_calls: dict[str, collections.deque[float]] = {}  # recent calls' times, a tier
 
     # ------------------------------------------------------------ helpers
 
@@ -80,6 +82,25 @@ class Emulator:
             raise ApiError(429, "Resource has been exhausted (e.g. check quota).")
         if faults.hit(faults.unavailable_rate, "503", n):
             raise ApiError(503, "The service is currently unavailable.")
+
+    def _rate_limit(self, tier: str) -> None:
+        """Each tier's own limit of calls a minute (the `<tier>_rpm` faults), on the emulator's
+        clock: a call over it is answered 429, with the seconds until a slot frees."""
+        limit = getattr(self.store.faults, f"{tier}_rpm", 0.0)
+        if not limit:
+            return
+        now = self.store.clock.now()
+        with self._calls_lock:
+            calls = self._tier_calls.setdefault(tier, collections.deque())
+            while calls and calls[0] <= now - 60:
+                calls.popleft()
+            if len(calls) >= limit:
+                self.store.tier_limited += 1
+                wait = (calls[0] + 60 - now) / max(self.store.clock.speed, 1e-9)
+                raise ApiError(
+                    429, f"Quota exceeded for {tier} requests per minute.", retry_after=max(1, round(wait))
+                )
+            calls.append(now)
 
     async def _flex(self, request: Request) -> None:
         """Flex is best effort, with a 1 to 15 minute target: a share of calls is shed (503,
@@ -250,6 +271,8 @@ class Emulator:
         # Vertex takes the tier in headers (Flex and Priority PayGo), the Developer API in the body.
         shared = request.headers.get("x-vertex-ai-llm-shared-request-type", "").lower() if vertex else ""
         asked = shared if vertex else responder.service_tier(body)
+        if verb == "generateContent":
+            self._rate_limit(asked or "standard")
         if verb == "generateContent" and asked == "flex":
             await self._flex(request)
         # Off the event loop: a create counts the lines of a file of up to 2 GB.

@@ -19,6 +19,10 @@ class Faults:
     rate_limit_rate: float = 0.0  # share of API calls answered 429 RESOURCE_EXHAUSTED
     unavailable_rate: float = 0.0  # share of API calls answered 503 UNAVAILABLE
     flex_shed_rate: float = 0.0  # share of Flex generateContent calls shed (503): best effort
+    # generateContent calls a tier takes a minute of emulator time (0: no limit); more are 429
+    flex_rpm: float = 0.0
+    standard_rpm: float = 0.0
+    priority_rpm: float = 0.0
     file_ttl: float = 48 * 3600.0  # emulator seconds a file lives (the service keeps files 48 h)
     expire_after: float = 24 * 3600.0  # emulator seconds before a job that never ran expires
     latency: float = 0.0  # real seconds added to every API call

@@ -190,6 +190,7 @@ class Store:
         self.faults = faults or Faults()
         self.flex_calls = 0  # generateContent calls on the Flex tier, shed ones included
         self.flex_shed = 0
+        self.tier_limited = 0  # generateContent calls over their tier's calls a minute (429)
         self.files: dict[str, StoredFile] = {}
         self.uploads: dict[str, Upload] = {}
         self.jobs: dict[str, Job] = {}

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from ..errors import SpecError, SpecErrors
 from . import checks
 from .models import PROJECT_FILES, SPEC_SUFFIXES, LoadedPipeline, Pipeline
+from .project import project_of
 from .yamlsource import Document, Loc, load_documents
 
 
@@ -116,6 +117,8 @@ def _validate(doc: Document, file: Path, backend: str) -> Pipeline:
                     loc = ("request", "generation_config", key, "$ref")
                     errors.append(doc.error(loc, exc.message))
                     gen[key] = None  # reported once, here; not again as a schema without a type
+    if "tier" not in data and (project := project_of(file)) is not None and project.tier is not None:
+        data = {**data, "tier": project.tier}  # the project's default, where the spec names none
     try:
         spec = Pipeline.model_validate(data)
     except ValidationError as exc:

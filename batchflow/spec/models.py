@@ -257,6 +257,9 @@ class FunctionsTool(_Model):
     functions: list[FunctionDeclaration] = Field(min_length=1, description="Function declarations.")
 
 
+Tier = Literal["batch", "flex", "auto", "standard", "priority"]
+
+
 class Flex(_Model):
     """How requests go out on the Flex tier (`tier: flex`)."""
 
@@ -403,7 +406,7 @@ class Pipeline(_Model):
         [],
         description="Tools the model may use: google_search, url_context, code_execution, {functions: [...]}",
     )
-    tier: Literal["batch", "flex", "auto", "standard", "priority"] = Field(
+    tier: Tier = Field(
         "batch",
         description="How requests are sent: batch (Batch Mode jobs: half price, up to 24 h), flex "
         "(generateContent calls on the Flex tier: half price, minutes, best effort; each answer is "

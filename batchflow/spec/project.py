@@ -25,7 +25,7 @@ from pydantic import Field, ValidationError
 
 from ..errors import SpecError, SpecErrors, StateError
 from ..state.store import RemoteStore, StateStore, open_store
-from .models import PROJECT_FILES, LoadedPipeline, _Model
+from .models import PROJECT_FILES, LoadedPipeline, Tier, _Model
 from .yamlsource import load_documents
 
 DEFAULT_STATE = ".batchflow"
@@ -41,6 +41,9 @@ class Project(_Model):
     pipelines: list[str] = Field(
         ["pipelines"], description="Spec files or folders used when a command names none (relative)."
     )
+    tier: Tier | None = Field(
+        None, description="The tier of the project's pipelines that do not name one (see a spec's `tier`)."
+    )
 
 
 def find_project(folder: Path) -> tuple[Path, Project] | None:
@@ -49,6 +52,24 @@ def find_project(folder: Path) -> tuple[Path, Project] | None:
         for name in PROJECT_FILES:
             if (candidate / name).is_file():
                 return candidate / name, load_project(candidate / name)
+    return None
+
+
+_READ: dict[tuple[Path, int, int], Project] = {}  # project files read, by path, mtime and size
+
+
+def project_of(spec_file: Path) -> Project | None:
+    """The project file above a spec, read once for as long as it does not change (a folder of
+    a thousand specs reads it once)."""
+    for candidate in [spec_file.resolve().parent, *spec_file.resolve().parent.parents]:
+        for name in PROJECT_FILES:
+            path = candidate / name
+            if path.is_file():
+                stat = path.stat()
+                key = (path, stat.st_mtime_ns, stat.st_size)
+                if key not in _READ:
+                    _READ[key] = load_project(path)
+                return _READ[key]
     return None
 
 
