@@ -38,7 +38,7 @@ def test_flex_answers_every_request_through_shed_calls_as_batch_would(
     httpx.post(f"{emulator.url}/_emulator/faults", json={"flex_shed_rate": 0.2}).raise_for_status()
     _pipeline(tmp_path, "tier: flex\n    flex: {concurrency: 4}", "flex.jsonl")
     planned = cli("plan")
-    assert planned.code == 0 and "bytes, on the flex tier)" in planned.out
+    assert planned.code == 0 and "bytes, on the flex tier, each answer saved as it comes" in planned.out
     done = cli("apply")  # no --wait needed: the calls are answered in the run
     assert done.code == 0, done.err
     assert "20 answered on the flex tier" in done.out and "quick: done" in done.out
@@ -104,7 +104,8 @@ def test_validate_refuses_flex_for_embeddings(cli, tmp_path):
 def test_auto_sends_small_work_on_flex_and_large_work_by_batch(cli, client, emulator_env, tmp_path):
     _pipeline(tmp_path, "tier: auto\n    flex: {auto_below: 25}", "auto.jsonl")
     planned = cli("plan")
-    assert "on the flex tier; auto: 20 new requests, under flex.auto_below (25)" in planned.out
+    assert "on the flex tier, each answer saved" in planned.out
+    assert "; auto: 20 new requests, under flex.auto_below (25)" in planned.out
     assert cli("apply").code == 0 and list(client.batches.list()) == []
     _pipeline(tmp_path, "tier: auto\n    flex: {auto_below: 25}", "auto.jsonl", n=60)
     planned = cli("plan")
@@ -172,3 +173,34 @@ def test_each_tier_has_its_own_rate_limit_and_flex_rides_it_out(cli, emulator, e
     _pipeline(tmp_path, "tier: standard", "standard.jsonl", n=6)  # standard has no limit here
     limited = emulator.store.tier_limited
     assert cli("apply").code == 0 and emulator.store.tier_limited == limited
+
+
+def test_a_flex_runner_paused_past_its_lease_sends_nothing_more(cli, emulator, emulator_env, tmp_path):
+    _pipeline(tmp_path, "tier: flex\n    flex: {concurrency: 2}", "flex.jsonl", n=30)
+    emulator.store.clock.set_speed(60)  # about 1.5 s a call
+    env = {**os.environ, **emulator_env, "BATCHFLOW_LOCK_TTL": "2s"}
+    a = subprocess.Popen([sys.executable, "-m", "batchflow", "apply"], env=env, stderr=subprocess.PIPE)
+    results = tmp_path / "state/quick/results"
+    deadline = time.monotonic() + 60
+    while not any(p.read_bytes().count(b"\n") >= 2 for p in results.glob("*.part")):
+        assert time.monotonic() < deadline and a.poll() is None
+        time.sleep(0.05)
+    a.send_signal(signal.SIGSTOP)  # a VM paused mid-way: its heartbeat stops too
+    time.sleep(3)  # past its 2 s lease
+    emulator.store.clock.set_speed(TEST_SPEED)
+    taken = subprocess.run(
+        [sys.executable, "-m", "batchflow", "apply", "--lock-timeout", "30s"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert taken.returncode == 0, taken.stderr
+    calls = emulator.store.flex_calls
+    a.send_signal(signal.SIGCONT)
+    _, err = a.communicate(timeout=60)
+    assert a.returncode == 1 and b"lease" in err  # it stops at its next confirmation
+    assert emulator.store.flex_calls - calls <= 2  # at most its calls in flight went out after
+    assert [r["key"] for r in _rows(tmp_path / "pipelines/flex.jsonl")] == [str(i) for i in range(30)]
+    (result,) = results.glob("*.jsonl")  # the paused runner wrote nothing into it after
+    assert result.read_bytes().count(b"\n") == 30

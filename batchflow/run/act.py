@@ -360,7 +360,8 @@ class Applier:
         answer is appended to `<result>.part` as it arrives (flushed; synced and kept in the
         store at least every second), so a killed apply loses at most the calls in flight, and
         the next one sends only the requests with no answer there. The lease is confirmed before
-        every `4 x concurrency` calls: a runner taken over sends nothing more."""
+        every `4 x concurrency` calls and after any second without: a runner taken over sends
+        nothing more."""
         path = self.store.result_path(self.p.name, shard.id)
         part = self.store.fetch(path.with_name(path.name + ".part"))
         part.parent.mkdir(parents=True, exist_ok=True)
@@ -380,16 +381,23 @@ class Applier:
         with ThreadPoolExecutor(at_once) as pool, open(part, "ab") as out:
             in_flight: set[Future[tuple[bytes, int]]] = set()
             sent, kept, retried, total = 0, time.monotonic(), 0, len(lines)
+            confirmed = kept
             while True:
                 # A window, not rounds: a slow or retried call holds up no other.
                 while len(in_flight) < at_once and (line := next(waiting, None)) is not None:
-                    if sent % (at_once * 4) == 0:
+                    # A runner paused past its lease (and taken over) learns it before its next
+                    # call: a pause shows as time gone since the last confirmation.
+                    if sent % (at_once * 4) == 0 or time.monotonic() - confirmed > 1.0:
                         self.store.confirm(self.p.name)
+                        confirmed = time.monotonic()
                     in_flight.add(pool.submit(call, line))
                     sent += 1
                 if not in_flight:
                     break
                 done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                if time.monotonic() - confirmed > 1.0:  # paused? then another may own the file now
+                    self.store.confirm(self.p.name)
+                    confirmed = time.monotonic()
                 for future in done:
                     result, again = future.result()
                     out.write(result)

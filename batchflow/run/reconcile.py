@@ -365,6 +365,7 @@ def plan(state: PipelineState, scan: Scan, rules: Rules, output_uri: str) -> lis
     tier, chosen = rules.choose(sum(info.requests for info in scan.new_shards))
     for info in scan.new_shards:
         how = ", inline" if rules.inline(info.bytes, tier) else f", on the {tier} tier" if tier else ""
+        how += ", each answer saved as it comes: a kill loses at most the calls in flight" if tier else ""
         how += f"; {chosen}" if chosen else ""
         reason = f"submit {info.requests} new {plural(info.requests, 'request')} ({info.bytes} bytes{how})"
         held = tier is None and not starts()  # calls take no job slot
