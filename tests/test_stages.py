@@ -123,9 +123,9 @@ def test_validate_refuses_an_unknown_upstream_a_cycle_and_where_without_a_pipeli
     write(tmp_path / "pipelines/acks.yaml", below.replace("replies.jsonl", "acks.jsonl"))
     bad = cli("validate")
     assert bad.code == 1
-    assert "acks.yaml:2: source.pipeline: its upstream 'replies' cannot run (see its error)" in bad.err
+    assert "acks.yaml:4: source.pipeline: its upstream 'replies' cannot run (see its error)" in bad.err
     unknown = "no pipeline named 'clasify' was loaded (did you mean 'classify'?)"
-    assert f"pipelines/replies.yaml:2: source.pipeline: {unknown}" in bad.err
+    assert f"pipelines/replies.yaml:4: source.pipeline: {unknown}" in bad.err
     write(
         tmp_path / "pipelines/classify.yaml",
         CLASSIFY.replace("uri: tickets.jsonl, ", "pipeline: replies, ").replace("OUT", "c.jsonl"),

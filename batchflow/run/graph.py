@@ -114,7 +114,7 @@ def _cycles(by_name: dict[str, LoadedPipeline]) -> list[tuple[str, list[str]]]:
 
 
 def _error(p: LoadedPipeline, message: str) -> SpecError:
-    return SpecError(message, file=str(p.path), line=p.line, field="source.pipeline")
+    return SpecError(message, file=str(p.path), line=p.source_line or p.line, field="source.pipeline")
 
 
 # ---------------------------------------------------------------- the stage's records

@@ -86,9 +86,13 @@ def load_file(file: Path, backend: str = "gemini") -> list[LoadedPipeline]:
     for doc in docs:
         try:
             mark = doc.mark(("name",))
+            upstream = doc.mark(("source", "pipeline"))
             out.append(
                 LoadedPipeline(
-                    spec=_validate(doc, file, backend), path=file, line=mark.line if mark else None
+                    spec=_validate(doc, file, backend),
+                    path=file,
+                    line=mark.line if mark else None,
+                    source_line=upstream.line if upstream else None,
                 )
             )
         except SpecErrors as exc:

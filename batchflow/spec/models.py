@@ -428,6 +428,8 @@ class LoadedPipeline:
     spec: Pipeline
     path: Path
     line: int | None = None  # where its `name` is written, for errors about the pipeline as a whole
+    # Where `source.pipeline` is written, for errors about the stage's upstream.
+    source_line: int | None = field(default=None, compare=False)
     # A stage's run.graph.Upstream (its pipeline and store), set when the graph is linked.
     upstream: Any = field(default=None, compare=False)
 
