@@ -331,11 +331,10 @@ def plan_pipelines(
     from .run import review
     from .run.reconcile import Rules, check_shrink, output_uris, plan, scan
     from .spec.pricing import load_prices
-    from .spec.project import Stores
     from .state.store import now
 
     prices = load_prices(settings.prices)
-    stores = Stores(settings.state)
+    stores = stores_of(settings)
     backends = Backends(settings, stores)  # made on first use: only --count-tokens and new models
     planned: list[review.PipelinePlan] = []
     for p in pipelines:

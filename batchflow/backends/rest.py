@@ -40,6 +40,11 @@ def api_key(settings: Settings) -> tuple[str, bool]:
     return "batchflow-emulator", True
 
 
+def base_url(settings: Settings) -> str:
+    """Where the Developer API is: the emulator's URL, the SDK's GOOGLE_GEMINI_BASE_URL, or the service."""
+    return (settings.api_base_url or os.environ.get("GOOGLE_GEMINI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+
+
 def refused(
     call: str, code: int, status: str, message: str, *, base_url: str, placeholder: bool
 ) -> RemoteError:
@@ -77,9 +82,7 @@ class JobReader:
     """`get` and `stats` of the Developer backend, over HTTP."""
 
     def __init__(self, settings: Settings) -> None:
-        self.base_url = (
-            settings.api_base_url or os.environ.get("GOOGLE_GEMINI_BASE_URL") or DEFAULT_BASE_URL
-        ).rstrip("/")
+        self.base_url = base_url(settings)
         self.key, self.placeholder = api_key(settings)
         self.attempts = max(1, settings.http_attempts)
 
@@ -174,9 +177,7 @@ class Generator:
     """
 
     def __init__(self, settings: Settings, retries: Retries | None = None) -> None:
-        self.base_url = (
-            settings.api_base_url or os.environ.get("GOOGLE_GEMINI_BASE_URL") or DEFAULT_BASE_URL
-        ).rstrip("/")
+        self.base_url = base_url(settings)
         self.key, self.placeholder = api_key(settings)
         self.retries = retries or Retries()
 

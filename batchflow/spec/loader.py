@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 from ..errors import SpecError, SpecErrors
 from . import checks
 from .models import PROJECT_FILES, SPEC_SUFFIXES, LoadedPipeline, Pipeline
-from .project import project_of
+from .project import find_project
 from .yamlsource import Document, Loc, load_documents
 
 
@@ -83,13 +83,15 @@ def load_file(file: Path, backend: str = "gemini") -> list[LoadedPipeline]:
         raise SpecError("file is empty; expected a pipeline spec", file=str(file))
     errors: list[SpecError] = []
     out: list[LoadedPipeline] = []
+    found = find_project(file.resolve().parent)
+    tier = found[1].tier if found else None  # the project's default, for specs that name none
     for doc in docs:
         try:
             mark = doc.mark(("name",))
             upstream = doc.mark(("source", "pipeline"))
             out.append(
                 LoadedPipeline(
-                    spec=_validate(doc, file, backend),
+                    spec=_validate(doc, file, backend, tier),
                     path=file,
                     line=mark.line if mark else None,
                     source_line=upstream.line if upstream else None,
@@ -102,7 +104,7 @@ def load_file(file: Path, backend: str = "gemini") -> list[LoadedPipeline]:
     return out
 
 
-def _validate(doc: Document, file: Path, backend: str) -> Pipeline:
+def _validate(doc: Document, file: Path, backend: str, tier: str | None = None) -> Pipeline:
     if not isinstance(doc.data, dict):
         raise SpecErrors([doc.error((), "a pipeline spec must be a mapping of fields")])
     errors: list[SpecError] = []
@@ -121,8 +123,8 @@ def _validate(doc: Document, file: Path, backend: str) -> Pipeline:
                     loc = ("request", "generation_config", key, "$ref")
                     errors.append(doc.error(loc, exc.message))
                     gen[key] = None  # reported once, here; not again as a schema without a type
-    if "tier" not in data and (project := project_of(file)) is not None and project.tier is not None:
-        data = {**data, "tier": project.tier}  # the project's default, where the spec names none
+    if "tier" not in data and tier is not None:
+        data = {**data, "tier": tier}
     try:
         spec = Pipeline.model_validate(data)
     except ValidationError as exc:

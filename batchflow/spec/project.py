@@ -46,22 +46,13 @@ class Project(_Model):
     )
 
 
-def find_project(folder: Path) -> tuple[Path, Project] | None:
-    """The project file in `folder` or its nearest ancestor, read and checked."""
-    for candidate in [folder, *folder.parents]:
-        for name in PROJECT_FILES:
-            if (candidate / name).is_file():
-                return candidate / name, load_project(candidate / name)
-    return None
-
-
 _READ: dict[tuple[Path, int, int], Project] = {}  # project files read, by path, mtime and size
 
 
-def project_of(spec_file: Path) -> Project | None:
-    """The project file above a spec, read once for as long as it does not change (a folder of
-    a thousand specs reads it once)."""
-    for candidate in [spec_file.resolve().parent, *spec_file.resolve().parent.parents]:
+def find_project(folder: Path) -> tuple[Path, Project] | None:
+    """The project file in `folder` or its nearest ancestor, read and checked; read once for as
+    long as it does not change (a folder of a thousand specs reads it once)."""
+    for candidate in [folder, *folder.parents]:
         for name in PROJECT_FILES:
             path = candidate / name
             if path.is_file():
@@ -69,7 +60,7 @@ def project_of(spec_file: Path) -> Project | None:
                 key = (path, stat.st_mtime_ns, stat.st_size)
                 if key not in _READ:
                     _READ[key] = load_project(path)
-                return _READ[key]
+                return path, _READ[key]
     return None
 
 
