@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint schema bench clean
+.PHONY: install demo test test-browser browser lint schema bench clean
 
 install: $(STAMP)
 
@@ -20,6 +20,17 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -n auto
+
+# The HTML report's chart, drawn in a real headless browser: Debian's Chromium, installed
+# first if it is missing (as root, from the system's packages). `make test` runs the same
+# test, and skips it where no browser is installed.
+test-browser: install browser
+	$(BIN)/python -m pytest tests/test_evals.py -k browser -v
+
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
 lint: install
 	$(BIN)/ruff check batchflow tests bench docs/examples

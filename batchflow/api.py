@@ -26,13 +26,13 @@ from .errors import BatchflowError
 
 if TYPE_CHECKING:
     from .backends import Backends
+    from .output.report import Report as EvalReport
     from .run.act import Outcome, Report
     from .run.progress import Reporter
     from .run.review import PipelinePlan, Plan, PlanOptions
     from .settings import Settings
     from .spec.datacheck import RecordCheck
     from .spec.models import LoadedPipeline
-    from .spec.pricing import PriceTable
     from .spec.project import Stores
     from .state.store import StateStore
 
@@ -66,11 +66,14 @@ def load(
     if strict and problems:
         raise SpecErrors(problems)
     if targets:
-        unknown = sorted(set(targets) - {p.name for p in found})
+        groups = {p.member.group for p in found if p.member}
+        unknown = sorted(set(targets) - {p.name for p in found} - groups)
         if unknown:
-            names = ", ".join(sorted(p.name for p in found)) or "none"
+            names = ", ".join(sorted({p.member.group if p.member else p.name for p in found})) or "none"
             raise BatchflowError(f"--target {', '.join(unknown)}: no such pipeline (found: {names})")
-        wanted = with_upstreams(found, targets)  # a stage's upstream comes along
+        # A matrix's name stands for its variants and judges; a stage's upstream comes along.
+        named = [p.name for p in found if p.name in targets or (p.member and p.member.group in targets)]
+        wanted = with_upstreams(found, named)
         found = [p for p in found if p.name in wanted]
     return Project(found, [str(problem) for problem in problems], config, list(targets or []))
 
@@ -181,12 +184,14 @@ class Project:
         pause: Callable[[float, list[Outcome]], None] | None = None,
     ) -> ApplyResult:
         """Take every action that can be taken now; with `wait`, until every pipeline is done."""
-        from .run.act import apply_all
+        from .errors import BudgetError
+        from .run.act import Outcome, apply_all
         from .spec.pricing import load_prices
 
         stores = self._stores()
+        refused = self._over_totals()  # before anything of theirs is sent
         outcomes = apply_all(
-            self.pipelines,
+            [p for p in self.pipelines if not (p.member and p.member.group in refused)],
             stores,
             self._backends(stores),
             report,
@@ -201,14 +206,48 @@ class Project:
             warn=warn,
             pause=pause or (lambda seconds, outcomes: time.sleep(seconds)),
         )
-        return ApplyResult(outcomes, list(self.problems))
+        for p in self.pipelines:
+            if p.member and (why := refused.get(p.member.group)):
+                outcomes.append(Outcome(p.name, done=True, error=why, exception=BudgetError(why)))
+        return ApplyResult(outcomes + self._write_groups(stores, outcomes, report), list(self.problems))
+
+    def _over_totals(self) -> dict[str, str]:
+        """The matrices whose variants' new requests together break their budget.total_usd."""
+        from .run.evals import groups, total_breach
+        from .run.review import PlanOptions
+
+        capped = [g for g in groups(self.pipelines) if g.spec.budget and g.spec.budget.total_usd]
+        if not capped:
+            return {}
+        planned = plan_pipelines([p for g in capped for p in g.variants], self.settings, PlanOptions())
+        plans = {pp.pipeline: pp for pp in planned.pipelines}
+        return {g.name: why for g in capped if (why := total_breach(g, plans))}
+
+    def _write_groups(self, stores: Stores, outcomes: list[Outcome], report: Report) -> list[Outcome]:
+        """The long-form outputs of the matrix and scored specs whose members are all settled."""
+        from .run.act import Outcome
+        from .run.evals import write_all
+        from .run.reconcile import Action, Kind
+
+        done = {o.pipeline: o.done for o in outcomes}
+        out = []
+        for group, record, error in write_all(self.pipelines, stores, done):
+            outcome = Outcome(group.name, done=True)
+            if error is not None:
+                outcome.error, outcome.exception = str(error), error
+            elif record is not None:
+                outcome.actions = 1
+                variants = f"{len(group.variants)} {'variant' if len(group.variants) == 1 else 'variants'}"
+                report(group.name, Action(Kind.OUTPUT, None, ""), f"{record.records} rows of {variants}")
+            out.append(outcome)
+        return out
 
     def status(self) -> list[dict]:
         """Each pipeline's records, requests sent, shards, jobs, tokens, cost and output, from
         its state store (the rows `batchflow status --json` prints, whose names are stable)."""
         from collections import Counter
 
-        from .spec.pricing import load_prices
+        from .spec.pricing import load_prices, shards_cost
 
         stores, prices = self._stores(), load_prices(self.settings.prices)
         report = []
@@ -231,7 +270,7 @@ class Project:
                     "calls": _calls(stores.of(p), p.name, shards),
                     "tokens": tokens,
                     # At the prices of the tier each shard went on; None for a model with no price.
-                    "cost_usd": _cost(prices, p.spec.model, shards),
+                    "cost_usd": shards_cost(prices, p.spec.model, shards),
                     "jobs": [
                         {
                             "name": s.job_name,
@@ -248,7 +287,16 @@ class Project:
                     "policy": p.spec.errors.exceeded(o.errors, o.records) if o else None,
                 }
             )
-        return report
+        return report + _group_status(self.pipelines, stores, report)
+
+    def report(self) -> EvalReport:
+        """Per variant of each matrix or scored spec: records answered, errors, mean score with
+        its 95% interval, tokens, cost, cost per correct answer, and the Pareto front of score
+        against cost (`batchflow report`; `output.report.dumps` gives markdown, JSON or HTML)."""
+        from .run.evals import report
+        from .spec.pricing import load_prices
+
+        return report(self.pipelines, self._stores(), load_prices(self.settings.prices))
 
     def cancel(self, say: Say = lambda pipeline, message: None) -> int:
         """Cancel every running job of the pipelines; returns how many. A later apply collects
@@ -281,18 +329,44 @@ class Project:
         return Backends(self.settings, stores)
 
 
+def _group_status(pipelines: list[LoadedPipeline], stores: Stores, members: list[dict]) -> list[dict]:
+    """A row per matrix or scored spec: its members' sums, and its long-form output."""
+    from .run.evals import groups
+    from .spec.matrix import output_state
+
+    rows = {r["pipeline"]: r for r in members}
+    out = []
+    for group in groups(pipelines):
+        mine = [rows[p.name] for p in group.members]
+        costs = [r["cost_usd"] for r in mine]
+        o = stores.of(group.first).load(output_state(group.name)).output
+        out.append(
+            {
+                "pipeline": group.name,
+                "variants": [p.name for p in group.variants],
+                "judges": [p.name for p in group.judges.values()],
+                "labels": group.spec.labels,
+                "records": None,
+                "requests": sum(r["requests"] for r in mine),
+                "shards": {},
+                "waiting_for_quota": 0,
+                "calls": None,
+                "tokens": {k: sum(r["tokens"][k] for r in mine) for k in ("prompt", "output", "cached")},
+                "cost_usd": None if None in costs else sum(costs),
+                "jobs": [],
+                "output": o.model_dump() if o else None,
+                "errors_uri": group.spec.errors.uri or group.spec.output.uri,
+                "policy": None,
+            }
+        )
+    return out
+
+
 def _relative(path: str) -> str:
     """A path under the current folder, as the user would type it; any other as it is."""
     with contextlib.suppress(ValueError):
         return str(Path(path).relative_to(Path.cwd()))
     return path
-
-
-def _cost(prices: PriceTable, model: str, shards: list) -> float | None:
-    from .spec.pricing import Tokens
-
-    costs = [prices.cost(s.model or model, Tokens.from_usage(s.usage), s.tier or "batch") for s in shards]
-    return None if None in costs else sum(c for c in costs if c is not None)
 
 
 def _calls(store: StateStore, pipeline: str, shards: list) -> dict[str, int] | None:
@@ -361,12 +435,54 @@ def plan_pipelines(
             on_error(p, str(exc))
             pp = review.PipelinePlan(pipeline=p.name, spec=str(p.path), error=str(exc))
         planned.append(pp)
+    planned += _group_plans(pipelines, stores, planned)
     return review.Plan(
         created_at=now(),
         prices=f"{prices.checked}, {prices.source}",
         options=options,
         pipelines=planned,
     )
+
+
+def _group_plans(
+    pipelines: list[LoadedPipeline], stores: Stores, planned: list[PipelinePlan]
+) -> list[PipelinePlan]:
+    """A matrix or scored spec's long-form output: written again once its members' actions are
+    taken, or now if their results changed since it was written."""
+    from .run import review
+    from .run.evals import groups, output_due, total_breach
+    from .spec.pricing import usd
+    from .spec.units import plural
+
+    plans = {pp.pipeline: pp for pp in planned}
+    out = []
+    for group in groups(pipelines):
+        mine = [plans[p.name] for p in group.members if p.name in plans]
+        acting = any(a.kind != "hold" for pp in mine for a in pp.actions)
+        try:
+            due = acting or output_due(group, stores)
+        except (BatchflowError, OSError) as exc:
+            out.append(review.PipelinePlan(pipeline=group.name, spec=str(group.first.path), error=str(exc)))
+            continue
+        n = len(group.variants)
+        reason = f"the long form of {n} {plural(n, 'variant')} to {group.spec.output.uri}"
+        costs = [pp.estimate.usd for pp in mine if pp.estimate]
+        if costs:
+            total = "?" if None in costs else usd(sum(c for c in costs if c is not None))
+            reason += f", once they are done; their new requests cost ~{total} in all"
+        actions = [review.PlannedAction(kind="output", symbol="+", shard=None, reason=reason)] if due else []
+        why = total_breach(group, plans)
+        out.append(
+            review.PipelinePlan(
+                pipeline=group.name,
+                spec=str(group.first.path),
+                actions=actions,
+                budget_usd=group.spec.budget.total_usd if group.spec.budget else None,
+                over_budget=why is not None,
+                budget_message=why,
+            )
+        )
+    return out
 
 
 def _waits(p: LoadedPipeline, planned: list[PipelinePlan]) -> str | None:

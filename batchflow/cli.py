@@ -545,7 +545,13 @@ def status(
     for r in report:
         shards = ", ".join(f"{n} {k}" for k, n in r["shards"].items()) or "none"
         records = f"{r['records']:,} records; " if r["records"] is not None else ""
-        out.print(f"{r['pipeline']}: {records}{r['requests']:,} requests sent; shards: {shards}")
+        if "variants" in r:  # a matrix or scored spec: its members are above
+            judges = f" and {len(r['judges'])} judges" if r["judges"] else ""
+            out.print(
+                f"{r['pipeline']}: {len(r['variants'])} variants{judges}; {r['requests']:,} requests sent"
+            )
+        else:
+            out.print(f"{r['pipeline']}: {records}{r['requests']:,} requests sent; shards: {shards}")
         if r["calls"]:
             c = r["calls"]
             out.print(f"  flex calls: {c['answered']:,} of {c['requests']:,} answered; apply sends the rest")
@@ -580,6 +586,40 @@ def status(
             out.print(f"  failed keys: {keys}{more} (error rows in {r['errors_uri']})")
         if r["policy"]:
             out.print(f"  ! more requests failed than the errors policy tolerates ({r['policy']}): exit 3")
+
+
+@command()
+def report(
+    paths: Paths = None,
+    state: StateOpt = None,
+    target: Targets = None,
+    fmt: Annotated[
+        str,
+        typer.Option("--format", help="markdown (for a pull request or the CI step summary), json, or html."),
+    ] = "markdown",
+    out_file: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write the report to FILE (html needs one).", show_default=False),
+    ] = None,
+) -> None:
+    """Compare the variants of matrix and scored specs: answers, errors, mean score with its 95%
+    interval, tokens, cost, cost per correct answer, and which no other beats on both."""
+    from .api import load
+    from .output.report import dumps
+    from .state.atomic import write_atomic
+
+    if fmt not in ("markdown", "json", "html"):
+        raise typer.BadParameter("use markdown, json or html", param_hint="--format")
+    if fmt == "html" and out_file is None:
+        raise typer.BadParameter("html is a page: say where with --out FILE", param_hint="--format")
+    text = dumps(load(paths, targets=target, settings=_settings(state), strict=True).report(), fmt)
+    if fmt == "markdown":
+        _step_summary(text)
+    if out_file is None:
+        typer.echo(text, nl=False)
+        return
+    write_atomic(out_file, text.encode())
+    out.print(f"wrote {out_file}")
 
 
 @command()

@@ -27,10 +27,14 @@ echo "== batchflow plan";          "$bf" plan pipelines/examples
 echo "== batchflow apply --wait";  "$bf" apply --wait pipelines/examples
 echo "== batchflow apply (again: nothing to do)"; "$bf" apply pipelines/examples
 echo "== batchflow status";        "$bf" status pipelines/examples
+echo "== batchflow report (the qa-eval example's variants, compared)"
+"$bf" report pipelines/examples
+"$bf" report pipelines/examples --format html --out out/qa-eval-report.html
 echo
 echo "Results in out/:"
 # One row of each output, whatever its format (CSV and Parquet read back as a dict).
 for f in out/*; do
+  case "$f" in *.html) echo "  $f: open it in a browser (the chart needs no network)"; continue;; esac
   [ -s "$f" ] || { echo "  $f (empty)"; continue; }
   echo "  $f, one row:"
   .venv/bin/python - "$f" <<'PY' | cut -c1-700 | sed 's/^/    /'

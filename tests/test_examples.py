@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from batchflow.spec.loader import load_pipelines
 from batchflow.spec.models import Pipeline
 from batchflow.spec.yamlsource import load_documents
 
@@ -65,6 +66,11 @@ def test_examples_use_every_field_of_the_spec():
         # tests/test_emulator_vertex.py runs a pipeline on it.
         "backend",
         "batch.staging",
+        # qa-eval is graded by a judge; the metrics, its alternative, run in tests/test_evals.py.
+        "score.metric",
+        "score.case_sensitive",
+        "score.trim",
+        "score.tolerance",
     }
     missing = sorted(_model_paths(Pipeline) - used - optional)
     assert not missing, f"no example pipeline uses: {missing}"
@@ -74,8 +80,8 @@ def test_every_example_runs_on_the_emulator(cli, emulator_env, tmp_path):
     shutil.copytree(EXAMPLES.parent, tmp_path / "pipelines")
     result = cli("apply", "--wait", "pipelines/examples")
     assert result.code == 0, result.err
-    pipelines = sum(spec.read_text().count("\nname: ") for spec in EXAMPLES.glob("*.yaml"))
-    assert result.out.count(": done") == pipelines
+    loaded = load_pipelines([EXAMPLES])  # a matrix is a pipeline per variant and judge, and its group
+    assert result.out.count(": done") == len(loaded) + len({p.member.group for p in loaded if p.member})
     outputs = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert "image-captions.parquet" in outputs and "support-replies.csv" in outputs
 

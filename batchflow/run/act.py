@@ -24,7 +24,7 @@ from ..backends import confirm_model
 from ..backends.fenced import fence
 from ..errors import BatchflowError, BudgetError, OutputError, RemoteError, SourceError, StateError
 from ..output.join import FAILED_KEYS_KEPT, RowForm
-from ..output.sinks import Layout, check_writable, open_sink, output_format
+from ..output.sinks import Layout, Sink, check_writable, open_sink, output_format
 from ..prepare import order
 from ..prepare.parallel import join_source
 from ..prepare.render import CACHE_PLACEHOLDER, FILE_PLACEHOLDER, cache_digest, canonical, resolve_line
@@ -571,12 +571,17 @@ class Applier:
         errors, failed_keys = 0, list[str]()
         try:
             with contextlib.ExitStack() as stack:
-                out = stack.enter_context(open_sink(out_uri, out_format, layout))
-                err = (
-                    stack.enter_context(open_sink(self.p.resolve(spec.errors.uri), "jsonl", layout))
-                    if spec.errors.uri
-                    else out
-                )
+                if self.p.member is not None:
+                    # A variant's rows go in its group's long-form output (run/evals.py), written
+                    # once every member is settled: here they are only counted.
+                    out = err = Sink(stack.enter_context(open(os.devnull, "wb")), "jsonl", layout)
+                else:
+                    out = stack.enter_context(open_sink(out_uri, out_format, layout))
+                    err = (
+                        stack.enter_context(open_sink(self.p.resolve(spec.errors.uri), "jsonl", layout))
+                        if spec.errors.uri
+                        else out
+                    )
                 batches = join_source(
                     self.p,
                     records(self.p),
@@ -617,6 +622,8 @@ class Applier:
         )
         self.store.save(state)
         where = f" ({errors} errors" + (f" to {spec.errors.uri})" if spec.errors.uri else ")")
+        if self.p.member is not None:
+            where += f", for {self.p.member.group}'s output"
         self._say(action, f"{count} records{where}")
 
 

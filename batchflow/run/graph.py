@@ -188,6 +188,18 @@ def records(p: LoadedPipeline) -> Iterator[Record]:
             yield Record(uri, first[value], {"group": value, "rows": members})
 
 
+def judged(p: LoadedPipeline) -> Iterator[Record]:
+    """A judge's records: for each answered row of its variant, the variant's record with
+    `key`, `answer` (the answer to grade, `score.answer` over the row) and `expected`."""
+    from ..output.scores import Scorer
+
+    up: Upstream = p.upstream
+    scorer = Scorer(up.pipeline)
+    for n, (record, row) in enumerate(scorer.pairs(upstream_rows(up)), 1):
+        if row.get("error") is None:
+            yield Record(f"pipeline:{up.name}", n, scorer.judged(record, row))
+
+
 def _pending(row: dict[str, Any]) -> bool:
     """Whether an upstream row is one whose request has no answer yet (the join's "no result",
     which a request whose job failed for good never gets)."""

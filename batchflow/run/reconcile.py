@@ -34,6 +34,7 @@ from ..prepare.render import (
 from ..prepare.shards import ShardInfo, build
 from ..prepare.sources import CsvDialect, Record, read_records, stamp
 from ..spec.catalog import load_catalog
+from ..spec.matrix import storage_name
 from ..spec.models import LoadedPipeline
 from ..spec.pricing import estimate_text
 from ..spec.units import plural
@@ -199,7 +200,8 @@ def file_title(pipeline: str, state: PipelineState, digest: str) -> str:
 def _service_name(pipeline: str, lineage: str | None, tail: str) -> str:
     """What batchflow names a thing it makes on the service: the pipeline, the state's lineage
     (none in a state of batchflow 0.x) and what tells the thing apart."""
-    return f"batchflow-{pipeline}-{lineage}-{tail}" if lineage else f"batchflow-{pipeline}-{tail}"
+    name = storage_name(pipeline)  # a variant's name holds brackets: not in a display name
+    return f"batchflow-{name}-{lineage}-{tail}" if lineage else f"batchflow-{name}-{tail}"
 
 
 def unsent(shard: Shard, attempts: int) -> bool:
@@ -382,7 +384,9 @@ def plan(state: PipelineState, scan: Scan, rules: Rules, output_uri: str) -> lis
 def records(pipeline: LoadedPipeline) -> Iterator[Record]:
     source = pipeline.spec.source
     if pipeline.upstream is not None:
-        return graph.records(pipeline)
+        return (
+            graph.judged(pipeline) if pipeline.member and pipeline.member.judge else graph.records(pipeline)
+        )
     assert source.uri is not None  # a source has uri or pipeline, and a pipeline's is linked
     dialect = CsvDialect(**source.csv.model_dump()) if source.csv else None
     return read_records(pipeline.resolve(source.uri), source.format, dialect)

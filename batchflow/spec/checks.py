@@ -62,6 +62,13 @@ def _problems(spec: Pipeline, file: Path, backend: str) -> Iterator[tuple[Loc, s
         yield ("cache",), "a cache needs system, contents or files"
     if spec.tier != "batch" and spec.embed is not None:
         yield ("tier",), "flex sends generateContent calls: embeddings go by batch (tier: batch)"
+    if spec.score is not None:
+        if spec.embed is not None:
+            yield ("score",), "embeddings have no answer to score"
+        try:
+            TEMPLATES.parse(spec.score.answer)  # over the output row: its names are known once answered
+        except TemplateSyntaxError as exc:
+            yield ("score", "answer"), f"template error: {exc.message}"
     if backend == "vertex":
         yield from _vertex_problems(spec)
 
@@ -268,6 +275,8 @@ def template_fields(spec: Pipeline) -> Iterator[tuple[Loc, str | None]]:
     if spec.embed is not None:
         yield ("embed", "content"), spec.embed.content
         yield ("embed", "title"), spec.embed.title
+    if spec.score is not None and spec.source.uri is not None:  # over the record; a judge's is its own
+        yield ("score", "expected"), spec.score.expected
 
 
 def _templates(doc: Document, spec: Pipeline, file: Path) -> list[SpecError]:

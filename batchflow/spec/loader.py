@@ -13,7 +13,9 @@ from pydantic import BaseModel, ValidationError
 
 from ..errors import SpecError, SpecErrors
 from . import checks
-from .models import PROJECT_FILES, SPEC_SUFFIXES, LoadedPipeline, Pipeline
+from .matrix import expand, judge_doc, judge_spec, variant_name
+from .matrix import problems as matrix_problems
+from .models import PROJECT_FILES, SPEC_SUFFIXES, LoadedPipeline, Member, Pipeline
 from .project import find_project
 from .yamlsource import Document, Loc, load_documents
 
@@ -57,20 +59,23 @@ def load_each(paths: list[Path], backend: str = "gemini") -> tuple[list[LoadedPi
             errors.extend(exc.errors)
         except SpecError as exc:
             errors.append(exc)
+    # The variants and judges of one spec share its name: a name is taken once per spec.
     seen: dict[str, LoadedPipeline] = {}
+    duplicated: set[str] = set()
     for p in loaded:
-        if p.name in seen:
+        name = p.member.group if p.member else p.name
+        first = seen.setdefault(name, p)
+        if (first.path, first.line) != (p.path, p.line) and name not in duplicated:
+            duplicated.add(name)
             errors.append(
                 SpecError(
-                    f"pipeline name {p.name!r} is also used in {seen[p.name].path}:{seen[p.name].line}",
+                    f"pipeline name {name!r} is also used in {first.path}:{first.line}",
                     file=str(p.path),
                     line=p.line,
                     field="name",
                 )
             )
-        seen.setdefault(p.name, p)
-    duplicated = {p.name for p in loaded if seen[p.name] is not p}
-    return [p for p in loaded if p.name not in duplicated], errors
+    return [p for p in loaded if (p.member.group if p.member else p.name) not in duplicated], errors
 
 
 def load_file(file: Path, backend: str = "gemini") -> list[LoadedPipeline]:
@@ -86,22 +91,53 @@ def load_file(file: Path, backend: str = "gemini") -> list[LoadedPipeline]:
     found = find_project(file.resolve().parent)
     tier = found[1].tier if found else None  # the project's default, for specs that name none
     for doc in docs:
-        try:
-            mark = doc.mark(("name",))
-            upstream = doc.mark(("source", "pipeline"))
-            out.append(
-                LoadedPipeline(
-                    spec=_validate(doc, file, backend, tier),
-                    path=file,
-                    line=mark.line if mark else None,
-                    source_line=upstream.line if upstream else None,
+        mark = doc.mark(("name",))
+        line = mark.line if mark else None
+        upstream = doc.mark(("source", "pipeline"))
+        if wrong := matrix_problems(doc):
+            errors.extend(wrong)
+            continue
+        for name, member, view in expand(doc):
+            try:
+                spec = _validate(view, file, backend, tier)
+                if member is not None:
+                    spec = spec.model_copy(update={"name": name, "matrix": None})
+                out.append(
+                    LoadedPipeline(
+                        spec=spec,
+                        path=file,
+                        line=line,
+                        source_line=upstream.line if upstream else None,
+                        member=member,
+                    )
                 )
-            )
-        except SpecErrors as exc:
-            errors.extend(exc.errors)
+                if member is not None and spec.score is not None and spec.score.judge is not None:
+                    out.append(_judge(view, spec, member, file, backend, line))
+            except SpecErrors as exc:
+                errors.extend(exc.errors)
     if errors:
-        raise SpecErrors(sorted(errors, key=lambda e: (e.line or 0, e.column or 0)))
+        # A problem common to several variants is said once.
+        unique = {(e.line, e.column, e.field, e.message): e for e in errors}
+        raise SpecErrors(sorted(unique.values(), key=lambda e: (e.line or 0, e.column or 0)))
     return out
+
+
+def _judge(
+    view: Document, variant: Pipeline, member: Member, file: Path, backend: str, line: int | None
+) -> LoadedPipeline:
+    """The judge stage of a variant, checked as a pipeline of its own."""
+    name = variant_name(member.group, member.axes, judge=True)
+    spec = judge_spec(variant, name, variant.name)
+    if errors := checks.check(judge_doc(view), spec, file, spec.backend or backend):
+        raise SpecErrors(errors)
+    mark = view.mark(("score", "judge"), prefer_key=True)
+    return LoadedPipeline(
+        spec=spec,
+        path=file,
+        line=line,
+        source_line=mark.line if mark else line,
+        member=Member(member.group, member.axes, judge=True),
+    )
 
 
 def _validate(doc: Document, file: Path, backend: str, tier: str | None = None) -> Pipeline:

@@ -310,11 +310,26 @@ class Batch(_Model):
 class Budget(_Model):
     """What an apply may spend."""
 
-    max_usd: float = Field(
+    max_usd: float | None = Field(
+        None,
         gt=0,
         description="apply refuses, before anything is uploaded, to send requests whose estimated cost "
-        "(Batch Mode prices) is over this many US dollars.",
+        "(Batch Mode prices) is over this many US dollars. In a matrix: each variant's limit.",
     )
+    total_usd: float | None = Field(
+        None,
+        gt=0,
+        description="A matrix: what its variants' new requests may cost together; over it, apply "
+        "refuses every variant before anything is uploaded.",
+    )
+
+    @model_validator(mode="after")
+    def _a_limit(self):
+        if self.max_usd is None and self.total_usd is None:
+            raise ValueError(
+                "set max_usd (per pipeline or variant) or total_usd (a matrix's variants together)"
+            )
+        return self
 
 
 class Retry(_Model):
@@ -374,6 +389,81 @@ class Errors(_Model):
         return None
 
 
+Metric = Literal["exact", "contains", "regex", "number", "json_equal"]
+# The judge's answer: what the response schema asks of it.
+VERDICT_SCHEMA: dict[str, Any] = {
+    "type": "OBJECT",
+    "properties": {
+        "score": {
+            "type": "NUMBER",
+            "minimum": 0.0,
+            "maximum": 1.0,  # floats, as the Vertex SDK writes them: the same request on both
+            "description": "0 (wrong) to 1 (right), by the rubric",
+        },
+        "reason": {"type": "STRING", "description": "why, in a sentence"},
+    },
+    "required": ["score", "reason"],
+    "propertyOrdering": ["score", "reason"],
+}
+
+
+class Judge(_Model):
+    """A model that grades each answer: a stage of its own (state, cost, plan lines), whose
+    requests are content-addressed like any others, so an answer that did not change is never
+    judged again."""
+
+    model: str = Field(
+        pattern=r"^(models/)?[a-z0-9][a-z0-9.\-]*$", description="The judging model, e.g. gemini-4-argon."
+    )
+    prompt: str = Field(
+        description="The rubric (template) over the record's fields, `answer` (the answer to grade) "
+        "and `expected` (the reference, when set). The judge answers {score: 0 to 1, reason}."
+    )
+    system: str | None = Field(None, description="System instruction of the judge (template).")
+    pass_score: float = Field(
+        0.5, ge=0, le=1, description="A verdict of at least this score counts as a correct answer."
+    )
+    tier: Tier | None = Field(None, description="How the judge's requests go; default: the pipeline's tier.")
+    thinking_level: Literal["MINIMAL", "LOW", "MEDIUM", "HIGH", "XHIGH"] | None = Field(
+        None, description="How hard the judge thinks (Gemini 3 and 4)."
+    )
+
+
+class Score(_Model):
+    """How each answer is scored, from 0 to 1: by a metric against a reference, or by a judge."""
+
+    expected: str | None = Field(
+        None, description="The reference answer (template over the record), e.g. '{{ answer }}'."
+    )
+    answer: str = Field(
+        "{{ text }}",
+        description="The answer to score (template over the output row: text, json, kept columns), "
+        "e.g. '{{ json.label }}'.",
+    )
+    metric: Metric | None = Field(
+        None,
+        description="exact (equal once trimmed and case-folded), contains (the reference is in the "
+        "answer), regex (the reference is a pattern the answer matches), number (the first number "
+        "in the answer is within `tolerance` of the reference), json_equal (equal as JSON).",
+    )
+    case_sensitive: bool = Field(False, description="exact, contains and regex: tell case apart.")
+    trim: bool = Field(True, description="exact and contains: ignore spaces around the texts.")
+    tolerance: float = Field(0, ge=0, description="number: the largest difference that scores 1.")
+    judge: Judge | None = Field(None, description="Grade with a model instead of a metric.")
+
+    @model_validator(mode="after")
+    def _metric_or_judge(self):
+        if (self.metric is None) == (self.judge is None):
+            raise ValueError("set metric (compare with expected) or judge (a model grades), one of the two")
+        if self.metric is not None and self.expected is None:
+            raise ValueError(f"metric {self.metric} compares the answer with `expected`: set it")
+        return self
+
+
+# Where a matrix axis may point: the model, or a field of request, generation_config or embed.
+MATRIX_ROOTS = ("request.", "generation_config.", "embed.")
+
+
 class Pipeline(_Model):
     """A batchflow pipeline."""
 
@@ -419,6 +509,40 @@ class Pipeline(_Model):
     retry: Retry = Retry()
     output: Output
     errors: Errors = Errors()
+    matrix: dict[str, list[Any]] | None = Field(
+        None,
+        description="Run every combination of these values as a variant of its own (own state, shards "
+        "and cost), written together in one long-form output, e.g. {model: [gemini-3.8-flash, "
+        "gemini-4-argon], generation_config.thinking_config.thinking_level: [LOW, HIGH]}. Keys: "
+        "`model`, or a field of `request`, `generation_config` or `embed` by its path.",
+    )
+    score: Score | None = Field(
+        None, description="Score each answer (a `score` column; `batchflow report` compares variants)."
+    )
+
+    @model_validator(mode="after")
+    def _matrix_axes(self):
+        for key, values in (self.matrix or {}).items():
+            if key != "model" and not key.startswith(MATRIX_ROOTS):
+                raise ValueError(
+                    f"matrix key {key!r}: use `model`, or a path under request., generation_config. or embed."
+                )
+            if not values:
+                raise ValueError(f"matrix.{key}: give a list of at least one value")
+            seen = [repr(v) for v in values]
+            if len(set(seen)) < len(seen):
+                raise ValueError(f"matrix.{key}: a value is listed twice")
+        return self
+
+
+@dataclass(frozen=True)
+class Member:
+    """What a pipeline made from a matrix or scored spec is to it: a variant (one combination
+    of the matrix's values), or the judge of one."""
+
+    group: str  # the spec's name: its long-form output and report
+    axes: tuple[tuple[str, Any], ...] = ()  # (column, value) per matrix axis
+    judge: bool = False
 
 
 @dataclass(frozen=True)
@@ -432,6 +556,7 @@ class LoadedPipeline:
     source_line: int | None = field(default=None, compare=False)
     # A stage's run.graph.Upstream (its pipeline and store), set when the graph is linked.
     upstream: Any = field(default=None, compare=False)
+    member: Member | None = field(default=None, compare=False)
 
     @property
     def name(self) -> str:

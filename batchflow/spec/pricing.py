@@ -136,6 +136,13 @@ def file_part_tokens(text: str, files: Mapping[str, FileRef] | None) -> int:
     return sum(counted) + (parts - len(counted)) * PART_TOKENS
 
 
+def shards_cost(prices: PriceTable, model: str, shards: list) -> float | None:
+    """What the requests of these shards (state.store.Shard) cost, each at the prices of its
+    own model and tier; None if one's model has no price."""
+    costs = [prices.cost(s.model or model, Tokens.from_usage(s.usage), s.tier or "batch") for s in shards]
+    return None if None in costs else sum(c for c in costs if c is not None)
+
+
 def usd(amount: float | None, *, apart_from: float | None = None) -> str:
     """Dollars, to the cent, or to two significant digits below a cent ($0.0000012, never
     $0.0000); with `apart_from`, with as many digits as it takes to tell the two apart."""

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ValidationError, field_validator
 from ..errors import StateError
 from ..lazy import Lazy
 from ..prepare.shards import KEYS_SUFFIX, shard_rows
+from ..spec.matrix import storage_name
 from ..spec.models import DEFAULT_ERROR_FINISH_REASONS
 from .atomic import atomic_open, write_atomic
 from .conditional import BucketObject, Conflict, LocalFile, Version
@@ -239,7 +240,7 @@ class LocalStore:
         self._leases: dict[str, Held] = {}
 
     def folder(self, pipeline: str) -> Path:
-        return self.root / pipeline
+        return self.root / storage_name(pipeline)
 
     def shard_path(self, pipeline: str, shard_id: str) -> Path:
         return self.folder(pipeline) / "shards" / f"{shard_id}.jsonl"
@@ -348,7 +349,7 @@ class RemoteStore(LocalStore):
         self._synced: dict[str, str | None] = {}  # the snapshot name of the state last synced
 
     def _remote(self, pipeline: str, *parts: str) -> str:
-        return "/".join([self.base, pipeline, *parts])
+        return "/".join([self.base, storage_name(pipeline), *parts])
 
     def load(self, pipeline: str) -> PipelineState:
         if pipeline not in self._held:  # plan and status read without the lock
