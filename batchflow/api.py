@@ -309,16 +309,27 @@ class Project:
     def destroy(self, say: Say = lambda pipeline, message: None) -> None:
         """Delete the jobs, files and caches the pipelines made on the service, then their
         state. Outputs are kept."""
+        from .run.evals import groups
         from .run.teardown import destroy
+        from .spec.matrix import output_state
 
         stores = self._stores()
         destroy(self.pipelines, stores, self._backends(stores), say)
+        for group in groups(self.pipelines):  # what the long-form output was written from
+            stores.of(group.first).forget(output_state(group.name))
 
     def unlock(self) -> dict[str, bool]:
         """Remove each pipeline's lock (left by an apply killed on another machine): whether
         there was one. Only when no apply of these pipelines is running."""
+        from .run.evals import groups
+        from .spec.matrix import output_state
+
         stores = self._stores()
-        return {p.name: stores.of(p).unlock(p.name) for p in self.pipelines}
+        unlocked = {p.name: stores.of(p).unlock(p.name) for p in self.pipelines}
+        for group in groups(self.pipelines):  # the lock its long-form output is written under
+            name = output_state(group.name)
+            unlocked[name] = stores.of(group.first).unlock(name)
+        return unlocked
 
     def _stores(self) -> Stores:
         return stores_of(self.settings)
@@ -526,4 +537,8 @@ def check_saved_plan(saved: Plan, settings: Settings) -> list[LoadedPipeline]:
             problems.append(f"{pp.pipeline}: {why}")
     if problems:
         raise BatchflowError("the saved plan is out of date, run plan again: " + "; ".join(problems))
-    return [p for p in pipelines if current[p.name].actions]
+    # A matrix's members come along with any of them that acts (or its output): its output is
+    # written from all of them.
+    acting = {p.member.group for p in pipelines if p.member and current[p.name].actions}
+    acting |= {name for name, pp in current.items() if pp.actions}
+    return [p for p in pipelines if current[p.name].actions or (p.member and p.member.group in acting)]

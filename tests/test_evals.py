@@ -411,3 +411,41 @@ def test_budgets_per_variant_and_in_total(cli, emulator, emulator_env, tmp_path)
     assert result.code == 1
     assert _sent(emulator, "gemini-3.8-flash") == 6 and _sent(emulator, "gemini-4-argon") == 0
     assert "qa[model=gemini-4-argon,thinking_level=LOW]" in result.out + result.err
+
+
+@pytest.mark.parametrize("kill_after_lines", [2, 7, 15])
+def test_kill_9_during_a_matrix_apply_then_apply_again(kill_after_lines, emulator, emulator_env, tmp_path):
+    """SIGKILL mid-way through variants and judges; the next apply finishes with one job per
+    shard and the same long form as a run never killed."""
+    import os
+
+    from conftest import apply_again, kill_apply
+
+    project(tmp_path, QUESTIONS, spec=JUDGED.replace("qa.jsonl", "qa.csv"), spec_file="qa.yaml")
+    env = {**os.environ, **emulator_env}
+    kill_apply(env, kill_after_lines)
+    apply_again(env)
+    jobs = list(emulator.store.jobs.values())
+    assert len(jobs) == 4 and len({j.display_name for j in jobs}) == 4  # 2 variants, 2 judges
+    killed = (tmp_path / "pipelines/qa.csv").read_text()
+    shutil.rmtree(tmp_path / "state")
+    (tmp_path / "pipelines/qa.csv").unlink()
+    apply_again(env)  # a fresh state, on the same (deterministic) emulator
+    assert (tmp_path / "pipelines/qa.csv").read_text() == killed
+
+
+def test_a_saved_plan_a_target_and_destroy_on_a_matrix(cli, emulator, emulator_env, tmp_path):
+    _eval(tmp_path)
+    # One variant by name: applied alone, and the spec's output waits for all of them.
+    one = cli("apply", "--wait", "--target", "qa[model=gemini-4-argon,thinking_level=LOW]")
+    assert one.code == 0 and _sent(emulator, "gemini-4-argon") == 3 and _sent(emulator, "gemini-3.8-flash") == 0
+    assert not (tmp_path / "pipelines/qa.csv").exists()
+    assert cli("plan", "--out", "plan.json").code == 0
+    saved = cli("apply", "plan.json")
+    assert saved.code == 0, saved.out + saved.err
+    assert cli("apply", "--wait", "--target", "qa").code == 0
+    assert len(_csv(tmp_path / "pipelines/qa.csv")) == 12
+    state = tmp_path / "state"
+    assert len(list(state.iterdir())) == 5  # four variants, and what the output was written from
+    assert cli("destroy", "--yes").code == 0
+    assert not list(state.iterdir())

@@ -57,7 +57,8 @@ class Group:
 
 
 def groups(pipelines: list[LoadedPipeline]) -> list[Group]:
-    """The groups whose variants are all among `pipelines`, in the order they come."""
+    """The groups whose members (every variant, and its judge) are all among `pipelines`, in
+    the order they come: a `--target` of one variant applies it, not its spec's output."""
     found: dict[str, Group] = {}
     for p in pipelines:
         if p.member is None:
@@ -67,7 +68,16 @@ def groups(pipelines: list[LoadedPipeline]) -> list[Group]:
             group.judges[p.spec.source.pipeline or ""] = p
         else:
             group.variants.append(p)
-    return [g for g in found.values() if g.variants]
+    return [g for g in found.values() if g.variants and complete(g)]
+
+
+def complete(group: Group) -> bool:
+    first = group.first
+    assert first.member is not None
+    judged = first.spec.score is not None and first.spec.score.judge is not None
+    return len(group.variants) == first.member.variants and (
+        not judged or len(group.judges) == len(group.variants)
+    )
 
 
 def stamp(group: Group, stores: Stores) -> str:

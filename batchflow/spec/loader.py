@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import types
@@ -136,7 +137,7 @@ def _judge(
         path=file,
         line=line,
         source_line=mark.line if mark else line,
-        member=Member(member.group, member.axes, judge=True),
+        member=dataclasses.replace(member, judge=True),
     )
 
 

@@ -94,7 +94,8 @@ def expand(doc: Document) -> list[tuple[str, Member | None, Document]]:
     group = str(data.get("name"))
     columns = axis_columns(list(matrix))
     out: list[tuple[str, Member | None, Document]] = []
-    for combo in combinations(matrix)[:MAX_VARIANTS]:
+    combos = combinations(matrix)[:MAX_VARIANTS]
+    for combo in combos:
         merged = copy.deepcopy(data)  # the matrix stays, for the model to check it
         keys, values = dict(doc.keys), dict(doc.values)
         for key, i, value in combo:
@@ -107,7 +108,7 @@ def expand(doc: Document) -> list[tuple[str, Member | None, Document]]:
             values[loc] = doc.values.get(("matrix", key, i)) or keys[loc]
         axes = tuple((column, value) for column, (_, _, value) in zip(columns, combo, strict=True))
         view = dataclasses.replace(doc, data=merged, keys=keys, values=values)
-        out.append((variant_name(group, axes), Member(group, axes), view))
+        out.append((variant_name(group, axes), Member(group, axes, variants=len(combos)), view))
     return out
 
 

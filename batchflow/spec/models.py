@@ -543,6 +543,7 @@ class Member:
     group: str  # the spec's name: its long-form output and report
     axes: tuple[tuple[str, Any], ...] = ()  # (column, value) per matrix axis
     judge: bool = False
+    variants: int = 1  # how many the spec has: its output is written only with all of them at hand
 
 
 @dataclass(frozen=True)
