@@ -261,6 +261,8 @@ def test_every_example_gives_the_same_outputs_on_both_backends(
     assert result.code == 0, result.out + result.err
     on_gemini = outputs()
     assert sum(bool(rows) for rows in on_gemini.values()) == 10  # and an empty errors file
+    report = cli("report", "--format", "json", *map(str, specs), env={"BATCHFLOW_BACKEND": "gemini"})
+    eval_on_gemini = json.loads(report.out)["groups"]
     shutil.rmtree(tmp_path / "out")
     env = {
         "BATCHFLOW_BACKEND": "vertex",
@@ -273,6 +275,9 @@ def test_every_example_gives_the_same_outputs_on_both_backends(
     assert result.code == 0, result.out + result.err
     assert "batchPredictionJobs" in result.out
     assert outputs() == on_gemini
+    # The eval example's report: the same scores, tokens and costs on both.
+    report = cli("report", "--format", "json", *map(str, specs), env=env)
+    assert json.loads(report.out)["groups"] == eval_on_gemini
 
 
 def test_vertex_caches_serve_generate_content_but_not_batch_prediction(

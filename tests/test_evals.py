@@ -150,7 +150,7 @@ def test_validate_points_at_the_matrix_value_a_variant_is_refused_for(cli, tmp_p
             "unknown field 'temprature'; did you mean 'temperature'?",
         ),
         ("  model: []\n", "matrix.model: give a list of at least one value"),
-        ("  model: [gemini-4-argon, gemini-4-argon]\n", "matrix.model: 'gemini-4-argon' is listed twice"),
+        ("  model: [gemini-4-argon, gemini-4-argon]\n", "matrix.model[1]: 'gemini-4-argon' is listed twice"),
     ],
 )
 def test_bad_matrices(cli, tmp_path, change, message):
@@ -313,6 +313,20 @@ def test_the_judge_runs_on_flex_and_the_report_adds_its_cost(cli, emulator, emul
     assert cli("apply", "--wait").code == 0
     assert emulator.store.flex_calls >= 6 and _sent(emulator, "gemini-4-argon") == 0
     report = json.loads(cli("report", "--format", "json").out)
+    # The variants on flex too: the same rows, each saying which tier answered.
+    by_batch = {(r["model"], r["key"]): r["score"] for r in _rows(tmp_path / "pipelines/qa.jsonl")}
+    project(
+        tmp_path,
+        QUESTIONS,
+        spec=spec.replace("    output:", "    tier: flex\n    output:"),
+        spec_file="qa.yaml",
+    )
+    (tmp_path / "state").rename(tmp_path / "batch-state")
+    assert cli("apply", "--wait").code == 0
+    assert len(emulator.store.jobs) == 2  # the batch run's two variant jobs, no more
+    rows = _rows(tmp_path / "pipelines/qa.jsonl")
+    assert {(r["model"], r["key"]): r["score"] for r in rows} == by_batch
+    assert {r["tier"] for r in rows} == {"flex"}
     (group,) = report["groups"]
     assert group["scoring"].startswith("a judge (gemini-4-argon")
     assert [v["name"] for v in group["variants"]] == [
@@ -438,7 +452,9 @@ def test_a_saved_plan_a_target_and_destroy_on_a_matrix(cli, emulator, emulator_e
     _eval(tmp_path)
     # One variant by name: applied alone, and the spec's output waits for all of them.
     one = cli("apply", "--wait", "--target", "qa[model=gemini-4-argon,thinking_level=LOW]")
-    assert one.code == 0 and _sent(emulator, "gemini-4-argon") == 3 and _sent(emulator, "gemini-3.8-flash") == 0
+    assert (
+        one.code == 0 and _sent(emulator, "gemini-4-argon") == 3 and _sent(emulator, "gemini-3.8-flash") == 0
+    )
     assert not (tmp_path / "pipelines/qa.csv").exists()
     assert cli("plan", "--out", "plan.json").code == 0
     saved = cli("apply", "plan.json")

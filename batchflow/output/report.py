@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel
@@ -84,29 +85,36 @@ def variant_report(
     name: str,
     axes: dict[str, Any],
     model: str,
-    rows: list[dict[str, Any]],
+    rows: Iterable[dict[str, Any]],
     shards: list,
     judge: tuple[str, list] | None,  # the judge's model and shards
     prices: PriceTable,
     pass_score: float,
 ) -> VariantReport:
-    pending = sum(1 for r in rows if _pending(r))
-    errors = sum(1 for r in rows if r.get("error") is not None) - pending
-    scores = [float(r["score"]) for r in rows if r.get("error") is None and r.get("score") is not None]
-    correct = sum(s >= pass_score for s in scores)
-    mean = sum(scores) / len(scores) if scores else None
-    low, high = wilson(mean, len(scores)) if mean is not None else (None, None)
+    records = pending = errors = scored = correct = 0
+    total = 0.0
+    for r in rows:  # one pass, nothing held: a report costs what the output's rows weigh, not more
+        records += 1
+        if r.get("error") is not None:
+            pending += _pending(r)
+            errors += not _pending(r)
+        elif r.get("score") is not None:
+            scored += 1
+            total += float(r["score"])
+            correct += float(r["score"]) >= pass_score
+    mean = total / scored if scored else None
+    low, high = wilson(mean, scored) if mean is not None else (None, None)
     cost = shards_cost(prices, model, shards)
     tokens = {k: sum(s.usage.get(k, 0) for s in shards) for k in ("prompt", "output", "cached")}
     return VariantReport(
         name=name,
         axes=axes,
         model=model,
-        records=len(rows),
-        answered=len(rows) - pending - errors,
+        records=records,
+        answered=records - pending - errors,
         errors=errors,
         pending=pending,
-        scored=len(scores),
+        scored=scored,
         correct=correct,
         mean_score=mean,
         ci_low=low,

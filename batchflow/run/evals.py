@@ -12,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -224,34 +225,35 @@ def write_all(pipelines: list[LoadedPipeline], stores: Stores, done: dict[str, b
 def report(pipelines: list[LoadedPipeline], stores: Stores, prices: PriceTable) -> Report:
     """Per variant of each group: answers, errors, mean score with its interval, tokens, cost,
     cost per correct answer, and whether it is on the Pareto front."""
-    from ..output.report import GroupReport, Report, pareto, variant_report
+    from ..output.report import GroupReport, Report, VariantReport, pareto, variant_report
 
     out = []
     for group in groups(pipelines):
-        by_variant: dict[str, list[dict[str, Any]]] = {p.name: [] for p in group.variants}
-        for variant, row in rows(group, stores):
-            by_variant[variant.name].append(row)
         score = group.spec.score
         judge = score.judge if score is not None else None
-        variants = []
-        for p in group.variants:
+
+        def figures(p: LoadedPipeline, answers: Iterable[dict[str, Any]]) -> VariantReport:
             shards = list(stores.of(p).load(p.name).shards.values())
-            j = group.judges.get(p.name)
-            judged = (
-                (j.spec.model, list(stores.of(j).load(j.name).shards.values())) if j is not None else None
+            j = group.judges.get(p.name)  # noqa: B023 - used at once, in this round
+            judged = (j.spec.model, list(stores.of(j).load(j.name).shards.values())) if j else None
+            return variant_report(
+                p.name,
+                dict(p.member.axes) if p.member else {},
+                p.spec.model,
+                answers,
+                shards,
+                judged,
+                prices,
+                judge.pass_score if judge is not None else 1.0,  # noqa: B023 - likewise
             )
-            variants.append(
-                variant_report(
-                    p.name,
-                    dict(p.member.axes) if p.member else {},
-                    p.spec.model,
-                    by_variant[p.name],
-                    shards,
-                    judged,
-                    prices,
-                    judge.pass_score if judge is not None else 1.0,
-                )
-            )
+
+        # The rows come variant by variant: each variant's figures are made as its rows stream by.
+        by_name = {p.name: p for p in group.variants}
+        made = {
+            name: figures(by_name[name], (row for _, row in pairs))
+            for name, pairs in itertools.groupby(rows(group, stores), key=lambda pair: pair[0].name)
+        }
+        variants = [made.get(p.name) or figures(p, ()) for p in group.variants]
         pareto(variants)
         if score is None:
             scoring = "nothing (no score:)"

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..errors import SpecError, SpecErrors
 from . import checks
-from .matrix import expand, judge_doc, judge_spec, variant_name
+from .matrix import expand, judge_doc, judge_error, judge_spec, variant_name
 from .matrix import problems as matrix_problems
 from .models import PROJECT_FILES, SPEC_SUFFIXES, LoadedPipeline, Member, Pipeline
 from .project import find_project
@@ -130,7 +130,7 @@ def _judge(
     name = variant_name(member.group, member.axes, judge=True)
     spec = judge_spec(variant, name, variant.name)
     if errors := checks.check(judge_doc(view), spec, file, spec.backend or backend):
-        raise SpecErrors(errors)
+        raise SpecErrors([judge_error(e) for e in errors])
     mark = view.mark(("score", "judge"), prefer_key=True)
     return LoadedPipeline(
         spec=spec,

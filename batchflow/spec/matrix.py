@@ -127,12 +127,12 @@ def problems(doc: Document) -> list[SpecError]:
             )
             errors.append(doc.error(where, message, prefer_key=True))
         elif not isinstance(values, list) or not values:
-            errors.append(doc.error(where, f"matrix.{key}: give a list of at least one value"))
+            errors.append(doc.error(where, "give a list of at least one value"))
         else:
             seen = [json.dumps(v, sort_keys=True, default=str) for v in values]
             for i, text in enumerate(seen):
                 if text in seen[:i]:
-                    errors.append(doc.error((*where, i), f"matrix.{key}: {values[i]!r} is listed twice"))
+                    errors.append(doc.error((*where, i), f"{values[i]!r} is listed twice"))
             count *= len(values)
     if count > MAX_VARIANTS:
         message = f"{count} combinations; at most {MAX_VARIANTS} variants (split the matrix into specs)"
@@ -175,16 +175,29 @@ def judge_spec(variant: Pipeline, name: str, variant_name: str) -> Pipeline:
     )
 
 
+# Where a judge's fields are in its spec, and where the user wrote them.
+_JUDGE_FIELDS = {
+    "model": "score.judge.model",
+    "request.prompt": "score.judge.prompt",
+    "request.system": "score.judge.system",
+    "request.generation_config.thinking_config.thinking_level": "score.judge.thinking_level",
+    "request": "score.judge",
+    "tier": "score.judge.tier",
+}
+
+
+def judge_error(error: SpecError) -> SpecError:
+    """A judge's problem, named by the field the user wrote."""
+    if error.field in _JUDGE_FIELDS:
+        error.field = _JUDGE_FIELDS[error.field]
+    return error
+
+
 def judge_doc(doc: Document) -> Document:
     """The judge's errors point at `score.judge`: its model, prompt and system."""
     keys, values = dict(doc.keys), dict(doc.values)
-    for loc, where in (
-        (("model",), ("score", "judge", "model")),
-        (("request", "prompt"), ("score", "judge", "prompt")),
-        (("request", "system"), ("score", "judge", "system")),
-        (("request",), ("score", "judge")),
-        (("tier",), ("score", "judge", "tier")),
-    ):
+    for field, written in _JUDGE_FIELDS.items():
+        loc, where = tuple(field.split(".")), tuple(written.split("."))
         for marks in (keys, values):
             mark = doc.keys.get(where) if marks is keys else doc.values.get(where)
             if mark is not None:
