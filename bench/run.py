@@ -164,6 +164,7 @@ if __name__ == "__main__":
     if len(sys.argv) == 1:
         main()
         import emulator_memory
+        import evals
         import flex
         import noop_plan
         import remote_state
@@ -177,6 +178,7 @@ if __name__ == "__main__":
         noop_plan.main()
         stages.main()
         flex.main()
+        evals.main()
         emulator_memory.main()
         remote_state.main()
         ten_million.main()  # the longest by far: BENCH_BIG_RECORDS=1000000 for a quicker look

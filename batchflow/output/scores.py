@@ -12,7 +12,7 @@ from typing import Any
 from jinja2 import UndefinedError
 
 from ..errors import SourceError
-from ..prepare.render import TEMPLATES
+from ..prepare.render import compile_template
 from ..prepare.sources import Record
 from ..spec.models import LoadedPipeline, Score
 
@@ -82,8 +82,9 @@ class Scorer:
         assert variant.spec.score is not None
         self.variant = variant
         self.score = variant.spec.score
-        self._expected = TEMPLATES.from_string(self.score.expected) if self.score.expected else None
-        self._answer = TEMPLATES.from_string(self.score.answer)
+        # The renderer's own fast path: plain fields by lookups, anything else by Jinja.
+        self._expected = compile_template(self.score.expected) if self.score.expected else None
+        self._answer = compile_template(self.score.answer)
 
     def pairs(self, rows: Iterable[dict[str, Any]]) -> Iterator[tuple[Record, dict[str, Any]]]:
         """Each output row with the record it was made from: the join gives one row per record,

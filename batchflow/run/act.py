@@ -56,8 +56,8 @@ from .reconcile import (
     check_shrink,
     display_name,
     file_title,
-    inputs_fingerprint,
     next_action,
+    order_file,
     output_uris,
     plan,
     policy_breach,
@@ -554,12 +554,7 @@ class Applier:
         self._save(state, shard, **changes)
 
     def _order(self, state: PipelineState, s: Scan) -> Path | None:
-        """The scan's order file, if the inputs are still those it was made of: the join then
-        takes each record's key and hash from it instead of rendering it again."""
-        if s.memo is None or inputs_fingerprint(self.p, state) != s.memo.inputs:
-            return None
-        # A memo of an earlier batchflow has no `requested`: its order file is named by `inputs`.
-        return order.find(self.store.folder(self.p.name), s.memo.requested or s.memo.inputs)
+        return order_file(self.p, self.store, state, s.memo)
 
     def _write_output(self, state: PipelineState, s: Scan, action: Action) -> None:
         spec = self.p.spec

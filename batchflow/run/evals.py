@@ -140,7 +140,7 @@ def rows(group: Group, stores: Stores) -> Iterator[tuple[LoadedPipeline, dict[st
             if judge is not None
             else {}
         )
-        answers = upstream_rows(Upstream(variant, store))
+        answers = upstream_rows(Upstream(variant, store), plain=False)  # for a sink, as any output's
         if score is None:
             pairs: Iterator[tuple[Any, dict[str, Any]]] = ((None, row) for row in answers)
         else:

@@ -214,12 +214,15 @@ def _true(where, row: dict[str, Any], uri: str, line: int) -> bool:
         raise SourceError(f"source.where: {exc}", uri=uri, line=line) from None
 
 
-def upstream_rows(up: Upstream) -> Iterator[dict[str, Any]]:
+def upstream_rows(up: Upstream, *, plain: bool = True) -> Iterator[dict[str, Any]]:
     """The upstream's rows as its output holds them (key, kept columns, then its result
     columns, or `error`), in its source's order. A stage leaves the error rows out: an upstream
-    error is reported where it happened, and the upstream's error policy applies there."""
+    error is reported where it happened, and the upstream's error policy applies there.
+    `plain`: JSON values only, as a stage's records are; else as the join gives them to a sink."""
     from ..output.join import RowForm
+    from ..prepare import order
     from ..prepare.parallel import join_source
+    from .reconcile import order_file
     from .reconcile import records as source_records
 
     state = up.store.load(up.name)
@@ -231,12 +234,18 @@ def upstream_rows(up: Upstream) -> Iterator[dict[str, Any]]:
             index,
             lambda shard: up.store.fetch(up.store.result_path(up.name, shard)),
             failed,
-            None,
+            order_file(up.pipeline, up.store, state, state.scan_memo),  # keys and hashes, not renders
             RowForm(),
         )
-        for batch in batches:
-            assert isinstance(batch.out, list)  # RowForm(): rows as dicts
-            yield from map(_plain, batch.out)
+        try:
+            for batch in batches:
+                assert isinstance(batch.out, list)  # RowForm(): rows as dicts
+                yield from map(_plain, batch.out) if plain else batch.out
+        except order.StaleOrder as exc:
+            exc.path.unlink(missing_ok=True)  # the next apply renders the source instead
+            raise SourceError(
+                "the source changed while its rows were read; run apply again", uri=f"pipeline:{up.name}"
+            ) from None
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:

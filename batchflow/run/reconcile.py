@@ -614,6 +614,17 @@ def _rescan(
     return count, digest.hexdigest()
 
 
+def order_file(
+    pipeline: LoadedPipeline, store: StateStore, state: PipelineState, memo: ScanMemo | None
+) -> Path | None:
+    """The scan's order file, if the inputs are still those it was made of: the join then
+    takes each record's key and hash from it instead of rendering it again."""
+    if memo is None or inputs_fingerprint(pipeline, state) != memo.inputs:
+        return None
+    # A memo of an earlier batchflow has no `requested`: its order file is named by `inputs`.
+    return order.find(store.folder(pipeline.name), memo.requested or memo.inputs)
+
+
 def inputs_fingerprint(pipeline: LoadedPipeline, state: PipelineState) -> str:
     """Everything a scan reads, stamped without reading it: the spec as loaded (so `${VAR}` and
     `$ref` files count), the source files and the files requests name."""
