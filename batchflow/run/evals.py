@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BatchflowError, OutputError
-from ..output.columns import columns_for
+from ..output.columns import COLUMNS, Column, columns_for
+from ..output.join import FAILED_KEYS_KEPT
 from ..output.scores import Scorer, verdict
 from ..output.sinks import Layout, open_sink, output_format
 from ..spec.matrix import output_state
-from ..spec.models import LoadedPipeline
+from ..spec.models import LoadedPipeline, Pipeline
 from ..spec.pricing import usd
 from ..spec.project import Stores
 from ..state.store import OutputRecord, now
@@ -49,7 +50,7 @@ class Group:
         return [*self.variants, *self.judges.values()]
 
     @property
-    def spec(self):
+    def spec(self) -> Pipeline:
         return self.variants[0].spec
 
     @property
@@ -104,21 +105,20 @@ SCORE_COLUMNS = {"expected": "string", "score": "float64", "reason": "string"}
 
 
 def layout(group: Group) -> Layout:
-    from ..output.columns import Column
-
-    columns = {c.name: c for p in group.variants for c in columns_for(p.spec)}
-    ordered = [c for c in columns_for(group.spec) if c.name in columns]
-    ordered += [c for name, c in columns.items() if c not in ordered]
+    """The long form's columns: key, the axes, the kept columns, every result column any variant
+    has (in the order of COLUMNS, as one pipeline's output), then the score columns."""
+    names = {c.name for p in group.variants for c in columns_for(p.spec)}
+    columns = [c for c in COLUMNS if c.name in names]
     score = group.spec.score
-    extra = [name for name in SCORE_COLUMNS if score is not None and (name != "reason" or score.judge)]
-    if score is not None and score.expected is None:
-        extra.remove("expected")
-    ordered += [
-        Column(name, "score", name, lambda s: True, functools.partial(_arrow, SCORE_COLUMNS[name]))
-        for name in extra
-    ]
+    if score is not None:
+        wanted = {"expected": score.expected is not None, "score": True, "reason": score.judge is not None}
+        columns += [
+            Column(name, "score", name, lambda s: True, functools.partial(_arrow, kind))
+            for name, kind in SCORE_COLUMNS.items()
+            if wanted[name]
+        ]
     axes = tuple(column for column, _ in group.first.member.axes) if group.first.member else ()
-    return Layout((*axes, *group.spec.output.columns), tuple(ordered), group.spec)
+    return Layout((*axes, *group.spec.output.columns), tuple(columns), group.spec)
 
 
 def _arrow(kind: str, spec: Any):
@@ -185,7 +185,7 @@ def write(group: Group, stores: Stores) -> OutputRecord | None:
                 for _, row in rows(group, stores):
                     if "error" in row:
                         errors += 1
-                        if len(failed) < 20:
+                        if len(failed) < FAILED_KEYS_KEPT:
                             failed.append(row["key"])
                         err.write(row)
                     else:
