@@ -137,7 +137,9 @@ def test_validate_points_at_the_matrix_value_a_variant_is_refused_for(cli, tmp_p
     lines = (tmp_path / "pipelines/qa.yaml").read_text().splitlines()
     at = next(i for i, line in enumerate(lines, 1) if line.startswith("matrix:")) + 1
     assert f"qa.yaml:{at}:" in result.err and "gemini-2.0-flash" in result.err
-    assert result.err.count("gemini-2.0-flash") == 1  # said once, not once per variant
+    # Said once, not once per variant, naming the variants it is about.
+    assert result.err.count("was shut down") == 1
+    assert "(in qa[model=gemini-2.0-flash,thinking_level=LOW] and 1 more)" in result.err
     assert "Traceback" not in result.err
 
 

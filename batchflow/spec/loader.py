@@ -98,7 +98,9 @@ def load_file(file: Path, backend: str = "gemini") -> list[LoadedPipeline]:
         if wrong := matrix_problems(doc):
             errors.extend(wrong)
             continue
-        for name, member, view in expand(doc):
+        variants = expand(doc)
+        seen: dict[tuple, list[str]] = {}  # each problem, and the variants that have it
+        for name, member, view in variants:
             try:
                 spec = _validate(view, file, backend, tier)
                 if member is not None:
@@ -115,11 +117,18 @@ def load_file(file: Path, backend: str = "gemini") -> list[LoadedPipeline]:
                 if member is not None and spec.score is not None and spec.score.judge is not None:
                     out.append(_judge(view, spec, member, file, backend, line))
             except SpecErrors as exc:
-                errors.extend(exc.errors)
+                for e in exc.errors:
+                    where = (e.line, e.column, e.field, e.message)
+                    if where not in seen:
+                        errors.append(e)
+                    seen.setdefault(where, []).append(name)
+        for e in errors:  # a problem of some variants only says which (one common to all, once)
+            names = seen.get((e.line, e.column, e.field, e.message), [])
+            if len(variants) > 1 and 0 < len(names) < len(variants):
+                more = f" and {len(names) - 1} more" if len(names) > 1 else ""
+                e.message += f" (in {names[0]}{more})"
     if errors:
-        # A problem common to several variants is said once.
-        unique = {(e.line, e.column, e.field, e.message): e for e in errors}
-        raise SpecErrors(sorted(unique.values(), key=lambda e: (e.line or 0, e.column or 0)))
+        raise SpecErrors(sorted(errors, key=lambda e: (e.line or 0, e.column or 0)))
     return out
 
 
