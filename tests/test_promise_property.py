@@ -11,7 +11,10 @@ attempt (nothing was created twice), and none is left at work.
 
 Half the histories (drawn apart, so that each seed's history is what it always was) add a
 stage that reads the pipeline's answered rows: its output then holds one row per answered
-upstream row, each the latest result its state holds for it.
+upstream row, each the latest result its state holds for it. Half (drawn apart again) add an
+eval, a matrix of models scored by a metric, whose values change between steps: its long form
+then holds one row per record and variant of the matrix as it is at the end, each the latest
+result that variant's state holds, with its score.
 
 Nine histories run with the suite (the ninth pauses a runner before a create, the case that
 once made a second job); PROMISE_SEEDS=40 runs more.
@@ -64,6 +67,18 @@ STAGE = """
     POLICY
 """
 MODELS = ["gemini-3.8-flash", "gemini-2.5-flash-lite"]
+EVAL = """
+    version: 1
+    name: promise-eval
+    source: {uri: data/in.jsonl, key: "{{ id }}"}
+    request: {prompt: "Say {{ word }}"}
+    matrix: {model: EVAL_MODELS}
+    score: {expected: "{{ word }}", metric: contains}
+    batch: {max_requests: 3}
+    output: {uri: eval.jsonl}
+    POLICY
+"""
+EVAL_MODELS = ["gemini-3.8-flash", "gemini-3.5-flash-lite", "gemini-4-argon"]
 
 
 def _spec(tmp_path, attempts: int, max_count: int | None, model: str = MODELS[0]) -> None:
@@ -96,9 +111,11 @@ def test_after_any_history_the_output_is_the_state(
     )
     max_count = rng.choice([None, 1, 4])
     staged = random.Random(f"stage {seed}").random() < 0.5
+    policy = f"errors: {{max_count: {max_count}}}" if max_count is not None else ""
     if staged:
-        policy = f"errors: {{max_count: {max_count}}}" if max_count is not None else ""
         write(tmp_path / "pipelines/next.yaml", STAGE.replace("POLICY", policy))
+    matrix = random.Random(f"eval {seed}")  # its draws: the matrix's models at each step
+    evaluated = matrix.random() < 0.5
     env = {**os.environ}
     model = MODELS[0]
     for _ in range(rng.randint(2, 4)):
@@ -106,6 +123,10 @@ def test_after_any_history_the_output_is_the_state(
         httpx.post(f"{emulator.url}/_emulator/faults", json=faults).raise_for_status()
         attempts = rng.randint(1, 3)
         _spec(tmp_path, attempts, max_count, model)
+        if evaluated:  # values come and go between steps
+            models = matrix.sample(EVAL_MODELS, matrix.randint(1, 3))
+            text = EVAL.replace("EVAL_MODELS", json.dumps(models)).replace("POLICY", policy)
+            write(tmp_path / "pipelines/eval.yaml", text)
         step = rng.random()
         if step < 0.35:
             kill_apply(env, after_lines=rng.randint(1, 8))
@@ -138,6 +159,18 @@ def test_after_any_history_the_output_is_the_state(
         assert [r["key"] for r in below] == [r["key"] for r in rows if "error" not in r]
         _assert_rows_are_the_states_results(tmp_path, state, "promise-next", below)
         errors.append(sum("error" in r for r in below))
+    if evaluated:  # one row per record and variant, the matrix's order, each its state's result
+        long = _rows(tmp_path / "pipelines/eval.jsonl")
+        assert [(r["model"], r["key"]) for r in long] == [(m, str(i)) for m in models for i in range(RECORDS)]
+        for m in models:
+            mine = [r for r in long if r["model"] == m]
+            for r in mine:
+                assert r["expected"] == f"w{r['key']}"
+                assert ("score" in r) == ("error" not in r)
+                assert r.get("score") in (None, float(f"w{r['key']}" in r.get("text", "")))
+            plain = [{k: v for k, v in r.items() if k not in ("model", "expected", "score")} for r in mine]
+            _assert_rows_are_the_states_results(tmp_path, state, f"promise-eval[model={m}]", plain)
+            errors.append(sum("error" in r for r in mine))
     beyond = any(n > (max_count or 0) for n in errors)
     assert result.code == (3 if beyond else 0), (errors, max_count, result.err)
 
