@@ -250,7 +250,7 @@ def _figure(go, g: GroupReport, plotted: list[VariantReport]):
     def label(v: VariantReport) -> str:
         return ", ".join(f"{val}" for val in v.axes.values()) or v.name
 
-    def trace(vs: list[VariantReport], name: str, symbol: str, size: int):
+    def trace(vs: list[VariantReport], name: str, symbol: str, size: int, where: str):
         return go.Scatter(
             x=[v.cost_usd for v in vs],
             y=[v.mean_score for v in vs],
@@ -263,7 +263,8 @@ def _figure(go, g: GroupReport, plotted: list[VariantReport]):
             },
             mode="markers+text",
             text=[label(v) for v in vs],
-            textposition="top center",
+            textposition=where,
+            cliponaxis=False,  # a label at the chart's edge is drawn whole
             marker={"symbol": symbol, "size": size},
             name=name,
             hovertemplate="%{text}<br>score %{y:.3f}<br>cost $%{x:.6f}<extra></extra>",
@@ -283,14 +284,19 @@ def _figure(go, g: GroupReport, plotted: list[VariantReport]):
                 hoverinfo="skip",
             )
         )
-        fig.add_trace(trace(front, "on the front", "star", 16))
+        fig.add_trace(trace(front, "on the front", "star", 16, "top center"))
     if others:
-        fig.add_trace(trace(others, "beaten on both", "circle", 10))
+        fig.add_trace(trace(others, "beaten on both", "circle", 10, "bottom center"))
+    costs = [v.cost_usd for v in plotted if v.cost_usd]
+    spread = max(costs) / min(costs) if costs else 1.0
     fig.update_layout(
         title=f"{g.name}: mean score against cost",
-        xaxis_title="cost of the variant's requests (USD)",
+        xaxis_title="cost of the variant's requests (USD)" + (", log scale" if spread > 4 else ""),
         yaxis_title="mean score (95% CI)",
+        xaxis_type="log" if spread > 4 else "linear",  # models' prices differ by orders of magnitude
+        xaxis_dtick="D2" if spread > 4 else None,  # ticks at 1, 2 and 5 of each decade
         xaxis_tickformat="$.3~r",
+        margin={"l": 90, "r": 90},
         yaxis_range=[-0.05, 1.1],
         template="plotly_white",
         height=480,
