@@ -467,3 +467,29 @@ def test_a_saved_plan_a_target_and_destroy_on_a_matrix(cli, emulator, emulator_e
     assert len(list(state.iterdir())) == 5  # four variants, and what the output was written from
     assert cli("destroy", "--yes").code == 0
     assert not list(state.iterdir())
+
+
+def test_failed_requests_are_error_rows_without_a_score_and_can_go_to_their_own_file(
+    cli, emulator, emulator_env, tmp_path
+):
+    import httpx2
+
+    faults = {"seed": 3, "line_error_rate": 0.5}
+    httpx2.post(f"{emulator.url}/_emulator/faults", json=faults).raise_for_status()
+    spec = EVAL.replace(
+        "    output: {uri: OUT, columns: [question]}",
+        "    retry: {attempts: 1}\n    output: {uri: OUT, columns: [question]}\n"
+        "    errors: {uri: qa.errors.jsonl, max_count: 12}",
+    )
+    _eval(tmp_path, out="qa.jsonl", spec=spec)
+    done = cli("apply", "--wait")
+    assert done.code == 0, done.out + done.err
+    rows = _rows(tmp_path / "pipelines/qa.jsonl")
+    failed = _rows(tmp_path / "pipelines/qa.errors.jsonl")
+    assert failed and len(rows) + len(failed) == 12
+    assert all("error" in r and "score" not in r and r["expected"] == r["question"] for r in failed)
+    assert all("error" not in r and r["score"] == 1.0 for r in rows)
+    report = json.loads(cli("report", "--format", "json").out)
+    variants = report["groups"][0]["variants"]
+    assert sum(v["errors"] for v in variants) == len(failed)
+    assert all(v["answered"] + v["errors"] == 3 and v["pending"] == 0 for v in variants)
