@@ -323,6 +323,13 @@ def _joined(rows: list) -> bytes | list[dict[str, Any]]:
 NO_RESULT = "no result"  # the error of a request with no answer and no failed job: not answered yet
 
 
+def unanswered(row: dict[str, Any]) -> bool:
+    """Whether a joined row is one whose request has no answer yet (the join's "no result",
+    which a request whose job failed for good never gets)."""
+    error = row.get("error")
+    return isinstance(error, dict) and error.get("code") is None and error.get("message") == NO_RESULT
+
+
 def job_error(shard: Shard | None) -> dict:
     """The error row of a request whose job failed for good: the service's code, status and message."""
     if shard is None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ..output.join import NO_RESULT
+from ..output.join import unanswered
 from ..spec.pricing import PriceTable, shards_cost, usd
 
 Z95 = 1.959964  # the normal quantile of a two-sided 95% interval
@@ -96,8 +96,9 @@ def variant_report(
     for r in rows:  # one pass, nothing held: a report costs what the output's rows weigh, not more
         records += 1
         if r.get("error") is not None:
-            pending += _pending(r)
-            errors += not _pending(r)
+            waiting = unanswered(r)
+            pending += waiting
+            errors += not waiting
         elif r.get("score") is not None:
             scored += 1
             total += float(r["score"])
@@ -125,11 +126,6 @@ def variant_report(
         cost_per_correct_usd=cost / correct if cost is not None and correct else None,
         front=False,
     )
-
-
-def _pending(row: dict[str, Any]) -> bool:
-    error = row.get("error")
-    return isinstance(error, dict) and error.get("code") is None and error.get("message") == NO_RESULT
 
 
 # ---------------------------------------------------------------- formats

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import SourceError, SpecError
-from ..output.join import NO_RESULT
+from ..output.join import unanswered
 from ..prepare.render import TEMPLATES
 from ..prepare.sources import Record
 from ..spec.models import LoadedPipeline
@@ -169,7 +169,7 @@ def records(p: LoadedPipeline) -> Iterator[Record]:
     first: dict[str, int] = {}
     waiting: set[str] = set()  # groups with a row still to be answered
     for n, row in enumerate(upstream_rows(up), 1):
-        pending = not finished and _pending(row)
+        pending = not finished and unanswered(row)
         if row.get("error") is not None and not pending:
             continue  # failed for good: reported upstream
         try:
@@ -198,13 +198,6 @@ def judged(p: LoadedPipeline) -> Iterator[Record]:
     for n, (record, row) in enumerate(scorer.pairs(upstream_rows(up)), 1):
         if row.get("error") is None:
             yield Record(f"pipeline:{up.name}", n, scorer.judged(record, row))
-
-
-def _pending(row: dict[str, Any]) -> bool:
-    """Whether an upstream row is one whose request has no answer yet (the join's "no result",
-    which a request whose job failed for good never gets)."""
-    error = row.get("error")
-    return isinstance(error, dict) and error.get("code") is None and error.get("message") == NO_RESULT
 
 
 def _true(where, row: dict[str, Any], uri: str, line: int) -> bool:
