@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator
 from typing import Any
 
 from jinja2 import UndefinedError
@@ -85,13 +84,6 @@ class Scorer:
         # The renderer's own fast path: plain fields by lookups, anything else by Jinja.
         self._expected = compile_template(self.score.expected) if self.score.expected else None
         self._answer = compile_template(self.score.answer)
-
-    def pairs(self, rows: Iterable[dict[str, Any]]) -> Iterator[tuple[Record, dict[str, Any]]]:
-        """Each output row with the record it was made from: the join gives one row per record,
-        in the source's order."""
-        from ..run.reconcile import records
-
-        return zip(records(self.variant), rows, strict=True)
 
     def expected(self, record: Record) -> str | None:
         if self._expected is None:

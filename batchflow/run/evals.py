@@ -28,7 +28,7 @@ from ..spec.models import LoadedPipeline, Pipeline
 from ..spec.pricing import usd
 from ..spec.project import Stores
 from ..state.store import OutputRecord, now
-from .graph import Upstream, upstream_rows
+from .graph import Upstream, rows_with_records, upstream_rows
 from .reconcile import results_fingerprint
 
 if TYPE_CHECKING:
@@ -140,12 +140,14 @@ def rows(group: Group, stores: Stores) -> Iterator[tuple[LoadedPipeline, dict[st
             if judge is not None
             else {}
         )
-        answers = upstream_rows(Upstream(variant, store), plain=False)  # for a sink, as any output's
+        up = Upstream(variant, store)
         if score is None:
-            pairs: Iterator[tuple[Any, dict[str, Any]]] = ((None, row) for row in answers)
+            pairs: Iterator[tuple[Any, dict[str, Any]]] = (
+                (None, row) for row in upstream_rows(up, plain=False)
+            )
         else:
             scorer = Scorer(variant)
-            pairs = scorer.pairs(answers)
+            pairs = rows_with_records(up, plain=False)  # for a sink, as any output's rows
         for record, row in pairs:
             out = {"key": row.pop("key"), **axes, **row}
             if score is not None:

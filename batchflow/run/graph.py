@@ -195,7 +195,7 @@ def judged(p: LoadedPipeline) -> Iterator[Record]:
 
     up: Upstream = p.upstream
     scorer = Scorer(up.pipeline)
-    for n, (record, row) in enumerate(scorer.pairs(upstream_rows(up)), 1):
+    for n, (record, row) in enumerate(rows_with_records(up), 1):
         if row.get("error") is None:
             yield Record(f"pipeline:{up.name}", n, scorer.judged(record, row))
 
@@ -205,6 +205,14 @@ def _true(where, row: dict[str, Any], uri: str, line: int) -> bool:
         return bool(where(**row))
     except Exception as exc:  # noqa: BLE001 - any expression error names the row it came from
         raise SourceError(f"source.where: {exc}", uri=uri, line=line) from None
+
+
+def rows_with_records(up: Upstream, *, plain: bool = True) -> Iterator[tuple[Record, dict[str, Any]]]:
+    """Each of the upstream's rows with the record it was made from (a score's reference is
+    rendered from the record): the join gives one row per record, in the source's order."""
+    from .reconcile import records as source_records
+
+    return zip(source_records(up.pipeline), upstream_rows(up, plain=plain), strict=True)
 
 
 def upstream_rows(up: Upstream, *, plain: bool = True) -> Iterator[dict[str, Any]]:
