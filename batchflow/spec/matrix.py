@@ -18,10 +18,8 @@ import re
 from typing import Any
 
 from ..errors import SpecError
-from .models import MATRIX_ROOTS, VERDICT_SCHEMA, Member, Pipeline
+from .models import VERDICT_SCHEMA, Member, Pipeline, is_axis, matrix_problems
 from .yamlsource import Document, Loc
-
-MAX_VARIANTS = 256
 
 
 def axis_loc(key: str) -> Loc:
@@ -94,12 +92,12 @@ def expand(doc: Document) -> list[tuple[str, Member | None, Document]]:
     group = str(data.get("name"))
     columns = axis_columns(list(matrix))
     out: list[tuple[str, Member | None, Document]] = []
-    combos = combinations(matrix)[:MAX_VARIANTS]
+    combos = combinations(matrix)  # at most MAX_VARIANTS: `problems` refused more
     for combo in combos:
         merged = copy.deepcopy(data)  # the matrix stays, for the model to check it
         keys, values = dict(doc.keys), dict(doc.values)
         for key, i, value in combo:
-            if key != "model" and not key.startswith(MATRIX_ROOTS):
+            if not is_axis(key):
                 continue  # the model says which keys a matrix takes
             loc = axis_loc(key)
             _set(merged, loc, value)
@@ -117,27 +115,10 @@ def problems(doc: Document) -> list[SpecError]:
     matrix = doc.data.get("matrix") if isinstance(doc.data, dict) else None
     if not isinstance(matrix, dict):
         return []  # absent, or not a mapping: the model says so
-    errors = []
-    count = 1
-    for key, values in matrix.items():
-        where = ("matrix", key)
-        if key != "model" and not str(key).startswith(MATRIX_ROOTS):
-            message = (
-                f"matrix key {key!r}: use `model`, or a path under request., generation_config. or embed."
-            )
-            errors.append(doc.error(where, message, prefer_key=True))
-        elif not isinstance(values, list) or not values:
-            errors.append(doc.error(where, "give a list of at least one value"))
-        else:
-            seen = [json.dumps(v, sort_keys=True, default=str) for v in values]
-            for i, text in enumerate(seen):
-                if text in seen[:i]:
-                    errors.append(doc.error((*where, i), f"{values[i]!r} is listed twice"))
-            count *= len(values)
-    if count > MAX_VARIANTS:
-        message = f"{count} combinations; at most {MAX_VARIANTS} variants (split the matrix into specs)"
-        errors.append(doc.error(("matrix",), message, prefer_key=True))
-    return errors
+    return [
+        doc.error(("matrix", *place), message, prefer_key=at_key)
+        for place, message, at_key in matrix_problems(matrix)
+    ]
 
 
 def _set(data: dict[Any, Any], loc: Loc, value: Any) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -462,6 +464,32 @@ class Score(_Model):
 
 # Where a matrix axis may point: the model, or a field of request, generation_config or embed.
 MATRIX_ROOTS = ("request.", "generation_config.", "embed.")
+MAX_VARIANTS = 256
+
+
+def is_axis(key: object) -> bool:
+    """Whether a matrix key names something a variant may change."""
+    return key == "model" or str(key).startswith(MATRIX_ROOTS)
+
+
+def matrix_problems(matrix: dict[Any, Any]) -> Iterator[tuple[tuple[Any, ...], str, bool]]:
+    """What is wrong with a matrix: (where under `matrix`, what, whether it is the key's
+    problem rather than a value's). The loader reports each at its line; the model, the first."""
+    count = 1
+    for key, values in matrix.items():
+        if not is_axis(key):
+            hint = "use `model`, or a path under request., generation_config. or embed."
+            yield (key,), f"matrix key {key!r}: {hint}", True
+        elif not isinstance(values, list) or not values:
+            yield (key,), "give a list of at least one value", False
+        else:
+            seen = [json.dumps(v, sort_keys=True, default=str) for v in values]
+            for i, text in enumerate(seen):
+                if text in seen[:i]:
+                    yield (key, i), f"{values[i]!r} is listed twice", False
+            count *= len(values)
+    if count > MAX_VARIANTS:
+        yield (), f"{count} combinations; at most {MAX_VARIANTS} variants (split the matrix into specs)", True
 
 
 class Pipeline(_Model):
@@ -522,16 +550,8 @@ class Pipeline(_Model):
 
     @model_validator(mode="after")
     def _matrix_axes(self):
-        for key, values in (self.matrix or {}).items():
-            if key != "model" and not key.startswith(MATRIX_ROOTS):
-                raise ValueError(
-                    f"matrix key {key!r}: use `model`, or a path under request., generation_config. or embed."
-                )
-            if not values:
-                raise ValueError(f"matrix.{key}: give a list of at least one value")
-            seen = [repr(v) for v in values]
-            if len(set(seen)) < len(seen):
-                raise ValueError(f"matrix.{key}: a value is listed twice")
+        for place, message, _ in matrix_problems(self.matrix or {}):  # the loader says them all
+            raise ValueError(".".join(["matrix", *map(str, place)]) + f": {message}")
         return self
 
 
