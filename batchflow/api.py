@@ -228,6 +228,7 @@ class Project:
         from .run.act import Outcome
         from .run.evals import write_all
         from .run.reconcile import Action, Kind
+        from .spec.units import plural
 
         done = {o.pipeline: o.done for o in outcomes}
         out = []
@@ -237,8 +238,12 @@ class Project:
                 outcome.error, outcome.exception = str(error), error
             elif record is not None:
                 outcome.actions = 1
-                variants = f"{len(group.variants)} {'variant' if len(group.variants) == 1 else 'variants'}"
-                report(group.name, Action(Kind.OUTPUT, None, ""), f"{record.records} rows of {variants}")
+                n = len(group.variants)
+                report(
+                    group.name,
+                    Action(Kind.OUTPUT, None, ""),
+                    f"{record.records} rows of {n} {plural(n, 'variant')}",
+                )
             out.append(outcome)
         return out
 

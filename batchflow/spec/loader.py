@@ -99,7 +99,7 @@ def load_file(file: Path, backend: str = "gemini") -> list[LoadedPipeline]:
             errors.extend(wrong)
             continue
         variants = expand(doc)
-        seen: dict[tuple, list[str]] = {}  # each problem, and the variants that have it
+        seen: dict[tuple, tuple[SpecError, list[str]]] = {}  # each problem, and the variants with it
         for name, member, view in variants:
             try:
                 spec = _validate(view, file, backend, tier)
@@ -118,15 +118,12 @@ def load_file(file: Path, backend: str = "gemini") -> list[LoadedPipeline]:
                     out.append(_judge(view, spec, member, file, backend, line))
             except SpecErrors as exc:
                 for e in exc.errors:
-                    where = (e.line, e.column, e.field, e.message)
-                    if where not in seen:
-                        errors.append(e)
-                    seen.setdefault(where, []).append(name)
-        for e in errors:  # a problem of some variants only says which (one common to all, once)
-            names = seen.get((e.line, e.column, e.field, e.message), [])
-            if len(variants) > 1 and 0 < len(names) < len(variants):
+                    seen.setdefault((e.line, e.column, e.field, e.message), (e, []))[1].append(name)
+        for e, names in seen.values():  # said once; a problem of some variants only says which
+            if len(names) < len(variants):
                 more = f" and {len(names) - 1} more" if len(names) > 1 else ""
                 e.message += f" (in {names[0]}{more})"
+            errors.append(e)
     if errors:
         raise SpecErrors(sorted(errors, key=lambda e: (e.line or 0, e.column or 0)))
     return out
